@@ -1,0 +1,145 @@
+"""The one exception tree of hissuno-airflow, grouped by what the caller should do.
+
+    HissunoError
+    ├── PluginDefinitionError          a plugin module is wrong (import time)
+    ├── InputError (ValueError)        bad user input: 400, names the field and what was expected
+    │   ├── UnknownPluginError         404
+    │   └── NotFoundError              404 (connection, stream, ...)
+    ├── ProviderError                  the provider answered badly
+    │   ├── ProviderAuthError          401/403: fatal, the user must reconnect
+    │   ├── RateLimited                429: retriable after ``retry_after`` seconds
+    │   ├── ProviderUnavailable        5xx or network: retriable
+    │   └── ProviderResponseError      any other 4xx or a malformed body: fatal
+    ├── WebhookSignatureError          401: nothing is written
+    ├── StoreError                     the store failed
+    │   └── StoreUnavailable           the store cannot be reached (retriable)
+    └── SyncCancelled                  a run was cancelled through ``ctx.signal``
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class HissunoError(Exception):
+    """Root of every error hissuno-airflow raises on purpose."""
+
+    code: ClassVar[str] = "error"
+    http_status: ClassVar[int] = 500
+    retriable: ClassVar[bool] = False
+
+
+class PluginDefinitionError(HissunoError):
+    """A plugin definition is invalid; one line per problem."""
+
+    code = "plugin_definition"
+
+    def __init__(self, plugin_id: str, problems: list[str]) -> None:
+        self.plugin_id = plugin_id
+        self.problems = problems
+        lines = [f"plugin {plugin_id!r}: {p}" for p in problems]
+        super().__init__("\n".join(lines))
+
+
+class InputError(HissunoError, ValueError):
+    """Bad input from a user; names the field and what was expected."""
+
+    code = "invalid_input"
+    http_status = 400
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class NotFoundError(InputError):
+    """A named thing (connection, stream, handler) does not exist."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class UnknownPluginError(NotFoundError):
+    """No plugin with this id is registered."""
+
+    code = "unknown_plugin"
+
+    def __init__(self, plugin_id: str) -> None:
+        super().__init__(f"unknown plugin {plugin_id!r}", field="plugin_id")
+        self.plugin_id = plugin_id
+
+
+class ProviderError(HissunoError):
+    """A provider API call failed."""
+
+    code = "provider_error"
+    http_status = 502
+
+    def __init__(self, message: str, *, provider: str = "", status: int | None = None) -> None:
+        self.provider = provider
+        self.status = status
+        super().__init__(message)
+
+
+class ProviderAuthError(ProviderError):
+    """The provider refused the credentials (401/403); the user must reconnect."""
+
+    code = "provider_auth"
+    http_status = 400
+
+
+class RateLimited(ProviderError):
+    """The provider rate-limited us (429) and retries ran out."""
+
+    code = "rate_limited"
+    http_status = 503
+    retriable = True
+
+    def __init__(
+        self, message: str, *, provider: str = "", status: int | None = 429,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, status=status)
+        self.retry_after = retry_after
+
+
+class ProviderUnavailable(ProviderError):
+    """5xx or a network failure; retriable."""
+
+    code = "provider_unavailable"
+    http_status = 503
+    retriable = True
+
+
+class ProviderResponseError(ProviderError):
+    """Any other 4xx, or a body that could not be understood."""
+
+    code = "provider_response"
+
+
+class WebhookSignatureError(HissunoError):
+    """A webhook failed verification; nothing is written."""
+
+    code = "bad_signature"
+    http_status = 401
+
+
+class StoreError(HissunoError):
+    """The store failed."""
+
+    code = "store_error"
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached."""
+
+    code = "store_unavailable"
+    http_status = 503
+    retriable = True
+
+
+class SyncCancelled(HissunoError):
+    """The run was cancelled through its signal."""
+
+    code = "cancelled"
+    http_status = 409

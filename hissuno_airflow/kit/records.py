@@ -1,0 +1,189 @@
+"""What a plugin hands to ``ctx.ingest.*``: one validated record type per primitive.
+
+Every record carries ``external_id`` (the dedup key within a connection and stream) and an optional
+``updated_at``: the provider's own timestamp for the record, from which the runtime computes the
+next ``last_sync_at`` (a high-water mark, never the wall clock).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .types import (
+    IssuePriority,
+    IssueStatus,
+    IssueType,
+    KnowledgeType,
+    MergeStrategy,
+    SenderType,
+)
+
+
+def _aware(v: datetime | None) -> datetime | None:
+    if v is not None and v.tzinfo is None:
+        return v.replace(tzinfo=timezone.utc)
+    return v
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    external_id: str = Field(min_length=1, max_length=512)
+    """Stable provider id of the record; the dedup key within (connection, stream)."""
+    updated_at: datetime | None = None
+    """Provider time of the record's last change; feeds the high-water-mark cursor."""
+
+    @field_validator("external_id", mode="before")
+    @classmethod
+    def _id_to_str(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) else v
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _tz(cls, v: Any) -> Any:
+        return _aware(v) if isinstance(v, datetime) else v
+
+
+class Message(BaseModel):
+    """One message of a session."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sender_type: SenderType
+    """Who wrote it: ``user`` (the customer), ``human_agent``, ``ai`` or ``system``."""
+    content: str = Field(min_length=1)
+    """Message text (markdown allowed)."""
+    created_at: datetime | None = None
+    """When it was written; defaults to the session's first message time."""
+    sender_name: str | None = None
+    """Display name of the author, when known."""
+
+    @field_validator("created_at", mode="after")
+    @classmethod
+    def _tz(cls, v: datetime | None) -> datetime | None:
+        return _aware(v)
+
+
+class SessionRecord(_Record):
+    """A conversation (ticket, chat, call, thread) with its messages."""
+
+    source: str = Field(min_length=1)
+    """Where it came from: the plugin id or one of the app's session sources."""
+    session_type: str = "chat"
+    """``chat``, ``meeting`` or ``behavioral``."""
+    status: str = "closed"
+    """``active`` or ``closed``."""
+    name: str | None = None
+    """Title of the conversation."""
+    description: str | None = None
+    """Short summary."""
+    user_metadata: dict[str, Any] = Field(default_factory=dict)
+    """Free map; ``email``/``name`` drive contact resolution."""
+    messages: list[Message] = Field(default_factory=list)
+    """All messages; a changed list replaces the stored one."""
+    first_message_at: datetime | None = None
+    """Time of the first message."""
+    last_activity_at: datetime | None = None
+    """Time of the last activity."""
+    created_at: datetime | None = None
+    """Provider creation time."""
+    contact_email: str | None = None
+    """Email of the customer; the contact is upserted and linked."""
+    contact_name: str | None = None
+    """Name of that contact."""
+    custom_fields: dict[str, Any] = Field(default_factory=dict)
+    """Provider extras worth keeping."""
+
+
+class ContactRecord(_Record):
+    """A person; unique per project by lower-cased email."""
+
+    email: str = Field(min_length=3, pattern=r"^[^@\s]+@[^@\s]+$")
+    """Email address (matched case-insensitively)."""
+    name: str | None = None
+    """Full name."""
+    phone: str | None = None
+    """Phone number."""
+    title: str | None = None
+    """Job title."""
+    company_domain: str | None = None
+    """Domain of their company; the company is upserted and linked."""
+    custom_fields: dict[str, Any] = Field(default_factory=dict)
+    """Provider extras."""
+    merge_strategy: MergeStrategy = "fill_nulls"
+    """How to merge into an existing contact with the same email."""
+
+
+class CompanyRecord(_Record):
+    """An organisation; unique per project by lower-cased domain."""
+
+    domain: str = Field(min_length=3)
+    """Primary web domain, e.g. ``acme.com``."""
+    name: str | None = None
+    """Display name (defaults to the domain)."""
+    industry: str | None = None
+    """Industry."""
+    country: str | None = None
+    """Country."""
+    employee_count: int | None = None
+    """Head count."""
+    notes: str | None = None
+    """Free notes."""
+    custom_fields: dict[str, Any] = Field(default_factory=dict)
+    """Provider extras."""
+    merge_strategy: MergeStrategy = "fill_nulls"
+    """How to merge into an existing company with the same domain."""
+
+    @field_validator("domain", mode="after")
+    @classmethod
+    def _domain(cls, v: str) -> str:
+        v = v.lower().removeprefix("https://").removeprefix("http://").removeprefix("www.").strip("/")
+        if "." not in v or " " in v:
+            msg = f"expected a domain such as acme.com; got {v!r}"
+            raise ValueError(msg)
+        return v
+
+
+class IssueRecord(_Record):
+    """A bug, feature request or change request."""
+
+    name: str = Field(min_length=1)
+    """Title."""
+    description: str = ""
+    """Body text."""
+    type: IssueType = "change_request"
+    """``bug``, ``feature_request`` or ``change_request``."""
+    status: IssueStatus = "open"
+    """Workflow status."""
+    priority: IssuePriority = "low"
+    """Priority."""
+    session_external_id: str | None = None
+    """External id of a session of the same connection to link to."""
+    custom_fields: dict[str, Any] = Field(default_factory=dict)
+    """Provider identifiers (``linear_identifier``, ``jira_key``) and extras."""
+
+
+class KnowledgeRecord(_Record):
+    """A document; its content is chunked by markdown headings and embedded."""
+
+    type: KnowledgeType = "raw_text"
+    """Knowledge source type."""
+    name: str | None = None
+    """Title."""
+    description: str | None = None
+    """Summary."""
+    url: str | None = None
+    """Where it lives."""
+    content: str | None = None
+    """Markdown body; chunked and embedded when present."""
+    origin: str | None = None
+    """What produced it, e.g. ``notion_sync``."""
+    parent_external_id: str | None = None
+    """External id of the parent document, for trees."""
+    custom_fields: dict[str, Any] = Field(default_factory=dict)
+    """Provider extras."""
+    enabled: bool = True
+    """Whether agents may use it."""

@@ -1,0 +1,48 @@
+"""Environment-driven settings: database, home folder, provider base URLs, app secrets."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+
+def home() -> Path:
+    """``HISSUNO_HOME`` (default ``~/.hissuno``), created on first use."""
+    p = Path(os.environ.get("HISSUNO_HOME") or Path.home() / ".hissuno").expanduser()
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def database_url() -> str | None:
+    """``HISSUNO_DATABASE_URL`` when set; None selects the embedded PostgreSQL."""
+    return os.environ.get("HISSUNO_DATABASE_URL") or None
+
+
+def base_url(plugin_id: str, name: str, default: str) -> str:
+    """A plugin's named base URL, overridable by ``HISSUNO_<PLUGIN>_<NAME>_URL``."""
+    env = f"HISSUNO_{plugin_id.upper().replace('-', '_')}_{name.upper()}_URL"
+    return (os.environ.get(env) or default).rstrip("/")
+
+
+def secret_key() -> bytes:
+    """Key for signing OAuth state and encrypting stored credentials.
+
+    ``HISSUNO_SECRET_KEY`` when set; otherwise a random key kept in ``$HISSUNO_HOME/secret.key`` (0600).
+    """
+    env = os.environ.get("HISSUNO_SECRET_KEY")
+    if env:
+        return env.encode()
+    path = home() / "secret.key"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+        os.replace(tmp, path)
+    return path.read_text().strip().encode()
+
+
+def default_project_id() -> str:
+    """Id of the project used when a caller names none."""
+    return os.environ.get("HISSUNO_PROJECT_ID", "00000000-0000-0000-0000-000000000001")
