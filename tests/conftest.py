@@ -1,0 +1,21 @@
+"""Test session set-up: isolated HISSUNO_HOME and AIRFLOW_HOME, set before anything imports Airflow."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+_ROOT = tempfile.mkdtemp(prefix="hissuno-tests-")
+os.environ.setdefault("HISSUNO_HOME", os.path.join(_ROOT, "hissuno"))
+os.environ.setdefault("AIRFLOW_HOME", os.path.join(_ROOT, "airflow"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+os.environ.setdefault("HISSUNO_SECRET_KEY", "test-secret-key-for-hissuno-0123456789")
+os.environ.setdefault("HISSUNO_CREDENTIALS_BACKEND", "db")
+
+pytest_plugins = (
+    "tests.fixtures.store",
+    "tests.fixtures.fakes",
+    "tests.fixtures.airflow",
+    "tests.fixtures.web",
+)
