@@ -1,0 +1,67 @@
+"""Enable, configure and list a connection's streams, validated against the plugin's definitions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import registry
+from ..kit.context import ListCtx
+from ..kit.streams import StreamInstance
+from ..kit.errors import InputError
+from ..kit.streams import build_stream_id
+from ..store import connections as repo
+from ..store.connections import StreamRow
+from ..store.db import Store
+from .handlers import call_handler
+from .sync import resolve_stream, validate_config
+
+
+def enable_stream(
+    store: Store, connection_id: str, stream_id: str, *, enabled: bool = True, frequency: str | None = None,
+    filters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None,
+) -> StreamRow:
+    """Create or update a stream row after validating frequency, filters and settings."""
+    conn = repo.get_connection(store, connection_id)
+    plugin = registry.get_plugin(conn.plugin_id)
+    key, instance, stream = resolve_stream(plugin, stream_id)
+    if stream.parameterized and not instance:
+        msg = f"stream_id: stream {key!r} is parameterized; expected '{key}:<instance id>'"
+        raise InputError(msg, field="stream_id")
+    if not stream.parameterized and instance:
+        msg = f"stream_id: stream {key!r} has no instances; expected {key!r}"
+        raise InputError(msg, field="stream_id")
+    if frequency is not None and frequency not in stream.allowed_frequencies:
+        msg = f"frequency: expected one of {', '.join(stream.allowed_frequencies)}; got {frequency!r}"
+        raise InputError(msg, field="frequency")
+    if filters is not None:
+        filters = validate_config(stream.filters, filters, "filters")
+        filters = filters.model_dump(mode="json", exclude_defaults=True) if stream.filters else filters
+    if settings is not None:
+        settings = validate_config(stream.settings, settings, "settings")
+        settings = settings.model_dump(mode="json", exclude_defaults=True) if stream.settings else settings
+    return repo.upsert_stream(
+        store, connection_id=connection_id, plugin_id=plugin.id, stream_id=build_stream_id(key, instance),
+        stream_kind=stream.kind, enabled=enabled, frequency=frequency, filter_config=filters,
+        settings=settings, default_frequency=stream.default_frequency,
+    )
+
+
+def list_instances(store: Store, connection_id: str, stream_key: str) -> list[StreamInstance]:
+    """Call the stream's ``instances()`` with the connection's credentials."""
+    from ..credentials import load_credentials
+    from .services import make_http_client
+
+    conn = repo.get_connection(store, connection_id)
+    plugin = registry.get_plugin(conn.plugin_id)
+    _, _, stream = resolve_stream(plugin, stream_key)
+    if stream.instances is None:
+        return []
+
+    class _Svc:
+        def http_client(self, base: str = "API", **kw: Any) -> Any:
+            return make_http_client(plugin, base, **kw)
+
+    ctx = ListCtx(plugin_id=plugin.id, project_id=conn.project_id, connection_id=conn.id,
+                  credentials=load_credentials(store, conn), settings=conn.settings, services=_Svc())
+    result = call_handler(stream.instances, ctx)
+    return [r if isinstance(r, StreamInstance) else StreamInstance.model_validate(r) for r in result or []]

@@ -1,0 +1,369 @@
+"""Run one stream of one connection: the framework-free core the CLI, the web routes and the
+Airflow operator all call.
+
+What it fixes from the original (reference 2.6, 2.8): the cursor is the high-water mark of ingested
+provider timestamps (never the wall clock) and moves only when a run succeeds; one run per stream
+at a time (a PostgreSQL advisory lock); a run whose process died is marked as such instead of
+blocking the stream forever; filters and settings are validated and their defaults merged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel, ValidationError
+
+from .. import registry
+from ..credentials import load_credentials, save_credentials
+from ..kit.context import CancelSignal, ProgressEvent, SyncCtx
+from ..kit.define import PluginDef
+from ..kit.errors import HissunoError, InputError, ProviderAuthError, SyncCancelled
+from ..kit.redaction import redact_text, secret_values
+from ..kit.streams import Stream, parse_stream_id
+from ..store import connections as repo
+from ..store.connections import ConnectionRow
+from ..store.db import Store, get_store
+from ..store.ingest import StreamIngest
+from .handlers import call_handler
+from .logging import PluginLogger
+from .services import make_http_client
+
+log = logging.getLogger(__name__)
+COUNTED = ("found", "synced", "skipped", "failed")
+STALE_AFTER_SECONDS = 900
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+class CredentialSource(Protocol):
+    """Where a run reads and writes its connection's credentials."""
+
+    def load(self) -> dict[str, Any]: ...
+    def save(self, credentials: dict[str, Any]) -> None: ...
+
+
+class StoreCredentialSource:
+    """Credentials from the connection's configured backend."""
+
+    def __init__(self, store: Store, connection: ConnectionRow) -> None:
+        self.store = store
+        self.connection = connection
+
+    def load(self) -> dict[str, Any]:
+        """Current credentials."""
+        return load_credentials(self.store, self.connection)
+
+    def save(self, credentials: dict[str, Any]) -> None:
+        """Persist new credentials."""
+        save_credentials(self.store, self.connection, credentials)
+
+
+@dataclass
+class SyncResult:
+    """Outcome of one run."""
+
+    run_id: str | None
+    status: str
+    counts: dict[str, int]
+    cursor_before: datetime | None
+    cursor_after: datetime | None
+    error: str | None = None
+    error_code: str | None = None
+    retriable: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe form (what the CLI prints and the operator pushes)."""
+        iso = lambda d: d.isoformat() if d else None  # noqa: E731
+        return {"run_id": self.run_id, "status": self.status, "counts": self.counts,
+                "cursor_before": iso(self.cursor_before), "cursor_after": iso(self.cursor_after),
+                "error": self.error, "error_code": self.error_code}
+
+
+def validate_config(model: type[BaseModel] | None, raw: Mapping[str, Any] | None, what: str) -> Any:
+    """Validate filters/settings against the stream's model, merging defaults; InputError names the field."""
+    if model is None:
+        return dict(raw or {})
+    try:
+        return model.model_validate(dict(raw or {}))
+    except ValidationError as exc:
+        err = exc.errors(include_input=False)[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = f"{what}.{loc}: {err['msg']}"
+        raise InputError(msg, field=f"{what}.{loc}") from None
+
+
+@dataclass
+class _Services:
+    """The runtime side of a SyncCtx."""
+
+    plugin: PluginDef
+    ingest: StreamIngest
+    source: CredentialSource
+    logger: PluginLogger
+    secrets: list[str]
+    on_progress: Callable[[ProgressEvent, dict[str, int]], None] | None
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTED, 0))
+    high_water: datetime | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    rate_limiter: Any = None
+
+    def is_synced(self, external_id: str) -> bool:
+        return self.ingest.is_synced(external_id)
+
+    def get_synced_ids(self) -> set[str]:
+        return self.ingest.get_synced_ids()
+
+    def progress(self, event: ProgressEvent) -> None:
+        with self.lock:
+            if event.type in self.counts:
+                self.counts[event.type] += 1
+            snapshot = dict(self.counts)
+        if event.message:
+            event = event.model_copy(update={"message": redact_text(event.message, self.secrets)})
+        if self.on_progress is not None:
+            try:
+                self.on_progress(event, snapshot)
+            except Exception:  # noqa: BLE001 - a broken progress sink never fails a sync
+                log.warning("progress sink failed", exc_info=True)
+
+    def save_credentials(self, credentials: Mapping[str, Any]) -> None:
+        self.source.save(dict(credentials))
+        self.secrets.extend(secret_values(credentials, self.plugin.secret_fields))
+
+    def advance_cursor(self, ts: datetime) -> None:
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=timezone.utc)
+        with self.lock:
+            if self.high_water is None or ts > self.high_water:
+                self.high_water = ts
+
+    def http_client(self, base: str = "API", **kwargs: Any) -> Any:
+        return make_http_client(self.plugin, base, secrets=self.secrets, logger=self.logger,
+                                rate_limiter=self.rate_limiter, **kwargs)
+
+
+def _lock_key(connection_id: str, stream_id: str) -> int:
+    digest = hashlib.blake2b(f"sync:{connection_id}:{stream_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def resolve_stream(plugin: PluginDef, stream_id: str) -> tuple[str, str | None, Stream]:
+    """(key, instance, definition) of a stream id; InputError when the key is unknown."""
+    key, instance = parse_stream_id(stream_id)
+    if key not in plugin.streams:
+        msg = f"plugin {plugin.id!r} has no stream {key!r}; expected one of {', '.join(plugin.streams)}"
+        raise InputError(msg, field="stream_id")
+    return key, instance, plugin.streams[key]
+
+
+def _recover_stale(store: Store, connection_id: str, stream_id: str) -> None:
+    with store.connection() as conn:
+        conn.execute(
+            "UPDATE integration_sync_runs SET status = 'error', completed_at = now(),"
+            " error_message = 'run abandoned (its process stopped without finishing)'"
+            " WHERE connection_id = %s AND stream_id = %s AND status = 'in_progress'"
+            " AND heartbeat_at < now() - make_interval(secs => %s)",
+            (connection_id, stream_id, STALE_AFTER_SECONDS),
+        )
+
+
+def run_stream_sync(
+    connection_id: str, stream_id: str, *, store: Store | None = None, triggered_by: str = "manual",
+    sync_mode: str = "incremental", cursor: Any = UNSET, until: datetime | None = None,
+    commit_cursor: bool = True, signal: CancelSignal | None = None,
+    on_progress: Callable[[ProgressEvent, dict[str, int]], None] | None = None,
+    credentials: CredentialSource | None = None, external_run_id: str | None = None,
+    logger: logging.Logger | None = None, rate_limiter: Any = None,
+) -> SyncResult:
+    """Run one stream once.
+
+    Args:
+        connection_id: The connection.
+        stream_id: ``key`` or ``key:instance``; must have a stream row.
+        store: The store (default: the configured one).
+        triggered_by: manual, cron, webhook or backfill.
+        sync_mode: incremental or full (full ignores the cursor; records are still upserted).
+        cursor: UNSET reads the stream row's ``last_sync_at``; any other value (a datetime or None)
+            is used as ``ctx.last_sync_at`` (the Airflow operator passes its XCom cursor).
+        until: Exclusive upper bound of provider update times (backfill windows).
+        commit_cursor: Write the new high-water mark to the stream row on success (False for backfill).
+        signal: Cancellation flag; the handler stops at its next check.
+        on_progress: Called with each (redacted) progress event and the running counts.
+        credentials: Where credentials come from (default: the connection's backend).
+        external_run_id: Id of the orchestrator's run (Airflow run id), recorded on the run row.
+        logger: Logger for the plugin's messages.
+        rate_limiter: Shared request budget for the provider account.
+
+    Returns:
+        SyncResult; a failing plugin gives status ``error`` (pre-check failures raise InputError).
+    """
+    store = store or get_store()
+    connection = repo.get_connection(store, connection_id)
+    plugin = registry.get_plugin(connection.plugin_id)
+    key, instance, stream = resolve_stream(plugin, stream_id)
+    if stream.sync is None:
+        msg = f"stream {key!r} of plugin {plugin.id!r} has no sync handler (it is webhook-only)"
+        raise InputError(msg, field="stream_id")
+    row = repo.get_stream(store, connection_id, stream_id)
+    filters = validate_config(stream.filters, row.filter_config, "filters")
+    settings_ = validate_config(stream.settings, row.settings, "settings")
+    if sync_mode not in ("incremental", "full"):
+        raise InputError(f"sync_mode: expected incremental or full; got {sync_mode!r}", field="sync_mode")
+    cursor_before = row.last_sync_at if cursor is UNSET else cursor
+    signal = signal or CancelSignal()
+    source = credentials or StoreCredentialSource(store, connection)
+
+    _recover_stale(store, connection_id, stream_id)
+    lock_conn = store.pool.getconn()
+    try:
+        got = lock_conn.execute("SELECT pg_try_advisory_lock(%s) AS ok",
+                                (_lock_key(connection_id, stream_id),)).fetchone()
+        lock_conn.commit()
+        if not got or not got["ok"]:  # type: ignore[call-overload]
+            msg = f"a sync of {connection_id}/{stream_id} is already running"
+            raise InputError(msg, field="stream_id")
+        return _run_locked(
+            store, plugin, connection, key, instance, stream, stream_id, filters, settings_,
+            triggered_by, sync_mode, cursor_before, until, commit_cursor, signal, on_progress, source,
+            external_run_id, logger, rate_limiter,
+        )
+    finally:
+        try:
+            lock_conn.execute("SELECT pg_advisory_unlock_all()")
+            lock_conn.commit()
+        finally:
+            store.pool.putconn(lock_conn)
+
+
+def _run_locked(
+    store: Store, plugin: PluginDef, connection: ConnectionRow, key: str, instance: str | None,
+    stream: Stream, stream_id: str, filters: Any, settings_: Any, triggered_by: str, sync_mode: str,
+    cursor_before: datetime | None, until: datetime | None, commit_cursor: bool, signal: CancelSignal,
+    on_progress: Callable[[ProgressEvent, dict[str, int]], None] | None, source: CredentialSource,
+    external_run_id: str | None, logger: logging.Logger | None, rate_limiter: Any,
+) -> SyncResult:
+    window_lo = cursor_before if triggered_by == "backfill" else None
+    with store.connection() as conn:
+        run = conn.execute(
+            "INSERT INTO integration_sync_runs (connection_id, plugin_id, stream_id, triggered_by, sync_mode,"
+            " cursor_before, window_start, window_end, external_run_id) VALUES (%s, %s, %s, %s, %s, %s, %s,"
+            " %s, %s) RETURNING id::text AS id",
+            (connection.id, plugin.id, stream_id, triggered_by, sync_mode, cursor_before, window_lo, until,
+             external_run_id),
+        ).fetchone()
+        conn.execute(
+            "UPDATE integration_streams SET last_sync_status = 'in_progress', updated_at = now()"
+            " WHERE connection_id = %s AND stream_id = %s",
+            (connection.id, stream_id),
+        )
+    assert run is not None
+    run_id: str = run["id"]
+
+    secrets: list[str] = []
+    plog = PluginLogger(f"{plugin.id}:{stream_id}", secrets, logger)
+    services: _Services | None = None
+    status, error, code, retriable = "success", None, None, False
+    try:
+        creds = source.load()
+        secrets.extend(secret_values(creds, plugin.secret_fields))
+        creds = _fresh(plugin, connection, source, store, creds)
+        secrets.extend(secret_values(creds, plugin.secret_fields))
+        ingest = StreamIngest(
+            store, project_id=connection.project_id, connection_id=connection.id, stream_id=stream_id,
+            run_id=run_id, window=(window_lo, until),
+        )
+        services = _Services(plugin=plugin, ingest=ingest, source=source, logger=plog, secrets=secrets,
+                             on_progress=on_progress, rate_limiter=rate_limiter)
+        ingest._on_event = services.progress
+        ingest._on_timestamp = services.advance_cursor
+        ctx = SyncCtx(
+            plugin_id=plugin.id, project_id=connection.project_id, connection_id=connection.id,
+            stream_id=stream_id, stream_key=key, instance_id=instance, credentials=creds,
+            settings=settings_, filters=filters,
+            last_sync_at=cursor_before if (sync_mode == "incremental" or triggered_by == "backfill") else None,
+            until=until, sync_mode=sync_mode, triggered_by=triggered_by,  # type: ignore[arg-type]
+            services=services, signal=signal, logger=plog,
+        )
+        try:
+            call_handler(stream.sync, ctx)  # type: ignore[misc]
+        except ProviderAuthError:
+            # One forced refresh and retry for OAuth plugins whose token died early (revoked, clock skew).
+            if plugin.auth_type != "oauth2":
+                raise
+            ctx.credentials = _fresh(plugin, connection, source, store, ctx.credentials, force=True)
+            call_handler(stream.sync, ctx)  # type: ignore[misc]
+        signal.raise_if_cancelled()
+        ingest.close()
+    except SyncCancelled as exc:
+        status, error, code = "cancelled", str(exc), exc.code
+    except HissunoError as exc:
+        status, error, code, retriable = "error", str(exc), exc.code, exc.retriable
+    except Exception as exc:  # noqa: BLE001 - the plugin's failure is the run's result, not a crash
+        status, error, code = "error", f"{type(exc).__name__}: {exc}", "plugin_error"
+        log.exception("sync %s/%s failed", connection.id, stream_id)
+    if status != "success" and services is not None:
+        # Records ingested before the failure stay (they are idempotent); only the cursor is held back.
+        try:
+            services.ingest.close()
+        except Exception:  # noqa: BLE001
+            log.exception("flushing a failed run's records failed")
+    if error:
+        error = redact_text(error, secrets)[:2000]
+
+    counts = dict(services.counts) if services else dict.fromkeys(COUNTED, 0)
+    high = services.high_water if services else None
+    cursor_after = cursor_before
+    if status == "success" and high is not None:
+        cursor_after = high if cursor_after is None or sync_mode == "full" else max(cursor_after, high)
+    if status == "success" and sync_mode == "full" and cursor_before is not None and high is None:
+        cursor_after = cursor_before
+    _finish(store, connection.id, stream_id, run_id, status, counts, error, cursor_after if status == "success"
+            else None, commit_cursor and status == "success")
+    return SyncResult(run_id=run_id, status=status, counts=counts, cursor_before=cursor_before,
+                      cursor_after=cursor_after if status == "success" else cursor_before,
+                      error=error, error_code=code, retriable=retriable)
+
+
+def _fresh(plugin: PluginDef, connection: ConnectionRow, source: CredentialSource, store: Store,
+           creds: dict[str, Any], force: bool = False) -> dict[str, Any]:
+    if plugin.auth_type != "oauth2":
+        return creds
+    try:
+        from .refresh import ensure_fresh
+    except ImportError:
+        return creds
+    fresh: dict[str, Any] = ensure_fresh(plugin, connection, source, store, force=force)
+    return fresh
+
+
+def _finish(store: Store, connection_id: str, stream_id: str, run_id: str, status: str,
+            counts: dict[str, int], error: str | None, cursor_after: datetime | None, write_cursor: bool) -> None:
+    with store.connection() as conn:
+        conn.execute(
+            "UPDATE integration_sync_runs SET status = %s, counts = %s, error_message = %s, cursor_after = %s,"
+            " completed_at = now(), heartbeat_at = now() WHERE id = %s",
+            (status, Jsonb(counts), error, cursor_after, run_id),
+        )
+        conn.execute(
+            "UPDATE integration_streams SET last_sync_status = %s, last_sync_error = %s,"
+            " last_sync_counts = %s, updated_at = now(),"
+            " last_sync_at = CASE WHEN %s THEN %s ELSE last_sync_at END,"
+            " next_sync_at = CASE frequency WHEN '1h' THEN now() + interval '1 hour'"
+            "   WHEN '6h' THEN now() + interval '6 hours' WHEN '24h' THEN now() + interval '1 day' ELSE NULL END"
+            " WHERE connection_id = %s AND stream_id = %s",
+            (status, error, Jsonb(counts), write_cursor, cursor_after, connection_id, stream_id),
+        )
+

@@ -1,0 +1,75 @@
+"""Session classification into the original's tags, rule-based by default, optionally by an LLM.
+
+Rules are transparent: each tag has word patterns matched against the customer's (``user``)
+messages, falling back to the whole conversation; ``general_feedback`` when nothing else matches.
+``HISSUNO_CLASSIFIER=llm`` asks an OpenAI-compatible chat endpoint (``HISSUNO_LLM_BASE_URL``,
+``HISSUNO_LLM_API_KEY``, ``HISSUNO_LLM_MODEL``) and falls back to the rules on any failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+
+from ..kit.types import SESSION_TAGS
+
+RULES: dict[str, re.Pattern[str]] = {
+    "bug": re.compile(
+        r"\b(bug|error|crash(es|ed)?|broken|fails?|failing|exception|doesn'?t work|not working|500|"
+        r"stack ?trace|regression|timeout|can'?t log ?in)\b", re.I),
+    "feature_request": re.compile(
+        r"\b(feature request|would be (great|nice)|please add|wish|could you add|support for|"
+        r"it would help|roadmap|is there a way to)\b", re.I),
+    "change_request": re.compile(
+        r"\b(change the|instead of|rename|move the|should be|update the (default|wording)|"
+        r"confusing|hard to find)\b", re.I),
+    "wins": re.compile(
+        r"\b(love|amazing|great job|thank you so much|fantastic|renew(ed|ing)?|upgrade[ds]?|"
+        r"expand(ing)?|saved us)\b", re.I),
+    "losses": re.compile(
+        r"\b(cancel(l?ing|led)?|churn|switch(ing)? to|downgrade|too expensive|refund|"
+        r"moving away|competitor)\b", re.I),
+}
+
+
+def classify_rules(messages: Sequence[tuple[str, str]]) -> list[str]:
+    """Tags for a conversation given (sender_type, content) pairs."""
+    user_text = "\n".join(c for s, c in messages if s == "user")
+    text = user_text or "\n".join(c for _, c in messages)
+    tags = [tag for tag, pat in RULES.items() if pat.search(text)]
+    return tags or ["general_feedback"]
+
+
+def classify_llm(messages: Sequence[tuple[str, str]]) -> list[str]:
+    """Ask an OpenAI-compatible chat endpoint; rules on any failure."""
+    import httpx
+
+    base = os.environ.get("HISSUNO_LLM_BASE_URL", "https://api.openai.com/v1").rstrip("/")
+    key = os.environ.get("HISSUNO_LLM_API_KEY") or os.environ.get("OPENAI_API_KEY", "")
+    convo = "\n".join(f"{s}: {c}" for s, c in messages[:30])[:6000]
+    prompt = (
+        "Classify this customer conversation. Answer with a JSON list using only these tags: "
+        + ", ".join(SESSION_TAGS) + ".\n\n" + convo
+    )
+    try:
+        resp = httpx.post(
+            f"{base}/chat/completions", timeout=30.0, headers={"Authorization": f"Bearer {key}"},
+            json={"model": os.environ.get("HISSUNO_LLM_MODEL", "gpt-4o-mini"),
+                  "messages": [{"role": "user", "content": prompt}], "temperature": 0},
+        )
+        resp.raise_for_status()
+        content = resp.json()["choices"][0]["message"]["content"]
+        match = re.search(r"\[.*?\]", content, re.S)
+        tags = [t for t in json.loads(match.group(0) if match else content) if t in SESSION_TAGS]
+        return tags or ["general_feedback"]
+    except Exception:
+        return classify_rules(messages)
+
+
+def classify(messages: Sequence[tuple[str, str]]) -> list[str]:
+    """Tags by the configured classifier."""
+    if os.environ.get("HISSUNO_CLASSIFIER", "rules").lower() == "llm":
+        return classify_llm(messages)
+    return classify_rules(messages)

@@ -1,0 +1,159 @@
+"""Embedding and graph evaluation of ingested entities, run in-process after the writes.
+
+Vectors are recomputed only when the embedded text's hash (or the model) changed; each vector
+records its model. Graph edges: semantic similarity through pgvector (top 5 of 10 nearest of other
+entity types above ``HISSUNO_GRAPH_THRESHOLD``, default 0.6 as in the original), session<->contact
+from metadata emails, contact<->company by email domain (done at upsert time in ``ingest.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from pgvector import Vector
+
+from .db import Store
+from .embedder import Embedder, get_embedder, text_hash
+
+GRAPH_TYPES = ("session", "issue", "knowledge_source", "contact", "company")
+
+
+@dataclass
+class _Item:
+    entity_type: str
+    entity_id: str
+    text: str
+    graph: bool
+    email: str | None
+
+
+class Enricher:
+    """Queue of entities to (re-)embed and link."""
+
+    def __init__(self, store: Store, project_id: str, embedder: Embedder | None = None) -> None:
+        self.store = store
+        self.project_id = project_id
+        self.embedder = embedder
+        self._items: dict[tuple[str, str], _Item] = {}
+        self.embedded = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def queue(self, entity_type: str, entity_id: str, text: str, *, graph: bool = True,
+              email: str | None = None) -> None:
+        """Ask for ``entity`` to be embedded from ``text`` (and linked, when ``graph``)."""
+        self._items[(entity_type, entity_id)] = _Item(entity_type, entity_id, text.strip() or entity_type,
+                                                      graph, email)
+
+    def run(self) -> int:
+        """Embed what changed, then evaluate the graph; returns the number of vectors written."""
+        if not self._items:
+            return 0
+        items = list(self._items.values())
+        self._items.clear()
+        embedder = self.embedder or get_embedder()
+        hashes = {(i.entity_type, i.entity_id): text_hash(i.text) for i in items}
+        with self.store.connection() as conn:
+            rows = conn.execute(
+                "SELECT entity_type, entity_id::text AS id, text_hash, model FROM embeddings"
+                " WHERE entity_id = ANY(%s::uuid[])",
+                ([i.entity_id for i in items],),
+            ).fetchall()
+        current = {(r["entity_type"], r["id"]): (r["text_hash"], r["model"]) for r in rows}
+        todo = [i for i in items
+                if current.get((i.entity_type, i.entity_id)) != (hashes[(i.entity_type, i.entity_id)],
+                                                                  embedder.model)]
+        written = 0
+        for start in range(0, len(todo), 100):
+            batch = todo[start : start + 100]
+            vectors = embedder.embed([i.text[:8000] for i in batch])
+            with self.store.connection() as conn, conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO embeddings (project_id, entity_type, entity_id, model, text_hash, embedding)"
+                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (entity_type, entity_id) DO UPDATE SET"
+                    " model = EXCLUDED.model, text_hash = EXCLUDED.text_hash,"
+                    " embedding = EXCLUDED.embedding, updated_at = now()",
+                    [(self.project_id, i.entity_type, i.entity_id, embedder.model,
+                      hashes[(i.entity_type, i.entity_id)], Vector(v))
+                     for i, v in zip(batch, vectors, strict=True)],
+                )
+            written += len(batch)
+        self.embedded += written
+        self._link([i for i in todo if i.graph], embedder.model)
+        self._link_emails([i for i in items if i.email and i.entity_type == "session"])
+        return written
+
+    def _link(self, items: list[_Item], model: str) -> None:
+        if not items:
+            return
+        threshold = float(os.environ.get("HISSUNO_GRAPH_THRESHOLD", "0.6"))
+        with self.store.connection() as conn:
+            conn.execute(
+                """
+                INSERT INTO entity_relationships
+                    (project_id, source_type, source_id, target_type, target_id, strategy, similarity, metadata)
+                SELECT e.project_id,
+                       CASE WHEN (e.entity_type, e.entity_id::text) < (n.entity_type, n.entity_id::text)
+                            THEN e.entity_type ELSE n.entity_type END,
+                       CASE WHEN (e.entity_type, e.entity_id::text) < (n.entity_type, n.entity_id::text)
+                            THEN e.entity_id ELSE n.entity_id END,
+                       CASE WHEN (e.entity_type, e.entity_id::text) < (n.entity_type, n.entity_id::text)
+                            THEN n.entity_type ELSE e.entity_type END,
+                       CASE WHEN (e.entity_type, e.entity_id::text) < (n.entity_type, n.entity_id::text)
+                            THEN n.entity_id ELSE e.entity_id END,
+                       'semantic', n.sim, jsonb_build_object('model', e.model)
+                FROM embeddings e
+                CROSS JOIN LATERAL (
+                    SELECT o.entity_type, o.entity_id, 1 - (o.embedding <=> e.embedding) AS sim
+                    FROM embeddings o
+                    WHERE o.project_id = e.project_id AND o.model = e.model
+                      AND o.entity_type = ANY(%(types)s) AND o.entity_type <> e.entity_type
+                    ORDER BY o.embedding <=> e.embedding
+                    LIMIT 10
+                ) n
+                WHERE e.entity_id = ANY(%(ids)s::uuid[]) AND e.model = %(model)s AND n.sim >= %(t)s
+                ON CONFLICT (project_id, source_type, source_id, target_type, target_id) DO UPDATE
+                    SET similarity = EXCLUDED.similarity, updated_at = now()
+                """,
+                {"types": list(GRAPH_TYPES), "ids": [i.entity_id for i in items], "model": model,
+                 "t": threshold},
+            )
+
+    def _link_emails(self, items: list[_Item]) -> None:
+        if not items:
+            return
+        with self.store.connection() as conn:
+            conn.execute(
+                """
+                WITH pairs AS (
+                    SELECT s.id AS session_id, c.id AS contact_id
+                    FROM unnest(%s::uuid[], %s::text[]) AS m(session_id, email)
+                    JOIN sessions s ON s.id = m.session_id
+                    JOIN contacts c ON c.project_id = s.project_id AND lower(c.email) = m.email
+                ), upd AS (
+                    UPDATE sessions s SET contact_id = p.contact_id FROM pairs p
+                    WHERE s.id = p.session_id AND s.contact_id IS NULL
+                )
+                INSERT INTO entity_relationships (project_id, source_type, source_id, target_type, target_id,
+                                                  strategy)
+                SELECT %s, 'contact', p.contact_id, 'session', p.session_id, 'metadata_email' FROM pairs p
+                ON CONFLICT DO NOTHING
+                """,
+                ([i.entity_id for i in items], [i.email for i in items], self.project_id),
+            )
+
+
+def search(store: Store, query: str, *, project_id: str, entity_type: str = "session", limit: int = 5,
+           embedder: Embedder | None = None) -> list[tuple[str, float]]:
+    """Entities of ``entity_type`` nearest to ``query`` as (id, similarity), best first."""
+    emb = embedder or get_embedder()
+    vec = Vector(emb.embed([query])[0])
+    with store.connection() as conn:
+        rows = conn.execute(
+            "SELECT entity_id::text AS id, 1 - (embedding <=> %s) AS sim FROM embeddings"
+            " WHERE project_id = %s AND entity_type = %s AND model = %s ORDER BY embedding <=> %s LIMIT %s",
+            (vec, project_id, entity_type, emb.model, vec, limit),
+        ).fetchall()
+    return [(r["id"], float(r["sim"])) for r in rows]

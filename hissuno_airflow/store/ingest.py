@@ -1,0 +1,504 @@
+"""Idempotent, buffered ingestion bound to one (connection, stream).
+
+Every primitive is keyed by (connection, stream, kind, external id) through
+``integration_synced_records``, which also keeps a content hash: an unchanged record writes
+nothing; a changed one updates the entity it made before (a session's messages are replaced);
+a new one inserts. Sessions, issues and knowledge are buffered and written in bulk (COPY and
+``executemany``) at ``flush``; contacts and companies upsert at once because their id depends on
+rows other streams may have written (unique by lower-cased email / domain).
+
+A record that fails validation or writing goes to ``ingest_errors`` and the run continues.
+Embedding and graph work is queued to ``Enricher`` (``store/enrich.py``) and runs after the writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel, ValidationError
+
+from ..kit.context import IngestResult, ProgressEvent
+from ..kit.records import CompanyRecord, ContactRecord, IssueRecord, KnowledgeRecord, SessionRecord
+from ..kit.redaction import redact
+from .chunking import chunk_markdown
+from .classify import classify
+from .db import Store
+from .enrich import Enricher
+
+log = logging.getLogger(__name__)
+
+GENERIC_MAIL_DOMAINS = frozenset(
+    "gmail.com googlemail.com yahoo.com yahoo.co.uk hotmail.com outlook.com live.com msn.com icloud.com "
+    "me.com mac.com aol.com proton.me protonmail.com gmx.com gmx.de mail.com yandex.ru qq.com 163.com "
+    "zoho.com fastmail.com hey.com".split()
+)
+
+_SESSION_COLS = (
+    "id", "project_id", "contact_id", "name", "description", "status", "source", "session_type", "tags",
+    "message_count", "user_metadata", "custom_fields", "first_message_at", "last_activity_at",
+    "created_at", "updated_at",
+)
+_MESSAGE_COLS = ("session_id", "project_id", "position", "sender_type", "sender_name", "content", "created_at")
+_ISSUE_COLS = ("id", "project_id", "name", "description", "type", "status", "priority", "custom_fields",
+               "created_at", "updated_at")
+_KNOWLEDGE_COLS = ("id", "project_id", "parent_id", "name", "description", "type", "status", "url", "content",
+                   "origin", "custom_fields", "enabled", "analyzed_at", "created_at", "updated_at")
+_CHUNK_COLS = ("source_id", "project_id", "chunk_index", "chunk_text", "start_line", "end_line",
+               "section_heading", "parent_headings")
+
+
+def content_hash(record: BaseModel) -> str:
+    """Hash of everything but ``updated_at``: a record whose content did not change writes nothing."""
+    return hashlib.sha256(record.model_dump_json(exclude={"updated_at"}).encode()).hexdigest()[:32]
+
+
+def email_domain(email: str) -> str | None:
+    """The company domain of an email address, or None for generic mail providers."""
+    domain = email.rsplit("@", 1)[-1].lower().strip()
+    return None if domain in GENERIC_MAIL_DOMAINS or "." not in domain else domain
+
+
+class StreamIngest:
+    """The ``ctx.ingest`` of one run: idempotent primitives with bulk writes."""
+
+    def __init__(
+        self, store: Store, *, project_id: str, connection_id: str, stream_id: str,
+        run_id: str | None = None, on_event: Callable[[ProgressEvent], None] | None = None,
+        on_timestamp: Callable[[datetime], None] | None = None,
+        window: tuple[datetime | None, datetime | None] = (None, None),
+        enricher: Enricher | None = None, batch_size: int = 500,
+    ) -> None:
+        self.store = store
+        self.project_id = project_id
+        self.connection_id = connection_id
+        self.stream_id = stream_id
+        self.run_id = run_id
+        self._on_event = on_event or (lambda e: None)
+        self._on_timestamp = on_timestamp or (lambda t: None)
+        self.window = window
+        self.enricher = enricher or Enricher(store, project_id)
+        self.batch_size = batch_size
+        self._synced: dict[tuple[str, str], tuple[str, str]] | None = None
+        self._reset_buffers()
+
+    # -- dedup map -------------------------------------------------------------------------
+
+    def _map(self) -> dict[tuple[str, str], tuple[str, str]]:
+        if self._synced is None:
+            with self.store.connection() as conn:
+                rows = conn.execute(
+                    "SELECT hissuno_kind, external_id, hissuno_id::text AS hid, content_hash "
+                    "FROM integration_synced_records WHERE connection_id = %s AND stream_id = %s",
+                    (self.connection_id, self.stream_id),
+                ).fetchall()
+            self._synced = {(r["hissuno_kind"], r["external_id"]): (r["hid"], r["content_hash"]) for r in rows}
+        return self._synced
+
+    def is_synced(self, external_id: str) -> bool:
+        """Whether any entity of this stream came from ``external_id``."""
+        return any(ext == external_id for _, ext in self._map())
+
+    def get_synced_ids(self) -> set[str]:
+        """Every external id this stream ingested."""
+        return {ext for _, ext in self._map()}
+
+    # -- buffers ---------------------------------------------------------------------------
+
+    def _reset_buffers(self) -> None:
+        self._new_sessions: list[tuple[Any, ...]] = []
+        self._upd_sessions: list[tuple[Any, ...]] = []
+        self._messages: list[tuple[Any, ...]] = []
+        self._new_issues: list[tuple[Any, ...]] = []
+        self._upd_issues: list[tuple[Any, ...]] = []
+        self._issue_links: list[tuple[str, str]] = []
+        self._new_knowledge: list[tuple[Any, ...]] = []
+        self._upd_knowledge: list[tuple[Any, ...]] = []
+        self._chunks: list[tuple[Any, ...]] = []
+        self._synced_rows: list[tuple[Any, ...]] = []
+        self._errors: list[tuple[Any, ...]] = []
+        self._pending = 0
+
+    def _record(self, kind: str, hid: str, ext: str, h: str, ts: datetime | None) -> None:
+        self._synced_rows.append((self.connection_id, self.stream_id, ext, hid, kind, h, ts))
+        self._map()[(kind, ext)] = (hid, h)
+        self._pending += 1
+        if self._pending >= self.batch_size:
+            self.flush()
+
+    def _fail(self, kind: str, raw: Any, reason: str) -> IngestResult:
+        ext = None
+        if isinstance(raw, BaseModel):
+            ext = getattr(raw, "external_id", None)
+            raw = raw.model_dump(mode="json")
+        elif isinstance(raw, dict):
+            ext = raw.get("external_id")
+        self._errors.append((self.connection_id, self.stream_id, self.run_id, kind,
+                             None if ext is None else str(ext), reason[:2000], Jsonb(redact(raw))))
+        self._on_event(ProgressEvent(type="failed", external_id=None if ext is None else str(ext),
+                                     message=f"{kind}: {reason[:300]}"))
+        return IngestResult(id=None, kind=kind, action="failed", error=reason)
+
+    def _validate(self, model: type[BaseModel], kind: str, record: Any, fields: dict[str, Any]) -> Any:
+        if record is None:
+            record = fields
+        if isinstance(record, model):
+            return record
+        if isinstance(record, BaseModel):
+            record = record.model_dump()
+        try:
+            return model.model_validate(record)
+        except ValidationError as exc:
+            reason = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False)
+            )
+            return self._fail(kind, record, f"invalid record: {reason}")
+
+    def _in_window(self, rec: Any, kind: str) -> bool:
+        lo, hi = self.window
+        ts = rec.updated_at
+        if ts is None or (lo is None and hi is None):
+            return True
+        if (lo is not None and ts < lo) or (hi is not None and ts >= hi):
+            self._on_event(ProgressEvent(type="skipped", external_id=rec.external_id,
+                                         message=f"{kind} outside the run's window"))
+            return False
+        return True
+
+    def _classify_existing(self, kind: str, rec: Any) -> tuple[str, str, str | None]:
+        """(hash, action, existing id) of a record: created, updated or unchanged."""
+        h = content_hash(rec)
+        prev = self._map().get((kind, rec.external_id))
+        if prev is None:
+            return h, "created", None
+        return h, ("unchanged" if prev[1] == h else "updated"), prev[0]
+
+    def _done(self, kind: str, rec: Any, hid: str, action: str) -> IngestResult:
+        if rec.updated_at is not None:
+            self._on_timestamp(rec.updated_at)
+        self._on_event(ProgressEvent(
+            type="skipped" if action == "unchanged" else "synced", external_id=rec.external_id,
+            hissuno_id=hid, message=f"{kind} {action}",
+        ))
+        return IngestResult(id=hid, kind=kind, action=action)  # type: ignore[arg-type]
+
+    # -- primitives ------------------------------------------------------------------------
+
+    def session(self, record: SessionRecord | None = None, /, **fields: Any) -> IngestResult:
+        """Upsert a session and its messages."""
+        rec = self._validate(SessionRecord, "sessions", record, fields)
+        if isinstance(rec, IngestResult):
+            return rec
+        if not self._in_window(rec, "session"):
+            return IngestResult(id=None, kind="sessions", action="unchanged")
+        h, action, hid = self._classify_existing("sessions", rec)
+        if action == "unchanged":
+            assert hid is not None
+            return self._done("sessions", rec, hid, action)
+        try:
+            contact_id = None
+            email = rec.contact_email or _metadata_email(rec.user_metadata)
+            if rec.contact_email:
+                contact_id = self._upsert_contact_row(
+                    ContactRecord(external_id=f"session-contact:{rec.contact_email.lower()}",
+                                  email=rec.contact_email, name=rec.contact_name), None)[0]
+            hid = hid or str(uuid.uuid4())
+            now = datetime.now(timezone.utc)
+            msgs = rec.messages
+            first = rec.first_message_at or (msgs[0].created_at if msgs and msgs[0].created_at else None) \
+                or rec.created_at or rec.updated_at or now
+            last = rec.last_activity_at or (msgs[-1].created_at if msgs and msgs[-1].created_at else None) \
+                or rec.updated_at or first
+            pairs = [(m.sender_type, m.content) for m in msgs]
+            tags = classify(pairs)
+            row = (hid, self.project_id, contact_id, rec.name, rec.description, rec.status, rec.source,
+                   rec.session_type, tags, len(msgs), Jsonb(rec.user_metadata), Jsonb(rec.custom_fields),
+                   first if msgs else rec.first_message_at, last, rec.created_at or first, now)
+            (self._new_sessions if action == "created" else self._upd_sessions).append(row)
+            for pos, m in enumerate(msgs):
+                self._messages.append((hid, self.project_id, pos, m.sender_type, m.sender_name, m.content,
+                                       m.created_at or first))
+            text = "\n\n".join(filter(None, [rec.name, rec.description,
+                                             "\n".join(c for s, c in pairs if s == "user")[:3000]]))
+            self.enricher.queue("session", hid, text, email=email)
+            self._record("sessions", hid, rec.external_id, h, rec.updated_at)
+        except Exception as exc:  # noqa: BLE001 - one bad record must not end the run
+            return self._fail("sessions", rec, f"{type(exc).__name__}: {exc}")
+        return self._done("sessions", rec, hid, action)
+
+    def issue(self, record: IssueRecord | None = None, /, **fields: Any) -> IngestResult:
+        """Upsert an issue (optionally linked to a session of this connection)."""
+        rec = self._validate(IssueRecord, "issues", record, fields)
+        if isinstance(rec, IngestResult):
+            return rec
+        if not self._in_window(rec, "issue"):
+            return IngestResult(id=None, kind="issues", action="unchanged")
+        h, action, hid = self._classify_existing("issues", rec)
+        if action == "unchanged":
+            assert hid is not None
+            return self._done("issues", rec, hid, action)
+        hid = hid or str(uuid.uuid4())
+        now = datetime.now(timezone.utc)
+        row = (hid, self.project_id, rec.name, rec.description, rec.type, rec.status, rec.priority,
+               Jsonb(rec.custom_fields), rec.updated_at or now, now)
+        (self._new_issues if action == "created" else self._upd_issues).append(row)
+        if rec.session_external_id:
+            self._issue_links.append((hid, rec.session_external_id))
+        self.enricher.queue("issue", hid, f"{rec.name}\n\n{rec.description}")
+        self._record("issues", hid, rec.external_id, h, rec.updated_at)
+        return self._done("issues", rec, hid, action)
+
+    def knowledge(self, record: KnowledgeRecord | None = None, /, **fields: Any) -> IngestResult:
+        """Upsert a knowledge source; its markdown content is chunked and every chunk embedded."""
+        rec = self._validate(KnowledgeRecord, "knowledge", record, fields)
+        if isinstance(rec, IngestResult):
+            return rec
+        if not self._in_window(rec, "knowledge"):
+            return IngestResult(id=None, kind="knowledge", action="unchanged")
+        h, action, hid = self._classify_existing("knowledge", rec)
+        if action == "unchanged":
+            assert hid is not None
+            return self._done("knowledge", rec, hid, action)
+        hid = hid or str(uuid.uuid4())
+        now = datetime.now(timezone.utc)
+        parent = None
+        if rec.parent_external_id:
+            prev = self._map().get(("knowledge", rec.parent_external_id))
+            parent = prev[0] if prev else None
+        status = "done" if rec.content or rec.type == "folder" else "pending"
+        row = (hid, self.project_id, parent, rec.name, rec.description, rec.type, status, rec.url,
+               rec.content, rec.origin, Jsonb(rec.custom_fields), rec.enabled,
+               now if rec.content else None, rec.updated_at or now, now)
+        (self._new_knowledge if action == "created" else self._upd_knowledge).append(row)
+        self.enricher.queue("knowledge_source", hid,
+                            "\n\n".join(filter(None, [rec.name, rec.description, (rec.content or "")[:3000]])))
+        for ch in chunk_markdown(rec.content or ""):
+            cid = str(uuid.uuid5(uuid.UUID(hid), str(ch.index)))
+            self._chunks.append((cid, hid, self.project_id, ch.index, ch.text, ch.start_line, ch.end_line,
+                                 ch.heading, list(ch.parents)))
+            heading = " > ".join((*ch.parents, ch.heading)) if ch.heading else ""
+            self.enricher.queue("knowledge_chunk", cid, f"{heading}\n{ch.text}".strip(), graph=False)
+        self._record("knowledge", hid, rec.external_id, h, rec.updated_at)
+        return self._done("knowledge", rec, hid, action)
+
+    def contact(self, record: ContactRecord | None = None, /, **fields: Any) -> IngestResult:
+        """Upsert a contact by (project, lower(email)), merging per ``merge_strategy``."""
+        rec = self._validate(ContactRecord, "contacts", record, fields)
+        if isinstance(rec, IngestResult):
+            return rec
+        if not self._in_window(rec, "contact"):
+            return IngestResult(id=None, kind="contacts", action="unchanged")
+        h, action, hid = self._classify_existing("contacts", rec)
+        if action == "unchanged":
+            assert hid is not None
+            return self._done("contacts", rec, hid, action)
+        try:
+            cid, created = self._upsert_contact_row(rec, h)
+        except Exception as exc:  # noqa: BLE001
+            return self._fail("contacts", rec, f"{type(exc).__name__}: {exc}")
+        self._record("contacts", cid, rec.external_id, h, rec.updated_at)
+        return self._done("contacts", rec, cid, "created" if created and action == "created" else "updated")
+
+    def company(self, record: CompanyRecord | None = None, /, **fields: Any) -> IngestResult:
+        """Upsert a company by (project, lower(domain)); contacts with that email domain get linked."""
+        rec = self._validate(CompanyRecord, "companies", record, fields)
+        if isinstance(rec, IngestResult):
+            return rec
+        if not self._in_window(rec, "company"):
+            return IngestResult(id=None, kind="companies", action="unchanged")
+        h, action, hid = self._classify_existing("companies", rec)
+        if action == "unchanged":
+            assert hid is not None
+            return self._done("companies", rec, hid, action)
+        try:
+            cid, created = self._upsert_company_row(rec)
+        except Exception as exc:  # noqa: BLE001
+            return self._fail("companies", rec, f"{type(exc).__name__}: {exc}")
+        self._record("companies", cid, rec.external_id, h, rec.updated_at)
+        return self._done("companies", rec, cid, "created" if created and action == "created" else "updated")
+
+    # -- immediate upserts -----------------------------------------------------------------
+
+    def _upsert_company_row(self, rec: CompanyRecord) -> tuple[str, bool]:
+        fields = {"name": rec.name, "industry": rec.industry, "country": rec.country,
+                  "employee_count": rec.employee_count, "notes": rec.notes}
+        sets = _merge_sets(fields, rec.merge_strategy, "companies")
+        with self.store.connection() as conn:
+            row = conn.execute(
+                f"""
+                INSERT INTO companies (project_id, name, domain, industry, country, employee_count, notes,
+                                       custom_fields)
+                VALUES (%(p)s, coalesce(%(name)s, %(domain)s), %(domain)s, %(industry)s, %(country)s,
+                        %(employee_count)s, %(notes)s, %(cf)s)
+                ON CONFLICT (project_id, lower(domain)) DO UPDATE SET {sets}
+                RETURNING id::text AS id, (xmax = 0) AS created
+                """,
+                {"p": self.project_id, "domain": rec.domain, "cf": Jsonb(rec.custom_fields), **fields},
+            ).fetchone()
+            assert row is not None
+            # Contacts whose mail domain is this company's join it (contact<->company by email domain).
+            linked = conn.execute(
+                "UPDATE contacts SET company_id = %s, updated_at = now() WHERE project_id = %s "
+                "AND company_id IS NULL AND lower(split_part(email, '@', 2)) = lower(%s) RETURNING id::text",
+                (row["id"], self.project_id, rec.domain),
+            ).fetchall()
+            for c in linked:
+                _edge(conn, self.project_id, "contact", c["id"], "company", row["id"], "email_domain")
+        self.enricher.queue("company", row["id"], "\n".join(filter(None, [
+            rec.name or rec.domain, rec.domain, rec.industry and f"Industry: {rec.industry}",
+            rec.country and f"Country: {rec.country}", rec.notes and f"Notes: {rec.notes}"])), graph=False)
+        return row["id"], bool(row["created"])
+
+    def _upsert_contact_row(self, rec: ContactRecord, h: str | None) -> tuple[str, bool]:
+        company_id = None
+        domain = (rec.company_domain or "").lower() or email_domain(rec.email)
+        with self.store.connection() as conn:
+            if domain:
+                found = conn.execute(
+                    "SELECT id::text FROM companies WHERE project_id = %s AND lower(domain) = %s",
+                    (self.project_id, domain),
+                ).fetchone()
+                company_id = found["id"] if found else None
+        if company_id is None and rec.company_domain:
+            company_id = self._upsert_company_row(
+                CompanyRecord(external_id=f"domain:{rec.company_domain}", domain=rec.company_domain))[0]
+        fields = {"name": rec.name, "phone": rec.phone, "title": rec.title, "company_id": company_id}
+        sets = _merge_sets(fields, rec.merge_strategy, "contacts")
+        with self.store.connection() as conn:
+            row = conn.execute(
+                f"""
+                INSERT INTO contacts (project_id, name, email, phone, title, company_id, custom_fields)
+                VALUES (%(p)s, coalesce(%(name)s, %(email)s), %(email)s, %(phone)s, %(title)s,
+                        %(company_id)s, %(cf)s)
+                ON CONFLICT (project_id, lower(email)) DO UPDATE SET {sets}
+                RETURNING id::text AS id, company_id::text AS company_id, (xmax = 0) AS created
+                """,
+                {"p": self.project_id, "email": rec.email, "cf": Jsonb(rec.custom_fields), **fields},
+            ).fetchone()
+            assert row is not None
+            if row["company_id"]:
+                _edge(conn, self.project_id, "contact", row["id"], "company", row["company_id"], "email_domain")
+        self.enricher.queue("contact", row["id"], "\n".join(filter(None, [
+            rec.name, rec.email, rec.title and f"Title: {rec.title}"])), graph=False)
+        return row["id"], bool(row["created"])
+
+    # -- bulk flush ------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write every buffered row in one transaction, then run queued enrichment."""
+        if self._pending == 0 and not self._errors:
+            return
+        with self.store.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            if self._new_sessions:
+                _copy(cur, "sessions", _SESSION_COLS, self._new_sessions)
+            if self._upd_sessions:
+                cur.executemany(
+                    "UPDATE sessions SET contact_id = coalesce(%s, contact_id), name = %s, description = %s, "
+                    "status = %s, source = %s, session_type = %s, tags = %s, message_count = %s, "
+                    "user_metadata = %s, custom_fields = %s, first_message_at = %s, last_activity_at = %s, "
+                    "updated_at = %s WHERE id = %s",
+                    [(*r[2:14], r[15], r[0]) for r in self._upd_sessions],
+                )
+                cur.execute("DELETE FROM session_messages WHERE session_id = ANY(%s)",
+                            ([r[0] for r in self._upd_sessions],))
+            if self._messages:
+                _copy(cur, "session_messages", _MESSAGE_COLS, self._messages)
+            if self._new_issues:
+                _copy(cur, "issues", _ISSUE_COLS, self._new_issues)
+            if self._upd_issues:
+                cur.executemany(
+                    "UPDATE issues SET name = %s, description = %s, type = %s, status = %s, priority = %s, "
+                    "custom_fields = %s, updated_at = %s WHERE id = %s",
+                    [(*r[2:8], r[9], r[0]) for r in self._upd_issues],
+                )
+            if self._new_knowledge:
+                _copy(cur, "knowledge_sources", _KNOWLEDGE_COLS, self._new_knowledge)
+            if self._upd_knowledge:
+                cur.executemany(
+                    "UPDATE knowledge_sources SET parent_id = %s, name = %s, description = %s, type = %s, "
+                    "status = %s, url = %s, content = %s, origin = %s, custom_fields = %s, enabled = %s, "
+                    "analyzed_at = %s, updated_at = %s WHERE id = %s",
+                    [(*r[2:13], r[14], r[0]) for r in self._upd_knowledge],
+                )
+                cur.execute("DELETE FROM knowledge_chunks WHERE source_id = ANY(%s)",
+                            ([r[0] for r in self._upd_knowledge],))
+            if self._chunks:
+                _copy(cur, "knowledge_chunks", ("id", *_CHUNK_COLS), self._chunks)
+            if self._synced_rows:
+                cur.executemany(
+                    "INSERT INTO integration_synced_records (connection_id, stream_id, external_id, hissuno_id,"
+                    " hissuno_kind, content_hash, source_updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (connection_id, stream_id, hissuno_kind, external_id) DO UPDATE SET"
+                    " hissuno_id = EXCLUDED.hissuno_id, content_hash = EXCLUDED.content_hash,"
+                    " source_updated_at = EXCLUDED.source_updated_at, updated_at = now()",
+                    self._synced_rows,
+                )
+            for issue_id, session_ext in self._issue_links:
+                cur.execute(
+                    "INSERT INTO entity_relationships (project_id, source_type, source_id, target_type,"
+                    " target_id, strategy, metadata) SELECT %s, 'issue', %s, 'session', r.hissuno_id,"
+                    " 'programmatic', '{\"source\": \"issue-link\"}' FROM integration_synced_records r"
+                    " WHERE r.connection_id = %s AND r.hissuno_kind = 'sessions' AND r.external_id = %s"
+                    " ON CONFLICT DO NOTHING",
+                    (self.project_id, issue_id, self.connection_id, session_ext),
+                )
+            if self._errors:
+                cur.executemany(
+                    "INSERT INTO ingest_errors (connection_id, stream_id, run_id, kind, external_id, reason,"
+                    " record) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    self._errors,
+                )
+        self._reset_buffers()
+        if len(self.enricher) >= 2000:
+            self.enricher.run()
+
+    def close(self) -> None:
+        """Flush and finish queued enrichment."""
+        self.flush()
+        self.enricher.run()
+
+
+def _copy(cur: Any, table: str, cols: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as cp:
+        for r in rows:
+            cp.write_row(r)
+
+
+def _merge_sets(fields: dict[str, Any], strategy: str, table: str) -> str:
+    if strategy == "never_overwrite":
+        return "updated_at = " + table + ".updated_at"
+    parts = []
+    for k in fields:
+        if strategy == "overwrite":
+            parts.append(f"{k} = coalesce(EXCLUDED.{k}, {table}.{k})")
+        else:  # fill_nulls
+            parts.append(f"{k} = coalesce({table}.{k}, EXCLUDED.{k})")
+    parts.append(f"custom_fields = {table}.custom_fields || EXCLUDED.custom_fields")
+    parts.append("updated_at = now()")
+    return ", ".join(parts)
+
+
+_EMAIL_KEYS = ("email", "Email", "EMAIL", "e-mail", "E-mail", "emailAddress", "email_address")
+
+
+def _metadata_email(meta: dict[str, Any]) -> str | None:
+    for k in _EMAIL_KEYS:
+        v = meta.get(k)
+        if isinstance(v, str) and "@" in v:
+            return v.strip().lower()
+    return None
+
+
+def _edge(conn: Any, project_id: str, a_type: str, a_id: str, b_type: str, b_id: str, strategy: str,
+          similarity: float | None = None) -> None:
+    (s_t, s_i), (t_t, t_i) = sorted([(a_type, a_id), (b_type, b_id)])
+    conn.execute(
+        "INSERT INTO entity_relationships (project_id, source_type, source_id, target_type, target_id,"
+        " strategy, similarity) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (project_id, s_t, s_i, t_t, t_i, strategy, similarity),
+    )
