@@ -1,0 +1,154 @@
+"""Credentials kept in Airflow: a Connection per Hissuno connection plus a refreshed-token overlay.
+
+Layout: the Airflow Connection ``hissuno_<connection id>`` (type ``hissuno_<plugin>``) holds every
+credential field in its ``extra`` (Fernet-encrypted by Airflow). Server-side processes (CLI, API
+server) write it through the ORM. Task processes cannot write Connections in Airflow 3, so a token a
+task refreshes goes to the Variable ``hissuno_token__<connection id>`` (also Fernet-encrypted, and
+masked in logs because its key contains "token"); readers apply that overlay over the Connection.
+A server-side save rewrites the Connection and drops the overlay, so the newest write always wins.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from .hooks.base import airflow_conn_id, credentials_from_connection
+
+if TYPE_CHECKING:
+    from .store.connections import ConnectionRow
+    from .store.db import Store
+
+OVERLAY_PREFIX = "hissuno_token__"
+
+
+def overlay_key(connection_id: str) -> str:
+    """Variable name of a connection's refreshed-token overlay."""
+    return OVERLAY_PREFIX + connection_id
+
+
+def in_task_sandbox() -> bool:
+    """True inside a task or DAG-processor child, where the ORM is blocked and the SDK talks to a supervisor."""
+    try:
+        from airflow.sdk.execution_time import task_runner
+    except ImportError:
+        return False
+    return getattr(task_runner, "SUPERVISOR_COMMS", None) is not None
+
+
+def _conn_type(plugin_id: str) -> str:
+    return "hissuno_" + plugin_id.replace("-", "_")
+
+
+def read_overlay(connection_id: str) -> dict[str, Any]:
+    """The refreshed-token overlay of a connection ({} when there is none)."""
+    key = overlay_key(connection_id)
+    if in_task_sandbox():
+        from airflow.sdk import Variable
+
+        raw = Variable.get(key, default=None)
+    else:
+        from airflow.models import Variable as OrmVariable
+
+        raw = OrmVariable.get(key, default_var=None)
+    if not raw:
+        return {}
+    data = json.loads(raw) if isinstance(raw, str) else raw
+    return dict(data) if isinstance(data, dict) else {}
+
+
+def _read_connection(conn_id: str, conn_type: str) -> dict[str, Any]:
+    from airflow.exceptions import AirflowNotFoundException
+
+    try:
+        if in_task_sandbox():
+            from airflow.sdk import Connection
+
+            conn = Connection.get(conn_id)
+        else:
+            from airflow.models import Connection as OrmConnection
+
+            conn = OrmConnection.get_connection_from_secrets(conn_id)
+    except AirflowNotFoundException:
+        return {}
+    return credentials_from_connection(conn, conn_type)
+
+
+def _write_connection(
+    connection_id: str, conn_type: str, description: str, credentials: dict[str, Any]
+) -> None:
+    from airflow.models import Connection as OrmConnection
+    from airflow.models import Variable as OrmVariable
+    from airflow.utils.session import create_session
+
+    conn_id = airflow_conn_id(connection_id)
+    with create_session() as session:
+        conn = session.query(OrmConnection).filter(OrmConnection.conn_id == conn_id).one_or_none()
+        if conn is None:
+            conn = OrmConnection(conn_id=conn_id, conn_type=conn_type)
+            session.add(conn)
+        conn.conn_type = conn_type
+        conn.description = description
+        conn.set_extra(json.dumps(credentials, default=str))
+    # The Connection is now the newest copy; a stale overlay would shadow it.
+    OrmVariable.delete(overlay_key(connection_id))
+
+
+class AirflowCredentialStore:
+    """``CredentialStore`` backed by Airflow Connections (+ the Variable overlay written by tasks)."""
+
+    backend = "airflow"
+
+    def __init__(self, store: Store) -> None:
+        """Bind to the hissuno store (to record where each connection's credentials live).
+
+        Args:
+            store: the hissuno store.
+        """
+        self.store = store
+
+    def load(self, connection: ConnectionRow) -> dict[str, Any]:
+        """Credentials of ``connection``: the overlay's keys win over the Connection's."""
+        conn_id = connection.credentials_ref or airflow_conn_id(connection.id)
+        creds = _read_connection(conn_id, _conn_type(connection.plugin_id))
+        creds.update(read_overlay(connection.id))
+        return creds
+
+    def save(self, connection: ConnectionRow, credentials: dict[str, Any]) -> None:
+        """Persist credentials: the Connection from servers, the Variable overlay from tasks."""
+        if in_task_sandbox():
+            from airflow.sdk import Variable
+
+            Variable.set(overlay_key(connection.id), json.dumps(dict(credentials), default=str))
+            return
+        from .store import connections as repo
+
+        conn_id = airflow_conn_id(connection.id)
+        description = f"Hissuno {connection.plugin_id}: {connection.account_label}"
+        _write_connection(connection.id, _conn_type(connection.plugin_id), description, dict(credentials))
+        repo.set_credentials_ref(self.store, connection.id, backend="airflow", ref=conn_id)
+        _ensure_pool_quietly(self.store, connection)
+
+    def delete(self, connection: ConnectionRow) -> None:
+        """Remove the Connection and its overlay (server side only)."""
+        from airflow.models import Connection as OrmConnection
+        from airflow.models import Variable as OrmVariable
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            session.query(OrmConnection).filter(
+                OrmConnection.conn_id == airflow_conn_id(connection.id)
+            ).delete()
+        OrmVariable.delete(overlay_key(connection.id))
+
+
+def _ensure_pool_quietly(store: Store, connection: ConnectionRow) -> None:
+    import logging
+
+    from .dag_factory import ensure_pool
+
+    try:
+        ensure_pool(store, connection)
+    except Exception as exc:
+        # A missing pool only loses the rate budget (tasks fall back to default_pool); never fail a connect.
+        logging.getLogger(__name__).warning("hissuno: could not create the Airflow pool: %s", type(exc).__name__)

@@ -1,0 +1,154 @@
+"""``SyncOperator``: run one Hissuno stream inside an Airflow task.
+
+Cursor: the incremental high-water mark travels in XCom (key ``hissuno_cursor``). A run pulls the
+newest cursor pushed by earlier runs (``include_prior_dates=True, map_indexes=-1``: without
+``map_indexes`` Airflow returns a list once several exist) and pushes its own only after the ingest
+committed, so a failed run never moves it. With no XCom yet, the store's ``last_sync_at`` is used.
+
+Backfill runs (``dag_run.run_type == "backfill"``) sync exactly ``[data_interval_start,
+data_interval_end)`` and neither read nor write the live cursor. ``params.full_refresh`` syncs
+everything. Retriable errors (rate limits, 5xx, store outages) let Airflow retry; fatal ones (bad
+credentials, a malformed provider answer) fail the task without retry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from ..kit.context import CancelSignal, ProgressEvent
+
+CURSOR_KEY = "hissuno_cursor"
+PROGRESS_KEY = "hissuno_progress"
+_PROGRESS_EVERY_S = 5.0
+
+
+def _run_type(context: Mapping[str, Any]) -> str:
+    dag_run = context.get("dag_run")
+    run_type = getattr(dag_run, "run_type", None)
+    return str(getattr(run_type, "value", run_type) or "")
+
+
+def _parse_cursor(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and value:
+        return datetime.fromisoformat(value)
+    return None
+
+
+def _is_retriable(result: Any) -> bool:
+    """Whether a failed SyncResult should be retried by Airflow."""
+    flag = getattr(result, "retriable", None)
+    if flag is not None:
+        return bool(flag)
+    code = getattr(result, "error_code", None)
+    if code:
+        from ..kit import errors
+
+        for cls in vars(errors).values():
+            if isinstance(cls, type) and issubclass(cls, errors.HissunoError) and cls.code == code:
+                return cls.retriable
+    # Unknown failure: let Airflow's bounded, backed-off retries decide rather than give up at once.
+    return True
+
+
+class SyncOperator(BaseOperator):
+    """Sync one stream instance of a Hissuno connection into the store.
+
+    Args:
+        connection_id: the Hissuno connection id.
+        stream_id: the stream id (``key`` or ``key:instance``).
+        **kwargs: passed to ``BaseOperator``.
+    """
+
+    template_fields: Sequence[str] = ("connection_id", "stream_id")
+    ui_color = "#e8f1ff"
+
+    def __init__(self, *, connection_id: str, stream_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.connection_id = connection_id
+        self.stream_id = stream_id
+
+    @cached_property
+    def signal(self) -> CancelSignal:
+        """Cancellation flag shared with the running sync (set by ``on_kill``)."""
+        from ..kit.context import CancelSignal
+
+        return CancelSignal()
+
+    def on_kill(self) -> None:
+        """Ask the running sync to stop at its next check."""
+        self.signal.cancel("airflow task killed")
+
+    def _window(self, context: Context) -> dict[str, Any]:
+        """Arguments that pick what to sync: backfill window, full refresh, or the XCom cursor."""
+        from ..runtime.sync import UNSET
+
+        params = context.get("params") or {}
+        if _run_type(context) == "backfill":
+            return {
+                "triggered_by": "backfill", "sync_mode": "incremental",
+                "cursor": context["data_interval_start"], "until": context["data_interval_end"],
+                "commit_cursor": False,
+            }
+        triggered_by = "cron" if _run_type(context) in ("scheduled", "asset_triggered") else "manual"
+        if params.get("full_refresh"):
+            return {"triggered_by": triggered_by, "sync_mode": "full", "cursor": None}
+        pulled = context["ti"].xcom_pull(
+            task_ids=self.task_id, key=CURSOR_KEY, include_prior_dates=True, map_indexes=-1,
+        )
+        cursor = _parse_cursor(pulled)
+        self.log.info("hissuno cursor from XCom: %s", cursor.isoformat() if cursor else "none (store fallback)")
+        return {"triggered_by": triggered_by, "sync_mode": "incremental",
+                "cursor": cursor if cursor is not None else UNSET}
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Run the sync; push the new cursor after it committed; return the counts."""
+        from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+        from ..runtime.sync import run_stream_sync
+
+        ti = context["ti"]
+        window = self._window(context)
+        last = [0.0]
+
+        def on_progress(event: ProgressEvent, counts: dict[str, int]) -> None:
+            now = time.monotonic()
+            if now - last[0] >= _PROGRESS_EVERY_S:
+                last[0] = now
+                self.log.info("hissuno progress: %s", _fmt(counts))
+                ti.xcom_push(key=PROGRESS_KEY, value=dict(counts))
+
+        dag_run = context.get("dag_run")
+        external = f"{ti.dag_id}/{getattr(dag_run, 'run_id', '')}/{ti.try_number}"
+        result = run_stream_sync(
+            self.connection_id, self.stream_id, signal=self.signal, on_progress=on_progress,
+            external_run_id=external, **window,
+        )
+        ti.xcom_push(key=PROGRESS_KEY, value=dict(result.counts))
+        self.log.info("hissuno sync %s: %s", result.status, _fmt(result.counts))
+        if result.status == "cancelled":
+            raise AirflowException(f"hissuno sync of {self.stream_id!r} was cancelled")
+        if result.status != "success":
+            msg = f"hissuno sync of {self.connection_id}/{self.stream_id} failed: {result.error}"
+            if _is_retriable(result):
+                raise AirflowException(msg)
+            raise AirflowFailException(msg)
+        if window.get("commit_cursor", True) and result.cursor_after is not None:
+            # Only now: the runtime returned success, so the ingest is committed.
+            ti.xcom_push(key=CURSOR_KEY, value=result.cursor_after.isoformat())
+        return {"status": result.status, "counts": dict(result.counts),
+                "cursor": result.cursor_after.isoformat() if result.cursor_after else None}
+
+
+def _fmt(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{k}={counts.get(k, 0)}" for k in ("found", "synced", "skipped", "failed"))

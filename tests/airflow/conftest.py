@@ -1,0 +1,39 @@
+"""Shared helpers of the Airflow-layer tests: the probe plugin registered, connections and streams."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from hissuno_airflow import registry
+from hissuno_airflow.settings import default_project_id
+from hissuno_airflow.store import connections as repo
+
+from . import probe_plugin
+
+
+@pytest.fixture
+def probe() -> Any:
+    """The ``afprobe`` plugin, registered for the duration of a test."""
+    registry.unregister(probe_plugin.plugin.id)
+    registry.register(probe_plugin.plugin, source="tests")
+    yield probe_plugin
+    registry.unregister(probe_plugin.plugin.id)
+
+
+def make_connection(store: Any, plugin_id: str, account: str = "acct-1", backend: str = "db") -> Any:
+    """A connection row (credentials are saved separately)."""
+    row, _ = repo.upsert_connection(
+        store, project_id=default_project_id(), plugin_id=plugin_id, external_account_id=account,
+        account_label=f"{plugin_id} {account}", settings={}, credentials_backend=backend,
+    )
+    return row
+
+
+def enable(store: Any, conn: Any, stream_id: str, frequency: str, enabled: bool = True, kind: str = "contacts") -> Any:
+    """A stream row."""
+    return repo.upsert_stream(
+        store, connection_id=conn.id, plugin_id=conn.plugin_id, stream_id=stream_id, stream_kind=kind,
+        enabled=enabled, frequency=frequency,
+    )
