@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,10 +27,13 @@ class StreamInstance(BaseModel):
     """Anything the picker wants to show."""
 
 
-class Stream(BaseModel):
-    """A single pipeline of data from the provider into Hissuno."""
+@dataclass(frozen=True, kw_only=True)
+class Stream:
+    """A single pipeline of data from the provider into Hissuno.
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    A plain frozen dataclass on purpose: ``define_plugin`` validates every stream and reports problems
+    naming the plugin and the stream, which a validating constructor here could not do.
+    """
 
     kind: StreamKind
     """Which ingest primitive the stream mainly uses."""

@@ -15,7 +15,7 @@ class PluginLogger:
 
     def __init__(self, prefix: str, secrets: list[str] | None = None, logger: logging.Logger | None = None):
         self.prefix = prefix
-        self.secrets = secrets or []
+        self.secrets = secrets if secrets is not None else []
         self._log = logger or logging.getLogger("hissuno.plugins")
         self._debug = bool(os.environ.get("HISSUNO_DEBUG_INTEGRATIONS"))
 

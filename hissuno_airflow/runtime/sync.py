@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -313,13 +314,15 @@ def _run_locked(
         status, error, code, retriable = "error", str(exc), exc.code, exc.retriable
     except Exception as exc:  # noqa: BLE001 - the plugin's failure is the run's result, not a crash
         status, error, code = "error", f"{type(exc).__name__}: {exc}", "plugin_error"
-        log.exception("sync %s/%s failed", connection.id, stream_id)
+        # The traceback may quote credentials (the plugin's own f-strings): redact before logging.
+        log.error("sync %s/%s failed\n%s", connection.id, stream_id,
+                  redact_text(traceback.format_exc(), secrets))
     if status != "success" and services is not None:
         # Records ingested before the failure stay (they are idempotent); only the cursor is held back.
         try:
             services.ingest.close()
         except Exception:  # noqa: BLE001
-            log.exception("flushing a failed run's records failed")
+            log.error("flushing a failed run's records failed\n%s", redact_text(traceback.format_exc(), secrets))
     if error:
         error = redact_text(error, secrets)[:2000]
 

