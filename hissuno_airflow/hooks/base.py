@@ -100,7 +100,15 @@ class HissunoHook(BaseHook):
         """Credentials of the Airflow Connection with the refreshed-token Variable overlay applied."""
         from ..airflow_credentials import read_overlay
 
-        conn = self.get_connection(self.hissuno_conn_id)
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        try:
+            conn = self.get_connection(self.hissuno_conn_id)
+        except AirflowNotFoundException:
+            # A plain CLI process has no SDK route to the metastore; the ORM is allowed there.
+            from airflow.models import Connection as OrmConnection
+
+            conn = OrmConnection.get_connection_from_secrets(self.hissuno_conn_id)
         creds = credentials_from_connection(conn, self.conn_type)
         if self.hissuno_conn_id.startswith(AIRFLOW_CONN_PREFIX):
             creds.update(read_overlay(self.hissuno_conn_id[len(AIRFLOW_CONN_PREFIX):]))

@@ -1,0 +1,76 @@
+"""SyncOperator under ``dag.test()``: credentials from the Airflow Connection, cursor through XCom."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hissuno_airflow.airflow_credentials import AirflowCredentialStore
+from hissuno_airflow.dag_factory import build_dag, load_manifest
+from hissuno_airflow.operators.sync import CURSOR_KEY
+from hissuno_airflow.store import connections as repo
+
+from ..fixtures.airflow import run_dag
+from .conftest import enable, make_connection
+
+
+def _synced_ids(store, conn_id):
+    with store.connection() as c:
+        rows = c.execute("SELECT external_id FROM integration_synced_records WHERE connection_id = %s",
+                         (conn_id,)).fetchall()
+    return {r["external_id"] for r in rows}
+
+
+def _xcom(dag_run, key):
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as s:
+        row = s.query(XComModel).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id, key=key).one_or_none()
+        return None if row is None else XComModel.deserialize_value(row)
+
+
+def test_second_run_pulls_first_runs_cursor(store, probe, airflow_clean):
+    now = datetime.now(UTC).replace(microsecond=0)
+    conn = make_connection(store, "afprobe", backend="airflow")
+    AirflowCredentialStore(store).save(conn, {"api_key": probe.GOOD_KEY, "workspace": "w"})
+    enable(store, conn, "people", "1h")
+    probe.write_records([("a", now - timedelta(hours=3)), ("b", now - timedelta(hours=2))])
+
+    (row,) = load_manifest()
+    dag = build_dag(row)
+    first = run_dag(dag)
+    assert first.state == "success"
+    assert _synced_ids(store, conn.id) == {"a", "b"}
+    assert _xcom(first, CURSOR_KEY) == (now - timedelta(hours=2)).isoformat()
+
+    # Forget the store's own cursor: only XCom can tell the second run where to start.
+    with store.connection() as c:
+        c.execute("UPDATE integration_streams SET last_sync_at = NULL WHERE connection_id = %s", (conn.id,))
+    probe.write_records([("a", now - timedelta(hours=3)), ("b", now - timedelta(hours=2)),
+                         ("c", now - timedelta(hours=1))])
+    second = run_dag(dag)
+    assert second.state == "success"
+    counts = _xcom(second, "return_value")["counts"]
+    assert counts["synced"] == 1
+    assert _xcom(second, CURSOR_KEY) == (now - timedelta(hours=1)).isoformat()
+    with store.connection() as c:
+        runs = c.execute("SELECT cursor_before FROM integration_sync_runs WHERE connection_id = %s "
+                         "ORDER BY started_at", (conn.id,)).fetchall()
+    assert runs[1]["cursor_before"] == now - timedelta(hours=2)
+
+
+def test_bad_credentials_fail_without_retry(store, probe, airflow_clean):
+    conn = make_connection(store, "afprobe", backend="airflow")
+    AirflowCredentialStore(store).save(conn, {"api_key": "wrong-key-xyz"})
+    enable(store, conn, "people", "manual")
+    probe.write_records([("a", datetime.now(UTC) - timedelta(hours=1))])
+    (row,) = load_manifest()
+    run = run_dag(build_dag(row))
+    assert run.state == "failed"
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as s:
+        ti = s.query(TaskInstance).filter_by(dag_id=run.dag_id, run_id=run.run_id).one()
+        assert ti.state == "failed"  # fatal: not up_for_retry
+    assert repo.get_stream(store, conn.id, "people").last_sync_status == "error"
