@@ -454,7 +454,7 @@ class StreamIngest:
                     self._errors,
                 )
         self._reset_buffers()
-        if len(self.enricher) >= 2000:
+        if len(self.enricher) >= 20_000:
             self.enricher.run()
 
     def close(self) -> None:

@@ -1,0 +1,106 @@
+"""Benchmark: ``ingest.session`` (10 messages each) against a raw COPY of the same rows.
+
+Prints sessions/second for the idempotent ingest path (validation, content hash, dedup map,
+classification, bulk COPY of sessions and messages, synced-record upserts) and for the raw COPY of
+the same sessions and messages into the same tables, measured in the same run, and their ratio
+(target: <= 3). Enrichment (embeddings + graph edges) runs after the writes and is reported on
+its own line. Usage: ``python bench/ingest.py [N]`` (default 2000 sessions).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+PROJECT = "00000000-0000-0000-0000-000000000001"
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+WORDS = ("invoice export dashboard login sso slack alert billing refund crash slow report api token chart "
+         "mobile team permission upgrade renewal cancel feature request bug error timeout search").split()
+
+
+def _payloads(n: int) -> list[dict]:
+    out = []
+    for i in range(n):
+        msgs = []
+        for k in range(10):
+            words = " ".join(WORDS[(i * 7 + k * 3 + j) % len(WORDS)] for j in range(18))
+            msgs.append({"sender_type": "user" if k % 2 == 0 else "human_agent",
+                         "content": f"Message {k} of conversation {i}: {words}.",
+                         "created_at": T0 + timedelta(minutes=i, seconds=k)})
+        out.append({"external_id": f"bench-{i}", "source": "sample", "name": f"Conversation {i}",
+                    "updated_at": T0 + timedelta(minutes=i), "user_metadata": {"plan": "pro"}, "messages": msgs})
+    return out
+
+
+def main() -> None:
+    if not os.environ.get("HISSUNO_DATABASE_URL"):
+        os.environ["HISSUNO_HOME"] = tempfile.mkdtemp(prefix="hissuno-bench-")
+    from hissuno_airflow.store import connections as repo
+    from hissuno_airflow.store.db import get_store
+    from hissuno_airflow.store.ingest import StreamIngest
+    from psycopg.types.json import Jsonb
+
+    store = get_store()
+    store.migrate()
+    with store.connection() as c:
+        c.execute("TRUNCATE integration_connections, sessions, session_messages, embeddings,"
+                  " entity_relationships CASCADE")
+    conn, _ = repo.upsert_connection(store, project_id=PROJECT, plugin_id="sample", external_account_id="bench",
+                                     account_label="bench", settings=None)
+    payloads = _payloads(N)
+
+    # Baseline: raw COPY of the same session and message rows.
+    t = time.perf_counter()
+    with store.connection() as c, c.transaction(), c.cursor() as cur:
+        ids = [str(uuid.uuid4()) for _ in payloads]
+        with cur.copy("COPY sessions (id, project_id, name, status, source, session_type, message_count,"
+                      " user_metadata, first_message_at, last_activity_at, created_at, updated_at) FROM STDIN") as cp:
+            for sid, p in zip(ids, payloads, strict=True):
+                m = p["messages"]
+                cp.write_row((sid, PROJECT, p["name"], "closed", "sample", "chat", len(m), Jsonb(p["user_metadata"]),
+                              m[0]["created_at"], m[-1]["created_at"], m[0]["created_at"], p["updated_at"]))
+        with cur.copy("COPY session_messages (session_id, project_id, position, sender_type, content, created_at)"
+                      " FROM STDIN") as cp:
+            for sid, p in zip(ids, payloads, strict=True):
+                for k, m in enumerate(p["messages"]):
+                    cp.write_row((sid, PROJECT, k, m["sender_type"], m["content"], m["created_at"]))
+    raw = time.perf_counter() - t
+    with store.connection() as c:
+        c.execute("TRUNCATE sessions, session_messages CASCADE")
+
+    ing = StreamIngest(store, project_id=PROJECT, connection_id=conn.id, stream_id="sessions")
+    t = time.perf_counter()
+    for p in payloads:
+        ing.session(**p)
+    ing.flush()
+    ingest = time.perf_counter() - t
+    t = time.perf_counter()
+    vectors = ing.enricher.run()
+    enrich = time.perf_counter() - t
+
+    ing2 = StreamIngest(store, project_id=PROJECT, connection_id=conn.id, stream_id="sessions")
+    t = time.perf_counter()
+    results = [ing2.session(**p) for p in payloads]
+    ing2.close()
+    rerun = time.perf_counter() - t
+    assert all(r.action == "unchanged" for r in results)
+    with store.connection() as c:
+        n_sessions = c.execute("SELECT count(*) n FROM sessions").fetchone()["n"]
+        n_messages = c.execute("SELECT count(*) n FROM session_messages").fetchone()["n"]
+    assert n_sessions == N and n_messages == 10 * N, (n_sessions, n_messages)
+
+    print(f"sessions: {N} x 10 messages")
+    print(f"raw COPY baseline:           {N / raw:10.0f} sessions/s  ({raw:.3f} s)")
+    print(f"ingest.session (idempotent): {N / ingest:10.0f} sessions/s  ({ingest:.3f} s)")
+    print(f"ratio ingest/raw COPY:       {ingest / raw:10.2f}  (target <= 3)")
+    print(f"enrichment (embed+graph):    {N / enrich:10.0f} sessions/s  ({enrich:.3f} s, {vectors} vectors)")
+    print(f"re-ingest unchanged:         {N / rerun:10.0f} sessions/s  ({rerun:.3f} s, nothing written)")
+
+
+if __name__ == "__main__":
+    main()

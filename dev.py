@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Set up and run hissuno-airflow from a fresh clone with nothing but Python 3.11+.
+
+    python3 dev.py up     # Airflow (API server, scheduler, DAG processor) + the embedded store +
+                          # the sample plugin connected and syncing, on http://127.0.0.1:8080
+    python3 dev.py test   # the whole test suite (what CI runs)
+
+Both create ``.venv`` on first use and install the package with the pinned ``constraints.txt``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / "bin"
+STATE = ROOT / ".hissuno"
+
+
+def _run(*cmd: str, env: dict[str, str] | None = None, check: bool = True) -> int:
+    return subprocess.run(cmd, cwd=ROOT, env=env, check=check).returncode
+
+
+def ensure_venv() -> None:
+    """Create .venv and install the package when the pins changed since the last install."""
+    if sys.version_info < (3, 11):
+        sys.exit("hissuno-airflow needs Python 3.11 or newer")
+    stamp = VENV / ".hissuno-installed"
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + (ROOT / "constraints.txt").read_bytes())
+    want = digest.hexdigest()
+    if stamp.exists() and stamp.read_text() == want:
+        return
+    if not (BIN / "python").exists():
+        print("creating .venv ...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    print("installing hissuno-airflow and its pinned dependencies ...", flush=True)
+    _run(str(BIN / "python"), "-m", "pip", "install", "-q", "--upgrade", "pip", "uv")
+    _run(str(BIN / "uv"), "pip", "install", "-q", "--python", str(BIN / "python"), "-c", "constraints.txt",
+         "-e", ".[dev]")
+    stamp.write_text(want)
+
+
+def base_env() -> dict[str, str]:
+    """Environment of the product: everything under ./.hissuno, loopback only."""
+    env = dict(os.environ)
+    env.setdefault("HISSUNO_HOME", str(STATE))
+    env.setdefault("AIRFLOW_HOME", str(STATE / "airflow"))
+    env.setdefault("HISSUNO_CREDENTIALS_BACKEND", "airflow")
+    env.update({
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": env.get("HISSUNO_PORT", "8080"),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{env.get('HISSUNO_PORT', '8080')}/execution/",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "HISSUNO_PUBLIC_URL": f"http://127.0.0.1:{env.get('HISSUNO_PORT', '8080')}/hissuno",
+        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+    })
+    return env
+
+
+def cmd_up() -> int:
+    """Migrate, connect the sample plugin, enable its streams, and run Airflow until Ctrl-C."""
+    ensure_venv()
+    env = base_env()
+    Path(env["HISSUNO_HOME"]).mkdir(parents=True, exist_ok=True)
+    _run(str(BIN / "airflow"), "db", "migrate", env=env)
+    _run(str(BIN / "hissuno"), "db", "migrate", env=env)
+    _run(str(BIN / "python"), "-m", "hissuno_airflow.devsetup", env=env)
+    procs = [
+        subprocess.Popen([str(BIN / "airflow"), "api-server", "-H", "127.0.0.1", "-p", env["AIRFLOW__API__PORT"]],
+                         cwd=ROOT, env=env, start_new_session=True),
+        subprocess.Popen([str(BIN / "airflow"), "scheduler", "--skip-serve-logs"], cwd=ROOT, env=env,
+                         start_new_session=True),
+        subprocess.Popen([str(BIN / "airflow"), "dag-processor"], cwd=ROOT, env=env, start_new_session=True),
+    ]
+    url = f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}"
+    print(f"\nAirflow: {url}  (user admin, password admin)\nIntegrations: {url}/hissuno/\n"
+          "Ctrl-C stops everything.\n", flush=True)
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+    return 0
+
+
+def cmd_test(args: list[str]) -> int:
+    """Run the whole suite (pytest exit 5, 'no tests', counts as failure)."""
+    ensure_venv()
+    if shutil.which("chromium") is None and Path("/usr/bin/chromium").exists() is False:
+        subprocess.run(["bash", str(ROOT / ".ci" / "setup-browser.sh")], check=False)
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return _run(str(BIN / "python"), "-m", "pytest", *args, env=env, check=False)
+
+
+def main() -> int:
+    """Dispatch ``up`` or ``test``."""
+    if len(sys.argv) < 2 or sys.argv[1] not in ("up", "test"):
+        print(__doc__)
+        return 2
+    if sys.argv[1] == "up":
+        return cmd_up()
+    return cmd_test(sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

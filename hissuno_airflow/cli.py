@@ -1,0 +1,284 @@
+"""The ``hissuno`` command line: plugins, store, connections, streams, syncs and the dev server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from .kit.errors import HissunoError, InputError
+
+
+def _out(args: argparse.Namespace, data: Any, text: str) -> None:
+    print(json.dumps(data, indent=2, default=str) if args.json else text)
+
+
+def _store() -> Any:
+    from .store.db import get_store
+
+    store = get_store()
+    store.migrate()
+    return store
+
+
+def _kv(pairs: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for p in pairs:
+        key, sep, val = p.partition("=")
+        if not sep or not key:
+            raise InputError(f"--set: expected KEY=VALUE; got {p!r}", field="--set")
+        out[key] = val
+    return out
+
+
+def _json_arg(raw: str | None, name: str) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        val = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{name}: expected a JSON object ({exc.msg})", field=name) from None
+    if not isinstance(val, dict):
+        raise InputError(f"{name}: expected a JSON object; got {type(val).__name__}", field=name)
+    return val
+
+
+def _when(raw: str | None, name: str) -> datetime | None:
+    if raw is None:
+        return None
+    try:
+        d = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InputError(f"{name}: expected an ISO 8601 date or time; got {raw!r}", field=name) from None
+    return d if d.tzinfo else d.replace(tzinfo=timezone.utc)
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from . import registry
+    from .web.catalog import plugin_entry
+
+    plugins = registry.list_plugins()
+    data = [plugin_entry(p) for p in plugins]
+    lines = [f"{p.id:<12} {p.category:<14} {p.auth_type:<10} {', '.join(p.streams)}" for p in plugins]
+    errors = registry.load_errors()
+    lines += [f"! {pid}: failed to load: {err}" for pid, err in errors.items()]
+    _out(args, data, "\n".join(lines))
+    return 0
+
+
+def cmd_db_migrate(args: argparse.Namespace) -> int:
+    from .store.db import get_store
+
+    applied = get_store().migrate()
+    _out(args, {"applied": applied}, f"applied {', '.join(applied)}" if applied else "schema is up to date")
+    return 0
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    from . import settings
+    from .runtime.connect import start_connect
+
+    store = _store()
+    base = os.environ.get("HISSUNO_PUBLIC_URL", "http://127.0.0.1:8080/hissuno").rstrip("/")
+    body = {"credentials": _kv(args.set), "project_id": args.project or settings.default_project_id()}
+    if args.reconnect:
+        body["connection_id"] = args.reconnect
+    result = start_connect(args.plugin, body, store, user_id="cli",
+                           redirect_uri=f"{base}/api/plugins/oauth/{args.plugin}/callback")
+    if "authorize_url" in result:
+        _out(args, {"authorize_url": result["authorize_url"]},
+             f"Open this URL to finish connecting:\n{result['authorize_url']}")
+    else:
+        _out(args, {"connection_id": result["connection_id"], "account_label": result.get("account_label"),
+                    "created": result.get("created")}, result["connection_id"])
+    return 0
+
+
+def cmd_connections(args: argparse.Namespace) -> int:
+    from .store import connections as repo
+
+    store = _store()
+    rows = repo.list_connections(store, plugin_id=args.plugin)
+    data = [r.public() for r in rows]
+    _out(args, data, "\n".join(f"{r.id:<24} {r.plugin_id:<10} {r.account_label}" for r in rows) or "(none)")
+    return 0
+
+
+def cmd_streams(args: argparse.Namespace) -> int:
+    from . import registry
+    from .runtime.streams import list_instances
+    from .store import connections as repo
+
+    store = _store()
+    conn = repo.get_connection(store, args.connection)
+    plugin = registry.get_plugin(conn.plugin_id)
+    rows = {r.stream_id: r for r in repo.list_streams(store, conn.id)}
+    data, lines = [], []
+    for key, st in plugin.streams.items():
+        instances = [i.model_dump() for i in list_instances(store, conn.id, key)] if st.parameterized else []
+        mine = [r.public() for sid, r in rows.items() if sid == key or sid.startswith(key + ":")]
+        data.append({"key": key, "kind": st.kind, "label": st.label, "description": st.description,
+                     "frequencies": list(st.allowed_frequencies), "parameterized": st.parameterized,
+                     "instances": instances, "rows": mine})
+        state = ", ".join(f"{r['stream_id']} [{'on' if r['enabled'] else 'off'} {r['frequency']}"
+                          f" last={r['last_sync_status'] or '-'}]" for r in mine) or "not enabled"
+        hint = f" instances: {', '.join(i['id'] for i in instances)}" if instances else ""
+        lines.append(f"{key:<12} {st.kind:<10} {state}{hint}")
+    _out(args, data, "\n".join(lines))
+    return 0
+
+
+def cmd_enable(args: argparse.Namespace) -> int:
+    from .runtime.streams import enable_stream
+
+    store = _store()
+    row = enable_stream(store, args.connection, args.stream_id, enabled=not args.disable,
+                        frequency=args.frequency, filters=_json_arg(args.filters, "--filters"),
+                        settings=_json_arg(args.settings, "--settings"))
+    _out(args, row.public(), f"{row.stream_id}: {'enabled' if row.enabled else 'disabled'} ({row.frequency})")
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from .runtime.sync import UNSET, run_stream_sync
+
+    store = _store()
+    since, until = _when(args.since, "--since"), _when(args.until, "--until")
+    show = sys.stderr.isatty() and not args.json
+    progress_cb, finish = _progress_bar() if show else (None, lambda: None)
+    try:
+        result = run_stream_sync(
+            args.connection, args.stream_id, store=store, triggered_by="backfill" if since or until else "manual",
+            sync_mode="full" if args.full else "incremental", cursor=since if since or until else UNSET,
+            until=until, commit_cursor=not (since or until), on_progress=progress_cb,
+        )
+    finally:
+        finish()
+    c = result.counts
+    text = (f"{result.status}: {c['synced']} synced, {c['skipped']} skipped, {c['failed']} failed "
+            f"({c['found']} found)" + (f"\nerror: {result.error}" if result.error else ""))
+    _out(args, result.to_json(), text)
+    return 0 if result.status == "success" else 1
+
+
+def _progress_bar() -> tuple[Any, Any]:
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[counts]}"),
+                   transient=True)
+    task = bar.add_task("syncing", total=None, counts="")
+    bar.start()
+
+    def on_progress(event: Any, counts: dict[str, int]) -> None:
+        if event.total:
+            bar.update(task, total=event.total, completed=event.current or counts["found"])
+        bar.update(task, counts=f"{counts['synced']} synced, {counts['skipped']} skipped, {counts['failed']} failed")
+
+    return on_progress, bar.stop
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .web.serve import main as serve
+
+    serve(args.host, args.port)
+    return 0
+
+
+def cmd_sample_touch(args: argparse.Namespace) -> int:
+    from .plugins.sample import data
+    from .store import connections as repo
+
+    store = _store()
+    conn = repo.get_connection(store, args.connection, plugin_id="sample")
+    ids = args.ids or [f"conv-{i}" for i in range(args.count)]
+    data.touch(conn.external_account_id, ids)
+    _out(args, {"touched": ids}, f"changed {len(ids)} sample records")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from . import settings
+    from .store.enrich import search
+
+    hits = search(_store(), args.query, project_id=settings.default_project_id(), entity_type=args.type,
+                  limit=args.limit)
+    _out(args, [{"id": i, "similarity": s} for i, s in hits], "\n".join(f"{s:.3f} {i}" for i, s in hits))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used by the docs)."""
+    p = argparse.ArgumentParser(prog="hissuno", description="Hissuno integrations for Airflow")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn: Any, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
+        sp.set_defaults(fn=fn)
+        return sp
+
+    add("plugins", cmd_plugins, "list registered plugins")
+    db = sub.add_parser("db", help="store administration")
+    dbsub = db.add_subparsers(dest="db_command", required=True)
+    mig = dbsub.add_parser("migrate", help="create or upgrade the schema (idempotent)")
+    mig.add_argument("--json", action="store_true")
+    mig.set_defaults(fn=cmd_db_migrate)
+    sp = add("connect", cmd_connect, "connect a provider account")
+    sp.add_argument("plugin")
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an auth field")
+    sp.add_argument("--project")
+    sp.add_argument("--reconnect", metavar="CONNECTION")
+    sp = add("connections", cmd_connections, "list connections")
+    sp.add_argument("--plugin")
+    sp = add("streams", cmd_streams, "list a connection's streams")
+    sp.add_argument("connection")
+    sp = add("enable", cmd_enable, "enable (or configure) a stream")
+    sp.add_argument("connection")
+    sp.add_argument("stream_id")
+    sp.add_argument("--frequency", choices=["manual", "1h", "6h", "24h", "webhook"])
+    sp.add_argument("--filters", metavar="JSON")
+    sp.add_argument("--settings", metavar="JSON")
+    sp.add_argument("--disable", action="store_true")
+    sp = add("sync", cmd_sync, "run one stream now")
+    sp.add_argument("connection")
+    sp.add_argument("stream_id")
+    sp.add_argument("--full", action="store_true", help="ignore the cursor")
+    sp.add_argument("--since", help="window start (ISO); with --until this is a backfill")
+    sp.add_argument("--until", help="window end, exclusive (ISO)")
+    sp = add("serve", cmd_serve, "serve the web routes without Airflow")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=8765)
+    sample = sub.add_parser("sample", help="the sample provider")
+    ssub = sample.add_subparsers(dest="sample_command", required=True)
+    t = ssub.add_parser("touch", help="simulate provider-side edits")
+    t.add_argument("connection")
+    t.add_argument("--count", type=int, default=1)
+    t.add_argument("--ids", nargs="*")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(fn=cmd_sample_touch)
+    sp = add("search", cmd_search, "semantic search over ingested entities")
+    sp.add_argument("query")
+    sp.add_argument("--type", default="session",
+                    choices=["session", "issue", "contact", "company", "knowledge_source", "knowledge_chunk"])
+    sp.add_argument("--limit", type=int, default=5)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``hissuno``; errors print one clear line and a non-zero exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except HissunoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, InputError) else 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Migrations are idempotent and the schema enforces its uniqueness rules."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from hissuno_airflow.store import migrate
+
+PROJECT = "00000000-0000-0000-0000-000000000001"
+
+
+def test_migrate_is_idempotent(database_url):
+    assert migrate.migrate(database_url) == []
+    assert migrate.current_version(database_url) == migrate.available()[-1][0]
+
+
+def test_contract_tables_exist(database_url):
+    names = ("integration_connections integration_streams integration_sync_runs integration_synced_records "
+             "webhook_events ingest_errors sessions session_messages contacts companies issues "
+             "knowledge_sources knowledge_chunks embeddings entity_relationships").split()
+    with psycopg.connect(database_url) as c:
+        rows = {r[0] for r in c.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        cols = {r[0] for r in c.execute("SELECT column_name FROM information_schema.columns"
+                                         " WHERE table_name = 'integration_synced_records'")}
+        idx = [r[0] for r in c.execute("SELECT indexdef FROM pg_indexes WHERE tablename = 'embeddings'")]
+    assert set(names) <= rows
+    assert {"connection_id", "stream_id", "external_id", "hissuno_id", "hissuno_kind"} <= cols
+    assert any("hnsw" in d and "vector_cosine_ops" in d for d in idx)
+
+
+def test_unique_contact_email_and_company_domain_case_insensitive(store):
+    with store.connection() as c:
+        c.execute("INSERT INTO contacts (project_id, name, email) VALUES (%s, 'a', 'A@x.com')", (PROJECT,))
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            c.execute("INSERT INTO contacts (project_id, name, email) VALUES (%s, 'b', 'a@X.COM')", (PROJECT,))
+    with store.connection() as c:
+        c.execute("INSERT INTO companies (project_id, name, domain) VALUES (%s, 'a', 'Acme.com')", (PROJECT,))
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            c.execute("INSERT INTO companies (project_id, name, domain) VALUES (%s, 'b', 'acme.COM')", (PROJECT,))
+
+
+def test_concurrent_migrations_apply_once(database_url):
+    """Two processes migrating an empty database at once: the advisory lock serialises them."""
+    import concurrent.futures
+
+    base = database_url
+    name = "hissuno_migrate_race"
+    with psycopg.connect(base, autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {name}")
+        c.execute(f"CREATE DATABASE {name}")
+    url = base.replace("/hissuno?", f"/{name}?")
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        results = list(ex.map(lambda _: migrate.migrate(url), range(4)))
+    assert sorted(len(r) for r in results) == [0, 0, 0, len(migrate.available())]

@@ -1,0 +1,89 @@
+"""The ``hissuno`` command end to end, as a user runs it (subprocesses against the test store)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.fixture
+def cli(store, database_url, tmp_path):
+    env = {**os.environ, "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
+           "HISSUNO_CREDENTIALS_BACKEND": "db"}
+
+    def run(*args, ok=True):
+        proc = subprocess.run([sys.executable, "-m", "hissuno_airflow.cli", *args], env=env,
+                              capture_output=True, text=True, timeout=120)
+        if ok:
+            assert proc.returncode == 0, proc.stderr
+        return proc
+
+    return run
+
+
+def _count(store, table):
+    with store.connection() as c:
+        return c.execute(f"SELECT count(*) AS n FROM {table}").fetchone()["n"]
+
+
+def test_plugins_json_lists_the_registry(cli):
+    data = json.loads(cli("plugins", "--json").stdout)
+    sample = next(p for p in data if p["id"] == "sample")
+    assert sample["auth"]["type"] == "api_key"
+    assert {s["key"] for s in sample["streams"]} == {"sessions", "contacts", "companies", "issues", "knowledge"}
+    assert all("sync" not in s and "test" not in json.dumps(sample["auth"]) for s in sample["streams"])
+
+
+def test_connect_enable_sync_then_nothing_then_exactly_k(cli, store):
+    conn = json.loads(cli("connect", "sample", "--set", "workspace=clitest", "--set",
+                          "epoch=2026-02-01T00:00:00+00:00", "--set", "every_seconds=900", "--json").stdout)
+    cid = conn["connection_id"]
+    again = json.loads(cli("connect", "sample", "--set", "workspace=clitest", "--set",
+                           "epoch=2026-02-01T00:00:00+00:00", "--set", "every_seconds=900", "--json").stdout)
+    assert again["connection_id"] == cid and again["created"] is False
+    listed = json.loads(cli("connections", "--json").stdout)
+    assert [c["id"] for c in listed] == [cid] and listed[0]["account_label"] == "Sample workspace clitest"
+    assert "credentials" not in json.dumps(listed) and "epoch" not in json.dumps(listed)
+
+    cli("enable", cid, "sessions", "--filters", '{"size": 25}')
+    first = json.loads(cli("sync", cid, "sessions", "--json").stdout)
+    assert first["status"] == "success" and first["counts"]["failed"] == 0
+    assert _count(store, "sessions") == 25
+    assert _count(store, "session_messages") >= 100
+    assert _count(store, "contacts") > 0 and _count(store, "companies") > 0
+
+    with store.connection() as c:
+        stamp = c.execute("SELECT max(updated_at) t FROM sessions").fetchone()["t"]
+    second = json.loads(cli("sync", cid, "sessions", "--json").stdout)
+    assert second["counts"]["synced"] == 0 and _count(store, "sessions") == 25
+    with store.connection() as c:
+        assert c.execute("SELECT count(*) n FROM sessions WHERE updated_at > %s", (stamp,)).fetchone()["n"] == 0
+
+    cli("sample", "touch", cid, "--ids", "conv-2", "conv-5", "conv-9", "conv-20")
+    third = json.loads(cli("sync", cid, "sessions", "--json").stdout)
+    with store.connection() as c:
+        changed = c.execute("SELECT count(*) n FROM sessions WHERE updated_at > %s", (stamp,)).fetchone()["n"]
+    assert changed == 4 and _count(store, "sessions") == 25
+    assert third["cursor_after"] > second["cursor_after"]
+
+
+def test_bad_input_names_the_field_and_exits_nonzero(cli):
+    cid = json.loads(cli("connect", "sample", "--set", "workspace=bad", "--json").stdout)["connection_id"]
+    proc = cli("enable", cid, "sessions", "--filters", '{"size": -3}', ok=False)
+    assert proc.returncode == 2 and "filters.size" in proc.stderr and "Traceback" not in proc.stderr
+    proc = cli("sync", cid, "nope", ok=False)
+    assert proc.returncode == 2 and "has no stream 'nope'" in proc.stderr
+    proc = cli("connect", "nosuch", ok=False)
+    assert proc.returncode == 2 and "unknown plugin 'nosuch'" in proc.stderr
+
+
+def test_failed_sync_exits_nonzero(cli):
+    cid = json.loads(cli("connect", "sample", "--set", "workspace=failing", "--json").stdout)["connection_id"]
+    cli("enable", cid, "sessions", "--filters", '{"size": 10, "fail_after": 2}')
+    proc = cli("sync", cid, "sessions", "--json", ok=False)
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["status"] == "error"
