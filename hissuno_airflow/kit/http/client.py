@@ -1,0 +1,405 @@
+"""``ProviderClient``: a thin ``httpx.Client`` wrapper for one provider, with retries, paging and redaction.
+
+A plugin's ``client.py`` subclasses it and names methods for provider resources::
+
+    class ZendeskClient(ProviderClient):
+        def __init__(self, email: str, token: SecretStr, api_url: str, **options: Unpack[ClientOptions]):
+            super().__init__("zendesk", api_url, auth=BasicAuth(f"{email}/token", token), **options)
+
+        def iter_tickets(self, since: int) -> Iterator[dict[str, Any]]:
+            return self.paginate("GET", "/api/v2/incremental/tickets/cursor.json",
+                                 CursorPaginator("after_cursor", "cursor", end_path="end_of_stream"),
+                                 params={"start_time": since}, data_path="tickets")
+
+Every attempt goes through the ``RetryPolicy``; failures surface as the kit's ``ProviderError`` family
+with text like ``zendesk GET /api/v2/tickets: 429 Too Many Requests (retry after 30s)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypedDict, Unpack
+
+import httpx
+
+from ..errors import ProviderResponseError
+from ..redaction import is_sensitive_key, redact_text, sanitize_url
+from .paginators import PageRequest, Paginator, extract_items
+from .retry import CallInfo, LogSink, RateState, RetryPolicy
+
+OnRequest = Callable[[str, str], object]
+"""Hook called before every attempt with the method and the sanitized URL."""
+
+
+class RateLimiter(Protocol):
+    """A shared budget; ``acquire`` blocks until one request may go out (see ``RateBudget``)."""
+
+    def acquire(self) -> object: ...
+
+
+class Cancellable(Protocol):
+    """A cancellation signal (``kit.CancelSignal`` fits); checked before every attempt."""
+
+    def raise_if_cancelled(self) -> None: ...
+
+
+class ClientOptions(TypedDict, total=False):
+    """Keyword options a provider client subclass passes through to ``ProviderClient``."""
+
+    auth: httpx.Auth | None
+    headers: Mapping[str, str] | None
+    timeout: float | httpx.Timeout
+    retry: RetryPolicy | None
+    transport: httpx.BaseTransport | None
+    logger: LogSink | None
+    secrets: Iterable[str]
+    on_request: OnRequest | None
+    rate_limiter: RateLimiter | None
+    signal: Cancellable | None
+    error_code: Callable[[httpx.Response], str | None] | None
+    follow_redirects: bool
+
+
+@dataclass(frozen=True)
+class Page:
+    """One fetched page."""
+
+    number: int
+    """1-based page index within this pagination."""
+    response: httpx.Response
+    """The HTTP response (already read)."""
+    body: Any
+    """The parsed JSON body."""
+    items: list[Any]
+    """Records found at ``data_path``."""
+
+
+class ProviderClient:
+    """HTTP access to one provider: base URL, auth, retries, rate budget, paging and redacted logs."""
+
+    def __init__(
+        self,
+        provider: str,
+        base_url: str,
+        *,
+        auth: httpx.Auth | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | httpx.Timeout = 30.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+        logger: LogSink | None = None,
+        secrets: Iterable[str] = (),
+        on_request: OnRequest | None = None,
+        rate_limiter: RateLimiter | None = None,
+        signal: Cancellable | None = None,
+        error_code: Callable[[httpx.Response], str | None] | None = None,
+        follow_redirects: bool = True,
+    ) -> None:
+        """Create a client; nothing is sent until a request method is called.
+
+        Args:
+            provider: Plugin id, used in error text and logs (``"zendesk"``).
+            base_url: Resolved API base; relative paths are appended to it.
+            auth: Request signing, e.g. ``BearerAuth``; its secrets are redacted automatically.
+            headers: Default headers (sensitive ones, like ``X-Api-Key``, are redacted too).
+            timeout: Seconds per request, or an ``httpx.Timeout``.
+            retry: Retry policy; defaults to ``RetryPolicy()``.
+            transport: An ``httpx`` transport, e.g. ``httpx.MockTransport`` around a fake provider.
+            logger: Where "attempt n/N" warnings and per-request debug lines go (redacted).
+            secrets: Further values to mask in every log line and error message.
+            on_request: Called as ``on_request(method, sanitized_url)`` before every attempt.
+            rate_limiter: Object whose ``acquire()`` is called before every attempt (``RateBudget``).
+            signal: Cancellation signal checked before every attempt.
+            error_code: Extracts a short provider error code from a failed response for error text.
+            follow_redirects: Follow 3xx (httpx drops ``Authorization`` when the origin changes).
+        """
+        self.provider = provider
+        self.base_url = base_url
+        self.retry = retry if retry is not None else RetryPolicy()
+        self._logger: LogSink = logger if logger is not None else logging.getLogger(f"hissuno.http.{provider}")
+        self._on_request = on_request
+        self._rate_limiter = rate_limiter
+        self._signal = signal
+        self._error_code = error_code
+        self._state = RateState()
+        collected = [s for s in secrets if s]
+        secret_values = getattr(auth, "secret_values", None)
+        if callable(secret_values):
+            collected.extend(str(v) for v in secret_values())
+        for name, value in (headers or {}).items():
+            if is_sensitive_key(name) and value:
+                collected.append(value)
+        self._secrets = tuple(dict.fromkeys(collected))
+        self._http = httpx.Client(
+            base_url=base_url,
+            auth=auth,
+            headers=dict(headers or {}),
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=follow_redirects,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(provider={self.provider!r}, base_url={sanitize_url(self.base_url)!r})"
+
+    def __enter__(self) -> ProviderClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self._http.close()
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values masked in this client's logs and errors."""
+        return self._secrets
+
+    def redact(self, text: str) -> str:
+        """Mask this client's secrets (and bearer-looking tokens) in ``text``."""
+        return redact_text(text, self._secrets)
+
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: Mapping[str, Any] | None = None,
+        content: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        allow_statuses: Collection[int] = (),
+    ) -> httpx.Response:
+        """Send one logical request through the retry policy.
+
+        Args:
+            method: HTTP method.
+            path_or_url: Path relative to the base URL, or an absolute URL.
+            params: Query parameters (merged into a query string already in ``path_or_url``).
+            json: JSON body.
+            data: Form body.
+            content: Raw body.
+            headers: Extra headers for this request.
+            allow_statuses: Non-retriable error statuses to return instead of raise (e.g. ``{404}``).
+
+        Returns:
+            The response (2xx/3xx, or a status from ``allow_statuses``).
+
+        Raises:
+            ProviderAuthError: 401/403.
+            RateLimited: 429 after retries, or a Retry-After above the policy's ``max_retry_after``.
+            ProviderUnavailable: 5xx or a network error after retries.
+            ProviderResponseError: Any other 4xx.
+        """
+        method = method.upper()
+        target = httpx.URL(path_or_url)
+        query: Mapping[str, Any] | None = params or None
+        if query and target.query:
+            # httpx would replace the URL's own query (a next link's) with ``params``; merge instead.
+            target = target.copy_merge_params(dict(query))
+            query = None
+
+        def build() -> httpx.Request:
+            return self._http.build_request(
+                method, target, params=query, json=json, data=data, content=content, headers=headers
+            )
+
+        url = build().url
+        call = CallInfo(
+            provider=self.provider,
+            method=method,
+            path=url.path,
+            secrets=self._secrets,
+            allow_statuses=frozenset(allow_statuses),
+            error_code=self._error_code,
+        )
+        safe_url = self.redact(sanitize_url(str(url)))
+
+        def send() -> httpx.Response:
+            if self._signal is not None:
+                self._signal.raise_if_cancelled()
+            if self._rate_limiter is not None:
+                self._rate_limiter.acquire()
+            if self._on_request is not None:
+                self._on_request(method, safe_url)
+            started = time.monotonic()
+            response = self._http.send(build())
+            self._logger.debug(
+                f"{method} {safe_url} -> {response.status_code} ({time.monotonic() - started:.2f}s)"
+            )
+            return response
+
+        return self.retry.execute(send, call, logger=self._logger, state=self._state)
+
+    def get(self, path_or_url: str, **kwargs: Any) -> httpx.Response:
+        """``request("GET", ...)``."""
+        return self.request("GET", path_or_url, **kwargs)
+
+    def post(self, path_or_url: str, **kwargs: Any) -> httpx.Response:
+        """``request("POST", ...)``."""
+        return self.request("POST", path_or_url, **kwargs)
+
+    def put(self, path_or_url: str, **kwargs: Any) -> httpx.Response:
+        """``request("PUT", ...)``."""
+        return self.request("PUT", path_or_url, **kwargs)
+
+    def patch(self, path_or_url: str, **kwargs: Any) -> httpx.Response:
+        """``request("PATCH", ...)``."""
+        return self.request("PATCH", path_or_url, **kwargs)
+
+    def delete(self, path_or_url: str, **kwargs: Any) -> httpx.Response:
+        """``request("DELETE", ...)``."""
+        return self.request("DELETE", path_or_url, **kwargs)
+
+    def request_json(self, method: str, path_or_url: str, **kwargs: Any) -> Any:
+        """Send a request and parse its JSON body (``None`` for an empty body).
+
+        Raises:
+            ProviderResponseError: The body is not JSON; plus everything ``request`` raises.
+        """
+        return self.parse_json(self.request(method, path_or_url, **kwargs))
+
+    def get_json(self, path_or_url: str, **kwargs: Any) -> Any:
+        """``request_json("GET", ...)``."""
+        return self.request_json("GET", path_or_url, **kwargs)
+
+    def post_json(self, path_or_url: str, **kwargs: Any) -> Any:
+        """``request_json("POST", ...)``; for POST-shaped read APIs (Notion, GraphQL, search)."""
+        return self.request_json("POST", path_or_url, **kwargs)
+
+    def parse_json(self, response: httpx.Response) -> Any:
+        """Parse a response body as JSON; the error names the call but never quotes the body.
+
+        Raises:
+            ProviderResponseError: The body is not JSON.
+        """
+        if not response.content.strip():
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            status = response.status_code
+            msg = self.redact(
+                f"{self.provider} {response.request.method} {response.request.url.path}: "
+                f"{status} {httpx.codes.get_reason_phrase(status)}, expected a JSON body"
+            )
+            raise ProviderResponseError(msg, provider=self.provider, status=status) from exc
+
+    def pages(
+        self,
+        method: str,
+        path: str,
+        paginator: Paginator,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data_path: str | None = None,
+        max_pages: int | None = None,
+    ) -> Iterator[Page]:
+        """Yield pages until the paginator says there are no more.
+
+        The paginator sees each page (``update_state``) before it is yielded, so its state, such as
+        ``next_token``, describes the page after the one in hand.
+
+        Args:
+            method: HTTP method of every page request.
+            path: Path (or absolute URL) of the first page.
+            paginator: Strategy that turns a page into the next request; reset on each call.
+            params: Query parameters of the first page (paginators add theirs).
+            json: JSON body of the first page (body-cursor paginators update a copy).
+            data_path: Dotted path to the records in each body; ``None`` when the body is a list.
+            max_pages: Stop after this many pages.
+
+        Yields:
+            ``Page`` objects.
+
+        Raises:
+            ProviderResponseError: A body is not JSON or has no list at ``data_path``, a next link
+                points to another origin, or the paginator does not advance.
+        """
+        request = PageRequest(url=path, params=dict(params or {}), json=json)
+        paginator.init_request(request)
+        first = self._http.build_request(method, request.url).url
+        origin = (first.raw_scheme, first.host, first.port)
+        number = 0
+        while True:
+            response = self.request(method, request.url, params=request.params, json=request.json)
+            label = self.redact(f"{self.provider} {method.upper()} {response.request.url.path}")
+            body = self.parse_json(response)
+            try:
+                items = extract_items(body, data_path)
+            except TypeError as exc:
+                msg = f"{label}: {exc}"
+                raise ProviderResponseError(msg, provider=self.provider, status=response.status_code) from exc
+            paginator.update_state(response, items)
+            number += 1
+            yield Page(number=number, response=response, body=body, items=items)
+            if not paginator.has_next_page or (max_pages is not None and number >= max_pages):
+                return
+            before = request.snapshot()
+            paginator.update_request(request)
+            if request.snapshot() == before:
+                msg = f"{label}: pagination did not advance (page {number})"
+                raise ProviderResponseError(msg, provider=self.provider, status=response.status_code)
+            if request.url.startswith(("http://", "https://")) and not _same_origin(request.url, origin):
+                # A next link on another host would receive our credentials with the next request.
+                msg = f"{label}: next page points to another origin"
+                raise ProviderResponseError(msg, provider=self.provider, status=response.status_code)
+
+    def paginate(
+        self,
+        method: str,
+        path: str,
+        paginator: Paginator,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data_path: str | None = None,
+        max_pages: int | None = None,
+    ) -> Iterator[Any]:
+        """Yield the records of every page in order; see ``pages`` for the arguments."""
+        for page in self.pages(
+            method, path, paginator, params=params, json=json, data_path=data_path, max_pages=max_pages
+        ):
+            yield from page.items
+
+
+def _same_origin(url: str, origin: tuple[bytes, str, int | None]) -> bool:
+    parsed = httpx.URL(url)
+    return (parsed.raw_scheme, parsed.host, parsed.port) == origin
+
+
+def client_factory(
+    provider: str, base_urls: Mapping[str, str], **defaults: Unpack[ClientOptions]
+) -> Callable[..., ProviderClient]:
+    """Return ``make(base="API", **options)`` building clients for the named base URLs of one provider.
+
+    The runtime builds one factory per connection (shared rate budget, secrets, request counter) and
+    hands it to contexts as ``ctx.http_client``; per-call options override the defaults, and secrets
+    are merged rather than replaced.
+
+    Args:
+        provider: Plugin id.
+        base_urls: Resolved base URLs by name (``API``, ``AUTH``, ...).
+        **defaults: Options applied to every client.
+
+    Returns:
+        The factory.
+    """
+
+    def make(base: str = "API", **options: Unpack[ClientOptions]) -> ProviderClient:
+        if base not in base_urls:
+            known = ", ".join(sorted(base_urls)) or "none"
+            msg = f"{provider}: unknown base URL {base!r}; expected one of {known}"
+            raise ValueError(msg)
+        merged: ClientOptions = {**defaults, **options}
+        merged["secrets"] = [*defaults.get("secrets", ()), *options.get("secrets", ())]
+        return ProviderClient(provider, base_urls[base], **merged)
+
+    return make
