@@ -32,7 +32,7 @@ def _run(*cmd: str, env: dict[str, str] | None = None, check: bool = True) -> in
 
 def ensure_venv() -> None:
     """Create .venv and install the package when the pins changed since the last install."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py may be started by an older python3
         sys.exit("hissuno-airflow needs Python 3.11 or newer")
     stamp = VENV / ".hissuno-installed"
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + (ROOT / "constraints.txt").read_bytes())

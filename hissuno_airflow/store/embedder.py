@@ -14,14 +14,13 @@ import math
 import os
 import re
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Protocol
 
 DIMENSIONS = 1536
 _WORD = re.compile(r"[a-z0-9][a-z0-9'_-]*")
 _STOP = frozenset(
-    "a an the and or but if of to in on at for with is are was were be been it this that i you we they "
-    "he she my our your their me us them so as by from not no do does did have has had can could would "
-    "should will just about into than then there here what when which who how all any some".split()
+    ["a", "an", "the", "and", "or", "but", "if", "of", "to", "in", "on", "at", "for", "with", "is", "are", "was", "were", "be", "been", "it", "this", "that", "i", "you", "we", "they", "he", "she", "my", "our", "your", "their", "me", "us", "them", "so", "as", "by", "from", "not", "no", "do", "does", "did", "have", "has", "had", "can", "could", "would", "should", "will", "just", "about", "into", "than", "then", "there", "here", "what", "when", "which", "who", "how", "all", "any", "some"]
 )
 
 
@@ -50,7 +49,7 @@ class HashEmbedder:
     def _one(text: str) -> list[float]:
         vec = [0.0] * DIMENSIONS
         words = [w for w in _WORD.findall(text.lower()) if w not in _STOP]
-        feats = words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
+        feats = words + [f"{a} {b}" for a, b in pairwise(words)]
         for f in feats:
             h = hashlib.blake2b(f.encode(), digest_size=8).digest()
             idx = int.from_bytes(h[:4], "little") % DIMENSIONS

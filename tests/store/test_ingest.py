@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -12,7 +12,7 @@ from hissuno_airflow.store import embedder as emb
 from hissuno_airflow.store.enrich import search
 from hissuno_airflow.store.ingest import StreamIngest
 
-T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def _session(i: int, *, extra: str = "", n: int = 10, topic: str | None = None) -> SessionRecord:
@@ -89,7 +89,7 @@ def test_contacts_unique_by_lower_email_and_linked_to_company_by_domain(store, s
     ing = _ingest(store, sample_connection.id, stream="contacts")
     a = ing.contact(ContactRecord(external_id="c1", email="Ana@Acme.com", name="Ana"))
     b = ing.contact(external_id="c2", email="ana@acme.com", title="CTO")
-    gen = ing.contact(external_id="c3", email="bob@gmail.com", name="Bob")
+    ing.contact(external_id="c3", email="bob@gmail.com", name="Bob")
     comp = ing.company(external_id="co1", domain="https://www.ACME.com/", name="Acme")
     ing.close()
     assert a.id == b.id
@@ -132,7 +132,7 @@ def test_semantic_search_finds_the_right_session_among_many(store, sample_connec
 
 
 def test_knowledge_is_chunked_and_embedded_and_rechunked_on_change(store, sample_connection):
-    body = "# Guide\n\n" + "\n\n".join(f"## Part {k}\n\n" + ("Words about part %d. " % k) * 40 for k in range(4))
+    body = "# Guide\n\n" + "\n\n".join(f"## Part {k}\n\n" + (f"Words about part {k}. ") * 40 for k in range(4))
     ing = _ingest(store, sample_connection.id, stream="knowledge")
     k = ing.knowledge(external_id="doc1", name="Guide", content=body, type="docs_portal")
     ing.close()
