@@ -14,13 +14,12 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 PROJECT = "00000000-0000-0000-0000-000000000001"
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-WORDS = ("invoice export dashboard login sso slack alert billing refund crash slow report api token chart "
-         "mobile team permission upgrade renewal cancel feature request bug error timeout search").split()
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+WORDS = ["invoice", "export", "dashboard", "login", "sso", "slack", "alert", "billing", "refund", "crash", "slow", "report", "api", "token", "chart", "mobile", "team", "permission", "upgrade", "renewal", "cancel", "feature", "request", "bug", "error", "timeout", "search"]
 
 
 def _payloads(n: int) -> list[dict]:
@@ -40,10 +39,11 @@ def _payloads(n: int) -> list[dict]:
 def main() -> None:
     if not os.environ.get("HISSUNO_DATABASE_URL"):
         os.environ["HISSUNO_HOME"] = tempfile.mkdtemp(prefix="hissuno-bench-")
+    from psycopg.types.json import Jsonb
+
     from hissuno_airflow.store import connections as repo
     from hissuno_airflow.store.db import get_store
     from hissuno_airflow.store.ingest import StreamIngest
-    from psycopg.types.json import Jsonb
 
     store = get_store()
     store.migrate()

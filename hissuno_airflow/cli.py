@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .kit.errors import HissunoError, InputError
@@ -54,7 +54,7 @@ def _when(raw: str | None, name: str) -> datetime | None:
         d = datetime.fromisoformat(raw)
     except ValueError:
         raise InputError(f"{name}: expected an ISO 8601 date or time; got {raw!r}", field=name) from None
-    return d if d.tzinfo else d.replace(tzinfo=timezone.utc)
+    return d if d.tzinfo else d.replace(tzinfo=UTC)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:

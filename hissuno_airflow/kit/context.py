@@ -169,7 +169,7 @@ class SyncCtx:
         """All external ids this stream ingested so far."""
         return self.services.get_synced_ids()
 
-    def progress(self, type: str, message: str | None = None, **fields: Any) -> None:  # noqa: A002
+    def progress(self, type: str, message: str | None = None, **fields: Any) -> None:
         """Emit a progress event (``found``, ``synced``, ``skipped``, ``failed``, or any other type)."""
         self.services.progress(ProgressEvent(type=type, message=message, **fields))
 

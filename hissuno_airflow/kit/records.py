@@ -7,7 +7,7 @@ next ``last_sync_at`` (a high-water mark, never the wall clock).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -24,7 +24,7 @@ from .types import (
 
 def _aware(v: datetime | None) -> datetime | None:
     if v is not None and v.tzinfo is None:
-        return v.replace(tzinfo=timezone.utc)
+        return v.replace(tzinfo=UTC)
     return v
 
 

@@ -6,9 +6,8 @@ from typing import Any
 
 from .. import registry
 from ..kit.context import ListCtx
-from ..kit.streams import StreamInstance
 from ..kit.errors import InputError
-from ..kit.streams import build_stream_id
+from ..kit.streams import StreamInstance, build_stream_id
 from ..store import connections as repo
 from ..store.connections import StreamRow
 from ..store.db import Store

@@ -15,7 +15,7 @@ import threading
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from psycopg.types.json import Jsonb
@@ -137,7 +137,7 @@ class _Services:
         if self.on_progress is not None:
             try:
                 self.on_progress(event, snapshot)
-            except Exception:  # noqa: BLE001 - a broken progress sink never fails a sync
+            except Exception:  # a broken progress sink never fails a sync
                 log.warning("progress sink failed", exc_info=True)
 
     def save_credentials(self, credentials: Mapping[str, Any]) -> None:
@@ -146,7 +146,7 @@ class _Services:
 
     def advance_cursor(self, ts: datetime) -> None:
         if ts.tzinfo is None:
-            ts = ts.replace(tzinfo=timezone.utc)
+            ts = ts.replace(tzinfo=UTC)
         with self.lock:
             if self.high_water is None or ts > self.high_water:
                 self.high_water = ts
@@ -312,7 +312,7 @@ def _run_locked(
         status, error, code = "cancelled", str(exc), exc.code
     except HissunoError as exc:
         status, error, code, retriable = "error", str(exc), exc.code, exc.retriable
-    except Exception as exc:  # noqa: BLE001 - the plugin's failure is the run's result, not a crash
+    except Exception as exc:  # the plugin's failure is the run's result, not a crash
         status, error, code = "error", f"{type(exc).__name__}: {exc}", "plugin_error"
         # The traceback may quote credentials (the plugin's own f-strings): redact before logging.
         log.error("sync %s/%s failed\n%s", connection.id, stream_id,
@@ -321,7 +321,7 @@ def _run_locked(
         # Records ingested before the failure stay (they are idempotent); only the cursor is held back.
         try:
             services.ingest.close()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.error("flushing a failed run's records failed\n%s", redact_text(traceback.format_exc(), secrets))
     if error:
         error = redact_text(error, secrets)[:2000]

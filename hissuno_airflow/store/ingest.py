@@ -17,7 +17,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -34,9 +34,7 @@ from .enrich import Enricher
 log = logging.getLogger(__name__)
 
 GENERIC_MAIL_DOMAINS = frozenset(
-    "gmail.com googlemail.com yahoo.com yahoo.co.uk hotmail.com outlook.com live.com msn.com icloud.com "
-    "me.com mac.com aol.com proton.me protonmail.com gmx.com gmx.de mail.com yandex.ru qq.com 163.com "
-    "zoho.com fastmail.com hey.com".split()
+    ["gmail.com", "googlemail.com", "yahoo.com", "yahoo.co.uk", "hotmail.com", "outlook.com", "live.com", "msn.com", "icloud.com", "me.com", "mac.com", "aol.com", "proton.me", "protonmail.com", "gmx.com", "gmx.de", "mail.com", "yandex.ru", "qq.com", "163.com", "zoho.com", "fastmail.com", "hey.com"]
 )
 
 _SESSION_COLS = (
@@ -208,7 +206,7 @@ class StreamIngest:
                     ContactRecord(external_id=f"session-contact:{rec.contact_email.lower()}",
                                   email=rec.contact_email, name=rec.contact_name), None)[0]
             hid = hid or str(uuid.uuid4())
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             msgs = rec.messages
             first = rec.first_message_at or (msgs[0].created_at if msgs and msgs[0].created_at else None) \
                 or rec.created_at or rec.updated_at or now
@@ -227,7 +225,7 @@ class StreamIngest:
                                              "\n".join(c for s, c in pairs if s == "user")[:3000]]))
             self.enricher.queue("session", hid, text, email=email)
             self._record("sessions", hid, rec.external_id, h, rec.updated_at)
-        except Exception as exc:  # noqa: BLE001 - one bad record must not end the run
+        except Exception as exc:  # one bad record must not end the run
             return self._fail("sessions", rec, f"{type(exc).__name__}: {exc}")
         return self._done("sessions", rec, hid, action)
 
@@ -243,7 +241,7 @@ class StreamIngest:
             assert hid is not None
             return self._done("issues", rec, hid, action)
         hid = hid or str(uuid.uuid4())
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         row = (hid, self.project_id, rec.name, rec.description, rec.type, rec.status, rec.priority,
                Jsonb(rec.custom_fields), rec.updated_at or now, now)
         (self._new_issues if action == "created" else self._upd_issues).append(row)
@@ -265,7 +263,7 @@ class StreamIngest:
             assert hid is not None
             return self._done("knowledge", rec, hid, action)
         hid = hid or str(uuid.uuid4())
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         parent = None
         if rec.parent_external_id:
             prev = self._map().get(("knowledge", rec.parent_external_id))
@@ -299,7 +297,7 @@ class StreamIngest:
             return self._done("contacts", rec, hid, action)
         try:
             cid, created = self._upsert_contact_row(rec, h)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return self._fail("contacts", rec, f"{type(exc).__name__}: {exc}")
         self._record("contacts", cid, rec.external_id, h, rec.updated_at)
         return self._done("contacts", rec, cid, "created" if created and action == "created" else "updated")
@@ -317,7 +315,7 @@ class StreamIngest:
             return self._done("companies", rec, hid, action)
         try:
             cid, created = self._upsert_company_row(rec)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return self._fail("companies", rec, f"{type(exc).__name__}: {exc}")
         self._record("companies", cid, rec.external_id, h, rec.updated_at)
         return self._done("companies", rec, cid, "created" if created and action == "created" else "updated")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -43,7 +43,7 @@ def test_first_sync_then_nothing_then_exactly_the_touched_records(store, sample_
     assert _n(store, "SELECT count(*) n FROM session_messages") >= 160
     assert _n(store, "SELECT count(*) n FROM contacts") > 0 and _n(store, "SELECT count(*) n FROM companies") > 0
     newest = max(datetime.fromisoformat(c["updated_at"]) for c in data.conversations(
-        data.SampleSource(sample_connection.account_label.split()[-1], datetime(2026, 1, 1, tzinfo=timezone.utc),
+        data.SampleSource(sample_connection.account_label.split()[-1], datetime(2026, 1, 1, tzinfo=UTC),
                           600), size=40, since=None, until=None))
     assert _stream(store, cid).last_sync_at == newest == r1.cursor_after
 
@@ -108,7 +108,7 @@ def test_cancellation_stops_the_run_without_moving_the_cursor(store, sample_conn
 def test_backfill_window_is_exact_and_leaves_live_cursor(store, sample_connection):
     cid = sample_connection.id
     enable_stream(store, cid, "sessions", filters={"size": 60})
-    lo = datetime(2026, 1, 1, 2, tzinfo=timezone.utc)
+    lo = datetime(2026, 1, 1, 2, tzinfo=UTC)
     hi = lo + timedelta(hours=2)
     r = run_stream_sync(cid, "sessions", store=store, triggered_by="backfill", cursor=lo, until=hi,
                         commit_cursor=False)
@@ -117,7 +117,7 @@ def test_backfill_window_is_exact_and_leaves_live_cursor(store, sample_connectio
         ts = [row["t"] for row in c.execute(
             "SELECT source_updated_at t FROM integration_synced_records WHERE hissuno_kind = 'sessions'").fetchall()]
     assert ts and all(lo <= t < hi for t in ts)
-    src = data.SampleSource(sample_connection.external_account_id, datetime(2026, 1, 1, tzinfo=timezone.utc), 600)
+    src = data.SampleSource(sample_connection.external_account_id, datetime(2026, 1, 1, tzinfo=UTC), 600)
     expected = data.conversations(src, size=60, since=lo, until=hi)
     all_convs = data.conversations(src, size=60, since=None, until=None)
     assert 0 < len(expected) < len(all_convs)

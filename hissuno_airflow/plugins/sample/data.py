@@ -12,7 +12,7 @@ import json
 import os
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +146,7 @@ def load_revisions(workspace: str) -> dict[str, dict[str, Any]]:
 def touch(workspace: str, external_ids: list[str], when: datetime | None = None) -> None:
     """Simulate provider-side edits: bump revision and update time of each record."""
     path = _state_path(workspace)
-    when = when or datetime.now(timezone.utc)
+    when = when or datetime.now(UTC)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         state = load_revisions(workspace)
@@ -198,7 +198,7 @@ def conversation(src: SampleSource, i: int, revisions: dict[str, dict[str, Any]]
 def conversations(src: SampleSource, *, size: int, since: datetime | None, until: datetime | None,
                   now: datetime | None = None) -> list[dict[str, Any]]:
     """Visible conversations updated in ``[since, until)``, oldest update first (as an API would page)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     revisions = load_revisions(src.workspace)
     out = []
     for i in range(size):

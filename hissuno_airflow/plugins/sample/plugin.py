@@ -6,10 +6,11 @@ a parameterized stream (knowledge spaces) and validated filters and settings.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field as PField
+from pydantic import BaseModel
+from pydantic import Field as PField
 
 from hissuno_airflow.kit import (
     ApiKeyAuth,
@@ -61,7 +62,7 @@ def _test(credentials: dict[str, Any], ctx: AuthCtx) -> AuthResult:
     if every < 1:
         raise InputError("every_seconds: expected a positive number of seconds", field="every_seconds")
     epoch = credentials.get("epoch") or (
-        datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(days=7)
+        datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=7)
     ).isoformat()
     return AuthResult(
         external_account_id=workspace, account_label=f"Sample workspace {workspace}",
