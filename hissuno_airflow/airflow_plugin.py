@@ -1,0 +1,31 @@
+"""The Airflow plugin: the web routes at ``/hissuno`` on the API server and an "Integrations" nav entry.
+
+This module is imported in every task process (Airflow loads plugins to integrate macros), so it
+imports nothing heavy: the ASGI app it mounts builds Flask, the store and Airflow's auth lazily on
+the first request. The routes are mounted through ``fastapi_apps`` (any auth manager, no FAB, no
+CSRF), not ``flask_blueprints`` (FAB-only, under ``/pluginsv2``).
+"""
+
+from __future__ import annotations
+
+from airflow.plugins_manager import AirflowPlugin
+
+from .web.asgi import HissunoASGI
+
+MOUNT = "/hissuno"
+
+
+class HissunoPlugin(AirflowPlugin):
+    """Serves the Hissuno integrations marketplace and its API inside Airflow."""
+
+    name = "hissuno"
+    fastapi_apps = [{"app": HissunoASGI(), "url_prefix": MOUNT, "name": "hissuno"}]
+    external_views = [
+        {
+            "name": "Integrations",
+            "href": MOUNT + "/",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "hissuno",
+        }
+    ]

@@ -1,0 +1,46 @@
+"""The Flask app wrapping the blueprint, for both hosts (Airflow API server and ``hissuno serve``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
+
+from ..store.db import Store, get_store
+from . import access, errors
+from .blueprint import bp
+
+log = logging.getLogger("hissuno.web")
+
+
+def create_app(
+    *, authenticate: access.Authenticator, mode: str = "serve", store: Store | Callable[[], Store] | None = None,
+    dispatcher: Any = None, url_prefix: str = "", airflow_base: str = "",
+) -> Flask:
+    """Build the app.
+
+    Args:
+        authenticate: Maps a request to a user name (None: anonymous).
+        mode: ``airflow`` or ``serve`` (shown by the page; selects links to Airflow).
+        store: A store, or a factory; default the configured store, opened lazily.
+        dispatcher: Webhook dispatcher (default: ``runtime.webhooks.default_dispatcher()``).
+        url_prefix: Where the blueprint sits inside this app (``/hissuno`` under serve).
+        airflow_base: URL prefix of the Airflow UI for DAG links.
+    """
+    app = Flask("hissuno_airflow.web")
+    app.config.update(
+        HISSUNO_AUTHENTICATE=authenticate, HISSUNO_MODE=mode, HISSUNO_DISPATCHER=dispatcher,
+        HISSUNO_AIRFLOW_BASE=airflow_base, MAX_CONTENT_LENGTH=16 * 1024 * 1024, JSON_SORT_KEYS=False,
+    )
+    if store is None:
+        app.config["HISSUNO_STORE"] = get_store
+    elif isinstance(store, Store):
+        app.config["HISSUNO_STORE"] = lambda: store
+    else:
+        app.config["HISSUNO_STORE"] = store
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.register_blueprint(bp, url_prefix=url_prefix or None)
+    errors.register(app)
+    return app

@@ -1,0 +1,448 @@
+"""The Flask blueprint of contract section 6: routes only, delegating to runtime, store and registry.
+
+Relative to the mount (``/hissuno``):
+
+    GET  /                                              marketplace page (public shell)
+    GET  /health                                        public
+    GET  /api/plugins/catalog
+    GET  /api/connections                               every connection with its streams
+    GET  /api/plugins/<plugin>                          plugin summary + its connections
+    POST /api/plugins/<plugin>/connect                  api_key / oauth2 / github_app / custom
+    GET|POST /api/plugins/<plugin>/connect/callback     custom return leg (public; plugin checks state)
+    GET  /api/plugins/oauth/<plugin>/callback           OAuth2 and GitHub App return leg (public)
+    POST /api/plugins/webhook/<plugin>[/<connection>]   webhook intake (public; signature checked)
+    GET|PATCH|DELETE /api/plugins/<plugin>/<connection>
+    GET|POST|DELETE  /api/plugins/<plugin>/<connection>/streams
+    GET  /api/plugins/<plugin>/<connection>/instances/<stream_key>
+    GET  /api/plugins/<plugin>/<connection>/events      webhook events (failed ones stay visible)
+    POST /api/plugins/<plugin>/<connection>/events/process   drain the inbox now
+    GET  /api/plugins/<plugin>/<connection>/sync?stream_id=&mode=   manual sync, Server-Sent Events
+    *    /api/plugins/<plugin>/<handler>                plugin-level custom handler
+    *    /api/plugins/<plugin>/<connection>/<handler>[/...]  connection-level custom handler
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Blueprint, current_app, jsonify, redirect, render_template, request, url_for
+from flask import Response as FlaskResponse
+
+from .. import registry, settings
+from ..kit.context import ListCtx, RouteCtx
+from ..kit.context import Request as KitRequest
+from ..kit.context import Response as KitResponse
+from ..kit.define import PluginDef
+from ..kit.errors import InputError, NotFoundError
+from ..kit.streams import StreamInstance, build_stream_id
+from ..store import connections as repo
+from ..store.db import Store
+from . import catalog
+from .access import current_user, require_user
+
+bp = Blueprint("hissuno", __name__, template_folder="templates", static_folder="static",
+               static_url_path="/static")
+bp.before_request(require_user)
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def store() -> Store:
+    """The store this app serves."""
+    factory = current_app.config["HISSUNO_STORE"]
+    return factory()  # type: ignore[no-any-return]
+
+
+def _json_body(optional: bool = True) -> dict[str, Any]:
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        if optional:
+            return {}
+        raise InputError("body: expected a JSON object", field="body")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InputError("body: expected a JSON object", field="body") from None
+    if not isinstance(body, dict):
+        raise InputError("body: expected a JSON object", field="body")
+    return body
+
+
+def _kit_request() -> KitRequest:
+    return KitRequest(method=request.method, path=request.path, query=dict(request.args),
+                      headers=dict(request.headers), body=request.get_data(cache=True))
+
+
+def _render(value: Any, status: int = 200) -> Any:
+    if isinstance(value, KitResponse):
+        if value.redirect:
+            return redirect(value.redirect, code=value.status if 300 <= value.status < 400 else 302)
+        if isinstance(value.body, (bytes, str)):
+            resp = FlaskResponse(value.body, status=value.status)
+        else:
+            resp = jsonify(value.body)
+            resp.status_code = value.status
+        for k, v in value.headers.items():
+            resp.headers[k] = v
+        return resp
+    if value is None:
+        return "", 204
+    return jsonify(value), status
+
+
+def _public_base() -> str:
+    return (os.environ.get("HISSUNO_PUBLIC_URL") or "").rstrip("/")
+
+
+def _external(endpoint: str, **values: Any) -> str:
+    base = _public_base()
+    if base:
+        return base + url_for(endpoint, **values)
+    return url_for(endpoint, _external=True, **values)
+
+
+def _page(**query: str) -> Any:
+    return redirect(url_for(".index") + ("?" + urlencode(query) if query else ""), code=302)
+
+
+def _connection(plugin: PluginDef, connection_id: str) -> repo.ConnectionRow:
+    return repo.get_connection(store(), connection_id, plugin_id=plugin.id)
+
+
+# -- pages and catalog ----------------------------------------------------------------------------
+
+
+@bp.get("/")
+def index() -> Any:
+    """The integrations marketplace page."""
+    return render_template("marketplace.html", mode=current_app.config.get("HISSUNO_MODE", "serve"),
+                           airflow_base=current_app.config.get("HISSUNO_AIRFLOW_BASE", ""))
+
+
+@bp.get("/health")
+def health() -> Any:
+    """Liveness, plus the store's reachability (never details)."""
+    try:
+        with store().connection() as conn:
+            conn.execute("SELECT 1")
+        db = "ok"
+    except Exception:
+        db = "unavailable"
+    return jsonify({"status": "ok" if db == "ok" else "degraded", "store": db}), 200 if db == "ok" else 503
+
+
+@bp.get("/api/plugins/catalog")
+def catalog_route() -> Any:
+    """Every available plugin as a marketplace card."""
+    return jsonify({"plugins": [catalog.plugin_entry(p) for p in registry.list_plugins()],
+                    "load_errors": sorted(registry.load_errors())})
+
+
+@bp.get("/api/connections")
+def all_connections() -> Any:
+    """Every connection of the project, with its stream rows."""
+    project = request.args.get("project_id") or None
+    rows = repo.list_connections(store(), project_id=project)
+    streams = repo.list_streams(store())
+    by_conn: dict[str, list[repo.StreamRow]] = {}
+    for s in streams:
+        by_conn.setdefault(s.connection_id, []).append(s)
+    return jsonify({"connections": [catalog.connection_entry(r, by_conn.get(r.id, [])) for r in rows]})
+
+
+@bp.get("/api/plugins/<plugin_id>")
+def plugin_summary(plugin_id: str) -> Any:
+    """A plugin's summary and its connections, newest first."""
+    plugin = registry.get_plugin(plugin_id)
+    rows = repo.list_connections(store(), project_id=request.args.get("project_id") or None, plugin_id=plugin.id)
+    return jsonify({"plugin": {"id": plugin.id, "name": plugin.name, "multi_instance": plugin.multi_instance},
+                    "connections": [catalog.connection_entry(r, repo.list_streams(store(), r.id)) for r in rows]})
+
+
+# -- connect --------------------------------------------------------------------------------------
+
+
+@bp.post("/api/plugins/<plugin_id>/connect")
+def connect(plugin_id: str) -> Any:
+    """Start (or, for api_key, complete) a connection."""
+    from ..runtime.connect import connect_custom, start_connect
+
+    plugin = registry.get_plugin(plugin_id)
+    user = current_user() or ""
+    if plugin.auth.type == "custom":
+        # The plugin owns the request: it gets the untouched body (the original consumed it first).
+        project = request.args.get("project_id") or settings.default_project_id()
+        answer, _ = connect_custom(plugin, store(), _kit_request(), project_id=project, user_id=user)
+        return _render(answer)
+    body = _json_body()
+    result = start_connect(plugin.id, body, store(), user_id=user,
+                           redirect_uri=_external(".oauth_callback", plugin_id=plugin.id))
+    return _render(result, 201 if result.get("created") else 200)
+
+
+@bp.route("/api/plugins/<plugin_id>/connect/callback", methods=["GET", "POST"])
+def custom_callback(plugin_id: str) -> Any:
+    """The return leg of a custom connect flow; a saved connection lands back on the page."""
+    from ..runtime.connect import connect_custom
+
+    plugin = registry.get_plugin(plugin_id)
+    if plugin.auth.type != "custom":
+        raise NotFoundError(f"plugin {plugin.id!r} has no custom connect callback", field="plugin_id")
+    answer, saved = connect_custom(plugin, store(), _kit_request(), project_id=settings.default_project_id(),
+                                   user_id=current_user() or "", leg="callback")
+    if isinstance(answer, Mapping) and answer.get("connection_id"):
+        return _page(plugin=plugin.id, connection=str(answer["connection_id"]), connected="1")
+    if answer is None and saved:
+        return _page(plugin=plugin.id, connection=saved[-1], connected="1")
+    return _render(answer)
+
+
+@bp.get("/api/plugins/oauth/<plugin_id>/callback")
+def oauth_callback(plugin_id: str) -> Any:
+    """OAuth2 code exchange or GitHub App installation; back to the page with the outcome."""
+    from ..runtime.connect import finish_callback
+
+    registry.get_plugin(plugin_id)
+    query = finish_callback(plugin_id, request.args, store(), user_id=current_user())
+    return _page(**query)
+
+
+# -- webhooks -------------------------------------------------------------------------------------
+
+
+def _webhook(plugin_id: str, connection_id: str | None) -> Any:
+    from ..runtime.webhooks import IntakeRequest, PayloadTooLarge, max_body_bytes, receive_webhook
+
+    limit = max_body_bytes()
+    if request.content_length is not None and request.content_length > limit:
+        registry.get_plugin(plugin_id)  # unknown plugin stays a 404
+        raise PayloadTooLarge(f"body: larger than {limit} bytes", field="body")
+    body = request.stream.read(limit + 1)
+    url = (_public_base() + request.full_path.rstrip("?")) if _public_base() else request.url
+    result = receive_webhook(plugin_id, IntakeRequest(request.method, url, dict(request.headers), body),
+                             connection_id=connection_id, store=None if connection_id is None else store(),
+                             dispatcher=current_app.config.get("HISSUNO_DISPATCHER"))
+    resp = jsonify(result.body)
+    resp.status_code = result.status
+    for k, v in result.headers.items():
+        resp.headers[k] = v
+    return resp
+
+
+@bp.post("/api/plugins/webhook/<plugin_id>")
+def webhook_static(plugin_id: str) -> Any:
+    """Static webhook URL: the plugin's ``resolve_connection`` names the connection."""
+    return _webhook(plugin_id, None)
+
+
+@bp.post("/api/plugins/webhook/<plugin_id>/<connection_id>")
+def webhook_connection(plugin_id: str, connection_id: str) -> Any:
+    """Connection-scoped webhook URL."""
+    return _webhook(plugin_id, connection_id)
+
+
+# -- connections, custom handlers -----------------------------------------------------------------
+
+
+def _route_ctx(plugin: PluginDef, conn: repo.ConnectionRow | None) -> RouteCtx:
+    from ..credentials import load_credentials
+    from ..runtime.connect import AuthServices
+
+    creds = load_credentials(store(), conn) if conn is not None else None
+    project = str(conn.project_id) if conn else settings.default_project_id()
+    return RouteCtx(plugin_id=plugin.id, project_id=project, connection_id=conn.id if conn else None,
+                    credentials=creds, settings=dict(conn.settings) if conn else {},
+                    services=AuthServices(plugin, store(), project, current_user() or ""))
+
+
+def _call_custom(plugin: PluginDef, name: str, conn: repo.ConnectionRow | None) -> Any:
+    from ..runtime.handlers import call_handler
+
+    fn = plugin.custom_handlers.get(name)
+    if fn is None:
+        raise NotFoundError(f"no handler {name!r} defined on plugin {plugin.id!r}", field="handler")
+    if conn is None and name in plugin.connection_handlers:
+        raise InputError(f"handler {name!r} needs a connection: call .../<connection_id>/{name}",
+                         field="connection_id")
+    return _render(call_handler(fn, _kit_request(), _route_ctx(plugin, conn)))
+
+
+@bp.route("/api/plugins/<plugin_id>/<item>", methods=ALL_METHODS)
+def plugin_item(plugin_id: str, item: str) -> Any:
+    """A plugin-level custom handler, or one connection (GET/PATCH/DELETE)."""
+    plugin = registry.get_plugin(plugin_id)
+    if item in plugin.custom_handlers:
+        return _call_custom(plugin, item, None)
+    conn = _connection(plugin, item)
+    if request.method == "GET":
+        return jsonify(catalog.connection_entry(conn, repo.list_streams(store(), conn.id)))
+    if request.method == "PATCH":
+        body = _json_body(optional=False)
+        label = body.get("account_label")
+        if label is not None and (not isinstance(label, str) or not label.strip()):
+            raise InputError("account_label: expected non-empty text", field="account_label")
+        sets = body.get("settings")
+        if sets is not None and not isinstance(sets, dict):
+            raise InputError("settings: expected an object", field="settings")
+        row = repo.update_connection(store(), conn.id, account_label=label.strip() if label else None,
+                                     settings=sets)
+        return jsonify(catalog.connection_entry(row))
+    if request.method == "DELETE":
+        from ..credentials import credential_store
+
+        try:
+            credential_store(store(), conn.credentials_backend).delete(conn)
+        finally:
+            repo.delete_connection(store(), conn.id)
+        return jsonify({"success": True})
+    raise NotFoundError(f"no handler {item!r} defined on plugin {plugin.id!r}", field="handler")
+
+
+@bp.route("/api/plugins/<plugin_id>/<connection_id>/<handler>", methods=ALL_METHODS)
+@bp.route("/api/plugins/<plugin_id>/<connection_id>/<handler>/<path:rest>", methods=ALL_METHODS)
+def connection_handler(plugin_id: str, connection_id: str, handler: str, rest: str = "") -> Any:
+    """A connection-level custom handler (credentials loaded)."""
+    plugin = registry.get_plugin(plugin_id)
+    conn = _connection(plugin, connection_id)
+    return _call_custom(plugin, handler, conn)
+
+
+# -- streams --------------------------------------------------------------------------------------
+
+
+@bp.get("/api/plugins/<plugin_id>/<connection_id>/streams")
+def streams_list(plugin_id: str, connection_id: str) -> Any:
+    """The plugin's stream catalog and this connection's stream rows."""
+    plugin = registry.get_plugin(plugin_id)
+    conn = _connection(plugin, connection_id)
+    return jsonify({"catalog": [catalog.stream_entry(k, s) for k, s in plugin.streams.items()],
+                    "streams": [catalog.stream_row(s) for s in repo.list_streams(store(), conn.id)]})
+
+
+@bp.get("/api/plugins/<plugin_id>/<connection_id>/instances/<stream_key>")
+def stream_instances(plugin_id: str, connection_id: str, stream_key: str) -> Any:
+    """The instances a user can pick for a parameterized stream (calls the plugin's ``instances``)."""
+    from ..credentials import load_credentials
+    from ..runtime.connect import AuthServices
+    from ..runtime.handlers import call_handler
+
+    plugin = registry.get_plugin(plugin_id)
+    conn = _connection(plugin, connection_id)
+    st = plugin.streams.get(stream_key)
+    if st is None:
+        raise NotFoundError(f"plugin {plugin.id!r} has no stream {stream_key!r}", field="stream_key")
+    if st.instances is None:
+        return jsonify({"instances": []})
+    ctx = ListCtx(plugin_id=plugin.id, project_id=str(conn.project_id), connection_id=conn.id,
+                  credentials=load_credentials(store(), conn), settings=dict(conn.settings),
+                  services=AuthServices(plugin, store(), str(conn.project_id), current_user() or ""))
+    found = call_handler(st.instances, ctx) or []
+    items = [i if isinstance(i, StreamInstance) else StreamInstance.model_validate(i) for i in found]
+    return jsonify({"instances": [i.model_dump() for i in items]})
+
+
+@bp.post("/api/plugins/<plugin_id>/<connection_id>/streams")
+def streams_upsert(plugin_id: str, connection_id: str) -> Any:
+    """Create or update a stream row; frequency, filters and settings are validated (400 names the field)."""
+    from ..runtime.sync import validate_config
+
+    plugin = registry.get_plugin(plugin_id)
+    conn = _connection(plugin, connection_id)
+    body = _json_body(optional=False)
+    key = body.get("stream_key")
+    if not isinstance(key, str) or key not in plugin.streams:
+        raise InputError(f"stream_key: expected one of {', '.join(plugin.streams)}; got {key!r}", field="stream_key")
+    st = plugin.streams[key]
+    instance = body.get("instance_id")
+    if instance is not None and (not isinstance(instance, str) or not instance.strip()):
+        raise InputError("instance_id: expected non-empty text", field="instance_id")
+    if st.parameterized and not instance:
+        raise InputError(f"instance_id: stream {key!r} needs an instance", field="instance_id")
+    if not st.parameterized and instance:
+        raise InputError(f"instance_id: stream {key!r} takes no instance", field="instance_id")
+    enabled = body.get("enabled")
+    if enabled is not None and not isinstance(enabled, bool):
+        raise InputError("enabled: expected true or false", field="enabled")
+    freq = body.get("frequency")
+    if freq is not None and freq not in st.allowed_frequencies:
+        raise InputError(f"frequency: expected one of {', '.join(st.allowed_frequencies)}; got {freq!r}",
+                         field="frequency")
+    cfg: dict[str, Any] = {}
+    for name, attr, model in (("filters", "filter_config", st.filters), ("settings", "settings", st.settings)):
+        raw = body.get(name, body.get(attr))
+        if raw is None:
+            continue
+        if not isinstance(raw, dict):
+            raise InputError(f"{name}: expected an object", field=name)
+        value = validate_config(model, raw, name)
+        cfg[attr] = value.model_dump(mode="json") if hasattr(value, "model_dump") else dict(value)
+    row = repo.upsert_stream(
+        store(), connection_id=conn.id, plugin_id=plugin.id, stream_id=build_stream_id(key, instance),
+        stream_kind=st.kind, enabled=enabled, frequency=freq, filter_config=cfg.get("filter_config"),
+        settings=cfg.get("settings"), default_frequency=st.default_frequency,
+    )
+    return jsonify(catalog.stream_row(row))
+
+
+@bp.delete("/api/plugins/<plugin_id>/<connection_id>/streams")
+def streams_delete(plugin_id: str, connection_id: str) -> Any:
+    """Delete one stream row (``stream_id`` in the body or query)."""
+    plugin = registry.get_plugin(plugin_id)
+    conn = _connection(plugin, connection_id)
+    sid = request.args.get("stream_id") or _json_body().get("stream_id")
+    if not isinstance(sid, str) or not sid:
+        raise InputError("stream_id: required", field="stream_id")
+    if not repo.delete_stream(store(), conn.id, sid):
+        raise NotFoundError(f"stream {sid!r} is not enabled on connection {conn.id!r}", field="stream_id")
+    return jsonify({"success": True})
+
+
+# -- webhook events -------------------------------------------------------------------------------
+
+
+@bp.get("/api/plugins/<plugin_id>/<connection_id>/events")
+def events_list(plugin_id: str, connection_id: str) -> Any:
+    """Recent webhook events of the connection; failed ones carry their error."""
+    from ..runtime.webhooks import list_events
+
+    plugin = registry.get_plugin(plugin_id)
+    conn = _connection(plugin, connection_id)
+    return jsonify({"events": list_events(store(), conn.id, status=request.args.get("status") or None)})
+
+
+@bp.post("/api/plugins/<plugin_id>/<connection_id>/events/process")
+def events_process(plugin_id: str, connection_id: str) -> Any:
+    """Drain a stream's inbox now (retry failed events)."""
+    from ..runtime.webhooks import process_inbox
+
+    plugin = registry.get_plugin(plugin_id)
+    conn = _connection(plugin, connection_id)
+    sid = _json_body().get("stream_id") or request.args.get("stream_id")
+    if not isinstance(sid, str) or not sid:
+        raise InputError("stream_id: required", field="stream_id")
+    res = process_inbox(conn.id, sid, store=store())
+    return jsonify({"done": res.done, "failed": res.failed, "errors": res.errors})
+
+
+# -- manual sync with progress --------------------------------------------------------------------
+
+
+@bp.get("/api/plugins/<plugin_id>/<connection_id>/sync")
+def sync(plugin_id: str, connection_id: str) -> Any:
+    """Run one stream now and stream its progress as Server-Sent Events (reference 2.9)."""
+    from .sse import sync_events
+
+    plugin = registry.get_plugin(plugin_id)
+    conn = _connection(plugin, connection_id)
+    sid = request.args.get("stream_id") or request.args.get("streamId")
+    if not sid:
+        raise InputError("stream_id: required", field="stream_id")
+    repo.get_stream(store(), conn.id, sid)
+    mode = "full" if request.args.get("mode") == "full" else "incremental"
+    return FlaskResponse(
+        sync_events(store(), conn.id, sid, mode), mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache, no-transform", "Connection": "keep-alive", "X-Accel-Buffering": "no"},
+    )
