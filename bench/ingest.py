@@ -37,8 +37,20 @@ def _payloads(n: int) -> list[dict]:
 
 
 def main() -> None:
-    if not os.environ.get("HISSUNO_DATABASE_URL"):
+    own_server = not os.environ.get("HISSUNO_DATABASE_URL")
+    if own_server:
         os.environ["HISSUNO_HOME"] = tempfile.mkdtemp(prefix="hissuno-bench-")
+    try:
+        run()
+    finally:
+        if own_server:
+            from hissuno_airflow.store.db import reset_stores, stop_embedded
+
+            reset_stores()
+            stop_embedded()
+
+
+def run() -> None:
     from psycopg.types.json import Jsonb
 
     from hissuno_airflow.store import connections as repo

