@@ -58,7 +58,8 @@ def embedded_url(home: Path | None = None) -> str:
         url: str = server.get_uri()
         # With cleanup_mode=None its exit hook only logs (to streams that may be closed by then).
         atexit.unregister(server._cleanup)
-    _ensure_database(url, "hissuno")
+        # Inside the lock: concurrent first starts would otherwise race on CREATE DATABASE.
+        _ensure_database(url, "hissuno")
     return url.replace("/postgres?", "/hissuno?")
 
 
@@ -83,7 +84,7 @@ def _ensure_database(url: str, name: str) -> None:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
             try:
                 conn.execute(f'CREATE DATABASE "{name}"')
-            except psycopg.errors.DuplicateDatabase:
+            except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
                 pass
 
 
