@@ -101,7 +101,8 @@ class SyncOperator(BaseOperator):
                 "commit_cursor": False,
             }
         triggered_by = "cron" if _run_type(context) in ("scheduled", "asset_triggered") else "manual"
-        if params.get("full_refresh"):
+        conf = getattr(context.get("dag_run"), "conf", None) or {}
+        if params.get("full_refresh") or conf.get("full_refresh"):
             return {"triggered_by": triggered_by, "sync_mode": "full", "cursor": None}
         pulled = context["ti"].xcom_pull(
             task_ids=self.task_id, key=CURSOR_KEY, include_prior_dates=True, map_indexes=-1,

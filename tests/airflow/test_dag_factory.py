@@ -42,7 +42,7 @@ def test_one_dag_per_enabled_stream_with_right_timetable(store, probe, airflow_d
     assert hourly.max_active_runs == 1
     assert set(hourly.tags) == {"hissuno", "afprobe", "contacts"}
     assert hourly.is_paused_upon_creation is False
-    assert "full_refresh" in hourly.params
+    assert "full_refresh" in hourly.params and hourly.params["full_refresh"] is False
     task = hourly.get_task("sync")
     assert task.retries == 3 and task.retry_exponential_backoff
     assert task.owner == "hissuno"
