@@ -38,7 +38,6 @@ from .services import make_http_client
 
 log = logging.getLogger(__name__)
 COUNTED = ("found", "synced", "skipped", "failed")
-STALE_AFTER_SECONDS = 900
 
 
 class _Unset:
@@ -170,14 +169,15 @@ def resolve_stream(plugin: PluginDef, stream_id: str) -> tuple[str, str | None, 
     return key, instance, plugin.streams[key]
 
 
-def _recover_stale(store: Store, connection_id: str, stream_id: str) -> None:
+def _recover_abandoned(store: Store, connection_id: str, stream_id: str) -> None:
+    """Close runs left ``in_progress`` by a process that died; only called while holding the stream lock,
+    so no live run can be among them (the original let such rows block the stream forever)."""
     with store.connection() as conn:
         conn.execute(
             "UPDATE integration_sync_runs SET status = 'error', completed_at = now(),"
             " error_message = 'run abandoned (its process stopped without finishing)'"
-            " WHERE connection_id = %s AND stream_id = %s AND status = 'in_progress'"
-            " AND heartbeat_at < now() - make_interval(secs => %s)",
-            (connection_id, stream_id, STALE_AFTER_SECONDS),
+            " WHERE connection_id = %s AND stream_id = %s AND status = 'in_progress'",
+            (connection_id, stream_id),
         )
 
 
@@ -227,7 +227,6 @@ def run_stream_sync(
     signal = signal or CancelSignal()
     source = credentials or StoreCredentialSource(store, connection)
 
-    _recover_stale(store, connection_id, stream_id)
     lock_conn = store.pool.getconn()
     try:
         got = lock_conn.execute("SELECT pg_try_advisory_lock(%s) AS ok",
@@ -236,6 +235,7 @@ def run_stream_sync(
         if not got or not got["ok"]:  # type: ignore[call-overload]
             msg = f"a sync of {connection_id}/{stream_id} is already running"
             raise InputError(msg, field="stream_id")
+        _recover_abandoned(store, connection_id, stream_id)
         return _run_locked(
             store, plugin, connection, key, instance, stream, stream_id, filters, settings_,
             triggered_by, sync_mode, cursor_before, until, commit_cursor, signal, on_progress, source,

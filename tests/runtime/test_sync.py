@@ -198,3 +198,18 @@ def test_secrets_never_reach_errors_progress_or_logs(store, leaky_plugin, caplog
     with store.connection() as c:
         stored = c.execute("SELECT error_message FROM integration_sync_runs").fetchone()["error_message"]
     assert SECRET not in stored
+
+
+def test_a_run_abandoned_by_a_dead_process_is_closed_by_the_next_run(store, sample_connection):
+    cid = sample_connection.id
+    enable_stream(store, cid, "sessions", filters={"size": 5})
+    with store.connection() as c:
+        c.execute("INSERT INTO integration_sync_runs (connection_id, plugin_id, stream_id, triggered_by)"
+                  " VALUES (%s, 'sample', 'sessions', 'cron')", (cid,))
+        c.execute("UPDATE integration_streams SET last_sync_status = 'in_progress' WHERE connection_id = %s", (cid,))
+    r = run_stream_sync(cid, "sessions", store=store)
+    assert r.status == "success"
+    with store.connection() as c:
+        rows = c.execute("SELECT status, error_message FROM integration_sync_runs ORDER BY started_at").fetchall()
+    assert [x["status"] for x in rows] == ["error", "success"]
+    assert "abandoned" in rows[0]["error_message"]
