@@ -444,5 +444,7 @@ def sync(plugin_id: str, connection_id: str) -> Any:
     mode = "full" if request.args.get("mode") == "full" else "incremental"
     return FlaskResponse(
         sync_events(store(), conn.id, sid, mode), mimetype="text/event-stream",
-        headers={"Cache-Control": "no-cache, no-transform", "Connection": "keep-alive", "X-Accel-Buffering": "no"},
+        # No "Connection: keep-alive" (reference 2.9): hop-by-hop headers are the server's business
+        # (PEP 3333), and the dev server would then swallow the browser's next request on that socket.
+        headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
     )

@@ -72,9 +72,9 @@
 
   function icon(plugin) {
     const i = plugin.icon || {};
-    if (i.inline_svg) return el("img", { alt: "", src: "data:image/svg+xml;utf8," + encodeURIComponent(i.inline_svg) });
-    if (i.src) return el("img", { alt: "", src: i.src });
-    return el("span", { class: "initial", text: plugin.name.slice(0, 1).toUpperCase() });
+    if (i.inline_svg) return el("img", { class: "plugin-icon", alt: "", src: "data:image/svg+xml;utf8," + encodeURIComponent(i.inline_svg) });
+    if (i.src) return el("img", { class: "plugin-icon", alt: "", src: i.src });
+    return el("span", { class: "plugin-icon initial", text: plugin.name.slice(0, 1).toUpperCase() });
   }
 
   // -- catalog ---------------------------------------------------------------------------------
