@@ -1,0 +1,479 @@
+"""Conformance checks every plugin gets for free.
+
+Each check is a plain function named for the promise it verifies. It returns quietly (or a small
+summary) when the plugin keeps the promise and raises ``ConformanceError`` listing every problem
+otherwise, so a plugin's test suite can call the checks one by one::
+
+    from hissuno_airflow.kit import testing
+
+    testing.definition_valid(plugin)
+    testing.catalog_has_no_functions_or_secrets(plugin)
+    testing.stream_ingests_records(plugin, store, connection_id, "tickets")
+    testing.resync_is_idempotent(plugin, store, connection_id, "tickets")
+    testing.cursor_moves_only_on_success(plugin, store, connection_id, "tickets")
+
+The first two need the kit alone. The store checks run real syncs through the runtime against a real
+store (``hissuno_airflow.store.db.Store``), so the plugin's provider must be reachable: a fake server on
+127.0.0.1 with the plugin's ``HISSUNO_<ID>_API_URL`` pointing at it. Store and runtime modules are
+imported inside those functions, which keeps this module importable without a database driver.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import ModuleType
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from .auth import ApiKeyAuth, CustomAuth, OAuth2Auth
+from .context import CancelSignal, ProgressEvent
+from .define import PluginDef, define_plugin
+from .errors import NotFoundError
+from .redaction import is_sensitive_key
+
+__all__ = [
+    "ENTITY_TABLES",
+    "HEAVY_MODULES",
+    "ConformanceError",
+    "ConformanceTarget",
+    "Store",
+    "SyncResult",
+    "catalog_has_no_functions_or_secrets",
+    "cursor_moves_only_on_success",
+    "definition_valid",
+    "find_functions_and_secrets",
+    "import_is_light",
+    "resync_is_idempotent",
+    "stream_ingests_records",
+]
+
+ENTITY_TABLES: Mapping[str, str] = {
+    "sessions": "sessions",
+    "contacts": "contacts",
+    "companies": "companies",
+    "issues": "issues",
+    "knowledge": "knowledge_sources",
+}
+"""``integration_synced_records.hissuno_kind`` -> the table holding that entity."""
+
+HEAVY_MODULES: tuple[str, ...] = ("airflow", "psycopg", "psycopg_pool", "flask", "sqlalchemy")
+"""Top-level packages a plugin manifest must not import (it is imported by every Airflow task process)."""
+
+_COUNTED_TABLES = (
+    "sessions", "session_messages", "contacts", "companies", "issues", "knowledge_sources",
+    "knowledge_chunks", "embeddings", "entity_relationships", "ingest_errors",
+)
+
+
+class Store(Protocol):
+    """The part of ``hissuno_airflow.store.db.Store`` the checks use (named here so the kit stays apart)."""
+
+    def connection(self) -> AbstractContextManager[Any]: ...
+
+
+class SyncResult(Protocol):
+    """The part of ``hissuno_airflow.runtime.sync.SyncResult`` the checks read."""
+
+    run_id: str | None
+    status: str
+    counts: dict[str, int]
+    cursor_after: datetime | None
+    error: str | None
+
+
+def _platform(module: str) -> ModuleType:
+    """Import a runtime or store module of the platform at call time.
+
+    By name rather than a static import: the kit must import without a database driver, and its type
+    check must not pull in (and so depend on) the runtime it is testing.
+    """
+    return importlib.import_module(f"hissuno_airflow.{module}")
+
+
+class ConformanceError(AssertionError):
+    """A plugin broke a promise of the plugin contract; one line per problem.
+
+    An ``AssertionError`` so test runners report it as a failed check, not as a crash.
+    """
+
+    def __init__(self, check: str, plugin_id: str, problems: list[str]) -> None:
+        """Name the check and the plugin, then list the problems."""
+        self.check = check
+        self.plugin_id = plugin_id
+        self.problems = problems
+        lines = [f"plugin {plugin_id!r} fails {check}:"] + [f"  - {p}" for p in problems]
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class ConformanceTarget:
+    """A connection ready for the store checks, as a plugin's fake-server fixture factory returns it."""
+
+    connection_id: str
+    """A connection of the plugin whose provider (usually a fake on 127.0.0.1) is reachable."""
+    stream_ids: tuple[str, ...]
+    """Streams to check (``key`` or ``key:instance``); each must produce at least one record."""
+    filters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Optional filters per stream id, applied when the stream is enabled."""
+
+
+def _raise(check: str, plugin: PluginDef, problems: list[str]) -> None:
+    if problems:
+        raise ConformanceError(check, plugin.id, problems)
+
+
+# -- definition ----------------------------------------------------------------------------------
+
+
+def _arity_problem(where: str, fn: Callable[..., Any], nargs: int) -> str | None:
+    """Whether ``fn`` can be called with ``nargs`` positional arguments, as the runtime will call it."""
+    try:
+        inspect.signature(fn).bind(*([None] * nargs))
+    except TypeError as exc:
+        return f"{where}: the runtime calls it with {nargs} argument(s); {exc}"
+    except ValueError:
+        return None  # builtins without a signature: nothing to say
+    return None
+
+
+def definition_valid(plugin: PluginDef) -> None:
+    """Check what ``define_plugin`` checks, plus promises it cannot see.
+
+    Re-running ``define_plugin`` catches a ``PluginDef`` built by hand around the validation. On top:
+    handlers accept the arguments the runtime passes, base URLs are absolute, and credential fields
+    whose names say "secret" are marked ``secret`` (else forms would show them again).
+
+    Raises:
+        ConformanceError: One line per problem.
+    """
+    problems: list[str] = []
+    try:
+        define_plugin(**{name: getattr(plugin, name) for name in PluginDef.model_fields})
+    except Exception as exc:  # any failure here is the finding, whatever its type
+        problems.extend(str(exc).splitlines())
+
+    for key, stream in plugin.streams.items():
+        for attr in ("sync", "webhook", "instances"):
+            fn = getattr(stream, attr)
+            if fn is None:
+                continue
+            if not callable(fn):
+                problems.append(f"streams.{key}.{attr}: expected a function; got {type(fn).__name__}")
+                continue
+            problem = _arity_problem(f"streams.{key}.{attr}", fn, 1)
+            if problem:
+                problems.append(problem)
+
+    auth = plugin.auth
+    handlers: dict[str, tuple[Any, int]] = {}
+    if isinstance(auth, ApiKeyAuth):
+        handlers["auth.test"] = (auth.test, 2)
+    elif isinstance(auth, OAuth2Auth):
+        handlers["auth.on_token_exchanged"] = (auth.on_token_exchanged, 2)
+        if auth.refresh is not None:
+            handlers["auth.refresh"] = (auth.refresh, 2)
+    elif isinstance(auth, CustomAuth):
+        handlers["auth.connect"] = (auth.connect, 2)
+    for where, (fn, nargs) in handlers.items():
+        problem = _arity_problem(where, fn, nargs)
+        if problem:
+            problems.append(problem)
+
+    for f in getattr(auth, "fields", ()):
+        if is_sensitive_key(f.id) and not f.secret:
+            problems.append(f"auth.fields.{f.id}: the name says it is a secret; expected secret=True")
+
+    for name, url in plugin.base_urls.items():
+        if not url.startswith(("http://", "https://")):
+            problems.append(f"base_urls.{name}: expected an absolute http(s) URL; got {url!r}")
+    _raise("definition_valid", plugin, problems)
+
+
+# -- catalog -------------------------------------------------------------------------------------
+
+
+def _walk(obj: Any, path: str) -> Iterator[tuple[str, Any, Any]]:
+    """Yield (path, key, value) for every value inside ``obj``; ``key`` is None for list items."""
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            here = f"{path}.{k}" if path else str(k)
+            yield here, k, v
+            yield from _walk(v, here)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            here = f"{path}[{i}]"
+            yield here, None, v
+            yield from _walk(v, here)
+
+
+def find_functions_and_secrets(
+    obj: Any, secret_values: tuple[str, ...] = (), *, identifier_keys: frozenset[str] = frozenset({"key"})
+) -> list[str]:
+    """Problems of a JSON view meant for browsers: code objects, secret-looking values, known secrets.
+
+    A sensitive key may hold only a flag (``"secret": true``) or nothing; a string under it is a leak.
+
+    Args:
+        obj: The view (dicts, lists, scalars).
+        secret_values: Values that must not appear anywhere in it (e.g. app client secrets).
+        identifier_keys: Keys the view's schema defines as identifiers although redaction treats them
+            as sensitive (a catalog stream's ``key``).
+
+    Returns:
+        One line per problem; empty when the view is clean.
+    """
+    problems: list[str] = []
+    for where, key, value in _walk(obj, ""):
+        if callable(value) or isinstance(value, (type, BaseModel)):
+            problems.append(f"{where}: holds a {type(value).__name__}, not JSON data")
+        elif (isinstance(key, str) and key not in identifier_keys and is_sensitive_key(key)
+              and value not in (None, "", True, False)):
+            problems.append(f"{where}: sensitive key holds a value")
+    try:
+        text = json.dumps(obj, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        problems.append(f"(root): not JSON-serializable: {exc}")
+        text = repr(obj)
+    for value in secret_values:
+        if value and value in text:
+            problems.append("a configured secret value appears in the view")
+    return problems
+
+
+def catalog_has_no_functions_or_secrets(plugin: PluginDef) -> dict[str, Any]:
+    """Check the plugin's catalog card: JSON only, no functions, no secrets.
+
+    App-level secrets named by an OAuth plugin (``client_secret_env``) are read from the environment
+    so the check also proves their values never reach the card.
+
+    Returns:
+        The card, for further assertions.
+
+    Raises:
+        ConformanceError: One line per problem.
+    """
+    entry: dict[str, Any] = _platform("web.catalog").plugin_entry(plugin)
+    secrets: list[str] = []
+    if isinstance(plugin.auth, OAuth2Auth):
+        secrets.append(os.environ.get(plugin.auth.client_secret_env, ""))
+    _raise("catalog_has_no_functions_or_secrets", plugin,
+           find_functions_and_secrets(entry, tuple(s for s in secrets if s)))
+    return entry
+
+
+def import_is_light(module: str, heavy: tuple[str, ...] = HEAVY_MODULES) -> None:
+    """Check that importing ``module`` in a fresh interpreter loads none of ``heavy``.
+
+    A fresh interpreter, because this process has long imported everything.
+
+    Raises:
+        ConformanceError: The import failed or pulled in a heavy package.
+    """
+    code = (
+        "import importlib, sys; importlib.import_module(sys.argv[1]); "
+        "print(','.join(sorted({m.split('.')[0] for m in sys.modules} & set(sys.argv[2].split(',')))))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, module, ",".join(heavy)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise ConformanceError("import_is_light", module, [f"import failed: {tail}"])
+    loaded = [m for m in proc.stdout.strip().split(",") if m]
+    if loaded:
+        raise ConformanceError("import_is_light", module, [f"importing it loads {', '.join(loaded)}"])
+
+
+# -- store checks --------------------------------------------------------------------------------
+
+
+def _ensure_stream(store: Store, connection_id: str, stream_id: str) -> None:
+    try:
+        _platform("store.connections").get_stream(store, connection_id, stream_id)
+    except NotFoundError:
+        _platform("runtime.streams").enable_stream(store, connection_id, stream_id)
+
+
+def _sync(store: Store, connection_id: str, stream_id: str, **kwargs: Any) -> SyncResult:
+    _ensure_stream(store, connection_id, stream_id)
+    result: SyncResult = _platform("runtime.sync").run_stream_sync(connection_id, stream_id, store=store,
+                                                                   **kwargs)
+    return result
+
+
+def _cursor(store: Store, connection_id: str, stream_id: str) -> datetime | None:
+    cursor: datetime | None = _platform("store.connections").get_stream(store, connection_id, stream_id).last_sync_at
+    return cursor
+
+
+def _records(store: Store, connection_id: str, stream_id: str) -> dict[tuple[str, str], tuple[Any, ...]]:
+    """(kind, external id) -> (entity id, content hash, record updated_at, entity updated_at, source ts)."""
+    out: dict[tuple[str, str], tuple[Any, ...]] = {}
+    with store.connection() as conn:
+        for kind, table in ENTITY_TABLES.items():
+            rows = conn.execute(
+                "SELECT r.external_id, r.hissuno_id::text AS hid, r.content_hash, r.updated_at AS rec_at,"
+                f" e.updated_at AS ent_at, (e.id IS NOT NULL) AS present, r.source_updated_at AS src_at"
+                f" FROM integration_synced_records r LEFT JOIN {table} e ON e.id = r.hissuno_id"
+                " WHERE r.connection_id = %s AND r.stream_id = %s AND r.hissuno_kind = %s",
+                (connection_id, stream_id, kind),
+            ).fetchall()
+            for r in rows:
+                out[(kind, r["external_id"])] = (
+                    r["hid"], r["content_hash"], r["rec_at"], r["ent_at"] if r["present"] else None, r["src_at"]
+                )
+    return out
+
+
+def _snapshot(store: Store, connection_id: str, stream_id: str) -> dict[str, Any]:
+    """Everything a run that writes nothing must leave exactly as it was."""
+    with store.connection() as conn:
+        counts = {t: conn.execute(f"SELECT count(*) AS n FROM {t}").fetchone()["n"] for t in _COUNTED_TABLES}
+        emb = conn.execute("SELECT max(updated_at) AS t FROM embeddings").fetchone()
+    return {
+        "row counts": counts,
+        "newest embedding": emb["t"] if emb else None,
+        "records": _records(store, connection_id, stream_id),
+        "cursor": _cursor(store, connection_id, stream_id),
+    }
+
+
+def _diff(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    for table, n in before["row counts"].items():
+        if after["row counts"][table] != n:
+            problems.append(f"{table}: {n} rows before, {after['row counts'][table]} after")
+    if before["newest embedding"] != after["newest embedding"]:
+        problems.append("embeddings: a vector was rewritten")
+    if before["cursor"] != after["cursor"]:
+        problems.append(f"cursor moved from {before['cursor']} to {after['cursor']}")
+    old, new = before["records"], after["records"]
+    for key in sorted(set(old) ^ set(new)):
+        problems.append(f"synced record {key[0]}/{key[1]} {'appeared' if key in new else 'disappeared'}")
+    changed = sorted(k for k in set(old) & set(new) if old[k] != new[k])
+    for kind, ext in changed[:10]:
+        problems.append(f"{kind}/{ext}: entity or its synced record was rewritten")
+    if len(changed) > 10:
+        problems.append(f"... and {len(changed) - 10} more rewritten records")
+    return problems
+
+
+def _failed_run(check: str, plugin: PluginDef, result: SyncResult, what: str) -> None:
+    if result.status != "success":
+        _raise(check, plugin, [f"{what}: run ended {result.status}: {result.error}"])
+
+
+def stream_ingests_records(
+    plugin: PluginDef, store: Store, connection_id: str, stream_id: str, *, min_records: int = 1
+) -> SyncResult:
+    """Run one sync and check it ingested records that point at real entities.
+
+    Checks: the run succeeds without failed records; at least ``min_records`` records were synced;
+    every synced record's entity exists; and when records carry provider times, the cursor reaches
+    the newest of them (it is a high-water mark of provider time, not the wall clock).
+
+    Returns:
+        The run's result.
+
+    Raises:
+        ConformanceError: One line per problem.
+    """
+    check = "stream_ingests_records"
+    result = _sync(store, connection_id, stream_id)
+    _failed_run(check, plugin, result, "first sync")
+    problems: list[str] = []
+    if result.counts.get("failed", 0):
+        problems.append(f"{result.counts['failed']} record(s) failed to ingest (see ingest_errors)")
+    records = _records(store, connection_id, stream_id)
+    if len(records) < min_records:
+        problems.append(f"expected at least {min_records} synced record(s); got {len(records)}")
+    for (kind, ext), (hid, *_rest, ent_at, _src) in sorted(records.items()):
+        if ent_at is None:
+            problems.append(f"{kind}/{ext}: synced record points at missing entity {hid}")
+    stamps = [src for *_r, src in records.values() if src is not None]
+    cursor = _cursor(store, connection_id, stream_id)
+    if stamps and (cursor is None or cursor < max(stamps)):
+        problems.append(f"cursor {cursor} is below the newest ingested provider time {max(stamps)}")
+    _raise(check, plugin, problems)
+    return result
+
+
+def resync_is_idempotent(plugin: PluginDef, store: Store, connection_id: str, stream_id: str) -> None:
+    """Sync, then sync again incrementally and in full: the repeat runs must write nothing.
+
+    The full run matters most: it re-reads every record, so only content hashing keeps it from
+    rewriting rows. Compared: row counts of every entity table, each synced entity's id and
+    ``updated_at``, the synced-record rows, the newest embedding and the stream's cursor.
+
+    Raises:
+        ConformanceError: One line per problem.
+    """
+    check = "resync_is_idempotent"
+    _failed_run(check, plugin, _sync(store, connection_id, stream_id), "first sync")
+    before = _snapshot(store, connection_id, stream_id)
+    if not before["records"]:
+        _raise(check, plugin, ["the first sync ingested nothing, so idempotency cannot be shown"])
+    problems: list[str] = []
+    for mode in ("incremental", "full"):
+        result = _sync(store, connection_id, stream_id, sync_mode=mode)
+        _failed_run(check, plugin, result, f"{mode} resync")
+        if result.counts.get("synced", 0) or result.counts.get("failed", 0):
+            problems.append(f"{mode} resync: counts {result.counts}; expected nothing synced or failed")
+        problems.extend(f"{mode} resync: {p}" for p in _diff(before, _snapshot(store, connection_id, stream_id)))
+    _raise(check, plugin, problems)
+
+
+def cursor_moves_only_on_success(plugin: PluginDef, store: Store, connection_id: str, stream_id: str) -> None:
+    """Interrupt a run after its first ingested record: the cursor stays; a clean run then moves it.
+
+    The interrupted run starts from no cursor, so it reads records whose provider times would move
+    the high-water mark; it is cancelled at the first ingest event, which any plugin reaches without
+    cooperating. The next, uninterrupted run must store exactly the cursor it reports.
+
+    Raises:
+        ConformanceError: One line per problem.
+    """
+    check = "cursor_moves_only_on_success"
+    _ensure_stream(store, connection_id, stream_id)
+    cursor_before = _cursor(store, connection_id, stream_id)
+    signal = CancelSignal()
+    ingested: list[str] = []
+
+    def interrupt(event: ProgressEvent, counts: Mapping[str, int]) -> None:
+        if event.hissuno_id is not None:
+            ingested.append(event.hissuno_id)
+            signal.cancel("conformance check interrupts the run")
+
+    broken = _sync(store, connection_id, stream_id, cursor=None, signal=signal, on_progress=interrupt)
+    problems: list[str] = []
+    if not ingested:
+        _raise(check, plugin, ["the stream ingested nothing, so the cursor has nothing to guard"])
+    if broken.status == "success":
+        problems.append("a cancelled run reported success")
+    if _cursor(store, connection_id, stream_id) != cursor_before:
+        problems.append(f"an interrupted run moved the cursor from {cursor_before} to "
+                        f"{_cursor(store, connection_id, stream_id)}")
+    with store.connection() as conn:
+        row = conn.execute("SELECT status, cursor_after FROM integration_sync_runs WHERE id = %s",
+                           (broken.run_id,)).fetchone()
+    if row is None or row["status"] == "success" or row["cursor_after"] is not None:
+        problems.append(f"run row of the interrupted run: {row}; expected a failed run without cursor_after")
+
+    ok = _sync(store, connection_id, stream_id, cursor=None)
+    _failed_run(check, plugin, ok, "clean run")
+    stored = _cursor(store, connection_id, stream_id)
+    if stored != ok.cursor_after:
+        problems.append(f"clean run reported cursor {ok.cursor_after} but stored {stored}")
+    has_times = any(src is not None for *_r, src in _records(store, connection_id, stream_id).values())
+    if has_times and stored is None:
+        problems.append("records carry provider times but the clean run left no cursor")
+    _raise(check, plugin, problems)

@@ -1,0 +1,276 @@
+"""The conformance suite over every registered plugin, plus proof that each check can fail.
+
+Every plugin in ``registry.list_plugins()`` is a parameter, so a new plugin is checked the moment it is
+registered. Definition and catalog checks need nothing. The store checks (ingest, idempotent resync,
+cursor only on success) need a reachable provider, which ``sample`` has built in. Any other plugin
+provides one through its fake:
+
+    ``tests/fakes/<module>.py`` (``<module>`` is the plugin id with ``-`` as ``_``) defines::
+
+        def conformance(store, monkeypatch, serve_fake) -> ConformanceTarget: ...
+
+    It starts the provider fake on 127.0.0.1 with ``serve_fake(FakeX())``, points the plugin at it
+    with ``monkeypatch.setenv("HISSUNO_<ID>_API_URL", fake.url)`` (and any other base it declares),
+    creates a connection (preferably through the plugin's real connect flow against the fake), seeds
+    the fake with at least one record per stream, and returns
+    ``ConformanceTarget(connection_id=..., stream_ids=(...), filters={...})`` from
+    ``hissuno_airflow.kit.testing``. Everything it starts must stop through those fixtures.
+
+A plugin without such a fake must have its own ``tests/plugins/test_<module>.py``; its store checks are
+then skipped here, and ``test_every_plugin_has_a_fake_or_its_own_tests`` fails when it has neither.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hissuno_airflow import registry
+from hissuno_airflow.credentials import credential_store
+from hissuno_airflow.kit import (
+    ApiKeyAuth,
+    AuthResult,
+    Field,
+    Icon,
+    PluginDef,
+    Stream,
+    SyncCtx,
+    define_plugin,
+)
+from hissuno_airflow.kit import testing as conformance
+from hissuno_airflow.kit.testing import ConformanceError, ConformanceTarget
+from hissuno_airflow.plugins import BUILTIN_PLUGINS
+from hissuno_airflow.runtime.streams import enable_stream
+from hissuno_airflow.store import connections as repo
+from tests.fixtures.store import connect_sample
+
+TESTS = Path(__file__).resolve().parents[1]
+PLUGIN_IDS = [p.id for p in registry.list_plugins()]
+SAMPLE_STREAMS = ("sessions", "contacts", "companies", "issues", "knowledge:help-center")
+
+
+def _module_name(plugin_id: str) -> str:
+    return plugin_id.replace("-", "_")
+
+
+def _manifest_module(plugin_id: str) -> str:
+    if plugin_id in BUILTIN_PLUGINS:
+        return BUILTIN_PLUGINS[plugin_id]
+    source = registry.plugin_source(plugin_id)
+    # "entry point <name>=<module>:<attr>"
+    return source.rsplit("=", 1)[-1].split(":", 1)[0]
+
+
+@pytest.mark.parametrize("plugin_id", PLUGIN_IDS)
+def test_definition_is_valid(plugin_id: str) -> None:
+    conformance.definition_valid(registry.get_plugin(plugin_id))
+
+
+@pytest.mark.parametrize("plugin_id", PLUGIN_IDS)
+def test_catalog_card_has_no_functions_or_secrets(plugin_id: str) -> None:
+    card = conformance.catalog_has_no_functions_or_secrets(registry.get_plugin(plugin_id))
+    assert card["id"] == plugin_id
+
+
+@pytest.mark.parametrize("plugin_id", PLUGIN_IDS)
+def test_manifest_import_is_light(plugin_id: str) -> None:
+    conformance.import_is_light(_manifest_module(plugin_id))
+
+
+@pytest.fixture
+def target(request: pytest.FixtureRequest, store: Any, monkeypatch: pytest.MonkeyPatch, serve_fake: Any,
+           tmp_path: Path) -> ConformanceTarget:
+    """A connection of the parametrized plugin, with its provider reachable and streams enabled."""
+    plugin_id: str = request.param
+    if plugin_id == "sample":
+        # The sample "provider" keeps its edits under HISSUNO_HOME; isolate them per test.
+        monkeypatch.setenv("HISSUNO_HOME", str(tmp_path))
+        conn = connect_sample(store, f"ws-{uuid.uuid4().hex[:8]}", epoch="2026-01-01T00:00:00+00:00",
+                              every_seconds=600)
+        tgt = ConformanceTarget(conn.id, SAMPLE_STREAMS, {sid: {"size": 12} for sid in SAMPLE_STREAMS})
+    else:
+        module = _module_name(plugin_id)
+        if not (TESTS / "fakes" / f"{module}.py").exists():
+            pytest.skip(f"no tests/fakes/{module}.py; {plugin_id} is covered by tests/plugins/test_{module}.py")
+        factory = getattr(importlib.import_module(f"tests.fakes.{module}"), "conformance", None)
+        assert callable(factory), f"tests/fakes/{module}.py must define conformance(store, monkeypatch, serve_fake)"
+        tgt = factory(store, monkeypatch, serve_fake)
+        assert isinstance(tgt, ConformanceTarget) and tgt.stream_ids
+    for sid in tgt.stream_ids:
+        enable_stream(store, tgt.connection_id, sid, filters=dict(tgt.filters.get(sid, {})) or None)
+    return tgt
+
+
+@pytest.mark.parametrize("target", PLUGIN_IDS, indirect=True)
+def test_streams_ingest_records(store: Any, target: ConformanceTarget) -> None:
+    plugin = registry.get_plugin(repo.get_connection(store, target.connection_id).plugin_id)
+    for sid in target.stream_ids:
+        result = conformance.stream_ingests_records(plugin, store, target.connection_id, sid)
+        assert result.counts["synced"] > 0
+
+
+@pytest.mark.parametrize("target", PLUGIN_IDS, indirect=True)
+def test_resync_is_idempotent(store: Any, target: ConformanceTarget) -> None:
+    plugin = registry.get_plugin(repo.get_connection(store, target.connection_id).plugin_id)
+    for sid in target.stream_ids:
+        conformance.resync_is_idempotent(plugin, store, target.connection_id, sid)
+
+
+@pytest.mark.parametrize("target", PLUGIN_IDS, indirect=True)
+def test_cursor_moves_only_on_success(store: Any, target: ConformanceTarget) -> None:
+    plugin = registry.get_plugin(repo.get_connection(store, target.connection_id).plugin_id)
+    for sid in target.stream_ids:
+        conformance.cursor_moves_only_on_success(plugin, store, target.connection_id, sid)
+
+
+def _plugins_without_tests() -> list[str]:
+    return [
+        p.id for p in registry.list_plugins()
+        if p.id != "sample"
+        and not (TESTS / "fakes" / f"{_module_name(p.id)}.py").exists()
+        and not (TESTS / "plugins" / f"test_{_module_name(p.id)}.py").exists()
+    ]
+
+
+def test_every_plugin_has_a_fake_or_its_own_tests() -> None:
+    missing = _plugins_without_tests()
+    assert not missing, (
+        f"plugins without tests/fakes/<id>.py or tests/plugins/test_<id>.py: {', '.join(missing)}"
+    )
+
+
+# -- the checks themselves can fail --------------------------------------------------------------
+
+
+def _plugin(pid: str, sync: Any, *, fields: tuple[Field, ...] = (), **extra: Any) -> PluginDef:
+    return define_plugin(
+        id=pid, name=pid.title(), description="conformance self-test", category="issues", icon=Icon(),
+        auth=ApiKeyAuth(fields=fields, test=lambda c, x: AuthResult(external_account_id="a", account_label="A")),
+        streams={"items": Stream(kind="issues", label="Items", sync=sync)}, **extra,
+    )
+
+
+@pytest.fixture
+def register_plugin(store: Any):
+    """Register a plugin for one test and connect an account of it; yields ``(plugin) -> connection id``."""
+    registered: list[str] = []
+
+    def add(plugin: PluginDef) -> str:
+        registry.register(plugin)
+        registered.append(plugin.id)
+        row, _ = repo.upsert_connection(store, project_id="00000000-0000-0000-0000-000000000001",
+                                        plugin_id=plugin.id, external_account_id="a", account_label="A",
+                                        settings=None)
+        credential_store(store, "db").save(row, {})
+        return row.id
+
+    yield add
+    for pid in registered:
+        registry.unregister(pid)
+
+
+def test_meta_check_notices_a_plugin_without_tests() -> None:
+    registry.register(_plugin("selftest-orphan", lambda ctx: None))
+    try:
+        assert "selftest-orphan" in _plugins_without_tests()
+    finally:
+        registry.unregister("selftest-orphan")
+    assert "selftest-orphan" not in _plugins_without_tests()
+
+
+def test_definition_check_names_every_broken_promise() -> None:
+    def two_args(ctx: SyncCtx, extra: int) -> None: ...
+
+    bad = _plugin("selftest-def", two_args, fields=(Field(id="api_token", label="Token"),),
+                  base_urls={"API": "api.example.com"})
+    with pytest.raises(ConformanceError) as ei:
+        conformance.definition_valid(bad)
+    text = str(ei.value)
+    assert "streams.items.sync: the runtime calls it with 1 argument(s)" in text
+    assert "auth.fields.api_token: the name says it is a secret; expected secret=True" in text
+    assert "base_urls.API: expected an absolute http(s) URL; got 'api.example.com'" in text
+
+
+def test_definition_check_reruns_define_plugin_on_hand_built_definitions() -> None:
+    good = _plugin("selftest-hand", lambda ctx: None)
+    smuggled = PluginDef.model_construct(**{**dict(good), "id": "Not An Id"})
+    with pytest.raises(ConformanceError, match="id: expected lowercase letter"):
+        conformance.definition_valid(smuggled)
+
+
+def test_catalog_scan_finds_functions_secret_values_and_known_secrets() -> None:
+    card = {"id": "x", "auth": {"fields": [{"id": "token", "secret": True}], "api_key": "sk-live-123"},
+            "hook": lambda: None, "notes": "uses app-secret-value-42"}
+    problems = conformance.find_functions_and_secrets(card, ("app-secret-value-42",))
+    assert "hook: holds a function, not JSON data" in problems
+    assert "auth.api_key: sensitive key holds a value" in problems
+    assert "a configured secret value appears in the view" in problems
+    assert not any("secret" in p and "fields" in p for p in problems), "a secret=True flag is not a leak"
+    assert conformance.find_functions_and_secrets({"id": "x", "secret": False, "token": None}) == []
+
+
+def test_import_check_catches_a_heavy_manifest() -> None:
+    conformance.import_is_light("hissuno_airflow.kit")
+    with pytest.raises(ConformanceError, match="importing it loads psycopg"):
+        conformance.import_is_light("hissuno_airflow.store.db")
+
+
+def _restless_sync(ctx: SyncCtx) -> None:
+    # The description changes on every run, as if the plugin stored a fetch time in the record.
+    for i in range(3):
+        ctx.ingest.issue(external_id=f"i{i}", name=f"Issue {i}", description=f"seen at {time.time_ns()}",
+                         updated_at="2026-02-01T00:00:00+00:00")
+
+
+def test_idempotency_check_catches_a_plugin_that_rewrites_every_run(store: Any, register_plugin: Any) -> None:
+    cid = register_plugin(_plugin("selftest-restless", _restless_sync))
+    plugin = registry.get_plugin("selftest-restless")
+    conformance.stream_ingests_records(plugin, store, cid, "items", min_records=3)
+    with pytest.raises(ConformanceError) as ei:
+        conformance.resync_is_idempotent(plugin, store, cid, "items")
+    assert "full resync: issues/i0: entity or its synced record was rewritten" in str(ei.value)
+
+
+def _empty_sync(ctx: SyncCtx) -> None:
+    ctx.progress("found", message="nothing here")
+
+
+def test_store_checks_refuse_a_stream_that_ingests_nothing(store: Any, register_plugin: Any) -> None:
+    cid = register_plugin(_plugin("selftest-empty", _empty_sync))
+    plugin = registry.get_plugin("selftest-empty")
+    with pytest.raises(ConformanceError, match="expected at least 1 synced record"):
+        conformance.stream_ingests_records(plugin, store, cid, "items")
+    with pytest.raises(ConformanceError, match="idempotency cannot be shown"):
+        conformance.resync_is_idempotent(plugin, store, cid, "items")
+    with pytest.raises(ConformanceError, match="the cursor has nothing to guard"):
+        conformance.cursor_moves_only_on_success(plugin, store, cid, "items")
+
+
+def test_cursor_check_catches_a_runtime_that_commits_failed_runs(
+    store: Any, register_plugin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hissuno_airflow.runtime import sync as runtime_sync
+
+    real_finish = runtime_sync._finish
+
+    def careless_finish(store, connection_id, stream_id, run_id, status, counts, error, cursor_after,
+                        write_cursor):
+        # The fault under test: a runtime that writes the high-water mark whatever the outcome.
+        real_finish(store, connection_id, stream_id, run_id, status, counts, error,
+                    cursor_after or datetime(2030, 1, 1, tzinfo=UTC), True)
+
+    def dated_sync(ctx: SyncCtx) -> None:
+        ctx.ingest.issue(external_id="i1", name="Issue 1", updated_at="2026-02-01T00:00:00+00:00")
+
+    cid = register_plugin(_plugin("selftest-cursor", dated_sync))
+    plugin = registry.get_plugin("selftest-cursor")
+    conformance.cursor_moves_only_on_success(plugin, store, cid, "items")
+    monkeypatch.setattr(runtime_sync, "_finish", careless_finish)
+    with pytest.raises(ConformanceError, match="an interrupted run moved the cursor"):
+        conformance.cursor_moves_only_on_success(plugin, store, cid, "items")
