@@ -196,3 +196,63 @@ def scheme_plugin(name: str) -> Any:
         webhook_signature=SCHEMES[name],
         streams={"events": Stream(kind="issues", label="Events", webhook=_on_event)},
     )
+
+
+# -- github_app, custom, handlers -----------------------------------------------------------------
+
+
+def _on_installation(installation_id: int, ctx: AuthCtx) -> AuthResult:
+    return AuthResult(external_account_id=f"inst-{installation_id}", account_label=f"Installation {installation_id}",
+                      credentials={"app": "webapp"})
+
+
+def webapp_plugin() -> Any:
+    from hissuno_airflow.kit import GitHubAppAuth
+
+    return define_plugin(
+        id="webapp", name="Web App", description="GitHub App test plugin", category="issues",
+        icon=Icon(), base_urls={"WEB": "http://127.0.0.1:9"},
+        auth=GitHubAppAuth(app_slug_env="WEBAPP_SLUG", on_installation=_on_installation),
+        streams={"events": Stream(kind="issues", label="Events", webhook=_on_event)},
+    )
+
+
+def _custom_connect(request: Any, ctx: AuthCtx) -> Any:
+    body = request.json() or {}  # the plugin reads the untouched body itself
+    if body.get("token"):
+        return AuthResult(external_account_id=f"tok-{body['token'][:4]}", account_label="Direct token",
+                          credentials={"token": body["token"]})
+    state = ctx.sign_state({"workspace": body.get("workspace", "ws")})
+    return {"authorize_url": f"/fake-provider/authorize?state={state}"}
+
+
+def _custom_callback(request: Any, ctx: AuthCtx) -> Any:
+    data = ctx.verify_state(request.query.get("state", ""))
+    return AuthResult(external_account_id=f"ws-{data['workspace']}", account_label=f"Workspace {data['workspace']}",
+                      credentials={"code": request.query.get("code", "")})
+
+
+def _teams(request: Any, ctx: Any) -> Any:
+    return {"teams": [{"id": "t1"}], "connection_id": ctx.connection_id, "query": dict(request.query),
+            "has_credentials": bool(ctx.credentials)}
+
+
+def _echo(request: Any, ctx: Any) -> Any:
+    return Response(body={"method": request.method, "body": request.json()}, status=202)
+
+
+def _boom(request: Any, ctx: Any) -> Any:
+    raise RuntimeError("secret-value-xyz exploded")
+
+
+def webcustom_plugin() -> Any:
+    from hissuno_airflow.kit import CustomAuth
+
+    return define_plugin(
+        id="webcustom", name="Web Custom", description="custom auth test plugin", category="knowledge",
+        icon=Icon(), multi_instance=False,
+        auth=CustomAuth(connect=_custom_connect, callback=_custom_callback),
+        custom_handlers={"teams": _teams, "echo": _echo, "boom": _boom},
+        connection_handlers=frozenset({"teams"}),
+        streams={"events": Stream(kind="issues", label="Events", webhook=_on_event)},
+    )

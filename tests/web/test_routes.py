@@ -1,0 +1,205 @@
+"""GitHub App and custom connect legs, management routes, custom handlers, SSE framing, error rendering."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from hissuno_airflow.credentials import load_credentials
+from hissuno_airflow.store import connections as repo
+from tests.fixtures.web import ADMIN_TOKEN, Web, count
+
+
+def _back(web: Web, url: str) -> dict[str, list[str]]:
+    r = httpx.get(url, cookies={"hissuno_token": ADMIN_TOKEN}, follow_redirects=False)
+    assert r.status_code == 302, r.text
+    return parse_qs(urlsplit(r.headers["Location"]).query)
+
+
+def test_github_app_install_and_return(web: Web, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert web.client.post("/api/plugins/webapp/connect", json={}).json()["error"] == "not_configured"
+    monkeypatch.setenv("WEBAPP_SLUG", "hissuno-test")
+    monkeypatch.setenv("HISSUNO_WEBAPP_WEB_URL", "https://github.example")
+    r = web.client.post("/api/plugins/webapp/connect", json={})
+    url = r.json()["authorize_url"]
+    assert url.startswith("https://github.example/apps/hissuno-test/installations/new?state=")
+    state = parse_qs(urlsplit(url).query)["state"][0]
+    cb = f"{web.url}/api/plugins/oauth/webapp/callback"
+    assert _back(web, f"{cb}?installation_id=abc&state={state}").get("error") == ["invalid_input"]
+    # The state was consumed by the failed attempt: a fresh one is needed.
+    state = parse_qs(urlsplit(web.client.post("/api/plugins/webapp/connect", json={}).json()["authorize_url"]).query)["state"][0]
+    back = _back(web, f"{cb}?installation_id=4242&setup_action=install&state={state}")
+    assert back.get("connected") == ["1"], back
+    row = repo.get_connection(web.store, back["connection"][0])
+    assert row.external_account_id == "inst-4242"
+    assert load_credentials(web.store, row) == {"installation_id": 4242, "app": "webapp"}
+
+
+def test_custom_connect_reads_body_and_has_a_return_leg(web: Web) -> None:
+    direct = web.client.post("/api/plugins/webcustom/connect", content=json.dumps({"token": "abcd-1234"}),
+                             headers={"Content-Type": "application/json"})
+    assert direct.status_code == 200 and direct.json()["account_label"] == "Direct token"
+    # multi_instance=False: a second, different account is refused.
+    start = web.client.post("/api/plugins/webcustom/connect", json={"workspace": "blue"}).json()
+    state = parse_qs(urlsplit(start["authorize_url"]).query)["state"][0]
+    r = httpx.get(f"{web.url}/api/plugins/webcustom/connect/callback?state={state}&code=c0de",
+                  cookies={"hissuno_token": ADMIN_TOKEN}, follow_redirects=False)
+    assert r.status_code == 409 and r.json()["field"] == "plugin_id"
+    assert count(web.store, "integration_connections") == 1
+    # After disconnecting, the return leg connects and lands back on the page.
+    cid = direct.json()["connection_id"]
+    assert web.client.delete(f"/api/plugins/webcustom/{cid}").json() == {"success": True}
+    start = web.client.post("/api/plugins/webcustom/connect", json={"workspace": "blue"}).json()
+    state = parse_qs(urlsplit(start["authorize_url"]).query)["state"][0]
+    back = _back(web, f"{web.url}/api/plugins/webcustom/connect/callback?state={state}&code=c0de")
+    assert back.get("connected") == ["1"]
+    # Replaying the return leg is refused.
+    r = httpx.get(f"{web.url}/api/plugins/webcustom/connect/callback?state={state}&code=c0de",
+                  follow_redirects=False)
+    assert r.status_code == 400 and r.json()["field"] == "state"
+
+
+def test_custom_handlers_plugin_and_connection_level(web: Web) -> None:
+    echo = web.client.post("/api/plugins/webcustom/echo", json={"a": 1})
+    assert echo.status_code == 202 and echo.json() == {"method": "POST", "body": {"a": 1}}
+    needs = web.client.get("/api/plugins/webcustom/teams")
+    assert needs.status_code == 400 and needs.json()["field"] == "connection_id"
+    cid = web.client.post("/api/plugins/webcustom/connect", json={"token": "zzzz-1"}).json()["connection_id"]
+    teams = web.client.get(f"/api/plugins/webcustom/{cid}/teams", params={"q": "x"})
+    assert teams.json() == {"teams": [{"id": "t1"}], "connection_id": cid, "query": {"q": "x"}, "has_credentials": True}
+    assert web.client.get(f"/api/plugins/webcustom/{cid}/nope").status_code == 404
+    assert web.anon.get(f"/api/plugins/webcustom/{cid}/teams").status_code == 401
+    boom = web.client.get("/api/plugins/webcustom/boom")
+    assert boom.status_code == 500 and boom.json() == {"error": "internal_error", "field": None,
+                                                       "message": "an internal error occurred"}
+    assert "secret-value-xyz" not in boom.text
+
+
+def test_connection_patch_delete_never_return_credentials(web: Web) -> None:
+    cid = web.client.post("/api/plugins/webcustom/connect", json={"token": "tttt-secret"}).json()["connection_id"]
+    r = web.client.patch(f"/api/plugins/webcustom/{cid}", json={"account_label": "Renamed",
+                                                                "settings": {"webhook_secret": "whs-abcdef", "x": 1}})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["account_label"] == "Renamed" and body["settings"]["x"] == 1
+    assert body["settings"]["webhook_secret"] == "***" and body["has_webhook_secret"] is True
+    listed = web.client.get("/api/connections").text
+    assert "tttt-secret" not in listed and "whs-abcdef" not in listed
+    assert web.client.patch(f"/api/plugins/webcustom/{cid}", json={"account_label": ""}).json()["field"] == "account_label"
+    assert web.client.patch(f"/api/plugins/webcustom/{cid}", content=b"[").json()["field"] == "body"
+    assert web.client.get("/api/plugins/webkey/" + cid).status_code == 404  # another plugin's connection
+    assert web.client.delete(f"/api/plugins/webcustom/{cid}").status_code == 200
+    assert web.client.get(f"/api/plugins/webcustom/{cid}").status_code == 404
+    assert count(web.store, "integration_connections") == 0
+
+
+def _sample(web: Web) -> str:
+    return str(web.client.post("/api/plugins/sample/connect", json={"credentials": {"workspace": "w1"}}).json()["connection_id"])
+
+
+def test_stream_rows_are_validated(web: Web) -> None:
+    cid = _sample(web)
+    base = f"/api/plugins/sample/{cid}/streams"
+    cases = [
+        ({"stream_key": "nope"}, "stream_key"),
+        ({"stream_key": "sessions", "frequency": "2h"}, "frequency"),
+        ({"stream_key": "sessions", "frequency": "webhook"}, "frequency"),
+        ({"stream_key": "sessions", "filters": {"size": 0}}, "filters.size"),
+        ({"stream_key": "sessions", "filters": {"size": "many"}}, "filters.size"),
+        ({"stream_key": "sessions", "filters": []}, "filters"),
+        ({"stream_key": "sessions", "enabled": "yes"}, "enabled"),
+        ({"stream_key": "knowledge"}, "instance_id"),
+        ({"stream_key": "sessions", "instance_id": "x"}, "instance_id"),
+        ({"stream_key": "knowledge", "instance_id": "help-center", "settings": {"origin": 5}}, "settings.origin"),
+    ]
+    for body, field in cases:
+        r = web.client.post(base, json=body)
+        assert r.status_code == 400 and r.json()["field"] == field, (body, r.text)
+    assert count(web.store, "integration_streams") == 0
+    ok = web.client.post(base, json={"stream_key": "knowledge", "instance_id": "help-center", "frequency": "24h",
+                                     "filters": {"size": 5}})
+    assert ok.status_code == 200, ok.text
+    row = ok.json()
+    assert row["stream_id"] == "knowledge:help-center" and row["frequency"] == "24h"
+    assert row["filter_config"]["size"] == 5 and row["settings"] == {} and row["dag_id"]
+    inst = web.client.get(f"/api/plugins/sample/{cid}/instances/knowledge").json()["instances"]
+    assert any(i["id"] == "help-center" for i in inst)
+    listing = web.client.get(base).json()
+    assert {c["key"] for c in listing["catalog"]} >= {"sessions", "knowledge"}
+    assert [s["stream_id"] for s in listing["streams"]] == ["knowledge:help-center"]
+    assert web.client.delete(base, params={"stream_id": "knowledge:help-center"}).json() == {"success": True}
+    assert web.client.delete(base, params={"stream_id": "knowledge:help-center"}).status_code == 404
+    assert web.client.delete(base).json()["field"] == "stream_id"
+
+
+def test_sync_sse_framing(web: Web) -> None:
+    cid = _sample(web)
+    web.client.post(f"/api/plugins/sample/{cid}/streams", json={"stream_key": "issues", "filters": {"size": 12}})
+    assert web.client.get(f"/api/plugins/sample/{cid}/sync").json()["field"] == "stream_id"
+    assert web.client.get(f"/api/plugins/sample/{cid}/sync", params={"stream_id": "contacts"}).status_code == 404
+    with web.client.stream("GET", f"/api/plugins/sample/{cid}/sync", params={"stream_id": "issues"}) as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        assert resp.headers["cache-control"] == "no-cache, no-transform"
+        raw = resp.read().decode()
+    frames = [f for f in raw.split("\n\n") if f.strip()]
+    assert all(f.startswith("event: message\ndata: ") for f in frames)
+    events = [json.loads(f.split("data: ", 1)[1]) for f in frames]
+    assert events[0]["type"] == "connected"
+    assert events[-1]["type"] == "complete" and events[-1]["data"]["status"] == "success"
+    assert any(e["type"] == "found" and e["total"] == 12 for e in events)
+    counts = events[-1]["data"]["counts"]
+    assert counts["found"] == 12 and counts["synced"] + counts["skipped"] == 12
+    assert events[-1]["message"].startswith(f"{counts['synced']} synced")
+
+
+def test_sync_failure_is_an_error_event(web: Web) -> None:
+    cid = _sample(web)
+    web.client.post(f"/api/plugins/sample/{cid}/streams", json={"stream_key": "sessions",
+                                                                "filters": {"size": 10, "fail_after": 3}})
+    with web.client.stream("GET", f"/api/plugins/sample/{cid}/sync", params={"stream_id": "sessions"}) as resp:
+        raw = resp.read().decode()
+    last = json.loads([f for f in raw.split("\n\n") if f.strip()][-1].split("data: ", 1)[1])
+    assert last["type"] == "error" and "503" in last["message"]
+
+
+def test_unknown_routes_and_plugins_are_json_404(web: Web) -> None:
+    r = web.client.get("/api/plugins/nope")
+    assert r.status_code == 404 and r.json()["error"] == "unknown_plugin"
+    r = web.client.get("/api/nothing/here")
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    page = web.anon.get("/")
+    assert page.status_code == 200 and "marketplace.js" in page.text
+
+
+def test_serve_main_is_importable() -> None:
+    from hissuno_airflow.web.serve import main
+
+    assert callable(main)
+
+
+def test_airflow_plugin_module_is_import_light() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; import hissuno_airflow.airflow_plugin as p; "
+            "bad=[m for m in ('flask','psycopg','a2wsgi','authlib','hissuno_airflow.store.db') if m in sys.modules]; "
+            "assert not bad, bad; assert p.HissunoPlugin.fastapi_apps[0]['url_prefix'] == '/hissuno'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_any_credentials_value_types_are_refused(web: Web) -> None:
+    r = web.client.post("/api/plugins/sample/connect", json={"credentials": {"workspace": {"a": 1}}})
+    assert r.status_code == 400 and r.json()["field"] == "credentials.workspace"
+    r = web.client.post("/api/plugins/sample/connect", json={"credentials": "x"})
+    assert r.status_code == 400 and r.json()["field"] == "credentials"
+    assert count(web.store, "integration_connections") == 0
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.delenv("WEBAPP_SLUG", raising=False)
+    yield
