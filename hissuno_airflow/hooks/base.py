@@ -98,9 +98,9 @@ class HissunoHook(BaseHook):
 
     def get_credentials(self) -> dict[str, Any]:
         """Credentials of the Airflow Connection with the refreshed-token Variable overlay applied."""
-        from ..airflow_credentials import read_overlay
-
         from airflow.sdk.exceptions import AirflowNotFoundException
+
+        from ..airflow_credentials import read_overlay
 
         try:
             conn = self.get_connection(self.hissuno_conn_id)

@@ -37,3 +37,8 @@ def enable(store: Any, conn: Any, stream_id: str, frequency: str, enabled: bool 
         store, connection_id=conn.id, plugin_id=conn.plugin_id, stream_id=stream_id, stream_kind=kind,
         enabled=enabled, frequency=frequency,
     )
+
+
+def pytest_configure(config: Any) -> None:
+    """Register the ``e2e`` marker (real Airflow servers; still runs by default)."""
+    config.addinivalue_line("markers", "e2e: runs a real Airflow api-server and scheduler on 127.0.0.1")
