@@ -404,11 +404,13 @@ def finish_callback(
         token = query.get("state")
         if not token:
             raise StateError("missing_state")
-        data = consume_state(store, token)
+        # Check binding before consuming, so a stranger's attempt cannot burn the rightful user's state.
+        data = read_state(token)
         if data.get("p") != plugin.id or data.get("k") not in ("oauth2", "github_app"):
             raise StateError("plugin_mismatch")
         if data.get("u") and data["u"] != (user_id or ""):
             raise StateError("user_mismatch")
+        consume_state(store, token)
         project_id = str(data.get("prj") or settings.default_project_id())
         ctx = _ctx(plugin, store, project_id, str(user_id or ""), data.get("c"))
         auth = plugin.auth

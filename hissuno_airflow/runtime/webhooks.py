@@ -181,8 +181,9 @@ def receive_webhook(
 
     if connection_id is None:
         event = WebhookEvent(payload=payload, raw_body=req.body, headers=dict(req.headers), event_id=event_id)
-        answer = call_handler(plugin.resolve_connection, event,  # type: ignore[misc]
-                              ResolveCtx(plugin.id, _ResolveServices(the_store(), plugin.id)))
+        resolver = plugin.resolve_connection
+        assert resolver is not None  # checked above, before verification
+        answer = call_handler(resolver, event, ResolveCtx(plugin.id, _ResolveServices(the_store(), plugin.id)))
         if isinstance(answer, Response):
             return IntakeResult(answer.status, answer.body, dict(answer.headers))
         ids = [answer] if isinstance(answer, str) else list(answer or [])

@@ -71,7 +71,7 @@ class HissunoASGI:
                 dispatcher = AirflowDispatcher()
                 set_default_dispatcher(dispatcher)
                 app = create_app(authenticate=access.airflow_user, mode="airflow", dispatcher=dispatcher)
-                self._wsgi = WSGIMiddleware(app, workers=16)
+                self._wsgi = WSGIMiddleware(app, workers=16)  # type: ignore[arg-type]
         return self._wsgi
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:

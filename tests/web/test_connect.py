@@ -186,7 +186,10 @@ def test_oauth_state_is_bound_to_the_user(web: Web, auth_server: FakeAuthServer)
     # Anonymous return (no session) is refused too.
     r = httpx.get(location, follow_redirects=False)
     assert r.status_code == 302
+    assert parse_qs(urlsplit(r.headers["Location"]).query)["error"] == ["user_mismatch"]
     assert count(web.store, "integration_connections") == 0
+    # Those refusals did not burn the state: the user who started the flow still completes it.
+    assert _callback(web, location).get("connected") == ["1"]
 
 
 def test_oauth_provider_error_and_bad_code(web: Web, auth_server: FakeAuthServer) -> None:
