@@ -58,7 +58,7 @@ def read_overlay(connection_id: str) -> dict[str, Any]:
 
 
 def _read_connection(conn_id: str, conn_type: str) -> dict[str, Any]:
-    from airflow.exceptions import AirflowNotFoundException
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
     try:
         if in_task_sandbox():

@@ -131,10 +131,19 @@ class SyncOperator(BaseOperator):
 
         dag_run = context.get("dag_run")
         external = f"{ti.dag_id}/{getattr(dag_run, 'run_id', '')}/{ti.try_number}"
-        result = run_stream_sync(
-            self.connection_id, self.stream_id, signal=self.signal, on_progress=on_progress,
-            external_run_id=external, **window,
-        )
+        from ..kit.errors import HissunoError
+
+        try:
+            result = run_stream_sync(
+                self.connection_id, self.stream_id, signal=self.signal, on_progress=on_progress,
+                external_run_id=external, **window,
+            )
+        except HissunoError as exc:
+            # Raised before the run started (unknown stream, store down, another run holds the lock).
+            msg = f"hissuno sync of {self.connection_id}/{self.stream_id} could not start: {exc}"
+            if exc.retriable or "already running" in str(exc):
+                raise AirflowException(msg) from exc
+            raise AirflowFailException(msg) from exc
         ti.xcom_push(key=PROGRESS_KEY, value=dict(result.counts))
         self.log.info("hissuno sync %s: %s", result.status, _fmt(result.counts))
         if result.status == "cancelled":
