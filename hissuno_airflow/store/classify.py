@@ -9,11 +9,14 @@ messages, falling back to the whole conversation; ``general_feedback`` when noth
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Sequence
 
 from ..kit.types import SESSION_TAGS
+
+log = logging.getLogger(__name__)
 
 RULES: dict[str, re.Pattern[str]] = {
     "bug": re.compile(
@@ -64,7 +67,8 @@ def classify_llm(messages: Sequence[tuple[str, str]]) -> list[str]:
         match = re.search(r"\[.*?\]", content, re.S)
         tags = [t for t in json.loads(match.group(0) if match else content) if t in SESSION_TAGS]
         return tags or ["general_feedback"]
-    except Exception:
+    except Exception as exc:  # classification must never fail an ingest; say why it fell back
+        log.warning("LLM classifier unavailable (%s); using the rules", type(exc).__name__)
         return classify_rules(messages)
 
 

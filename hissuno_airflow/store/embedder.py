@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Sequence
 from itertools import pairwise
-from typing import Protocol
+from typing import Any, Protocol
 
 DIMENSIONS = 1536
 _WORD = re.compile(r"[a-z0-9][a-z0-9'_-]*")
@@ -63,17 +63,21 @@ class HashEmbedder:
 
 
 class OpenAIEmbedder:
-    """OpenAI-compatible ``POST {base}/embeddings``; up to 100 inputs per call."""
+    """OpenAI-compatible ``POST {base}/embeddings``; up to 100 inputs per call.
+
+    Calls go through the kit's ``ProviderClient``, so a 429 or 5xx from the embeddings provider is
+    retried honouring ``Retry-After`` and surfaces as a retriable ``ProviderError`` when it persists.
+    """
 
     model = "text-embedding-3-small"
 
-    def __init__(self, base_url: str, api_key: str, model: str | None = None, timeout: float = 60.0) -> None:
-        import httpx
+    def __init__(self, base_url: str, api_key: str, model: str | None = None, timeout: float = 60.0,
+                 retry: Any = None) -> None:
+        from ..kit.http import BearerAuth, ProviderClient
 
         self.model = model or self.model
-        self._client = httpx.Client(
-            base_url=base_url.rstrip("/"), timeout=timeout, headers={"Authorization": f"Bearer {api_key}"}
-        )
+        self._client = ProviderClient("embeddings", base_url.rstrip("/"), auth=BearerAuth(api_key),
+                                      timeout=timeout, retry=retry)
         self.calls = 0
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
@@ -81,14 +85,11 @@ class OpenAIEmbedder:
         out: list[list[float]] = []
         for i in range(0, len(texts), 100):
             self.calls += 1
-            resp = self._client.post(
+            body = self._client.post_json(
                 "/embeddings",
                 json={"model": self.model, "input": list(texts[i : i + 100]), "dimensions": DIMENSIONS},
             )
-            if resp.status_code >= 400:
-                msg = f"embeddings POST /embeddings: {resp.status_code} {resp.reason_phrase}"
-                raise RuntimeError(msg)
-            data = sorted(resp.json()["data"], key=lambda d: d["index"])
+            data = sorted(body["data"], key=lambda d: d["index"])
             out.extend(d["embedding"] for d in data)
         return out
 

@@ -29,6 +29,7 @@ from ..kit.redaction import redact
 from .chunking import chunk_markdown
 from .classify import classify
 from .db import Store
+from .embedder import get_embedder
 from .enrich import Enricher
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ class StreamIngest:
         self.enricher = enricher or Enricher(store, project_id)
         self.batch_size = batch_size
         self._synced: dict[tuple[str, str], tuple[str, str]] | None = None
+        self._models: dict[tuple[str, str], str | None] = {}
+        self._model = (self.enricher.embedder or get_embedder()).model
         self._reset_buffers()
 
     # -- dedup map -------------------------------------------------------------------------
@@ -91,11 +94,16 @@ class StreamIngest:
         if self._synced is None:
             with self.store.connection() as conn:
                 rows = conn.execute(
-                    "SELECT hissuno_kind, external_id, hissuno_id::text AS hid, content_hash "
-                    "FROM integration_synced_records WHERE connection_id = %s AND stream_id = %s",
+                    "SELECT r.hissuno_kind, r.external_id, r.hissuno_id::text AS hid, r.content_hash, e.model"
+                    " FROM integration_synced_records r LEFT JOIN embeddings e ON e.entity_id = r.hissuno_id"
+                    " AND e.entity_type = CASE r.hissuno_kind WHEN 'sessions' THEN 'session'"
+                    " WHEN 'issues' THEN 'issue' WHEN 'knowledge' THEN 'knowledge_source'"
+                    " WHEN 'contacts' THEN 'contact' ELSE 'company' END"
+                    " WHERE r.connection_id = %s AND r.stream_id = %s",
                     (self.connection_id, self.stream_id),
                 ).fetchall()
             self._synced = {(r["hissuno_kind"], r["external_id"]): (r["hid"], r["content_hash"]) for r in rows}
+            self._models = {(r["hissuno_kind"], r["external_id"]): r["model"] for r in rows}
         return self._synced
 
     def is_synced(self, external_id: str) -> bool:
@@ -125,6 +133,7 @@ class StreamIngest:
     def _record(self, kind: str, hid: str, ext: str, h: str, ts: datetime | None) -> None:
         self._synced_rows.append((self.connection_id, self.stream_id, ext, hid, kind, h, ts))
         self._map()[(kind, ext)] = (hid, h)
+        self._models[(kind, ext)] = self._model
         self._pending += 1
         if self._pending >= self.batch_size:
             self.flush()
@@ -171,10 +180,14 @@ class StreamIngest:
     def _classify_existing(self, kind: str, rec: Any) -> tuple[str, str, str | None]:
         """(hash, action, existing id) of a record: created, updated or unchanged."""
         h = content_hash(rec)
-        prev = self._map().get((kind, rec.external_id))
+        key = (kind, rec.external_id)
+        prev = self._map().get(key)
         if prev is None:
             return h, "created", None
-        return h, ("unchanged" if prev[1] == h else "updated"), prev[0]
+        if prev[1] == h and self._models.get(key, self._model) == self._model:
+            return h, "unchanged", prev[0]
+        # Changed content, or a vector made by another embedding model: rewrite and re-embed.
+        return h, "updated", prev[0]
 
     def _done(self, kind: str, rec: Any, hid: str, action: str) -> IngestResult:
         if rec.updated_at is not None:

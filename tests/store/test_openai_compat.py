@@ -18,6 +18,7 @@ import pytest
 
 from hissuno_airflow import settings
 from hissuno_airflow.kit import SessionRecord
+from hissuno_airflow.kit.errors import ProviderAuthError
 from hissuno_airflow.plugins.sample.data import THEMES
 from hissuno_airflow.store import embedder as emb
 from hissuno_airflow.store.classify import classify_rules
@@ -135,10 +136,21 @@ def test_embedder_sends_at_most_100_inputs_per_call_and_orders_by_index(openai: 
 
 
 def test_a_wrong_key_is_an_error_naming_the_call_not_the_key(openai: FakeOpenAI) -> None:
-    with pytest.raises(RuntimeError) as ei:
+    with pytest.raises(ProviderAuthError) as ei:
         emb.OpenAIEmbedder(openai.url + "/v1", "sk-wrong-0000000000").embed(["hello"])
-    assert str(ei.value) == "embeddings POST /embeddings: 401 Unauthorized"
+    assert str(ei.value) == "embeddings POST /v1/embeddings: 401 Unauthorized"
+    assert "sk-wrong" not in str(ei.value)
     assert openai.embedding_calls == []
+
+
+def test_a_rate_limited_embeddings_call_is_retried_honouring_retry_after(openai: FakeOpenAI) -> None:
+    from hissuno_airflow.kit.http import RetryPolicy
+
+    sleeps: list[float] = []
+    openai.inject_429("/v1/embeddings", retry_after=3, times=1)
+    e = emb.OpenAIEmbedder(openai.url + "/v1", KEY, retry=RetryPolicy(sleep=sleeps.append))
+    assert len(e.embed(["hello", "world"])) == 2
+    assert sleeps == [3.0]
 
 
 def test_ingest_embeds_new_text_once_in_batches_and_never_again_while_unchanged(
@@ -178,10 +190,6 @@ def test_a_new_embedder_model_reembeds_changed_text_and_records_the_model(
     assert models == {"Invoice question 0": LARGE, "Invoice question 1": SMALL, "Invoice question 2": SMALL}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "StreamIngest answers 'unchanged' before queueing enrichment, so the Enricher's (hash, model) check "
-    "never sees unchanged records: after a model switch their vectors stay on the old model and "
-    "enrich.search (which filters by model) no longer finds them"))
 def test_switching_the_embedder_model_reembeds_on_the_next_sync(
     store: Any, sample_connection: Any, openai: FakeOpenAI, use_embedder: Any
 ) -> None:
