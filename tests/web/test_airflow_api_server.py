@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.fixtures.web import count, sign
-from tests.web.plugins import FakeKeyProvider
+from tests.web.plugins import FakeAuthServer, FakeKeyProvider
 
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -33,10 +33,11 @@ import sys
 sys.path.insert(0, {repo!r})
 from hissuno_airflow import registry
 from tests.web import plugins as _p
-try:
-    registry.register(_p.webkey_plugin(), "api-server test shim")
-except Exception:
-    pass
+for _make in (_p.webkey_plugin, _p.webauth_plugin):
+    try:
+        registry.register(_make(), "api-server test shim")
+    except Exception:
+        pass
 """
 
 
@@ -67,7 +68,14 @@ def key_fake() -> Iterator[FakeKeyProvider]:
 
 
 @pytest.fixture(scope="module")
-def api_server(database_url: str, key_fake: FakeKeyProvider) -> Iterator[ApiServer]:
+def auth_fake() -> Iterator[FakeAuthServer]:
+    fake = FakeAuthServer()
+    with fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def api_server(database_url: str, key_fake: FakeKeyProvider, auth_fake: FakeAuthServer) -> Iterator[ApiServer]:
     home = Path(tempfile.mkdtemp(prefix="hissuno-afapi-"))
     (home / "plugins").mkdir()
     shim = SHIM.format(repo=str(REPO))
@@ -87,6 +95,8 @@ def api_server(database_url: str, key_fake: FakeKeyProvider) -> Iterator[ApiServ
         "HISSUNO_DATABASE_URL": database_url, "HISSUNO_CREDENTIALS_BACKEND": "airflow",
         "HISSUNO_WEBKEY_API_URL": key_fake.url, "WEBKEY_WEBHOOK_SECRET": "static-secret-123",
         "HISSUNO_LOAD_PLUGINS": "sample",
+        "HISSUNO_WEBAUTH_AUTH_URL": auth_fake.url, "HISSUNO_WEBAUTH_API_URL": auth_fake.url,
+        "WEBAUTH_CLIENT_ID": auth_fake.client_id, "WEBAUTH_CLIENT_SECRET": auth_fake.client_secret,
     }
     subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
     log = open(home / "api-server.log", "wb")
@@ -193,3 +203,32 @@ def test_signed_webhook_accepted_without_login(api_server: ApiServer, store: Any
         forged = anon.post(path, content=body, headers={**headers, "X-Hub-Signature-256": "sha256=" + "0" * 64})
         assert forged.status_code == 401
     assert count(store, "webhook_events") == 1
+
+
+def test_oauth_round_trip_tokens_land_encrypted_in_an_airflow_connection(
+    api_server: ApiServer, auth_fake: FakeAuthServer, store: Any
+) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    with api_server.client() as c:
+        start = c.post("/hissuno/api/plugins/webauth/connect", json={})
+    assert start.status_code == 200, start.text
+    authorize_url = start.json()["authorize_url"]
+    assert parse_qs(urlsplit(authorize_url).query)["redirect_uri"] == [
+        api_server.url + "/hissuno/api/plugins/oauth/webauth/callback"]
+    location = httpx.get(authorize_url, follow_redirects=False).headers["Location"]
+    # The browser returns with the Airflow UI's session cookie (SameSite=Lax is sent on this GET).
+    back = httpx.get(location, cookies={"_token": api_server.token}, follow_redirects=False)
+    assert back.status_code == 302, back.text
+    q = parse_qs(urlsplit(back.headers["Location"]).query)
+    assert q.get("connected") == ["1"], q
+    assert back.headers["Location"].startswith("/hissuno/")
+    cid = q["connection"][0]
+    replay = httpx.get(location, cookies={"_token": api_server.token}, follow_redirects=False)
+    assert parse_qs(urlsplit(replay.headers["Location"]).query)["error"] == ["replayed_state"]
+    assert count(store, "integration_connections") == 1
+    conns = [x for x in _hissuno_conns(api_server) if x["connection_id"].endswith(cid)]
+    assert len(conns) == 1 and conns[0]["conn_type"] == "hissuno_webauth"
+    token = next(iter(auth_fake.tokens))
+    assert token not in json.dumps(conns)
+    assert token.encode() not in (api_server.home / "airflow.db").read_bytes()
