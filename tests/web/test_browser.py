@@ -73,3 +73,28 @@ def test_connect_enable_sync_in_the_browser(web: Web, store: Any) -> None:
         finally:
             browser.close()
     assert count(store, "sessions") == 40
+
+
+def test_failed_webhook_events_are_visible_and_retryable_in_the_page(web: Web, store: Any) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.fixtures.web import sign, verification_secret
+    from tests.web.test_webhooks import make_connection
+
+    cid = make_connection(store, "wh-github", verification_secret("github"))
+    path = f"/api/plugins/webhook/wh-github/{cid}"
+    body = b'{"id": "bad-1", "title": "will fail", "fail": true}'
+    assert web.anon.post(path, content=body, headers=sign("github", body, web.url + path, event_id="f-1")).status_code == 200
+    web.client.post(f"/api/plugins/wh-github/{cid}/events/process", json={"stream_id": "events"})
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(f"{web.url}/?token={ADMIN_TOKEN}")
+            panel = page.locator(f'[data-events="{cid}"]')
+            expect(panel).to_contain_text("1 failed webhook event")
+            expect(panel).to_contain_text("handler refused event bad-1")
+            panel.get_by_role("button", name="Retry now").click()
+            expect(panel).to_contain_text("attempt 2")
+        finally:
+            browser.close()

@@ -325,6 +325,29 @@
     return node;
   }
 
+  // Failed webhook events stay in the inbox with their error until a drain succeeds.
+  function eventsPanel(plugin, conn) {
+    const panel = el("div", { class: "events muted", "data-events": conn.id });
+    const load = async () => {
+      const res = await api(`/plugins/${plugin.id}/${conn.id}/events?status=failed`);
+      panel.replaceChildren();
+      if (!res.events.length) { panel.textContent = "Webhook events: no failures"; return; }
+      panel.append(el("strong", { text: `${res.events.length} failed webhook event(s)` }));
+      const list = el("ul");
+      for (const e of res.events.slice(0, 10)) {
+        list.append(el("li", { text: `${e.stream_id} · ${e.event_type || e.event_id} · attempt ${e.attempts} · ${e.error || ""}` }));
+      }
+      panel.append(list);
+      const streams = [...new Set(res.events.map((e) => e.stream_id))];
+      panel.append(el("button", { text: "Retry now", onclick: async () => {
+        for (const sid of streams) await api(`/plugins/${plugin.id}/${conn.id}/events/process`, { json: { stream_id: sid } });
+        await load();
+      } }));
+    };
+    load().catch((e) => { panel.textContent = e.message; });
+    return panel;
+  }
+
   function renderConnections() {
     const root = $("#connections");
     root.replaceChildren();
@@ -342,6 +365,7 @@
             await api(`/plugins/${plugin.id}/${conn.id}`, { method: "DELETE" });
             await refresh();
           } })));
+      if (plugin.webhooks) box.append(eventsPanel(plugin, conn));
       for (const def of plugin.streams) {
         const rows = conn.streams.filter((s) => s.stream_id.split(":")[0] === def.key);
         if (!def.parameterized) box.append(streamWidget(plugin, conn, def, rows[0] || null));
