@@ -139,8 +139,25 @@ def cmd_enable(args: argparse.Namespace) -> int:
     row = enable_stream(store, args.connection, args.stream_id, enabled=not args.disable,
                         frequency=args.frequency, filters=_json_arg(args.filters, "--filters"),
                         settings=_json_arg(args.settings, "--settings"))
+    _ensure_pool(store, args.connection)
     _out(args, row.public(), f"{row.stream_id}: {'enabled' if row.enabled else 'disabled'} ({row.frequency})")
     return 0
+
+
+def _ensure_pool(store: Any, connection_id: str) -> None:
+    """Give the account its Airflow pool (rate budget) when this machine runs Airflow."""
+    import importlib.util
+
+    if not os.environ.get("AIRFLOW_HOME") or importlib.util.find_spec("airflow") is None:
+        return
+    from .dag_factory import ensure_pool
+    from .store import connections as repo
+
+    try:
+        ensure_pool(store, repo.get_connection(store, connection_id))
+    except Exception as exc:  # the stream works without its pool (default_pool); say so
+        print(f"warning: could not create the Airflow pool for {connection_id}: {type(exc).__name__}",
+              file=sys.stderr)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:

@@ -3,8 +3,9 @@
     HissunoError
     ├── PluginDefinitionError          a plugin module is wrong (import time)
     ├── InputError (ValueError)        bad user input: 400, names the field and what was expected
-    │   ├── UnknownPluginError         404
-    │   └── NotFoundError              404 (connection, stream, ...)
+    │   ├── NotFoundError              404 (connection, stream, ...)
+    │   │   └── UnknownPluginError     404
+    │   └── SyncAlreadyRunning         409: another run of the stream is active (retriable)
     ├── ProviderError                  the provider answered badly
     │   ├── ProviderAuthError          401/403: fatal, the user must reconnect
     │   ├── RateLimited                429: retriable after ``retry_after`` seconds
@@ -50,6 +51,14 @@ class InputError(HissunoError, ValueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         self.field = field
         super().__init__(message)
+
+
+class SyncAlreadyRunning(InputError):
+    """Another run of the same stream holds its lock; retry later."""
+
+    code = "already_running"
+    http_status = 409
+    retriable = True
 
 
 class NotFoundError(InputError):

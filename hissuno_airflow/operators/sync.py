@@ -45,22 +45,6 @@ def _parse_cursor(value: Any) -> datetime | None:
     return None
 
 
-def _is_retriable(result: Any) -> bool:
-    """Whether a failed SyncResult should be retried by Airflow."""
-    flag = getattr(result, "retriable", None)
-    if flag is not None:
-        return bool(flag)
-    code = getattr(result, "error_code", None)
-    if code:
-        from ..kit import errors
-
-        for cls in vars(errors).values():
-            if isinstance(cls, type) and issubclass(cls, errors.HissunoError) and cls.code == code:
-                return cls.retriable
-    # Unknown failure: let Airflow's bounded, backed-off retries decide rather than give up at once.
-    return True
-
-
 class SyncOperator(BaseOperator):
     """Sync one stream instance of a Hissuno connection into the store.
 
@@ -141,7 +125,7 @@ class SyncOperator(BaseOperator):
         except HissunoError as exc:
             # Raised before the run started (unknown stream, store down, another run holds the lock).
             msg = f"hissuno sync of {self.connection_id}/{self.stream_id} could not start: {exc}"
-            if exc.retriable or "already running" in str(exc):
+            if exc.retriable:
                 raise AirflowException(msg) from exc
             raise AirflowFailException(msg) from exc
         ti.xcom_push(key=PROGRESS_KEY, value=dict(result.counts))
@@ -150,7 +134,7 @@ class SyncOperator(BaseOperator):
             raise AirflowException(f"hissuno sync of {self.stream_id!r} was cancelled")
         if result.status != "success":
             msg = f"hissuno sync of {self.connection_id}/{self.stream_id} failed: {result.error}"
-            if _is_retriable(result):
+            if result.retriable:
                 raise AirflowException(msg)
             raise AirflowFailException(msg)
         if window.get("commit_cursor", True) and result.cursor_after is not None:

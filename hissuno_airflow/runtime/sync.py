@@ -25,7 +25,7 @@ from .. import registry
 from ..credentials import load_credentials, save_credentials
 from ..kit.context import CancelSignal, ProgressEvent, SyncCtx
 from ..kit.define import PluginDef
-from ..kit.errors import HissunoError, InputError, ProviderAuthError, SyncCancelled
+from ..kit.errors import HissunoError, InputError, ProviderAuthError, SyncAlreadyRunning, SyncCancelled
 from ..kit.redaction import redact_text, secret_values
 from ..kit.streams import Stream, parse_stream_id
 from ..store import connections as repo
@@ -234,7 +234,7 @@ def run_stream_sync(
         lock_conn.commit()
         if not got or not got["ok"]:  # type: ignore[call-overload]
             msg = f"a sync of {connection_id}/{stream_id} is already running"
-            raise InputError(msg, field="stream_id")
+            raise SyncAlreadyRunning(msg, field="stream_id")
         _recover_abandoned(store, connection_id, stream_id)
         return _run_locked(
             store, plugin, connection, key, instance, stream, stream_id, filters, settings_,

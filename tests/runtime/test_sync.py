@@ -17,6 +17,7 @@ from hissuno_airflow.kit import (
     Icon,
     InputError,
     Stream,
+    SyncAlreadyRunning,
     define_plugin,
 )
 from hissuno_airflow.plugins.sample import data
@@ -151,8 +152,9 @@ def test_one_run_per_stream_at_a_time(store, sample_connection):
         "a", run_stream_sync(cid, "sessions", store=store, on_progress=slow)))
     t.start()
     assert started.wait(10)
-    with pytest.raises(InputError, match="already running"):
+    with pytest.raises(SyncAlreadyRunning, match="already running") as ei:
         run_stream_sync(cid, "sessions", store=store)
+    assert ei.value.retriable and ei.value.http_status == 409
     release.set()
     t.join(30)
     assert results["a"].status == "success"

@@ -61,7 +61,14 @@ def _test(credentials: dict[str, Any], ctx: AuthCtx) -> AuthResult:
     every = int(credentials.get("every_seconds") or 3600)
     if every < 1:
         raise InputError("every_seconds: expected a positive number of seconds", field="every_seconds")
-    epoch = credentials.get("epoch") or (
+    raw_epoch = credentials.get("epoch")
+    if raw_epoch:
+        try:
+            datetime.fromisoformat(str(raw_epoch))
+        except ValueError:
+            raise InputError("epoch: expected an ISO 8601 time such as 2026-01-01T00:00:00+00:00",
+                             field="epoch") from None
+    epoch = raw_epoch or (
         datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=7)
     ).isoformat()
     return AuthResult(
@@ -176,6 +183,8 @@ plugin = define_plugin(
                   help_text="Any name; each name is its own sample data set."),
             Field(id="every_seconds", label="New record every (seconds)", placeholder="3600",
                   pattern=r"^[0-9]*$"),
+            Field(id="epoch", label="Data starts at", placeholder="ISO time; default 7 days ago",
+                  pattern=r"^(\d{4}-\d{2}-\d{2}.*)?$"),
         ),
         test=_test,
     ),
