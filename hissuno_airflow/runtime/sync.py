@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from .services import make_http_client
 
 log = logging.getLogger(__name__)
 COUNTED = ("found", "synced", "skipped", "failed")
+PERSIST_EVERY_S = 1.0
 
 
 class _Unset:
@@ -119,6 +121,9 @@ class _Services:
     high_water: datetime | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     rate_limiter: Any = None
+    store: Store | None = None
+    run_id: str | None = None
+    _persisted_at: float = 0.0
 
     def is_synced(self, external_id: str) -> bool:
         return self.ingest.is_synced(external_id)
@@ -131,6 +136,11 @@ class _Services:
             if event.type in self.counts:
                 self.counts[event.type] += 1
             snapshot = dict(self.counts)
+            persist = time.monotonic() - self._persisted_at >= PERSIST_EVERY_S
+            if persist:
+                self._persisted_at = time.monotonic()
+        if persist:
+            self._persist(snapshot, event)
         if event.message:
             event = event.model_copy(update={"message": redact_text(event.message, self.secrets)})
         if self.on_progress is not None:
@@ -138,6 +148,20 @@ class _Services:
                 self.on_progress(event, snapshot)
             except Exception:  # a broken progress sink never fails a sync
                 log.warning("progress sink failed", exc_info=True)
+
+    def _persist(self, counts: dict[str, int], event: ProgressEvent) -> None:
+        """Write live counts to the run row, so a page can follow a run executing in another process."""
+        if self.store is None or self.run_id is None:
+            return
+        try:
+            with self.store.connection() as conn:
+                conn.execute(
+                    "UPDATE integration_sync_runs SET counts = %s, progress = %s, heartbeat_at = now()"
+                    " WHERE id = %s",
+                    (Jsonb(counts), Jsonb({"current": event.current, "total": event.total}), self.run_id),
+                )
+        except Exception:  # live progress is best effort; the final counts are written at the end
+            log.warning("could not record live progress", exc_info=True)
 
     def save_credentials(self, credentials: Mapping[str, Any]) -> None:
         self.source.save(dict(credentials))
@@ -287,7 +311,7 @@ def _run_locked(
             run_id=run_id, window=(window_lo, until),
         )
         services = _Services(plugin=plugin, ingest=ingest, source=source, logger=plog, secrets=secrets,
-                             on_progress=on_progress, rate_limiter=rate_limiter)
+                             on_progress=on_progress, rate_limiter=rate_limiter, store=store, run_id=run_id)
         ingest._on_event = services.progress
         ingest._on_timestamp = services.advance_cursor
         ctx = SyncCtx(
@@ -357,7 +381,7 @@ def _finish(store: Store, connection_id: str, stream_id: str, run_id: str, statu
     with store.connection() as conn:
         conn.execute(
             "UPDATE integration_sync_runs SET status = %s, counts = %s, error_message = %s, cursor_after = %s,"
-            " completed_at = now(), heartbeat_at = now() WHERE id = %s",
+            " progress = NULL, completed_at = now(), heartbeat_at = now() WHERE id = %s",
             (status, Jsonb(counts), error, cursor_after, run_id),
         )
         conn.execute(

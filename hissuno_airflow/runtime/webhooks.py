@@ -4,7 +4,7 @@ Intake (``receive_webhook``) is the request path and stays small: verify the plu
 signature scheme *before* any database access (the connection-scoped route only reads the
 connection's own row to learn its secret), answer setup handshakes inline, parse JSON, resolve the
 connection, and store the event once per enabled webhook stream in ``webhook_events`` (the unique
-``(plugin_id, connection_id, event_id)`` key makes a replay a no-op). Then a dispatcher wakes the
+``(connection_id, stream_id, event_id)`` key makes a replay a no-op). Then a dispatcher wakes the
 stream's consumer: under Airflow it triggers the stream's DAG (coalesced: one queued run drains
 every pending event); under ``hissuno serve`` a per-stream worker thread drains in-process.
 
@@ -12,8 +12,8 @@ every pending event); under ``hissuno serve`` a per-stream worker thread drains 
 arrival order, and marks each one done in the same transaction as its ingest. A failing event is
 marked ``failed`` with its (redacted) error and retried by later drains up to ``MAX_ATTEMPTS``.
 
-The event row's ``event_id`` is ``<stream_id>#<provider event id>`` so that each stream of a
-connection has its own status per event while one table constraint still dedupes replays.
+Each enabled webhook stream of a connection gets its own row per event, so each has its own status
+while the table constraint still dedupes replays.
 """
 
 from __future__ import annotations
@@ -226,10 +226,10 @@ def _enqueue(
     with store.connection() as conn, conn.transaction():
         for cid, sid in targets:
             row = conn.execute(
-                "INSERT INTO webhook_events (plugin_id, connection_id, event_id, event_type, payload, raw_body,"
-                " headers) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (plugin_id, connection_id, event_id) DO NOTHING RETURNING id",
-                (plugin.id, cid, f"{sid}#{event_id}", _event_type(payload), Jsonb(payload), req.body, headers),
+                "INSERT INTO webhook_events (plugin_id, connection_id, stream_id, event_id, event_type, payload,"
+                " raw_body, headers) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (connection_id, stream_id, event_id) DO NOTHING RETURNING id",
+                (plugin.id, cid, sid, event_id, _event_type(payload), Jsonb(payload), req.body, headers),
             ).fetchone()
             if row is None:
                 duplicates += 1
@@ -321,24 +321,11 @@ class AirflowDispatcher(Dispatcher):
 
 def trigger_stream_dag(connection_id: str, stream_id: str) -> str | None:
     """Queue one run of the stream's DAG with ``conf.triggered_by = webhook``; None when one is queued."""
-    from airflow.api.common.trigger_dag import trigger_dag
-    from airflow.models.dagrun import DagRun
-    from airflow.utils.session import create_session
-    from airflow.utils.state import DagRunState
-    from airflow.utils.types import DagRunTriggeredByType, DagRunType
+    from ..airflow_runs import trigger_stream_run
 
-    from ..dag_factory import dag_id_for
-
-    dag_id = dag_id_for(connection_id, stream_id)
-    with create_session() as session:
-        queued = session.query(DagRun.id).filter(
-            DagRun.dag_id == dag_id, DagRun.state == DagRunState.QUEUED
-        ).first()
-        if queued is not None:
-            return None  # that run will drain this event too
-    run = trigger_dag(dag_id, triggered_by=DagRunTriggeredByType.REST_API, run_type=DagRunType.MANUAL,
-                      conf={"triggered_by": "webhook"}, triggering_user_name="hissuno-webhook")
-    return run.run_id if run is not None else None
+    _, run_id = trigger_stream_run(connection_id, stream_id, conf={"triggered_by": "webhook"},
+                                   user="hissuno-webhook", coalesce=True)
+    return run_id
 
 
 _default: Dispatcher | None = None
@@ -420,7 +407,7 @@ class _WebhookServices:
 
 _SELECT_NEXT = (
     "SELECT id::text AS id, event_id, payload, raw_body, headers, attempts FROM webhook_events"
-    " WHERE connection_id = %(c)s AND left(event_id, %(n)s) = %(p)s AND NOT (id = ANY(%(seen)s::uuid[]))"
+    " WHERE connection_id = %(c)s AND stream_id = %(s)s AND NOT (id = ANY(%(seen)s::uuid[]))"
     " AND (status = 'pending' OR (status = 'failed' AND attempts < %(max)s))"
     " ORDER BY received_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"
 )
@@ -464,7 +451,6 @@ def process_inbox(
     credentials = load_credentials(store, connection)
     secrets = secret_values(credentials, plugin.secret_fields)
     logger = PluginLogger(f"{plugin.id}:{stream_id}", secrets)
-    prefix = f"{stream_id}#"
     result = InboxResult()
     seen: list[str] = []
     while limit is None or result.done + result.failed < limit:
@@ -472,8 +458,8 @@ def process_inbox(
         current: str | None = None
         try:
             with store.connection() as conn:
-                ev = conn.execute(_SELECT_NEXT, {"c": connection_id, "n": len(prefix), "p": prefix,
-                                                 "seen": seen, "max": MAX_ATTEMPTS}).fetchone()
+                ev = conn.execute(_SELECT_NEXT, {"c": connection_id, "s": stream_id, "seen": seen,
+                                                 "max": MAX_ATTEMPTS}).fetchone()
                 if ev is None:
                     break
                 current = ev["id"]
@@ -485,7 +471,7 @@ def process_inbox(
                     plugin_id=plugin.id, project_id=connection.project_id, connection_id=connection_id,
                     stream_id=stream_id, stream_key=key, instance_id=instance, credentials=credentials,
                     settings=settings_, payload=ev["payload"], raw_body=bytes(ev["raw_body"]),
-                    headers=dict(ev["headers"] or {}), event_id=ev["event_id"][len(prefix):],
+                    headers=dict(ev["headers"] or {}), event_id=ev["event_id"],
                     services=services, logger=logger,
                 )
                 call_handler(stream.webhook, ctx)
@@ -522,7 +508,8 @@ def _describe(exc: BaseException, secrets: list[str]) -> str:
 
 def list_events(store: Store, connection_id: str, *, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """Recent events of a connection (no bodies), newest first: what the UI shows for retries."""
-    sql = ("SELECT id::text AS id, event_id, event_type, status, attempts, error, received_at, processed_at"
+    sql = ("SELECT id::text AS id, stream_id, event_id, event_type, status, attempts, error, received_at,"
+           " processed_at"
            " FROM webhook_events WHERE connection_id = %s")
     args: list[Any] = [connection_id]
     if status:
@@ -532,7 +519,6 @@ def list_events(store: Store, connection_id: str, *, status: str | None = None, 
         rows = conn.execute(sql + " ORDER BY received_at DESC LIMIT %s", (*args, limit)).fetchall()
     out = []
     for r in rows:
-        sid, _, eid = r["event_id"].partition("#")
-        out.append({**r, "stream_id": sid, "event_id": eid, "received_at": r["received_at"].isoformat(),
+        out.append({**r, "received_at": r["received_at"].isoformat(),
                     "processed_at": r["processed_at"].isoformat() if r["processed_at"] else None})
     return out

@@ -433,7 +433,7 @@ def events_process(plugin_id: str, connection_id: str) -> Any:
 @bp.get("/api/plugins/<plugin_id>/<connection_id>/sync")
 def sync(plugin_id: str, connection_id: str) -> Any:
     """Run one stream now and stream its progress as Server-Sent Events (reference 2.9)."""
-    from .sse import sync_events
+    from .sse import airflow_sync_events, sync_events
 
     plugin = registry.get_plugin(plugin_id)
     conn = _connection(plugin, connection_id)
@@ -442,8 +442,13 @@ def sync(plugin_id: str, connection_id: str) -> Any:
         raise InputError("stream_id: required", field="stream_id")
     repo.get_stream(store(), conn.id, sid)
     mode = "full" if request.args.get("mode") == "full" else "incremental"
+    if current_app.config.get("HISSUNO_MODE") == "airflow":
+        # Under Airflow the run is a DAG run (worker, XCom cursor, pools); the page follows its run row.
+        events = airflow_sync_events(store(), conn.id, sid, mode, current_user() or "hissuno")
+    else:
+        events = sync_events(store(), conn.id, sid, mode)
     return FlaskResponse(
-        sync_events(store(), conn.id, sid, mode), mimetype="text/event-stream",
+        events, mimetype="text/event-stream",
         # No "Connection: keep-alive" (reference 2.9): hop-by-hop headers are the server's business
         # (PEP 3333), and the dev server would then swallow the browser's next request on that socket.
         headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},

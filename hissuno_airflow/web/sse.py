@@ -94,3 +94,78 @@ def sync_events(store: Store, connection_id: str, stream_id: str, mode: str) -> 
     except GeneratorExit:
         signal.cancel("client disconnected")
         raise
+
+
+_RUN_SQL = (
+    "SELECT status, counts, progress, error_message FROM integration_sync_runs"
+    " WHERE external_run_id LIKE %s ORDER BY started_at DESC LIMIT 1"
+)
+
+
+def _dag_run_state(dag_id: str, run_id: str) -> str | None:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.query(DagRun.state).filter(DagRun.dag_id == dag_id, DagRun.run_id == run_id).first()
+    return str(row[0]) if row is not None else None
+
+
+def airflow_sync_events(
+    store: Store, connection_id: str, stream_id: str, mode: str, user: str, *, poll_seconds: float = 0.5,
+    max_seconds: float = 3600.0,
+) -> Iterator[str]:
+    """Queue a run of the stream's DAG and relay its progress (read from its run row) as SSE frames.
+
+    Under Airflow the sync runs where every other sync runs (a worker, with the XCom cursor), and the
+    page follows it through the live counts the runner writes to ``integration_sync_runs``.
+    """
+    import time
+
+    from ..airflow_runs import trigger_stream_run
+
+    yield frame({"type": "connected", "message": "Starting sync…", "stream_id": stream_id, "timestamp": _now()})
+    try:
+        dag_id, run_id = trigger_stream_run(connection_id, stream_id, user=user,
+                                            conf={"triggered_by": "manual", "full_refresh": mode == "full"})
+    except HissunoError as exc:
+        yield frame({"type": "error", "message": redact_text(str(exc)), "timestamp": _now()})
+        return
+    yield frame({"type": "queued", "message": "Queued in Airflow", "stream_id": stream_id,
+                 "data": {"dag_id": dag_id, "run_id": run_id}, "timestamp": _now()})
+    pattern = f"{dag_id}/{run_id}/%"
+    started = time.monotonic()
+    last: Any = None
+    last_sent = started
+    while time.monotonic() - started < max_seconds:
+        with store.connection() as conn:
+            row = conn.execute(_RUN_SQL, (pattern,)).fetchone()
+        state = _dag_run_state(dag_id, run_id or "")
+        if row is not None and row["status"] == "success":
+            yield frame({"type": "complete", "message": summary(row["counts"]),
+                         "data": {"counts": row["counts"], "status": "success", "dag_id": dag_id, "run_id": run_id},
+                         "timestamp": _now()})
+            return
+        if state in ("failed", "success") and (row is None or row["status"] != "in_progress"):
+            counts = row["counts"] if row is not None else {}
+            message = (row["error_message"] if row is not None else None) or f"Airflow run {state}"
+            yield frame({"type": "error", "message": redact_text(message),
+                         "data": {"counts": counts, "status": state, "dag_id": dag_id, "run_id": run_id},
+                         "timestamp": _now()})
+            return
+        snapshot = (row["status"], row["counts"], row["progress"]) if row is not None else None
+        if snapshot != last and row is not None:
+            last = snapshot
+            last_sent = time.monotonic()
+            progress = row["progress"] or {}
+            message = "Running" if row["status"] == "in_progress" else (
+                f"Attempt failed, Airflow will retry: {redact_text(row['error_message'] or '')}")
+            yield frame({"type": "progress", "message": message, "current": progress.get("current"),
+                         "total": progress.get("total"), "counts": row["counts"], "stream_id": stream_id,
+                         "timestamp": _now()})
+        elif time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
+            last_sent = time.monotonic()
+            yield ": keepalive\n\n"
+        time.sleep(poll_seconds)
+    yield frame({"type": "error", "message": "The Airflow run is still going; follow it in Airflow.",
+                 "data": {"dag_id": dag_id, "run_id": run_id}, "timestamp": _now()})
