@@ -78,6 +78,25 @@ def _parse_ts(raw: str) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
+def _sync_now(port: int, env: dict, conn_id: str) -> list[dict]:
+    import httpx
+
+    url = f"http://127.0.0.1:{port}"
+    password = json.loads((Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated")
+                          .read_text())["admin"]
+    token = httpx.post(url + "/auth/token", json={"username": "admin", "password": password},
+                       timeout=30).json()["access_token"]
+    frames = []
+    with httpx.stream("GET", f"{url}/hissuno/api/plugins/sample/{conn_id}/sync",
+                      params={"stream_id": "sessions"}, headers={"Authorization": f"Bearer {token}"},
+                      timeout=httpx.Timeout(10, read=120)) as resp:
+        assert resp.status_code == 200, resp.read()
+        for line in resp.iter_lines():
+            if line.startswith("data: "):
+                frames.append(json.loads(line[6:]))
+    return frames
+
+
 def test_scheduled_runs_then_backfill_window(store, tmp_path, database_url):
     now = datetime.now(UTC)
     port = _free_port()
@@ -93,6 +112,7 @@ def test_scheduled_runs_then_backfill_window(store, tmp_path, database_url):
         "AIRFLOW__API_AUTH__JWT_SECRET": "e2e-jwt-secret-0123456789abcdef",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
         "AIRFLOW__CORE__FERNET_KEY": "m3WkZvK0pQ8mX2gN5aTq9LbC4dHs7JfR1uYeV6oPiWc=",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         "PYTHONPATH": str(REPO),
     }
     db = tmp_path / "airflow" / "airflow.db"
@@ -157,6 +177,17 @@ def test_scheduled_runs_then_backfill_window(store, tmp_path, database_url):
         assert [r[1] for r in runs] == ["success", "success"], runs
         lo, hi = _parse_ts(runs[0][2]), _parse_ts(runs[-1][3])
         assert (lo, hi) == (start, start + timedelta(hours=2))
+
+        # Sync-now from the integrations page: queued as a DAG run (not run inside the API server),
+        # followed over SSE through the run row the worker writes.
+        frames = _sync_now(port, env, conn_id)
+        types = [f["type"] for f in frames]
+        assert types[0] == "connected" and "queued" in types and types[-1] == "complete", frames
+        queued = next(f for f in frames if f["type"] == "queued")["data"]
+        assert queued["dag_id"] == dag_id and queued["run_id"].startswith("manual__")
+        assert frames[-1]["data"]["counts"]["failed"] == 0
+        _wait(lambda: [(r[0], r[1]) for r in _runs(db, dag_id, "manual")] == [(queued["run_id"], "success")],
+              60, "the manual run to finish", logs)
     finally:
         for p in procs:
             try:
