@@ -65,17 +65,29 @@ def base_env() -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
         "HISSUNO_PUBLIC_URL": f"http://127.0.0.1:{env.get('HISSUNO_PORT', '8080')}/hissuno",
         "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
     })
     return env
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_up() -> int:
-    """Migrate, connect the sample plugin, enable its streams, and run Airflow until Ctrl-C."""
+    """Migrate, connect the sample plugin, enable its streams, and run Airflow until Ctrl-C (or SIGTERM)."""
     ensure_venv()
+    signal.signal(signal.SIGTERM, _stop)
     env = base_env()
     Path(env["HISSUNO_HOME"]).mkdir(parents=True, exist_ok=True)
+    airflow_home = Path(env["AIRFLOW_HOME"])
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    passwords = airflow_home / "passwords.json"
+    if not passwords.exists():
+        passwords.write_text('{"admin": "admin"}')
+    env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] = str(passwords)
     _run(str(BIN / "airflow"), "db", "migrate", env=env)
     _run(str(BIN / "hissuno"), "db", "migrate", env=env)
     _run(str(BIN / "python"), "-m", "hissuno_airflow.devsetup", env=env)
@@ -86,11 +98,14 @@ def cmd_up() -> int:
                          start_new_session=True),
         subprocess.Popen([str(BIN / "airflow"), "dag-processor"], cwd=ROOT, env=env, start_new_session=True),
     ]
+    # First syncs now, not at the next schedule tick: queue one run per stream once its DAG exists.
+    procs.append(subprocess.Popen([str(BIN / "python"), "-m", "hissuno_airflow.devsetup", "--kickoff"], cwd=ROOT,
+                                  env=env, start_new_session=True))
     url = f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}"
     print(f"\nAirflow: {url}  (user admin, password admin)\nIntegrations: {url}/hissuno/\n"
           "Ctrl-C stops everything.\n", flush=True)
     try:
-        while all(p.poll() is None for p in procs):
+        while all(p.poll() is None for p in procs[:3]):
             time.sleep(1)
     except KeyboardInterrupt:
         pass

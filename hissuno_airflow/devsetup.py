@@ -27,5 +27,28 @@ def main() -> None:
     print(f"sample connection {conn_id}: streams enabled (sessions and issues hourly)")
 
 
+def kickoff(timeout: float = 180.0) -> None:
+    """Queue one first run of every enabled sample stream's DAG as soon as the DAG processor wrote it."""
+    import time
+
+    from .airflow_runs import trigger_stream_run
+    from .kit.errors import NotFoundError
+
+    store = get_store()
+    pending = [(r.connection_id, r.stream_id) for r in repo.list_streams(store, enabled_only=True)]
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for item in list(pending):
+            try:
+                trigger_stream_run(*item, conf={"triggered_by": "manual"}, user="dev-setup")
+                pending.remove(item)
+                print(f"queued the first sync of {item[0]}/{item[1]}", flush=True)
+            except NotFoundError:
+                pass
+        time.sleep(3)
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    kickoff() if "--kickoff" in sys.argv else main()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 def home() -> Path:
     """``HISSUNO_HOME`` (default ``~/.hissuno``), created on first use."""
-    p = Path(os.environ.get("HISSUNO_HOME") or Path.home() / ".hissuno").expanduser()
+    p = Path(os.environ.get("HISSUNO_HOME") or Path.home() / ".hissuno").expanduser().resolve()
     p.mkdir(parents=True, exist_ok=True)
     return p
 
