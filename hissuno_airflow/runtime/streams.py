@@ -16,10 +16,17 @@ from .sync import resolve_stream, validate_config
 
 
 def enable_stream(
-    store: Store, connection_id: str, stream_id: str, *, enabled: bool = True, frequency: str | None = None,
-    filters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None,
+    store: Store, connection_id: str, stream_id: str, *, enabled: bool | None = True,
+    frequency: str | None = None, filters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None,
 ) -> StreamRow:
-    """Create or update a stream row after validating frequency, filters and settings."""
+    """Create or update a stream row after validating frequency, filters and settings.
+
+    ``None`` for ``enabled``, ``frequency``, ``filters`` or ``settings`` keeps the stored value (a new row
+    gets enabled, the stream's default frequency and the models' defaults).
+
+    Raises:
+        InputError: names the field (``stream_id``, ``frequency``, ``filters.<name>``, ``settings.<name>``).
+    """
     conn = repo.get_connection(store, connection_id)
     plugin = registry.get_plugin(conn.plugin_id)
     key, instance, stream = resolve_stream(plugin, stream_id)
@@ -34,10 +41,10 @@ def enable_stream(
         raise InputError(msg, field="frequency")
     if filters is not None:
         filters = validate_config(stream.filters, filters, "filters")
-        filters = filters.model_dump(mode="json", exclude_defaults=True) if stream.filters else filters
+        filters = filters.model_dump(mode="json") if stream.filters else filters
     if settings is not None:
         settings = validate_config(stream.settings, settings, "settings")
-        settings = settings.model_dump(mode="json", exclude_defaults=True) if stream.settings else settings
+        settings = settings.model_dump(mode="json") if stream.settings else settings
     return repo.upsert_stream(
         store, connection_id=connection_id, plugin_id=plugin.id, stream_id=build_stream_id(key, instance),
         stream_kind=stream.kind, enabled=enabled, frequency=frequency, filter_config=filters,
@@ -45,22 +52,18 @@ def enable_stream(
     )
 
 
-def list_instances(store: Store, connection_id: str, stream_key: str) -> list[StreamInstance]:
-    """Call the stream's ``instances()`` with the connection's credentials."""
+def list_instances(store: Store, connection_id: str, stream_key: str, *, user_id: str = "") -> list[StreamInstance]:
+    """Call the stream's ``instances()`` with the connection's credentials ([] for singleton streams)."""
     from ..credentials import load_credentials
-    from .services import make_http_client
+    from .connect import AuthServices
 
     conn = repo.get_connection(store, connection_id)
     plugin = registry.get_plugin(conn.plugin_id)
     _, _, stream = resolve_stream(plugin, stream_key)
     if stream.instances is None:
         return []
-
-    class _Svc:
-        def http_client(self, base: str = "API", **kw: Any) -> Any:
-            return make_http_client(plugin, base, **kw)
-
-    ctx = ListCtx(plugin_id=plugin.id, project_id=conn.project_id, connection_id=conn.id,
-                  credentials=load_credentials(store, conn), settings=conn.settings, services=_Svc())
+    ctx = ListCtx(plugin_id=plugin.id, project_id=str(conn.project_id), connection_id=conn.id,
+                  credentials=load_credentials(store, conn), settings=dict(conn.settings),
+                  services=AuthServices(plugin, store, str(conn.project_id), user_id))
     result = call_handler(stream.instances, ctx)
     return [r if isinstance(r, StreamInstance) else StreamInstance.model_validate(r) for r in result or []]

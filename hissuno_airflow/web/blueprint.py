@@ -24,6 +24,7 @@ Relative to the mount (``/hissuno``):
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -33,16 +34,18 @@ from flask import Blueprint, current_app, jsonify, redirect, render_template, re
 from flask import Response as FlaskResponse
 
 from .. import registry, settings
-from ..kit.context import ListCtx, RouteCtx
 from ..kit.context import Request as KitRequest
 from ..kit.context import Response as KitResponse
+from ..kit.context import RouteCtx
 from ..kit.define import PluginDef
 from ..kit.errors import InputError, NotFoundError
-from ..kit.streams import StreamInstance, build_stream_id
+from ..kit.streams import build_stream_id
 from ..store import connections as repo
 from ..store.db import Store
 from . import catalog
 from .access import current_user, require_user
+
+log = logging.getLogger("hissuno.web")
 
 bp = Blueprint("hissuno", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static")
@@ -325,29 +328,20 @@ def streams_list(plugin_id: str, connection_id: str) -> Any:
 @bp.get("/api/plugins/<plugin_id>/<connection_id>/instances/<stream_key>")
 def stream_instances(plugin_id: str, connection_id: str, stream_key: str) -> Any:
     """The instances a user can pick for a parameterized stream (calls the plugin's ``instances``)."""
-    from ..credentials import load_credentials
-    from ..runtime.connect import AuthServices
-    from ..runtime.handlers import call_handler
+    from ..runtime.streams import list_instances
 
     plugin = registry.get_plugin(plugin_id)
     conn = _connection(plugin, connection_id)
-    st = plugin.streams.get(stream_key)
-    if st is None:
+    if stream_key not in plugin.streams:
         raise NotFoundError(f"plugin {plugin.id!r} has no stream {stream_key!r}", field="stream_key")
-    if st.instances is None:
-        return jsonify({"instances": []})
-    ctx = ListCtx(plugin_id=plugin.id, project_id=str(conn.project_id), connection_id=conn.id,
-                  credentials=load_credentials(store(), conn), settings=dict(conn.settings),
-                  services=AuthServices(plugin, store(), str(conn.project_id), current_user() or ""))
-    found = call_handler(st.instances, ctx) or []
-    items = [i if isinstance(i, StreamInstance) else StreamInstance.model_validate(i) for i in found]
+    items = list_instances(store(), conn.id, stream_key, user_id=current_user() or "")
     return jsonify({"instances": [i.model_dump() for i in items]})
 
 
 @bp.post("/api/plugins/<plugin_id>/<connection_id>/streams")
 def streams_upsert(plugin_id: str, connection_id: str) -> Any:
     """Create or update a stream row; frequency, filters and settings are validated (400 names the field)."""
-    from ..runtime.sync import validate_config
+    from ..runtime.streams import enable_stream
 
     plugin = registry.get_plugin(plugin_id)
     conn = _connection(plugin, connection_id)
@@ -355,36 +349,37 @@ def streams_upsert(plugin_id: str, connection_id: str) -> Any:
     key = body.get("stream_key")
     if not isinstance(key, str) or key not in plugin.streams:
         raise InputError(f"stream_key: expected one of {', '.join(plugin.streams)}; got {key!r}", field="stream_key")
-    st = plugin.streams[key]
     instance = body.get("instance_id")
     if instance is not None and (not isinstance(instance, str) or not instance.strip()):
         raise InputError("instance_id: expected non-empty text", field="instance_id")
-    if st.parameterized and not instance:
+    if plugin.streams[key].parameterized and not instance:
         raise InputError(f"instance_id: stream {key!r} needs an instance", field="instance_id")
-    if not st.parameterized and instance:
+    if not plugin.streams[key].parameterized and instance:
         raise InputError(f"instance_id: stream {key!r} takes no instance", field="instance_id")
     enabled = body.get("enabled")
     if enabled is not None and not isinstance(enabled, bool):
         raise InputError("enabled: expected true or false", field="enabled")
-    freq = body.get("frequency")
-    if freq is not None and freq not in st.allowed_frequencies:
-        raise InputError(f"frequency: expected one of {', '.join(st.allowed_frequencies)}; got {freq!r}",
-                         field="frequency")
     cfg: dict[str, Any] = {}
-    for name, attr, model in (("filters", "filter_config", st.filters), ("settings", "settings", st.settings)):
+    for name, attr in (("filters", "filter_config"), ("settings", "settings")):
         raw = body.get(name, body.get(attr))
-        if raw is None:
-            continue
-        if not isinstance(raw, dict):
+        if raw is not None and not isinstance(raw, dict):
             raise InputError(f"{name}: expected an object", field=name)
-        value = validate_config(model, raw, name)
-        cfg[attr] = value.model_dump(mode="json") if hasattr(value, "model_dump") else dict(value)
-    row = repo.upsert_stream(
-        store(), connection_id=conn.id, plugin_id=plugin.id, stream_id=build_stream_id(key, instance),
-        stream_kind=st.kind, enabled=enabled, frequency=freq, filter_config=cfg.get("filter_config"),
-        settings=cfg.get("settings"), default_frequency=st.default_frequency,
-    )
+        cfg[name] = raw
+    row = enable_stream(store(), conn.id, build_stream_id(key, instance), enabled=enabled,
+                        frequency=body.get("frequency"), filters=cfg["filters"], settings=cfg["settings"])
+    if current_app.config.get("HISSUNO_MODE") == "airflow":
+        _ensure_pool(conn)
     return jsonify(catalog.stream_row(row))
+
+
+def _ensure_pool(conn: repo.ConnectionRow) -> None:
+    """Give the account its Airflow pool (its shared rate budget); the stream works without it."""
+    from ..dag_factory import ensure_pool
+
+    try:
+        ensure_pool(store(), conn)
+    except Exception as exc:
+        log.warning("could not create the Airflow pool of %s: %s", conn.id, type(exc).__name__)
 
 
 @bp.delete("/api/plugins/<plugin_id>/<connection_id>/streams")
