@@ -87,3 +87,10 @@ def test_failed_sync_exits_nonzero(cli):
     proc = cli("sync", cid, "sessions", "--json", ok=False)
     assert proc.returncode == 1
     assert json.loads(proc.stdout)["status"] == "error"
+
+
+def test_unknown_credential_field_is_refused_naming_it(cli, store):
+    proc = cli("connect", "sample", "--set", "workspce=typo", ok=False)
+    assert proc.returncode == 2
+    assert "credentials.workspce: unknown field; expected epoch, every_seconds, workspace" in proc.stderr
+    assert _count(store, "integration_connections") == 0

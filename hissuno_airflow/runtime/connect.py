@@ -272,6 +272,13 @@ def _check_fields(auth: ApiKeyAuth | CustomAuth, raw: Any) -> dict[str, Any]:
         raw = {}
     if not isinstance(raw, Mapping):
         raise InputError("credentials: expected an object", field="credentials")
+    known = {f.id for f in auth.fields}
+    unknown = sorted(str(k) for k in raw if k not in known)
+    if unknown:
+        # A typo (``--set workspce=x``) must not be dropped silently.
+        expected = ", ".join(sorted(known)) or "no fields"
+        raise InputError(f"credentials.{unknown[0]}: unknown field; expected {expected}",
+                         field=f"credentials.{unknown[0]}")
     out: dict[str, Any] = {}
     for f in auth.fields:
         val = raw.get(f.id)
