@@ -80,6 +80,17 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     tmp = _setup_env()
+    try:
+        return _measure(args, tmp)
+    finally:
+        if not os.environ.get("HISSUNO_DATABASE_URL"):
+            from hissuno_airflow.store.db import reset_stores, stop_embedded
+
+            reset_stores()
+            stop_embedded()
+
+
+def _measure(args: argparse.Namespace, tmp: Path) -> int:
     _seed(args.streams)
     trivial = tmp / "trivial_dags.py"
     trivial.write_text(TRIVIAL.format(n=args.streams))

@@ -14,6 +14,7 @@ whose pool is missing.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -176,8 +177,6 @@ def timetable_for(frequency: str, dag_id: str) -> Any:
     hours = _FREQ_HOURS.get(frequency)
     if hours is None:
         return None
-    from airflow.sdk import CronDataIntervalTimetable
-
     off = _offset(dag_id)
     minute = off % 60
     hour = (off // 60) % hours
@@ -187,6 +186,15 @@ def timetable_for(frequency: str, dag_id: str) -> Any:
         cron = f"{minute} {hour} * * *"
     else:
         cron = f"{minute} {hour}-23/{hours} * * *"
+    return _cron_timetable(cron)
+
+
+@functools.lru_cache(maxsize=2048)
+def _cron_timetable(cron: str) -> Any:
+    # At most 60 * (1 + 6 + 24) distinct expressions: sharing the (immutable) timetable saves
+    # parsing the same cron expression again for every DAG of a large file.
+    from airflow.sdk import CronDataIntervalTimetable
+
     return CronDataIntervalTimetable(cron, timezone="UTC")
 
 
