@@ -96,7 +96,23 @@ def main() -> int:
     import logging
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per request skews the bench
+    import os
+    import tempfile
 
+    own_server = not os.environ.get("HISSUNO_DATABASE_URL")
+    if own_server:  # a throwaway embedded store, never the user's ~/.hissuno
+        os.environ["HISSUNO_HOME"] = tempfile.mkdtemp(prefix="hissuno-bench-")
+    try:
+        return _run(args)
+    finally:
+        if own_server:
+            from hissuno_airflow.store.db import reset_stores, stop_embedded
+
+            reset_stores()
+            stop_embedded()
+
+
+def _run(args: argparse.Namespace) -> int:
     from hissuno_airflow import registry, settings
     from hissuno_airflow.runtime.webhooks import NullDispatcher
     from hissuno_airflow.store import connections as repo
@@ -134,7 +150,7 @@ def main() -> int:
                              args.concurrency))
         with store.connection() as conn:
             stored = conn.execute("SELECT count(*) AS n FROM webhook_events WHERE connection_id = %s "
-                                  "AND event_id LIKE 'events#bench-%%'", (row.id,)).fetchone()["n"]
+                                  "AND stream_id = 'events' AND event_id LIKE 'bench-%%'", (row.id,)).fetchone()["n"]
     finally:
         server.stop()
         repo.delete_connection(store, row.id)
