@@ -88,9 +88,13 @@ class SyncOperator(BaseOperator):
         conf = getattr(context.get("dag_run"), "conf", None) or {}
         if params.get("full_refresh") or conf.get("full_refresh"):
             return {"triggered_by": triggered_by, "sync_mode": "full", "cursor": None}
-        pulled = context["ti"].xcom_pull(
-            task_ids=self.task_id, key=CURSOR_KEY, include_prior_dates=True, map_indexes=-1,
-        )
+        pulled = None
+        if context.get("prev_start_date_success") is not None:
+            # Only after an earlier success can a cursor exist; asking anyway makes the Task SDK log an
+            # "XCom not found" error on every first run.
+            pulled = context["ti"].xcom_pull(
+                task_ids=self.task_id, key=CURSOR_KEY, include_prior_dates=True, map_indexes=-1,
+            )
         cursor = _parse_cursor(pulled)
         self.log.info("hissuno cursor from XCom: %s", cursor.isoformat() if cursor else "none (store fallback)")
         return {"triggered_by": triggered_by, "sync_mode": "incremental",
