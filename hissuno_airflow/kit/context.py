@@ -75,7 +75,10 @@ class Logger(Protocol):
 class SyncServices(Protocol):
     """What the runtime provides behind a SyncCtx."""
 
-    ingest: Ingest
+    @property
+    def ingest(self) -> Ingest:
+        """The ingest primitives (read-only, so any conforming implementation fits)."""
+        ...
 
     def is_synced(self, external_id: str) -> bool: ...
     def get_synced_ids(self) -> set[str]: ...

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from .. import registry
 from ..kit.context import ListCtx
 from ..kit.errors import InputError
@@ -40,16 +42,20 @@ def enable_stream(
         msg = f"frequency: expected one of {', '.join(stream.allowed_frequencies)}; got {frequency!r}"
         raise InputError(msg, field="frequency")
     if filters is not None:
-        filters = validate_config(stream.filters, filters, "filters")
-        filters = filters.model_dump(mode="json") if stream.filters else filters
+        filters = _validated(stream.filters, filters, "filters")
     if settings is not None:
-        settings = validate_config(stream.settings, settings, "settings")
-        settings = settings.model_dump(mode="json") if stream.settings else settings
+        settings = _validated(stream.settings, settings, "settings")
     return repo.upsert_stream(
         store, connection_id=connection_id, plugin_id=plugin.id, stream_id=build_stream_id(key, instance),
         stream_kind=stream.kind, enabled=enabled, frequency=frequency, filter_config=filters,
         settings=settings, default_frequency=stream.default_frequency,
     )
+
+
+def _validated(model: type[BaseModel] | None, raw: dict[str, Any], what: str) -> dict[str, Any]:
+    """The stored form of validated filters or settings (defaults filled in)."""
+    value = validate_config(model, raw, what)
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else dict(value)
 
 
 def list_instances(store: Store, connection_id: str, stream_key: str, *, user_id: str = "") -> list[StreamInstance]:

@@ -88,7 +88,9 @@ class SyncResult:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe form (what the CLI prints and the operator pushes)."""
-        iso = lambda d: d.isoformat() if d else None  # noqa: E731
+        def iso(d: datetime | None) -> str | None:
+            return d.isoformat() if d else None
+
         return {"run_id": self.run_id, "status": self.status, "counts": self.counts,
                 "cursor_before": iso(self.cursor_before), "cursor_after": iso(self.cursor_after),
                 "error": self.error, "error_code": self.error_code}
@@ -256,7 +258,7 @@ def run_stream_sync(
         got = lock_conn.execute("SELECT pg_try_advisory_lock(%s) AS ok",
                                 (_lock_key(connection_id, stream_id),)).fetchone()
         lock_conn.commit()
-        if not got or not got["ok"]:  # type: ignore[call-overload]
+        if not got or not got["ok"]:
             msg = f"a sync of {connection_id}/{stream_id} is already running"
             raise SyncAlreadyRunning(msg, field="stream_id")
         _recover_abandoned(store, connection_id, stream_id)
@@ -314,6 +316,8 @@ def _run_locked(
                              on_progress=on_progress, rate_limiter=rate_limiter, store=store, run_id=run_id)
         ingest._on_event = services.progress
         ingest._on_timestamp = services.advance_cursor
+        sync_fn = stream.sync
+        assert sync_fn is not None  # checked before the run started
         ctx = SyncCtx(
             plugin_id=plugin.id, project_id=connection.project_id, connection_id=connection.id,
             stream_id=stream_id, stream_key=key, instance_id=instance, credentials=creds,
@@ -323,13 +327,13 @@ def _run_locked(
             services=services, signal=signal, logger=plog,
         )
         try:
-            call_handler(stream.sync, ctx)  # type: ignore[misc]
+            call_handler(sync_fn, ctx)
         except ProviderAuthError:
             # One forced refresh and retry for OAuth plugins whose token died early (revoked, clock skew).
             if plugin.auth_type != "oauth2":
                 raise
-            ctx.credentials = _fresh(plugin, connection, source, store, ctx.credentials, force=True)
-            call_handler(stream.sync, ctx)  # type: ignore[misc]
+            ctx.credentials = _fresh(plugin, connection, source, store, dict(ctx.credentials), force=True)
+            call_handler(sync_fn, ctx)
         signal.raise_if_cancelled()
         ingest.close()
     except SyncCancelled as exc:

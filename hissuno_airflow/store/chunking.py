@@ -26,7 +26,8 @@ class Chunk:
 def _sections(lines: list[str]) -> list[tuple[int, int, str | None, tuple[str, ...]]]:
     out: list[tuple[int, int, str | None, tuple[str, ...]]] = []
     stack: list[tuple[int, str]] = []
-    start, heading, parents = 0, None, ()
+    start, heading = 0, None
+    parents: tuple[str, ...] = ()
     in_fence = False
     for i, line in enumerate(lines):
         if line.lstrip().startswith("```"):

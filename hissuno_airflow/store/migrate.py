@@ -16,7 +16,7 @@ _LOCK_KEY = 0x4855_4953_534E_4F  # "HISSUNO": one advisory lock id for migration
 def available() -> list[tuple[str, str]]:
     """(version, sql) of every shipped migration, in order."""
     folder = resources.files("hissuno_airflow.store") / "migrations"
-    files = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))
+    files = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
     return [(p.name.removesuffix(".sql"), p.read_text()) for p in files]
 
 
@@ -35,7 +35,7 @@ def migrate(url: str) -> list[str]:
                 if version in done:
                     continue
                 with conn.transaction():
-                    conn.execute(sql)  # type: ignore[arg-type]
+                    conn.execute(sql.encode())
                     conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
                 applied.append(version)
         finally:

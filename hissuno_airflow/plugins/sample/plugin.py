@@ -26,6 +26,7 @@ from hissuno_airflow.kit import (
     SyncCtx,
     define_plugin,
 )
+from hissuno_airflow.kit.types import Frequency
 
 from . import data
 
@@ -167,7 +168,7 @@ def _sync_knowledge(ctx: SyncCtx) -> None:
                              origin=ctx.settings.origin)
 
 
-_polling = ("manual", "1h", "6h", "24h")
+_polling: tuple[Frequency, ...] = ("manual", "1h", "6h", "24h")
 
 plugin = define_plugin(
     id="sample",
