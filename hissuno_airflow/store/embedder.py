@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import zlib
 import os
 import re
 from collections.abc import Sequence
@@ -33,9 +34,9 @@ class Embedder(Protocol):
 
 
 class HashEmbedder:
-    """Deterministic local embedder (feature hashing of unigrams and bigrams)."""
+    """Deterministic local embedder (feature hashing of unigrams and bigrams, signed, L2-normalised)."""
 
-    model = "hissuno-hash-v1"
+    model = "hissuno-hash-v2"
 
     def __init__(self) -> None:
         self.calls = 0
@@ -47,19 +48,21 @@ class HashEmbedder:
 
     @staticmethod
     def _one(text: str) -> list[float]:
-        vec = [0.0] * DIMENSIONS
         words = [w for w in _WORD.findall(text.lower()) if w not in _STOP]
-        feats = words + [f"{a} {b}" for a, b in pairwise(words)]
-        for f in feats:
-            h = hashlib.blake2b(f.encode(), digest_size=8).digest()
-            idx = int.from_bytes(h[:4], "little") % DIMENSIONS
-            sign = 1.0 if h[4] & 1 else -1.0
-            vec[idx] += sign * (1.0 if " " not in f else 0.5)
-        norm = math.sqrt(sum(v * v for v in vec))
+        weights: dict[int, float] = {}
+        # crc32 rather than hash(): str hashes are salted per process and vectors must be stable.
+        for feat, weight in [(w, 1.0) for w in words] + [(f"{a} {b}", 0.5) for a, b in pairwise(words)]:
+            h = zlib.crc32(feat.encode())
+            idx = h % DIMENSIONS
+            weights[idx] = weights.get(idx, 0.0) + (weight if h & 0x80000000 else -weight)
+        norm = math.sqrt(sum(v * v for v in weights.values()))
+        vec = [0.0] * DIMENSIONS
         if norm == 0:
             vec[0] = 1.0
             return vec
-        return [v / norm for v in vec]
+        for idx, v in weights.items():
+            vec[idx] = v / norm
+        return vec
 
 
 class OpenAIEmbedder:

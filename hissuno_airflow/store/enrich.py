@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from uuid import UUID
+from typing import Any
 
 from pgvector import Vector
 
@@ -69,21 +71,33 @@ class Enricher:
         for start in range(0, len(todo), 100):
             batch = todo[start : start + 100]
             vectors = embedder.embed([i.text[:8000] for i in batch])
-            with self.store.connection() as conn, conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO embeddings (project_id, entity_type, entity_id, model, text_hash, embedding)"
-                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (entity_type, entity_id) DO UPDATE SET"
-                    " model = EXCLUDED.model, text_hash = EXCLUDED.text_hash,"
-                    " embedding = EXCLUDED.embedding, updated_at = now()",
-                    [(self.project_id, i.entity_type, i.entity_id, embedder.model,
-                      hashes[(i.entity_type, i.entity_id)], Vector(v))
-                     for i, v in zip(batch, vectors, strict=True)],
-                )
+            rows = [(UUID(self.project_id), i.entity_type, UUID(i.entity_id), embedder.model,
+                     hashes[(i.entity_type, i.entity_id)], Vector(v)) for i, v in zip(batch, vectors, strict=True)]
+            self._write(rows)
             written += len(batch)
         self.embedded += written
         self._link([i for i in todo if i.graph], embedder.model)
         self._link_emails([i for i in items if i.email and i.entity_type == "session"])
         return written
+
+    def _write(self, rows: list[tuple[Any, ...]]) -> None:
+        # Binary COPY into a scratch table, then one upsert: vectors are not rendered and parsed as
+        # 1536-number text (what made row-by-row inserts ~4x slower).
+        with self.store.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS _hissuno_embeddings (project_id uuid, entity_type text,"
+                " entity_id uuid, model text, text_hash text, embedding vector(1536)) ON COMMIT DELETE ROWS"
+            )
+            with cur.copy("COPY _hissuno_embeddings FROM STDIN (FORMAT BINARY)") as cp:
+                cp.set_types(["uuid", "text", "uuid", "text", "text", "vector"])
+                for row in rows:
+                    cp.write_row(row)
+            cur.execute(
+                "INSERT INTO embeddings (project_id, entity_type, entity_id, model, text_hash, embedding)"
+                " SELECT project_id, entity_type, entity_id, model, text_hash, embedding FROM _hissuno_embeddings"
+                " ON CONFLICT (entity_type, entity_id) DO UPDATE SET model = EXCLUDED.model,"
+                " text_hash = EXCLUDED.text_hash, embedding = EXCLUDED.embedding, updated_at = now()"
+            )
 
     def _link(self, items: list[_Item], model: str) -> None:
         if not items:
