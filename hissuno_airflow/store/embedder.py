@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-import zlib
 import os
 import re
+import zlib
 from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any, Protocol

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from uuid import UUID
 from typing import Any
+from uuid import UUID
 
 from pgvector import Vector
 
@@ -71,9 +71,9 @@ class Enricher:
         for start in range(0, len(todo), 100):
             batch = todo[start : start + 100]
             vectors = embedder.embed([i.text[:8000] for i in batch])
-            rows = [(UUID(self.project_id), i.entity_type, UUID(i.entity_id), embedder.model,
-                     hashes[(i.entity_type, i.entity_id)], Vector(v)) for i, v in zip(batch, vectors, strict=True)]
-            self._write(rows)
+            self._write([(UUID(self.project_id), i.entity_type, UUID(i.entity_id), embedder.model,
+                          hashes[(i.entity_type, i.entity_id)], Vector(v))
+                         for i, v in zip(batch, vectors, strict=True)])
             written += len(batch)
         self.embedded += written
         self._link([i for i in todo if i.graph], embedder.model)
