@@ -48,6 +48,8 @@ def _load_object(target: str) -> PluginDef:
 
 
 def _register(found: dict[str, PluginDef], plugin: PluginDef, source: str) -> None:
+    if found.get(plugin.id) is plugin:
+        return  # the same module reached twice (a built-in also declared as an entry point)
     if plugin.id in found:
         raise DuplicatePluginError(
             plugin.id, [f"id: defined twice, by {_sources[plugin.id]} and by {source}"]

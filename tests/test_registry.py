@@ -72,3 +72,15 @@ def test_load_filter_and_unknown(monkeypatch):
 
 def test_available_excludes_coming_soon():
     assert all(not p.coming_soon for p in registry.list_available_plugins())
+
+
+def test_a_builtin_declared_as_entry_point_loads_once(monkeypatch):
+    ep = EntryPoint(name="sample", value="hissuno_airflow.plugins.sample.plugin:plugin",
+                    group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [ep])
+    registry.reset()
+    try:
+        assert [p.id for p in registry.list_plugins()].count("sample") == 1
+        assert registry.load_errors() == {}
+    finally:
+        registry.reset()
