@@ -322,7 +322,9 @@ def connect_api_key(
         raise
     except Exception as exc:
         text = redact_text(str(exc), secret_vals) or type(exc).__name__
-        raise ConnectFailed(text, field="credentials") from None
+        # A plugin that names the offending field (InputError(field=...)) gets it passed on.
+        named = getattr(exc, "field", None)
+        raise ConnectFailed(text, field=f"credentials.{named}" if named else "credentials") from None
     if not result.credentials:
         result = result.model_copy(update={"credentials": creds})
     row, created = save_auth_result(store, plugin, project_id, result, reconnect_id=reconnect_id)
