@@ -150,14 +150,10 @@ def _ensure_pool(store: Any, connection_id: str) -> None:
 
     if not os.environ.get("AIRFLOW_HOME") or importlib.util.find_spec("airflow") is None:
         return
-    from .dag_factory import ensure_pool
+    from .dag_factory import try_ensure_pool
     from .store import connections as repo
 
-    try:
-        ensure_pool(store, repo.get_connection(store, connection_id))
-    except Exception as exc:  # the stream works without its pool (default_pool); say so
-        print(f"warning: could not create the Airflow pool for {connection_id}: {type(exc).__name__}",
-              file=sys.stderr)
+    try_ensure_pool(store, repo.get_connection(store, connection_id))
 
 
 def cmd_sync(args: argparse.Namespace) -> int:

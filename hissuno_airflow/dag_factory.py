@@ -92,6 +92,15 @@ def ensure_pool(store: Store, connection: ConnectionRow, *, slots: int | None = 
     return name
 
 
+def try_ensure_pool(store: Store, connection: ConnectionRow) -> str | None:
+    """``ensure_pool`` for callers whose stream works without it (then on ``default_pool``): logs, never raises."""
+    try:
+        return ensure_pool(store, connection)
+    except Exception as exc:
+        log.warning("could not create the Airflow pool of %s: %s", connection.id, type(exc).__name__)
+        return None
+
+
 # --- manifest -------------------------------------------------------------------------------------
 
 

@@ -175,9 +175,7 @@ def save_auth_result(
     """
     res = _as_result(result, plugin)
     if reconnect_id:
-        target = repo.get_connection(store, reconnect_id, plugin_id=plugin.id)
-        if str(target.project_id) != str(project_id):
-            raise NotFoundError(f"connection {reconnect_id!r} not found", field="connection_id")
+        target = reconnect_target(store, plugin, project_id, reconnect_id)
         if target.external_account_id != res.external_account_id:
             msg = (f"connection_id: the provider account changed (connected {target.account_label!r}); "
                    "connect it as a new connection instead")
@@ -267,6 +265,14 @@ def _ctx(plugin: PluginDef, store: Store, project_id: str, user_id: str, connect
 # -- api_key --------------------------------------------------------------------------------------
 
 
+def reconnect_target(store: Store, plugin: PluginDef, project_id: str, connection_id: str) -> repo.ConnectionRow:
+    """The connection a reconnect names; 404 unless it is this plugin's and in this project."""
+    target = repo.get_connection(store, connection_id, plugin_id=plugin.id)
+    if str(target.project_id) != str(project_id):
+        raise NotFoundError(f"connection {connection_id!r} not found", field="connection_id")
+    return target
+
+
 def _check_fields(auth: ApiKeyAuth | CustomAuth, raw: Any) -> dict[str, Any]:
     if raw is None:
         raw = {}
@@ -312,9 +318,7 @@ def connect_api_key(
     creds = _check_fields(auth, credentials)
     secret_vals = [str(v) for k, v in creds.items() if k in plugin.secret_fields] + secret_values(creds)
     if reconnect_id:
-        target = repo.get_connection(store, reconnect_id, plugin_id=plugin.id)
-        if str(target.project_id) != str(project_id):
-            raise NotFoundError(f"connection {reconnect_id!r} not found", field="connection_id")
+        reconnect_target(store, plugin, project_id, reconnect_id)
     ctx = _ctx(plugin, store, project_id, user_id, reconnect_id, secret_vals)
     try:
         result = _as_result(call_handler(auth.test, dict(creds), ctx), plugin)
@@ -351,9 +355,7 @@ def start_oauth(
     assert isinstance(auth, OAuth2Auth)
     client_id, _ = _client_credentials(auth)
     if reconnect_id:
-        target = repo.get_connection(store, reconnect_id, plugin_id=plugin.id)
-        if str(target.project_id) != str(project_id):
-            raise NotFoundError(f"connection {reconnect_id!r} not found", field="connection_id")
+        reconnect_target(store, plugin, project_id, reconnect_id)
     verifier = secrets.token_urlsafe(48) if auth.pkce else None
     state = issue_state(store, {"k": "oauth2", "p": plugin.id, "prj": project_id, "u": user_id,
                                 "c": reconnect_id, "v": verifier, "r": redirect_uri})
@@ -469,9 +471,7 @@ def start_github_app(
     if not slug:
         raise NotConfigured(f"{auth.app_slug_env} is not set on the server")
     if reconnect_id:
-        target = repo.get_connection(store, reconnect_id, plugin_id=plugin.id)
-        if str(target.project_id) != str(project_id):
-            raise NotFoundError(f"connection {reconnect_id!r} not found", field="connection_id")
+        reconnect_target(store, plugin, project_id, reconnect_id)
     state = issue_state(store, {"k": "github_app", "p": plugin.id, "prj": project_id, "u": user_id,
                                 "c": reconnect_id})
     url = resolve_url(plugin, auth.install_url.replace("{slug}", slug))

@@ -24,7 +24,6 @@ Relative to the mount (``/hissuno``):
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -44,8 +43,6 @@ from ..store import connections as repo
 from ..store.db import Store
 from . import catalog
 from .access import current_user, require_user
-
-log = logging.getLogger("hissuno.web")
 
 bp = Blueprint("hissuno", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static")
@@ -368,18 +365,10 @@ def streams_upsert(plugin_id: str, connection_id: str) -> Any:
     row = enable_stream(store(), conn.id, build_stream_id(key, instance), enabled=enabled,
                         frequency=body.get("frequency"), filters=cfg["filters"], settings=cfg["settings"])
     if current_app.config.get("HISSUNO_MODE") == "airflow":
-        _ensure_pool(conn)
+        from ..dag_factory import try_ensure_pool
+
+        try_ensure_pool(store(), conn)  # the account's shared rate budget
     return jsonify(catalog.stream_row(row))
-
-
-def _ensure_pool(conn: repo.ConnectionRow) -> None:
-    """Give the account its Airflow pool (its shared rate budget); the stream works without it."""
-    from ..dag_factory import ensure_pool
-
-    try:
-        ensure_pool(store(), conn)
-    except Exception as exc:
-        log.warning("could not create the Airflow pool of %s: %s", conn.id, type(exc).__name__)
 
 
 @bp.delete("/api/plugins/<plugin_id>/<connection_id>/streams")
