@@ -89,9 +89,10 @@ class SyncOperator(BaseOperator):
         if params.get("full_refresh") or conf.get("full_refresh"):
             return {"triggered_by": triggered_by, "sync_mode": "full", "cursor": None}
         pulled = None
-        if context.get("prev_start_date_success") is not None:
+        if context.get("prev_start_date_success"):
             # Only after an earlier success can a cursor exist; asking anyway makes the Task SDK log an
-            # "XCom not found" error on every first run.
+            # "XCom not found" error on every first run. Truthiness, not ``is not None``: the Task SDK
+            # hands a lazy proxy, which is never None itself.
             pulled = context["ti"].xcom_pull(
                 task_ids=self.task_id, key=CURSOR_KEY, include_prior_dates=True, map_indexes=-1,
             )

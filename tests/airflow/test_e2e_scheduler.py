@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -50,6 +51,14 @@ def _runs(db: Path, dag_id: str, run_type: str):
         return c.execute(
             "SELECT run_id, state, data_interval_start, data_interval_end FROM dag_run "
             "WHERE dag_id = ? AND run_type = ? ORDER BY logical_date", (dag_id, run_type)).fetchall()
+
+
+def _task_log(airflow_home: Path, dag_id: str, run_id: str) -> str:
+    """The sync task's log of one run, as the worker wrote it (a real task process, not dag.test)."""
+    files = [f for f in (airflow_home / "logs").rglob("*.log")
+             if f"dag_id={dag_id}" in str(f) and f"run_id={run_id}" in str(f)]
+    assert files, f"no task log for {run_id}"
+    return "\n".join(f.read_text() for f in files)
 
 
 def _wait(pred, timeout, what, logs):
@@ -152,6 +161,12 @@ def test_scheduled_runs_then_backfill_window(store, tmp_path, database_url):
             return len([r for r in runs if r[1] == "success"]) >= 2 and all(r[1] == "success" for r in runs)
 
         _wait(scheduled_done, 120, "two successful scheduled runs", logs)
+        first, second = (_task_log(tmp_path / "airflow", dag_id, r[0]) for r in _runs(db, dag_id, "scheduled")[:2])
+        # The first run has no earlier success, so it must not ask XCom (the task's supervisor logs a
+        # miss as an error); the second, in its own task process, reads the first's cursor from XCom.
+        assert "hissuno cursor from XCom: none" in first, first[-3000:]
+        assert "XCom not found" not in logs[1].read_text()
+        assert re.search(r"hissuno cursor from XCom: \d{4}-\d\d-\d\dT", second), second[-3000:]
         row = repo.get_stream(store, conn_id, "sessions")
         cursor_before_backfill = row.last_sync_at
         with store.connection() as c:
