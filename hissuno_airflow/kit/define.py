@@ -41,9 +41,12 @@ class PluginUI(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     config_page: str | None = None
-    """Path (relative to the mount) of a page that replaces the generic dialog."""
+    """Path (relative to the mount) of a page that replaces the generic dialog; a reconnect adds
+    ``?connection_id=``. Typically one of the plugin's ``custom_handlers`` returning HTML."""
     script: str | None = None
-    """JavaScript module URL loaded into the marketplace, exporting ``openConfigDialog(props)``."""
+    """JavaScript module (path relative to the mount, or an absolute URL) loaded into the marketplace.
+    It exports ``openConfigDialog({plugin, api, connectionId, onDone, toast})``; ``api(path, {json})``
+    calls the routes with the user's session."""
 
 
 class PluginDef(BaseModel):

@@ -25,6 +25,7 @@ from hissuno_airflow.kit import (
     Icon,
     OAuth2Auth,
     OAuthTokens,
+    PluginUI,
     ProviderAuthError,
     Response,
     Stream,
@@ -206,6 +207,11 @@ def _on_installation(installation_id: int, ctx: AuthCtx) -> AuthResult:
                       credentials={"app": "webapp"})
 
 
+def _setup_page(request: Any, ctx: Any) -> Any:
+    return Response(body=f"<h1>Install the Web App</h1><p>reconnect: {request.query.get('connection_id', '-')}</p>",
+                    headers={"Content-Type": "text/html; charset=utf-8"})
+
+
 def webapp_plugin() -> Any:
     from hissuno_airflow.kit import GitHubAppAuth
 
@@ -213,6 +219,7 @@ def webapp_plugin() -> Any:
         id="webapp", name="Web App", description="GitHub App test plugin", category="issues",
         icon=Icon(), base_urls={"WEB": "http://127.0.0.1:9"},
         auth=GitHubAppAuth(app_slug_env="WEBAPP_SLUG", on_installation=_on_installation),
+        custom_handlers={"setup": _setup_page}, ui=PluginUI(config_page="/api/plugins/webapp/setup"),
         streams={"events": Stream(kind="issues", label="Events", webhook=_on_event)},
     )
 
@@ -245,6 +252,29 @@ def _boom(request: Any, ctx: Any) -> Any:
     raise RuntimeError("secret-value-xyz exploded")
 
 
+# The plugin's own connect dialog (the ``ui.script`` escape hatch), served by one of its handlers.
+UI_SCRIPT = """
+export async function openConfigDialog({ plugin, api, onDone }) {
+  const box = document.createElement("div");
+  box.id = "webcustom-ui";
+  box.textContent = "Own dialog of " + plugin.name + " ";
+  const button = document.createElement("button");
+  button.textContent = "Use token";
+  button.onclick = async () => {
+    await api(`/plugins/${plugin.id}/connect`, { json: { token: "ui-token-1" } });
+    box.remove();
+    await onDone();
+  };
+  box.append(button);
+  document.body.append(box);
+}
+"""
+
+
+def _ui_script(request: Any, ctx: Any) -> Any:
+    return Response(body=UI_SCRIPT, headers={"Content-Type": "text/javascript"})
+
+
 def webcustom_plugin() -> Any:
     from hissuno_airflow.kit import CustomAuth
 
@@ -252,7 +282,8 @@ def webcustom_plugin() -> Any:
         id="webcustom", name="Web Custom", description="custom auth test plugin", category="knowledge",
         icon=Icon(), multi_instance=False,
         auth=CustomAuth(connect=_custom_connect, callback=_custom_callback),
-        custom_handlers={"teams": _teams, "echo": _echo, "boom": _boom},
+        custom_handlers={"teams": _teams, "echo": _echo, "boom": _boom, "ui_script": _ui_script},
+        ui=PluginUI(script="api/plugins/webcustom/ui_script"),
         connection_handlers=frozenset({"teams"}),
         streams={"events": Stream(kind="issues", label="Events", webhook=_on_event)},
     )

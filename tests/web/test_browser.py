@@ -98,3 +98,40 @@ def test_failed_webhook_events_are_visible_and_retryable_in_the_page(web: Web, s
             expect(panel).to_contain_text("attempt 2")
         finally:
             browser.close()
+
+
+def test_a_plugin_script_replaces_the_generic_dialog(web: Web, store: Any) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{web.url}/?token={ADMIN_TOKEN}")
+            page.locator('.card[data-plugin="webcustom"]').get_by_role("button").click()
+            own = page.locator("#webcustom-ui")
+            expect(own).to_contain_text("Own dialog of Web Custom")
+            expect(page.locator("#config-dialog")).to_be_hidden()
+            own.get_by_role("button", name="Use token").click()
+            expect(page.locator(".connection").first).to_contain_text("Direct token")
+            assert not errors, errors
+        finally:
+            browser.close()
+    assert [c.plugin_id for c in repo.list_connections(store)] == ["webcustom"]
+
+
+def test_a_plugin_page_replaces_the_generic_dialog(web: Web) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(f"{web.url}/?token={ADMIN_TOKEN}")
+            page.locator('.card[data-plugin="webapp"]').get_by_role("button").click()
+            expect(page.locator("h1")).to_have_text("Install the Web App")
+            assert page.url == f"{web.url}/api/plugins/webapp/setup"
+        finally:
+            browser.close()

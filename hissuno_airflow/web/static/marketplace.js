@@ -106,10 +106,22 @@
   // -- connect dialog --------------------------------------------------------------------------
 
   async function openConnect(plugin, reconnectId) {
-    if (plugin.ui && plugin.ui.config_page) { location.href = API.replace(/api$/, "") + plugin.ui.config_page.replace(/^\//, ""); return; }
+    // A plugin's own page or script replaces the generic dialog; paths are relative to the mount.
+    const mount = new URL(API.replace(/api$/, ""), location.href);
+    const own = (path) => new URL(path.replace(/^\//, ""), mount);
+    if (plugin.ui && plugin.ui.config_page) {
+      const page = own(plugin.ui.config_page);
+      if (reconnectId) page.searchParams.set("connection_id", reconnectId);
+      location.href = page.href;
+      return;
+    }
     if (plugin.ui && plugin.ui.script) {
-      const mod = await import(plugin.ui.script);
-      mod.openConfigDialog({ plugin, api, connectionId: reconnectId, onDone: refresh });
+      try {
+        const mod = await import(own(plugin.ui.script).href);
+        await mod.openConfigDialog({ plugin, api, connectionId: reconnectId, onDone: refresh, toast });
+      } catch (e) {
+        toast(`${plugin.name}: ${e.message}`, true);
+      }
       return;
     }
     const dlg = $("#config-dialog");
