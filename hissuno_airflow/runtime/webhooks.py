@@ -204,38 +204,38 @@ def receive_webhook(
                               "duplicate": duplicates > 0 and not queued})
 
 
-def _webhook_streams(store: Store, plugin: PluginDef, connection_id: str) -> list[str]:
-    out = []
-    for row in repo.list_streams(store, connection_id, enabled_only=True):
-        key, _ = parse_stream_id(row.stream_id)
-        st = plugin.streams.get(key)
-        if st is not None and st.webhook is not None:
-            out.append(row.stream_id)
-    return out
+_ENQUEUE = """
+WITH target AS (
+    SELECT connection_id, stream_id FROM integration_streams
+    WHERE connection_id = ANY(%(connections)s) AND enabled AND split_part(stream_id, ':', 1) = ANY(%(keys)s)
+), stored AS (
+    INSERT INTO webhook_events (plugin_id, connection_id, stream_id, event_id, event_type, payload, raw_body, headers)
+    SELECT %(plugin)s, connection_id, stream_id, %(event_id)s, %(event_type)s, %(payload)s, %(raw_body)s, %(headers)s
+    FROM target
+    ON CONFLICT (connection_id, stream_id, event_id) DO NOTHING
+    RETURNING connection_id, stream_id
+)
+SELECT target.connection_id, target.stream_id, stored.stream_id IS NOT NULL AS queued
+FROM target LEFT JOIN stored USING (connection_id, stream_id)
+ORDER BY target.connection_id, target.stream_id
+"""
 
 
 def _enqueue(
     store: Store, plugin: PluginDef, connection_ids: list[str], event_id: str, payload: Any, req: IntakeRequest
 ) -> tuple[list[tuple[str, str]], int]:
-    queued: list[tuple[str, str]] = []
-    duplicates = 0
-    targets = [(cid, sid) for cid in connection_ids for sid in _webhook_streams(store, plugin, cid)]
-    if not targets:
+    """Store the event once per enabled webhook stream of the connections: one statement, one round trip."""
+    keys = [key for key, st in plugin.streams.items() if st.webhook is not None]
+    if not keys:
         return [], 0
-    headers = Jsonb(_safe_headers(req.headers))
-    with store.connection() as conn, conn.transaction():
-        for cid, sid in targets:
-            row = conn.execute(
-                "INSERT INTO webhook_events (plugin_id, connection_id, stream_id, event_id, event_type, payload,"
-                " raw_body, headers) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (connection_id, stream_id, event_id) DO NOTHING RETURNING id",
-                (plugin.id, cid, sid, event_id, _event_type(payload), Jsonb(payload), req.body, headers),
-            ).fetchone()
-            if row is None:
-                duplicates += 1
-            else:
-                queued.append((cid, sid))
-    return queued, duplicates
+    with store.autocommit() as conn:
+        rows = conn.execute(_ENQUEUE, {
+            "connections": connection_ids, "keys": keys, "plugin": plugin.id, "event_id": event_id,
+            "event_type": _event_type(payload), "payload": Jsonb(payload), "raw_body": req.body,
+            "headers": Jsonb(_safe_headers(req.headers)),
+        }).fetchall()
+    queued = [(r["connection_id"], r["stream_id"]) for r in rows if r["queued"]]
+    return queued, len(rows) - len(queued)
 
 
 # -- dispatch -------------------------------------------------------------------------------------

@@ -148,7 +148,7 @@ def get_encrypted_credentials(store: Store, connection_id: str) -> bytes | None:
 
 def get_connection(store: Store, connection_id: str, *, plugin_id: str | None = None) -> ConnectionRow:
     """One connection; NotFoundError (404) when absent or belonging to another plugin."""
-    with store.connection() as conn:
+    with store.autocommit() as conn:
         row = conn.execute(
             f"SELECT {_CONN_COLS} FROM integration_connections WHERE id = %s", (connection_id,)
         ).fetchone()

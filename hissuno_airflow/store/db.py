@@ -146,6 +146,22 @@ class Store:
         with self.pool.connection() as conn:
             yield conn
 
+    @contextmanager
+    def autocommit(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        """A pooled connection for single statements: one round trip each, without BEGIN and COMMIT.
+
+        For hot paths (webhook intake) where a statement is atomic on its own; use ``connection()``
+        whenever two statements must commit together.
+        """
+        self.open()
+        with self.pool.connection() as conn:
+            conn.autocommit = True
+            try:
+                yield conn
+            finally:
+                if not conn.closed:
+                    conn.autocommit = False
+
     def close(self) -> None:
         """Close the pool."""
         if self._opened:

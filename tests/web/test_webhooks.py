@@ -127,6 +127,38 @@ def test_unknown_plugin_connection_and_sender_are_404(web: Web, monkeypatch: pyt
     assert web.dispatcher.targets == [(cid, "events")]
 
 
+def test_one_event_fans_out_to_every_enabled_stream_of_every_resolved_connection(
+    web: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEBKEY_WEBHOOK_SECRET", "static-secret-123")
+    # The same provider account connected in three projects; the third has no stream enabled yet.
+    with web.store.connection() as c:
+        c.execute("INSERT INTO projects (id, name) VALUES ('00000000-0000-0000-0000-000000000002', 'two'), "
+                  "('00000000-0000-0000-0000-000000000003', 'three') ON CONFLICT DO NOTHING")
+    first = make_connection(web.store, "webkey", None, account="team-9")
+    second, _ = repo.upsert_connection(web.store, project_id="00000000-0000-0000-0000-000000000002",
+                                       plugin_id="webkey", external_account_id="team-9", account_label="team-9", settings={})
+    repo.upsert_stream(web.store, connection_id=second.id, plugin_id="webkey", stream_id="events",
+                       stream_kind="issues", frequency="webhook")
+    third, _ = repo.upsert_connection(web.store, project_id="00000000-0000-0000-0000-000000000003",
+                                      plugin_id="webkey", external_account_id="team-9", account_label="team-9", settings={})
+    url = web.url + "/api/plugins/webhook/webkey"
+    body = b'{"team_id": "team-9", "id": "f-1", "title": "fan out"}'
+    hdr = sign("github", body, url, secret="static-secret-123", event_id="fan-1")
+    r = web.anon.post("/api/plugins/webhook/webkey", content=body, headers=hdr)
+    assert r.status_code == 200 and r.json()["queued"] == 2 and r.json()["duplicate"] is False
+    assert sorted(web.dispatcher.targets) == sorted([(first, "events"), (second.id, "events")])
+    # A replay stores nothing; once the third connection enables its stream, only it gets the event.
+    assert web.anon.post("/api/plugins/webhook/webkey", content=body, headers=hdr).json()["duplicate"] is True
+    repo.upsert_stream(web.store, connection_id=third.id, plugin_id="webkey", stream_id="events",
+                       stream_kind="issues", frequency="webhook")
+    again = web.anon.post("/api/plugins/webhook/webkey", content=body, headers=hdr).json()
+    assert again["queued"] == 1 and again["duplicate"] is False
+    with web.store.connection() as c:
+        rows = c.execute("SELECT connection_id, stream_id FROM webhook_events WHERE event_id = 'fan-1'").fetchall()
+    assert sorted(r["connection_id"] for r in rows) == sorted([first, second.id, third.id])
+
+
 def test_slack_url_verification_answered_inline(web: Web) -> None:
     cid = make_connection(web.store, "wh-slack", verification_secret("slack"))
     path = f"/api/plugins/webhook/wh-slack/{cid}"
