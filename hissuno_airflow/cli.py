@@ -8,13 +8,15 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from .kit.errors import HissunoError, InputError
 
+_data_out: list[TextIO] = []
+
 
 def _out(args: argparse.Namespace, data: Any, text: str) -> None:
-    print(json.dumps(data, indent=2, default=str) if args.json else text)
+    print(json.dumps(data, indent=2, default=str) if args.json else text, file=_data_out[-1] if _data_out else sys.stdout)
 
 
 def _store() -> Any:
@@ -284,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``hissuno``; errors print one clear line and a non-zero exit code."""
     args = build_parser().parse_args(argv)
+    # stdout carries only the command's data (so ``--json`` pipes into jq); libraries that log to
+    # stdout (Airflow configures structlog that way when it is imported) are sent to stderr.
+    _data_out.append(sys.stdout)
+    sys.stdout = sys.stderr
     try:
         return int(args.fn(args))
     except HissunoError as exc:
@@ -291,6 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2 if isinstance(exc, InputError) else 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        sys.stdout = _data_out.pop()
 
 
 if __name__ == "__main__":
