@@ -24,13 +24,23 @@ def _exchanged(tokens: Any, ctx: Any) -> AuthResult:
     return AuthResult(external_account_id="o-1", account_label="OAuth Probe")
 
 
+def _sync_me(ctx: Any) -> None:
+    """Calls the provider with the access token it was given: a revoked one gets a 401."""
+    from hissuno_airflow.kit.http.auth import BearerAuth
+
+    with ctx.http_client("AUTH", auth=BearerAuth(ctx.credentials["access_token"])) as client:
+        client.get_json("/me")
+    ctx.ingest.issue(external_id="me", name="Reached the API")
+
+
 plugin = define_plugin(
     id="afoauth", name="OAuth Probe", description="OAuth test plugin.", category="issues",
     icon={"src": "/x.svg"}, base_urls={"AUTH": "https://auth.invalid"},
     auth=OAuth2Auth(authorize_url="{AUTH}/authorize", token_url="{AUTH}/oauth/token",
                     client_id_env="AFOAUTH_CLIENT_ID", client_secret_env="AFOAUTH_CLIENT_SECRET",
                     on_token_exchanged=_exchanged),
-    streams={"items": Stream(kind="issues", label="Items", sync=lambda ctx: None)},
+    streams={"items": Stream(kind="issues", label="Items", sync=lambda ctx: None),
+             "me": Stream(kind="issues", label="Me", sync=_sync_me)},
 )
 
 
@@ -44,6 +54,7 @@ class TokenServer:
         self.access = "expired-access"
         self.refresh_requests = 0
         self.rejected = 0
+        self.deny_api = False  # the API refuses every token (an app uninstalled, a scope removed)
         self.n = 0
         outer = self
 
@@ -78,7 +89,7 @@ class TokenServer:
                                             "token_type": "Bearer", "expires_in": 3600})
 
             def do_GET(self) -> None:
-                ok = self.headers.get("Authorization") == f"Bearer {outer.access}"
+                ok = not outer.deny_api and self.headers.get("Authorization") == f"Bearer {outer.access}"
                 self._send(200 if ok else 401, {"ok": ok})
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

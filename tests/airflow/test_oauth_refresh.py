@@ -120,3 +120,27 @@ def test_refused_refresh_fails_clearly_without_secrets(store, oauth_plugin, monk
         assert "invalid_grant" in text and "reconnect" in text
         assert "refresh-stale-secret" not in text and oauth_probe.CLIENT_SECRET not in text
         assert source.load()["refresh_token"] == "refresh-stale-secret"
+
+
+def test_a_401_during_a_sync_forces_one_refresh_and_the_run_succeeds(store, oauth_plugin, monkeypatch):
+    from hissuno_airflow.runtime.streams import enable_stream
+    from hissuno_airflow.runtime.sync import run_stream_sync
+
+    with oauth_probe.TokenServer("refresh-0") as fake:
+        monkeypatch.setenv("HISSUNO_AFOAUTH_AUTH_URL", fake.url)
+        conn = make_connection(store, "afoauth")
+        future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        # Looks valid for an hour, but the provider revoked it: only a 401 can tell.
+        credential_store(store, "db").save(conn, {"access_token": "revoked-access", "refresh_token": "refresh-0",
+                                                  "expires_at": future})
+        enable_stream(store, conn.id, "me")
+        result = run_stream_sync(conn.id, "me", store=store)
+        assert result.status == "success", result.error
+        assert result.counts["synced"] == 1 and fake.refresh_requests == 1
+        saved = credential_store(store, "db").load(conn)
+        assert (saved["access_token"], saved["refresh_token"]) == ("access-1", "refresh-1")
+        # A provider that keeps refusing the fresh token fails the run instead of looping.
+        fake.deny_api = True
+        again = run_stream_sync(conn.id, "me", store=store)
+        assert again.status == "error" and "401" in again.error and fake.refresh_requests == 2
+        assert "access-" not in again.error and "refresh-" not in again.error
