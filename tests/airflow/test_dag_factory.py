@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from hissuno_airflow.dag_factory import cache_path, dag_id_for, timetable_for
+from hissuno_airflow.dag_factory import cache_path, dag_id_for, ensure_pool, timetable_for
+from hissuno_airflow.store import connections as repo
 
 from ..fixtures.airflow import parse_dag_file
 from .conftest import enable, make_connection
@@ -96,3 +97,33 @@ def test_store_down_keeps_previous_dags(store, probe, airflow_db, monkeypatch):
 
     cache_path().unlink()
     assert parse_dag_file() == {}
+
+
+def test_every_stream_of_one_provider_account_shares_its_pool(store, probe, airflow_db):
+    from airflow.models.pool import Pool
+
+    with store.connection() as c:
+        c.execute("INSERT INTO projects (id, name) VALUES ('00000000-0000-0000-0000-0000000000b2', 'b') "
+                  "ON CONFLICT DO NOTHING")
+    here = make_connection(store, "afprobe", account="acct-1")
+    # The same provider account connected from a second project spends the same rate budget.
+    there, _ = repo.upsert_connection(store, project_id="00000000-0000-0000-0000-0000000000b2",
+                                      plugin_id="afprobe", external_account_id="acct-1", account_label="again",
+                                      settings={})
+    other = make_connection(store, "afprobe", account="acct-2")
+    fresh = make_connection(store, "afprobe", account="acct-3")
+    for conn in (here, there, other, fresh):
+        enable(store, conn, "people", "1h")
+        enable(store, conn, "people:x", "6h")
+    shared, own = ensure_pool(store, here), ensure_pool(store, other)
+    assert ensure_pool(store, repo.get_connection(store, there.id)) == shared != own
+    assert Pool.get_pool(shared).slots == 1
+
+    dags = parse_dag_file()
+
+    def pools(conn):
+        return {dags[dag_id_for(conn.id, s)].get_task("sync").pool for s in ("people", "people:x")}
+
+    assert pools(here) == pools(there) == {shared} and pools(other) == {own}
+    # An account whose pool was never created runs on the default pool instead of never being scheduled.
+    assert pools(fresh) == {"default_pool"}
