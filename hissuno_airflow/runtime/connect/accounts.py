@@ -1,0 +1,155 @@
+"""Saving a connected provider account (one row per project, plugin and account) and the AuthCtx."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...credentials import configured_backend, credential_store
+from ...kit.auth import AuthResult
+from ...kit.context import AuthCtx
+from ...kit.define import PluginDef
+from ...kit.errors import HissunoError, InputError, NotFoundError, StoreError
+from ...store import connections as repo
+from ...store.connections import ConnectionRow
+from ...store.db import Store
+from ..services import make_http_client, resolve_base
+from .state import StateError, consume_state, issue_state
+
+
+class ConnectFailed(InputError):
+    """The provider (or the plugin's ``test``) refused the credentials."""
+
+    code = "connect_failed"
+
+
+class ConflictError(InputError):
+    """The request conflicts with existing state (``multi_instance=False``, account changed)."""
+
+    code = "conflict"
+    http_status = 409
+
+
+class NotConfigured(HissunoError):
+    """An app-level setting the flow needs (client id, app slug) is missing on the server."""
+
+    code = "not_configured"
+    http_status = 503
+
+
+def as_auth_result(value: Any, plugin: PluginDef) -> AuthResult:
+    if isinstance(value, AuthResult):
+        return value
+    if isinstance(value, Mapping):
+        try:
+            return AuthResult.model_validate(dict(value))
+        except Exception as exc:
+            msg = f"plugin {plugin.id!r} returned an invalid auth result: {type(exc).__name__}"
+            raise StoreError(msg) from None
+    msg = f"plugin {plugin.id!r} returned {type(value).__name__}; expected an AuthResult"
+    raise StoreError(msg)
+
+
+def save_auth_result(
+    store: Store, plugin: PluginDef, project_id: str, result: AuthResult | Mapping[str, Any], *,
+    reconnect_id: str | None = None,
+) -> tuple[ConnectionRow, bool]:
+    """Upsert the connection and store its credentials; returns (row, created).
+
+    Raises:
+        NotFoundError: the reconnect target is not a connection of this project and plugin.
+        ConflictError: the reconnect changed provider account, or ``multi_instance=False`` is violated.
+    """
+    res = as_auth_result(result, plugin)
+    if reconnect_id:
+        target = reconnect_target(store, plugin, project_id, reconnect_id)
+        if target.external_account_id != res.external_account_id:
+            msg = (f"connection_id: the provider account changed (connected {target.account_label!r}); "
+                   "connect it as a new connection instead")
+            raise ConflictError(msg, field="connection_id")
+    if not plugin.multi_instance:
+        others = [c for c in repo.list_connections(store, project_id=project_id, plugin_id=plugin.id)
+                  if c.external_account_id != res.external_account_id]
+        if others:
+            msg = (f"plugin {plugin.id!r} allows one connection per project; "
+                   f"disconnect {others[0].account_label!r} first")
+            raise ConflictError(msg, field="plugin_id")
+    row, created = repo.upsert_connection(
+        store, project_id=project_id, plugin_id=plugin.id, external_account_id=res.external_account_id,
+        account_label=res.account_label, settings=res.settings, credentials_backend=configured_backend(),
+    )
+    try:
+        credential_store(store, row.credentials_backend).save(row, dict(res.credentials))
+    except Exception as exc:
+        if created:
+            repo.delete_connection(store, row.id)
+        msg = f"could not store the credentials of {plugin.id!r}: {type(exc).__name__}"
+        raise StoreError(msg) from exc
+    return row, created
+
+
+@dataclass
+class AuthServices:
+    """What an AuthCtx offers: HTTP, base URLs, saving connections, state tokens."""
+
+    plugin: PluginDef
+    store: Store
+    project_id: str
+    user_id: str
+    secrets: list[str] = field(default_factory=list)
+    saved: list[str] = field(default_factory=list)
+
+    def http_client(self, base: str = "API", **kwargs: Any) -> Any:
+        from ..logging import PluginLogger
+
+        return make_http_client(self.plugin, base, secrets=self.secrets,
+                                logger=PluginLogger(f"{self.plugin.id}:connect", self.secrets), **kwargs)
+
+    def base_url(self, name: str) -> str:
+        return resolve_base(self.plugin, name)
+
+    def save_connection(self, result: Any) -> str:
+        row, _ = save_auth_result(self.store, self.plugin, self.project_id, result)
+        self.saved.append(row.id)
+        return row.id
+
+    def update_connection(self, connection_id: str, **changes: Any) -> None:
+        row = repo.get_connection(self.store, connection_id, plugin_id=self.plugin.id)
+        if str(row.project_id) != str(self.project_id):
+            raise NotFoundError(f"connection {connection_id!r} not found", field="connection_id")
+        creds = changes.pop("credentials", None)
+        repo.update_connection(self.store, connection_id, account_label=changes.get("account_label"),
+                               settings=changes.get("settings"))
+        if creds is not None:
+            credential_store(self.store, row.credentials_backend).save(row, dict(creds))
+
+    def sign_state(self, data: Mapping[str, Any]) -> str:
+        return issue_state(self.store, {"k": "custom", "p": self.plugin.id, "prj": self.project_id,
+                                        "u": self.user_id, "d": dict(data)})
+
+    def verify_state(self, token: str) -> dict[str, Any]:
+        data = consume_state(self.store, token)
+        if data.get("k") != "custom" or data.get("p") != self.plugin.id:
+            raise StateError("invalid_state")
+        if data.get("u") and self.user_id and data["u"] != self.user_id:
+            raise StateError("user_mismatch")
+        self.project_id = data.get("prj") or self.project_id
+        return dict(data.get("d") or {})
+
+
+def auth_ctx(plugin: PluginDef, store: Store, project_id: str, user_id: str, connection_id: str | None = None,
+         secrets_: list[str] | None = None) -> AuthCtx:
+    from ..logging import PluginLogger
+
+    svc = AuthServices(plugin, store, project_id, user_id, list(secrets_ or []))
+    return AuthCtx(plugin_id=plugin.id, project_id=project_id, services=svc, connection_id=connection_id,
+                   logger=PluginLogger(f"{plugin.id}:connect", svc.secrets))
+
+
+def reconnect_target(store: Store, plugin: PluginDef, project_id: str, connection_id: str) -> repo.ConnectionRow:
+    """The connection a reconnect names; 404 unless it is this plugin's and in this project."""
+    target = repo.get_connection(store, connection_id, plugin_id=plugin.id)
+    if str(target.project_id) != str(project_id):
+        raise NotFoundError(f"connection {connection_id!r} not found", field="connection_id")
+    return target
