@@ -185,6 +185,46 @@ def test_github_style_403_rate_limit_waits_until_reset(
     assert fake_clock.sleeps == [pytest.approx(40.0)]
 
 
+def _linear_rate_limited(response: httpx.Response) -> bool:
+    """What a Linear plugin declares: a GraphQL error of type/code ``ratelimited`` under any status."""
+    try:
+        errors = response.json().get("errors") or []
+    except ValueError:
+        return False
+    return any(str((e.get("extensions") or {}).get("code", "")).upper() == "RATELIMITED" for e in errors)
+
+
+def test_a_plugin_declared_rate_limit_signal_waits_for_the_reset(
+    api: PagedApi, make_client: Callable[..., ProviderClient], fake_clock: FakeClock
+) -> None:
+    reset = int(fake_clock.time()) + 25
+    body = {"errors": [{"message": "Rate limit exceeded", "extensions": {"type": "ratelimited", "code": "RATELIMITED"}}]}
+    api.inject("/api/v2/me", 400, json=body, headers={"x-ratelimit-requests-reset": str(reset)})
+    limited = RetryPolicy(sleep=fake_clock.sleep, clock=fake_clock.time, jitter=lambda: 1.0,
+                          rate_limited_when=_linear_rate_limited)
+    assert make_client(api.url, retry=limited).get("/api/v2/me").status_code == 200
+    assert fake_clock.sleeps == [pytest.approx(25.0)]
+    # Without the declaration the same answer is an ordinary client error, not retried.
+    api.inject("/api/v2/me", 400, json=body)
+    with pytest.raises(ProviderResponseError):
+        make_client(api.url).get("/api/v2/me")
+    # Other 400s stay client errors even with it.
+    api.inject("/api/v2/me", 400, json={"errors": [{"message": "bad query", "extensions": {"code": "BAD"}}]})
+    with pytest.raises(ProviderResponseError):
+        make_client(api.url, retry=limited).get("/api/v2/me")
+
+
+def test_rate_limited_without_an_announced_wait_honours_the_minimum() -> None:
+    secondary = policy(rate_limited_when=lambda r: b"secondary rate limit" in r.content, rate_limit_min_wait=60)
+    hit = httpx.Response(403, json={"message": "You have exceeded a secondary rate limit."})
+    d = secondary.classify(1, hit)
+    assert (d.action, d.kind, d.delay) == ("retry", "rate_limited", 60.0)
+    assert secondary.classify(5, hit).action == "raise"
+    assert secondary.classify(1, httpx.Response(403, json={"message": "Bad credentials"})).kind == "auth"
+    # A predicate never turns a success into a rate limit.
+    assert policy(rate_limited_when=lambda r: True).classify(1, resp(200)).action == "return"
+
+
 def test_spent_budget_on_success_delays_the_next_request(
     api: PagedApi, make_client: Callable[..., ProviderClient], fake_clock: FakeClock
 ) -> None:

@@ -4,7 +4,8 @@
 it, retry after a delay, or raise. ``RetryPolicy.execute`` is the only loop: it sends, classifies,
 sleeps through the injectable sleeper and maps a final failure onto the kit error tree:
 
-- 429, or 403 carrying rate-limit headers (GitHub) -> ``RateLimited`` when retries run out, or at once
+- 429, 403 carrying rate-limit headers (GitHub), or what the plugin's ``rate_limited_when`` flags
+  (Linear's 400 ``RATELIMITED``) -> ``RateLimited`` when retries run out, or at once
   when the provider asks us to wait longer than ``max_retry_after`` (the scheduler retries later,
   instead of a worker slot sleeping);
 - 5xx and network errors -> ``ProviderUnavailable`` after retries;
@@ -123,6 +124,13 @@ class RetryPolicy:
     """Wall clock in epoch seconds, used for HTTP dates and reset timestamps."""
     jitter: Callable[[], float] = field(default=random.random, repr=False)
     """Returns a number in [0, 1); scales backoff between half and all of its nominal value."""
+    rate_limited_when: Callable[[httpx.Response], bool] | None = field(default=None, repr=False)
+    """Extra rate-limit signal for a provider that does not always answer 429: Linear's HTTP 400 with a
+    ``RATELIMITED`` GraphQL error, GitHub's secondary-limit 403 that carries only a message. The body
+    has been read when it is called. 429 (and 403 with rate-limit headers) count regardless."""
+    rate_limit_min_wait: float = 0.0
+    """Shortest wait after a rate-limited answer that announces none (GitHub asks for at least 60 s);
+    the exponential backoff applies when it is longer."""
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -152,13 +160,16 @@ class RetryPolicy:
             return Decision("raise", "network")
 
         status = response.status_code
-        wait = self.announced_wait(response)
-        if _is_rate_limited(response):
+        limited = _is_rate_limited(response) or (
+            self.rate_limited_when is not None and status >= 400 and self.rate_limited_when(response)
+        )
+        wait = self.announced_wait(response, rate_limited=limited)
+        if limited:
             if wait is not None and wait > self.max_retry_after:
                 return Decision("raise", "rate_limited", retry_after=wait)
             if last:
                 return Decision("raise", "rate_limited", retry_after=wait)
-            delay = wait if wait is not None else self.backoff(attempt)
+            delay = wait if wait is not None else max(self.rate_limit_min_wait, self.backoff(attempt))
             return Decision("retry", "rate_limited", delay=delay, retry_after=wait)
         if status in self.retry_statuses:
             # A 4xx a plugin opted into retrying (e.g. 409) is transient too, like a 5xx.
@@ -180,14 +191,18 @@ class RetryPolicy:
                 cooldown = self.clock() + reset
         return Decision("return", "ok", cooldown_until=cooldown)
 
-    def announced_wait(self, response: httpx.Response) -> float | None:
-        """Seconds the provider asks us to wait, from ``Retry-After`` or a rate-limit reset header."""
+    def announced_wait(self, response: httpx.Response, *, rate_limited: bool = False) -> float | None:
+        """Seconds the provider asks us to wait, from ``Retry-After`` or a rate-limit reset header.
+
+        A reset header counts only on a rate-limited answer: on a normal one it is merely the end of
+        the current window.
+        """
         retry_after = _header(response, "retry-after")
         if retry_after is not None:
             wait = self._parse_wait(retry_after, delta_below=math.inf)
             if wait is not None:
                 return wait
-        if response.status_code == 429 or _header(response, "x-ratelimit-remaining") == "0":
+        if rate_limited or response.status_code == 429 or _header(response, "x-ratelimit-remaining") == "0":
             return self._reset_wait(response)
         return None
 
