@@ -100,11 +100,30 @@ def cmd_connect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_projects(args: argparse.Namespace) -> int:
+    from . import settings
+    from .store import projects
+
+    store = _store()
+    if args.add is not None:
+        row = projects.create_project(store, args.add)
+        _out(args, row.public(), row.id)
+        return 0
+    rows = projects.list_projects(store)
+    default = settings.default_project_id()
+    _out(args, [{**r.public(), "default": r.id == default} for r in rows],
+         "\n".join(f"{r.id}  {r.name}{'  (default)' if r.id == default else ''}" for r in rows))
+    return 0
+
+
 def cmd_connections(args: argparse.Namespace) -> int:
     from .store import connections as repo
 
     store = _store()
-    rows = repo.list_connections(store, plugin_id=args.plugin)
+    from .store.projects import get_project
+
+    project = get_project(store, args.project, field="--project").id if args.project else None
+    rows = repo.list_connections(store, project_id=project, plugin_id=args.plugin)
     data = [r.public() for r in rows]
     _out(args, data, "\n".join(f"{r.id:<24} {r.plugin_id:<10} {r.account_label}" for r in rows) or "(none)")
     return 0
@@ -247,8 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an auth field")
     sp.add_argument("--project")
     sp.add_argument("--reconnect", metavar="CONNECTION")
+    sp = add("projects", cmd_projects, "list projects (connections and data belong to one)")
+    sp.add_argument("--add", metavar="NAME", help="create a project and print its id")
     sp = add("connections", cmd_connections, "list connections")
     sp.add_argument("--plugin")
+    sp.add_argument("--project")
     sp = add("streams", cmd_streams, "list a connection's streams")
     sp.add_argument("connection")
     sp = add("enable", cmd_enable, "enable (or configure) a stream")

@@ -94,3 +94,25 @@ def test_unknown_credential_field_is_refused_naming_it(cli, store):
     assert proc.returncode == 2
     assert "credentials.workspce: unknown field; expected epoch, every_seconds, workspace" in proc.stderr
     assert _count(store, "integration_connections") == 0
+
+
+def test_projects_scope_connections_and_a_bad_project_is_named(cli, store):
+    pid = json.loads(cli("projects", "--add", "Research", "--json").stdout)["id"]
+    listed = {p["id"]: p for p in json.loads(cli("projects", "--json").stdout)}
+    assert listed[pid]["name"] == "Research" and listed[pid]["default"] is False
+    assert any(p["default"] for p in listed.values())
+    # The same provider account in two projects is two connections.
+    here = json.loads(cli("connect", "sample", "--set", "workspace=shared", "--json").stdout)["connection_id"]
+    there = json.loads(cli("connect", "sample", "--set", "workspace=shared", "--project", pid, "--json").stdout)
+    assert there["created"] is True and there["connection_id"] != here
+    scoped = json.loads(cli("connections", "--project", pid, "--json").stdout)
+    assert [c["id"] for c in scoped] == [there["connection_id"]]
+
+    for bad, expected in (("nope", "project_id: expected a project id (a UUID); got 'nope'"),
+                          ("00000000-0000-0000-0000-00000000dead", "project_id: no project")):
+        proc = cli("connect", "sample", "--set", "workspace=other", "--project", bad, ok=False)
+        assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    proc = cli("connections", "--project", "nope", ok=False)
+    assert proc.returncode == 2 and "--project: expected a project id" in proc.stderr
+    assert cli("projects", "--add", "  ", ok=False).returncode == 2
+    assert _count(store, "integration_connections") == 2

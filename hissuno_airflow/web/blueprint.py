@@ -41,6 +41,7 @@ from ..kit.errors import InputError, NotFoundError
 from ..kit.streams import build_stream_id
 from ..store import connections as repo
 from ..store.db import Store
+from ..store.projects import get_project, parse_project_id
 from . import catalog
 from .access import current_user, require_user
 
@@ -145,7 +146,7 @@ def catalog_route() -> Any:
 def all_connections() -> Any:
     """Every connection of the project, with its stream rows."""
     project = request.args.get("project_id") or None
-    rows = repo.list_connections(store(), project_id=project)
+    rows = repo.list_connections(store(), project_id=parse_project_id(project) if project else None)
     streams = repo.list_streams(store())
     by_conn: dict[str, list[repo.StreamRow]] = {}
     for s in streams:
@@ -157,7 +158,9 @@ def all_connections() -> Any:
 def plugin_summary(plugin_id: str) -> Any:
     """A plugin's summary and its connections, newest first."""
     plugin = registry.get_plugin(plugin_id)
-    rows = repo.list_connections(store(), project_id=request.args.get("project_id") or None, plugin_id=plugin.id)
+    project = request.args.get("project_id") or None
+    rows = repo.list_connections(store(), project_id=parse_project_id(project) if project else None,
+                                 plugin_id=plugin.id)
     return jsonify({"plugin": {"id": plugin.id, "name": plugin.name, "multi_instance": plugin.multi_instance},
                     "connections": [catalog.connection_entry(r, repo.list_streams(store(), r.id)) for r in rows]})
 
@@ -174,7 +177,7 @@ def connect(plugin_id: str) -> Any:
     user = current_user() or ""
     if plugin.auth.type == "custom":
         # The plugin owns the request: it gets the untouched body (the original consumed it first).
-        project = request.args.get("project_id") or settings.default_project_id()
+        project = get_project(store(), request.args.get("project_id") or settings.default_project_id()).id
         answer, _ = connect_custom(plugin, store(), _kit_request(), project_id=project, user_id=user)
         return _render(answer)
     body = _json_body()

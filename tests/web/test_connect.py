@@ -47,6 +47,18 @@ def test_api_key_missing_field_names_it(web: Web, key_provider: Any) -> None:
     assert key_provider.count("/me") == 0
 
 
+def test_a_bad_or_unknown_project_is_named_before_the_provider_is_called(web: Web, key_provider: Any) -> None:
+    creds = {"api_key": "good-key-1"}
+    r = web.client.post("/api/plugins/webkey/connect", json={"credentials": creds, "project_id": "nope"})
+    assert r.status_code == 400 and r.json()["field"] == "project_id" and "UUID" in r.json()["message"]
+    r = web.client.post("/api/plugins/webkey/connect",
+                        json={"credentials": creds, "project_id": "00000000-0000-0000-0000-00000000dead"})
+    assert r.status_code == 404 and r.json()["field"] == "project_id"
+    assert web.client.get("/api/connections", params={"project_id": "nope"}).json()["field"] == "project_id"
+    assert web.client.get("/api/plugins/webkey", params={"project_id": "x"}).status_code == 400
+    assert count(web.store, "integration_connections") == 0 and key_provider.count("/me") == 0
+
+
 def test_api_key_good_then_reconnect_updates(web: Web, key_provider: Any) -> None:
     r = web.client.post("/api/plugins/webkey/connect", json={"credentials": {"api_key": "good-key-1"}})
     assert r.status_code == 201, r.text

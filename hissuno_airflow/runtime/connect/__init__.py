@@ -22,6 +22,7 @@ from ...kit.auth import ApiKeyAuth, GitHubAppAuth, OAuth2Auth
 from ...kit.context import Request
 from ...kit.errors import InputError
 from ...store.db import Store
+from ...store.projects import get_project
 from .accounts import (
     AuthServices,
     ConflictError,
@@ -50,7 +51,7 @@ def start_connect(
 ) -> Any:
     """Dispatch ``POST .../connect`` by auth type."""
     plugin = registry.get_plugin(plugin_id)
-    project_id = str(body.get("project_id") or body.get("projectId") or settings.default_project_id())
+    project_id = get_project(store, body.get("project_id") or body.get("projectId") or settings.default_project_id()).id
     reconnect = body.get("connection_id") or body.get("connectionId")
     if reconnect is not None and not isinstance(reconnect, str):
         raise InputError("connection_id: expected a string", field="connection_id")
