@@ -244,6 +244,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1; got {value!r}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used by the docs)."""
     p = argparse.ArgumentParser(prog="hissuno", description="Hissuno integrations for Airflow")
@@ -293,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     ssub = sample.add_subparsers(dest="sample_command", required=True)
     t = ssub.add_parser("touch", help="simulate provider-side edits")
     t.add_argument("connection")
-    t.add_argument("--count", type=int, default=1)
+    t.add_argument("--count", type=_positive, default=1)
     t.add_argument("--ids", nargs="*")
     t.add_argument("--json", action="store_true")
     t.set_defaults(fn=cmd_sample_touch)

@@ -79,6 +79,11 @@ def test_bad_input_names_the_field_and_exits_nonzero(cli):
     assert proc.returncode == 2 and "has no stream 'nope'" in proc.stderr
     proc = cli("connect", "nosuch", ok=False)
     assert proc.returncode == 2 and "unknown plugin 'nosuch'" in proc.stderr
+    cli("enable", cid, "sessions")
+    proc = cli("sync", cid, "sessions", "--since", "2026-01-02", "--until", "2026-01-01", ok=False)
+    assert proc.returncode == 2 and "until: expected a time after the window start" in proc.stderr
+    proc = cli("search", "printer", "--limit", "-1", ok=False)
+    assert proc.returncode == 2 and "limit: expected 1 to 100" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_failed_sync_exits_nonzero(cli):

@@ -250,6 +250,10 @@ def run_stream_sync(
     if sync_mode not in ("incremental", "full"):
         raise InputError(f"sync_mode: expected incremental or full; got {sync_mode!r}", field="sync_mode")
     cursor_before = row.last_sync_at if cursor is UNSET else cursor
+    if until is not None and cursor is not UNSET and cursor is not None and until <= cursor:
+        # An explicit window that is empty or inverted is a typo, not a successful sync of nothing.
+        msg = f"until: expected a time after the window start {cursor.isoformat()}; got {until.isoformat()}"
+        raise InputError(msg, field="until")
     signal = signal or CancelSignal()
     source = credentials or StoreCredentialSource(store, connection)
 

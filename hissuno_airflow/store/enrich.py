@@ -15,9 +15,11 @@ from uuid import UUID
 
 from pgvector import Vector
 
+from ..kit.errors import InputError
 from .db import Store
 from .embedder import Embedder, get_embedder, text_hash
 
+MAX_SEARCH_LIMIT = 100
 GRAPH_TYPES = ("session", "issue", "knowledge_source", "contact", "company")
 
 
@@ -162,6 +164,8 @@ class Enricher:
 def search(store: Store, query: str, *, project_id: str, entity_type: str = "session", limit: int = 5,
            embedder: Embedder | None = None) -> list[tuple[str, float]]:
     """Entities of ``entity_type`` nearest to ``query`` as (id, similarity), best first."""
+    if not 1 <= limit <= MAX_SEARCH_LIMIT:
+        raise InputError(f"limit: expected 1 to {MAX_SEARCH_LIMIT}; got {limit}", field="limit")
     emb = embedder or get_embedder()
     vec = Vector(emb.embed([query])[0])
     with store.connection() as conn:
