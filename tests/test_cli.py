@@ -79,6 +79,10 @@ def test_bad_input_names_the_field_and_exits_nonzero(cli):
     assert proc.returncode == 2 and "has no stream 'nope'" in proc.stderr
     proc = cli("connect", "nosuch", ok=False)
     assert proc.returncode == 2 and "unknown plugin 'nosuch'" in proc.stderr
+    proc = cli("enable", cid, "knowledge:help-centre", ok=False)
+    assert proc.returncode == 2
+    assert "'help-centre' is not an instance of 'knowledge' on this connection; expected one of help-center" in proc.stderr
+    cli("enable", cid, "knowledge:help-center")
     cli("enable", cid, "sessions")
     proc = cli("sync", cid, "sessions", "--since", "2026-01-02", "--until", "2026-01-01", ok=False)
     assert proc.returncode == 2 and "until: expected a time after the window start" in proc.stderr

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from .. import registry
 from ..kit.context import ListCtx
-from ..kit.errors import InputError
+from ..kit.errors import InputError, NotFoundError
 from ..kit.streams import StreamInstance, build_stream_id
 from ..store import connections as repo
 from ..store.connections import StreamRow
@@ -38,6 +38,8 @@ def enable_stream(
     if not stream.parameterized and instance:
         msg = f"stream_id: stream {key!r} has no instances; expected {key!r}"
         raise InputError(msg, field="stream_id")
+    if instance and enabled is not False:
+        _check_new_instance(store, connection_id, key, instance)
     if frequency is not None and frequency not in stream.allowed_frequencies:
         msg = f"frequency: expected one of {', '.join(stream.allowed_frequencies)}; got {frequency!r}"
         raise InputError(msg, field="frequency")
@@ -50,6 +52,21 @@ def enable_stream(
         stream_kind=stream.kind, enabled=enabled, frequency=frequency, filter_config=filters,
         settings=settings, default_frequency=stream.default_frequency,
     )
+
+
+def _check_new_instance(store: Store, connection_id: str, key: str, instance: str) -> None:
+    """A new instance must be one the plugin lists for this connection (a typo would fail every run).
+    Rows that exist are left alone, so a stream can still be configured while its provider is down."""
+    try:
+        repo.get_stream(store, connection_id, build_stream_id(key, instance))
+        return
+    except NotFoundError:
+        pass
+    known = [i.id for i in list_instances(store, connection_id, key)]
+    if instance not in known:
+        listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "") or "none"
+        msg = f"stream_id: {instance!r} is not an instance of {key!r} on this connection; expected one of {listed}"
+        raise InputError(msg, field="stream_id")
 
 
 def _validated(model: type[BaseModel] | None, raw: dict[str, Any], what: str) -> dict[str, Any]:
