@@ -116,6 +116,17 @@ def cmd_projects(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_disconnect(args: argparse.Namespace) -> int:
+    from .runtime.connect import disconnect
+    from .store import connections as repo
+
+    store = _store()
+    conn = repo.get_connection(store, args.connection)
+    disconnect(store, conn)
+    _out(args, {"disconnected": conn.id}, f"disconnected {conn.id} ({conn.account_label}); its ingested data stays")
+    return 0
+
+
 def cmd_connections(args: argparse.Namespace) -> int:
     from .store import connections as repo
 
@@ -281,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("connections", cmd_connections, "list connections")
     sp.add_argument("--plugin")
     sp.add_argument("--project")
+    sp = add("disconnect", cmd_disconnect, "forget a connection and its credentials (ingested data stays)")
+    sp.add_argument("connection")
     sp = add("streams", cmd_streams, "list a connection's streams")
     sp.add_argument("connection")
     sp = add("enable", cmd_enable, "enable (or configure) a stream")

@@ -125,3 +125,16 @@ def test_projects_scope_connections_and_a_bad_project_is_named(cli, store):
     assert proc.returncode == 2 and "--project: expected a project id" in proc.stderr
     assert cli("projects", "--add", "  ", ok=False).returncode == 2
     assert _count(store, "integration_connections") == 2
+
+
+def test_disconnect_forgets_the_connection_but_keeps_ingested_data(cli, store):
+    cid = json.loads(cli("connect", "sample", "--set", "workspace=gone", "--json").stdout)["connection_id"]
+    cli("enable", cid, "sessions", "--filters", '{"size": 5}')
+    cli("sync", cid, "sessions")
+    assert _count(store, "sessions") == 5
+    assert json.loads(cli("disconnect", cid, "--json").stdout) == {"disconnected": cid}
+    assert json.loads(cli("connections", "--json").stdout) == []
+    assert _count(store, "integration_streams") == 0 and _count(store, "integration_synced_records") == 0
+    assert _count(store, "sessions") == 5
+    proc = cli("disconnect", cid, ok=False)
+    assert proc.returncode == 2 and f"connection {cid!r} not found" in proc.stderr

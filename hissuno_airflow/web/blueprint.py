@@ -294,12 +294,9 @@ def plugin_item(plugin_id: str, item: str) -> Any:
                                      settings=sets)
         return jsonify(catalog.connection_entry(row))
     if request.method == "DELETE":
-        from ..credentials import credential_store
+        from ..runtime.connect import disconnect
 
-        try:
-            credential_store(store(), conn.credentials_backend).delete(conn)
-        finally:
-            repo.delete_connection(store(), conn.id)
+        disconnect(store(), conn)
         return jsonify({"success": True})
     raise NotFoundError(f"no handler {item!r} defined on plugin {plugin.id!r}", field="handler")
 

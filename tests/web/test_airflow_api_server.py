@@ -184,6 +184,11 @@ def test_api_key_connect_through_airflow(api_server: ApiServer, store: Any) -> N
     # The Airflow DB holds the key encrypted (Fernet), never in plaintext.
     db = (api_server.home / "airflow.db").read_bytes()
     assert b"good-key-1b" not in db
+    # Disconnecting removes the Airflow Connection with the row.
+    with api_server.client() as c:
+        assert c.delete(f"/hissuno/api/plugins/webkey/{cid}").json() == {"success": True}
+    assert count(store, "integration_connections") == 0
+    assert [x for x in _hissuno_conns(api_server) if x["connection_id"].endswith(cid)] == []
 
 
 def test_signed_webhook_accepted_without_login(api_server: ApiServer, store: Any) -> None:

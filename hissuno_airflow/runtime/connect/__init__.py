@@ -28,6 +28,7 @@ from .accounts import (
     ConflictError,
     ConnectFailed,
     NotConfigured,
+    disconnect,
     reconnect_target,
     save_auth_result,
 )
@@ -40,7 +41,7 @@ from .state import StateError, consume_state, issue_state, read_state
 
 __all__ = [
     "AuthServices", "ConflictError", "ConnectFailed", "NotConfigured", "StateError", "connect_api_key",
-    "connect_custom", "consume_state", "finish_callback", "issue_state", "read_state", "reconnect_target",
+    "connect_custom", "consume_state", "disconnect", "finish_callback", "issue_state", "read_state", "reconnect_target",
     "save_auth_result", "start_connect", "start_github_app", "start_oauth",
 ]
 

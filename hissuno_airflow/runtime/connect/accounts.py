@@ -153,3 +153,12 @@ def reconnect_target(store: Store, plugin: PluginDef, project_id: str, connectio
     if str(target.project_id) != str(project_id):
         raise NotFoundError(f"connection {connection_id!r} not found", field="connection_id")
     return target
+
+
+def disconnect(store: Store, connection: ConnectionRow) -> None:
+    """Forget a connection: its credentials (Airflow Connection and overlay, or the encrypted column),
+    then its row, streams, runs and synced-record map. Ingested entities stay."""
+    try:
+        credential_store(store, connection.credentials_backend).delete(connection)
+    finally:
+        repo.delete_connection(store, connection.id)
