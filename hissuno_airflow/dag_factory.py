@@ -239,8 +239,23 @@ def _doc(row: Mapping[str, Any]) -> str:
     )
 
 
-def build_dag(row: Mapping[str, Any]) -> DAG:
-    """The DAG of one manifest row (an enabled stream instance)."""
+def dag_config_defaults() -> dict[str, Any]:
+    """The DAG arguments Airflow would otherwise read from its configuration once per DAG.
+
+    Read once per file: three config lookups per DAG were a tenth of the parse time of a 1,000-DAG
+    file. The values are the configured ones, so behaviour does not change.
+    """
+    from airflow.sdk.configuration import conf
+
+    return {
+        "max_active_tasks": conf.getint("core", "max_active_tasks_per_dag"),
+        "max_consecutive_failed_dag_runs": conf.getint("core", "max_consecutive_failed_dag_runs_per_dag"),
+        "disable_bundle_versioning": conf.getboolean("dag_processor", "disable_bundle_versioning"),
+    }
+
+
+def build_dag(row: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> DAG:
+    """The DAG of one manifest row (an enabled stream instance); ``defaults`` from ``dag_config_defaults``."""
     from airflow.sdk import DAG, Asset, Param
 
     from .operators.sync import SyncOperator
@@ -258,6 +273,7 @@ def build_dag(row: Mapping[str, Any]) -> DAG:
         is_paused_upon_creation=False,
         tags=["hissuno", row["plugin_id"], row["stream_kind"]],
         doc_md=_doc(row),
+        **(defaults if defaults is not None else dag_config_defaults()),
     ) as dag:
         extra: dict[str, Any] = {"pool": row["pool"]} if row.get("pool") else {}
         # Passed directly rather than as DAG default_args: merging defaults per task is a
@@ -278,9 +294,11 @@ def build_dag(row: Mapping[str, Any]) -> DAG:
 def build_dags() -> dict[str, DAG]:
     """Every stream DAG, keyed by DAG id; a row that fails to build is logged and skipped."""
     dags: dict[str, DAG] = {}
-    for row in load_manifest():
+    rows = load_manifest()
+    defaults = dag_config_defaults() if rows else {}
+    for row in rows:
         try:
-            dag = build_dag(row)
+            dag = build_dag(row, defaults)
         except Exception:
             log.exception("hissuno: cannot build the DAG of %s/%s", row.get("connection_id"), row.get("stream_id"))
             continue

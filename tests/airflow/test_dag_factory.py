@@ -127,3 +127,14 @@ def test_every_stream_of_one_provider_account_shares_its_pool(store, probe, airf
     assert pools(here) == pools(there) == {shared} and pools(other) == {own}
     # An account whose pool was never created runs on the default pool instead of never being scheduled.
     assert pools(fresh) == {"default_pool"}
+
+
+def test_dag_limits_follow_the_airflow_configuration(store, probe, airflow_db, monkeypatch):
+    conn = make_connection(store, "afprobe")
+    enable(store, conn, "people", "1h")
+    dag = parse_dag_file()[dag_id_for(conn.id, "people")]
+    assert dag.max_active_tasks == 16 and dag.max_consecutive_failed_dag_runs == 0
+    monkeypatch.setenv("AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG", "3")
+    monkeypatch.setenv("AIRFLOW__CORE__MAX_CONSECUTIVE_FAILED_DAG_RUNS_PER_DAG", "5")
+    dag = parse_dag_file()[dag_id_for(conn.id, "people")]
+    assert (dag.max_active_tasks, dag.max_consecutive_failed_dag_runs) == (3, 5)
