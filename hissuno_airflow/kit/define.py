@@ -86,8 +86,12 @@ class PluginDef(BaseModel):
     """Names of custom handlers that need a connection (credentials loaded)."""
     ui: PluginUI | None = None
     """Custom config dialog."""
-    rate_limit_per_minute: int | None = None
-    """Documented request budget per provider account; shared by all streams of the account."""
+    rate_limit_per_minute: float | None = Field(default=None, gt=0)
+    """Documented request budget per provider account. The runtime paces every HTTP client of a
+    connection through one shared ``RateBudget`` with this rate (per process; the account's Airflow
+    pool keeps to one sync at a time across processes)."""
+    rate_limit_burst: int | None = Field(default=None, gt=0)
+    """Requests allowed back to back before pacing starts; default a minute's worth."""
     docs_url: str | None = None
     """Link to the provider's docs."""
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from .. import settings
 from ..kit.define import PluginDef
 from ..kit.errors import InputError
+from ..kit.http.ratelimit import RateBudget
 
 
 def resolve_base(plugin: PluginDef, name: str) -> str:
@@ -23,6 +25,22 @@ def resolve_url(plugin: PluginDef, template: str) -> str:
         name, rest = template[1:].split("}", 1)
         return resolve_base(plugin, name) + rest
     return template
+
+
+_budgets: dict[tuple[str, str], RateBudget] = {}
+_budgets_lock = threading.Lock()
+
+
+def budget_for(plugin: PluginDef, connection_id: str) -> RateBudget | None:
+    """The connection's shared request budget in this process, from the plugin's declared rate."""
+    if plugin.rate_limit_per_minute is None:
+        return None
+    key = (plugin.id, connection_id)
+    with _budgets_lock:
+        budget = _budgets.get(key)
+        if budget is None:
+            budget = _budgets[key] = RateBudget(plugin.rate_limit_per_minute, burst=plugin.rate_limit_burst)
+        return budget
 
 
 def make_http_client(plugin: PluginDef, base: str = "API", *, secrets: list[str] | None = None,

@@ -35,7 +35,7 @@ from ..store.db import Store, get_store
 from ..store.ingest import StreamIngest
 from .handlers import call_handler
 from .logging import PluginLogger
-from .services import make_http_client
+from .services import budget_for, make_http_client
 
 log = logging.getLogger(__name__)
 COUNTED = ("found", "synced", "skipped", "failed")
@@ -177,8 +177,8 @@ class _Services:
                 self.high_water = ts
 
     def http_client(self, base: str = "API", **kwargs: Any) -> Any:
-        return make_http_client(self.plugin, base, secrets=self.secrets, logger=self.logger,
-                                rate_limiter=self.rate_limiter, **kwargs)
+        kwargs.setdefault("rate_limiter", self.rate_limiter)  # a plugin's own limiter wins
+        return make_http_client(self.plugin, base, secrets=self.secrets, logger=self.logger, **kwargs)
 
 
 def _lock_key(connection_id: str, stream_id: str) -> int:
@@ -317,7 +317,8 @@ def _run_locked(
             run_id=run_id, window=(window_lo, until),
         )
         services = _Services(plugin=plugin, ingest=ingest, source=source, logger=plog, secrets=secrets,
-                             on_progress=on_progress, rate_limiter=rate_limiter, store=store, run_id=run_id)
+                             on_progress=on_progress, rate_limiter=rate_limiter or budget_for(plugin, connection.id),
+                             store=store, run_id=run_id)
         ingest._on_event = services.progress
         ingest._on_timestamp = services.advance_cursor
         sync_fn = stream.sync

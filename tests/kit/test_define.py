@@ -162,3 +162,9 @@ def test_bad_plugin_module_fails_at_import_with_its_name(tmp_path):
     assert proc.returncode != 0
     assert "PluginDefinitionError" in proc.stderr
     assert "plugin 'broken': streams.tickets: a stream needs a sync or a webhook handler" in proc.stderr
+
+
+def test_rate_limit_must_be_positive():
+    msg = _problems(rate_limit_per_minute=0)
+    assert "rate_limit_per_minute: Input should be greater than 0; got 0" in msg
+    assert define_plugin(**_base(rate_limit_per_minute=700, rate_limit_burst=50)).rate_limit_burst == 50

@@ -10,6 +10,7 @@ tickets, demands the bearer token, rate-limits page 2 once (429 + Retry-After) a
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -205,3 +206,24 @@ def test_a_401_fails_the_run_with_provider_auth_error_and_keeps_the_cursor(
     assert recovered.status == "success" and recovered.counts["synced"] == 3
     assert _one(store, "SELECT count(*) FROM issues") == 31
     assert recovered.cursor_after == T0 + timedelta(minutes=30)
+
+
+def test_a_declared_rate_limit_paces_every_client_of_the_connection(store: Any, desk: tuple[TicketDesk, str]) -> None:
+    from hissuno_airflow.runtime.services import budget_for
+
+    fake, cid = desk
+    declared = registry.get_plugin("ticketdesk").model_copy(update={"rate_limit_per_minute": 240,
+                                                                      "rate_limit_burst": 1})
+    registry.unregister("ticketdesk")
+    registry.register(declared)
+    budget = budget_for(declared, cid)
+    assert budget is not None and budget is budget_for(declared, cid)
+    assert budget_for(declared, "another-connection") is not budget
+    assert budget_for(registry.get_plugin("sample"), cid) is None
+
+    started = time.monotonic()
+    result = run_stream_sync(cid, "tickets", store=store)
+    elapsed = time.monotonic() - started
+    assert result.status == "success" and result.counts["synced"] == 23, result.error
+    # Five pages at 4 requests/second with no burst: at least four quarter-second waits between them.
+    assert len(fake.requests_to("/api/tickets")) == 5 and elapsed >= 1.0

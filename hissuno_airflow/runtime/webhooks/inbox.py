@@ -74,8 +74,9 @@ class _WebhookServices:
         """The cursor belongs to polling runs; webhooks never move it."""
 
     def http_client(self, base: str = "API", **kwargs: Any) -> Any:
-        from ..services import make_http_client
+        from ..services import budget_for, make_http_client
 
+        kwargs.setdefault("rate_limiter", budget_for(self.plugin, self._connection.id))
         return make_http_client(self.plugin, base, secrets=self.secrets, logger=self.logger, **kwargs)
 
 
