@@ -99,8 +99,16 @@ class GitHubAppAuth(_Frozen):
     """Environment variable with the app's slug (for the install URL)."""
     install_url: str = "{WEB}/apps/{slug}/installations/new"
     """Install page; ``{WEB}`` is a named base, ``{slug}`` the app slug."""
+    app_id_env: str = "GITHUB_APP_ID"
+    """Environment variable with the App ID (the ``iss`` of the app JWT)."""
+    private_key_env: str = "GITHUB_APP_PRIVATE_KEY"
+    """Environment variable with the app's PEM private key (RS256)."""
+    token_url: str = "{API}/app/installations/{installation_id}/access_tokens"
+    """Where an installation access token is minted with the app JWT."""
+    refresh_leeway_seconds: int = 300
+    """Mint a new installation token this long before the current one expires (they live one hour)."""
     on_installation: AuthHandler
-    """``(installation_id: int, ctx) -> AuthResult``."""
+    """``(installation_id: int, ctx) -> AuthResult``; ``ctx.app_jwt()`` authenticates as the app."""
 
 
 class CustomAuth(_Frozen):

@@ -288,6 +288,10 @@ class AuthCtx:
         """Check and consume a state token made by ``sign_state``."""
         return self.services.verify_state(token)  # type: ignore[no-any-return]
 
+    def app_jwt(self) -> str:
+        """``github_app`` plugins: a JWT authenticating as the app (to look up an installation)."""
+        return self.services.app_jwt()  # type: ignore[no-any-return]
+
 
 @dataclass
 class RouteCtx:

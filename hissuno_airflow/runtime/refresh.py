@@ -1,4 +1,7 @@
-"""OAuth 2.0 access-token refresh: before expiry, on a 401, once per connection across processes.
+"""Access-token refresh: before expiry, on a 401, once per connection across processes.
+
+OAuth 2.0 plugins refresh with their refresh token (or their own ``refresh``); ``github_app`` plugins
+mint an installation access token with the app JWT (tokens live one hour, nothing to rotate).
 
 Single flight: the refresh runs under a PostgreSQL advisory lock keyed on the connection id, taken
 on a dedicated connection to the store, so it holds across processes and machines. After taking the
@@ -23,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..kit.errors import ProviderAuthError, ProviderUnavailable
 
 if TYPE_CHECKING:
-    from ..kit.auth import OAuth2Auth
+    from ..kit.auth import GitHubAppAuth, OAuth2Auth
     from ..kit.define import PluginDef
     from ..store.connections import ConnectionRow
     from ..store.db import Store
@@ -101,13 +104,20 @@ def ensure_fresh(
         ProviderAuthError: the refresh was refused; the user must reconnect.
         ProviderUnavailable: the token endpoint could not be reached or failed (5xx); retriable.
     """
-    from ..kit.auth import OAuth2Auth
+    from ..kit.auth import GitHubAppAuth, OAuth2Auth
 
     creds = source.load()
     auth = plugin.auth
-    if not isinstance(auth, OAuth2Auth):
+    if not isinstance(auth, (OAuth2Auth, GitHubAppAuth)):
         return creds
-    if not force and not needs_refresh(creds, auth.refresh_leeway_seconds, now):
+    app = isinstance(auth, GitHubAppAuth)
+
+    def stale(c: dict[str, Any]) -> bool:
+        if app and not c.get("access_token"):
+            return True  # an installation has no token until the first one is minted
+        return needs_refresh(c, auth.refresh_leeway_seconds, now)
+
+    if not force and not stale(creds):
         return creds
     seen_token = creds.get("access_token")
     with connection_lock(store, connection.id):
@@ -115,16 +125,69 @@ def ensure_fresh(
         if force:
             if latest.get("access_token") != seen_token:
                 return latest
-        elif not needs_refresh(latest, auth.refresh_leeway_seconds, now):
+        elif not stale(latest):
             return latest
-        if not latest.get("refresh_token") and auth.refresh is None:
+        if isinstance(auth, GitHubAppAuth):
+            fresh = _installation_token(plugin, auth, connection, latest)
+        elif not latest.get("refresh_token") and auth.refresh is None:
             msg = f"{plugin.id}: the access token expired and no refresh token is stored; reconnect {connection.id!r}"
             raise ProviderAuthError(msg, provider=plugin.id, status=401)
-        fresh = _refresh(plugin, auth, connection, latest)
+        else:
+            fresh = _refresh(plugin, auth, connection, latest)
         merged = {**latest, **fresh}
         # Persist before anyone uses the new tokens: a rotated refresh token lost now is lost forever.
         source.save(merged)
         return merged
+
+
+def github_app_jwt(plugin: PluginDef) -> str:
+    """The app JWT of a ``github_app`` plugin, from its App ID and private-key environment variables."""
+    from ..kit.auth import GitHubAppAuth
+    from ..kit.github_app import app_jwt
+    from .connect.accounts import NotConfigured
+
+    auth = plugin.auth
+    if not isinstance(auth, GitHubAppAuth):
+        msg = f"plugin {plugin.id!r} is not a GitHub App"
+        raise NotConfigured(msg)
+    app_id, key = os.environ.get(auth.app_id_env, ""), os.environ.get(auth.private_key_env, "")
+    if not app_id or not key:
+        missing = auth.app_id_env if not app_id else auth.private_key_env
+        raise NotConfigured(f"{missing} is not set on the server")
+    try:
+        return app_jwt(app_id, key)
+    except ValueError as exc:
+        raise NotConfigured(f"{auth.private_key_env}: {exc}") from None
+
+
+def _installation_token(
+    plugin: PluginDef, auth: GitHubAppAuth, connection: ConnectionRow, creds: dict[str, Any]
+) -> dict[str, Any]:
+    """``POST /app/installations/{id}/access_tokens`` with the app JWT, through the shared client."""
+    from ..kit.errors import ProviderResponseError
+    from ..kit.http.auth import BearerAuth
+    from .services import make_http_client
+
+    installation = str(creds.get("installation_id") or "")
+    if not installation.isdigit():
+        msg = f"{plugin.id}: no installation id is stored; reconnect {connection.id!r}"
+        raise ProviderAuthError(msg, provider=plugin.id, status=401)
+    base, _, path = auth.token_url.removeprefix("{").partition("}")
+    token = github_app_jwt(plugin)
+    client = make_http_client(plugin, base, secrets=[token], auth=BearerAuth(token), timeout=HTTP_TIMEOUT_S)
+    try:
+        with client:
+            body = client.post_json(path.replace("{installation_id}", str(int(installation))),
+                                    headers={"Accept": "application/vnd.github+json"})
+    except ProviderResponseError as exc:
+        if exc.status != 404:
+            raise
+        msg = f"{plugin.id}: installation {installation} is gone (the app was uninstalled); reconnect"
+        raise ProviderAuthError(msg, provider=plugin.id, status=404) from None
+    if not isinstance(body, dict) or not body.get("token"):
+        raise ProviderAuthError(f"{plugin.id}: the installation token answer has no token", provider=plugin.id)
+    expires = _expires_at({"expires_at": body.get("expires_at")})
+    return {"access_token": body["token"], "expires_at": expires.isoformat() if expires else None}
 
 
 def _refresh(plugin: PluginDef, auth: OAuth2Auth, connection: ConnectionRow, creds: dict[str, Any]) -> dict[str, Any]:

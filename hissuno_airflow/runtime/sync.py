@@ -310,7 +310,7 @@ def _run_locked(
     try:
         creds = source.load()
         secrets.extend(secret_values(creds, plugin.secret_fields))
-        creds = _fresh(plugin, connection, source, store, creds)
+        creds = fresh_credentials(plugin, connection, source, store, creds)
         secrets.extend(secret_values(creds, plugin.secret_fields))
         ingest = StreamIngest(
             store, project_id=connection.project_id, connection_id=connection.id, stream_id=stream_id,
@@ -334,10 +334,11 @@ def _run_locked(
         try:
             call_handler(sync_fn, ctx)
         except ProviderAuthError:
-            # One forced refresh and retry for OAuth plugins whose token died early (revoked, clock skew).
-            if plugin.auth_type != "oauth2":
+            # One forced refresh and retry when a token died early (revoked, clock skew, app permissions).
+            if plugin.auth_type not in ("oauth2", "github_app"):
                 raise
-            ctx.credentials = _fresh(plugin, connection, source, store, dict(ctx.credentials), force=True)
+            ctx.credentials = fresh_credentials(plugin, connection, source, store, dict(ctx.credentials),
+                                                force=True)
             call_handler(sync_fn, ctx)
         signal.raise_if_cancelled()
         ingest.close()
@@ -373,14 +374,13 @@ def _run_locked(
                       error=error, error_code=code, retriable=retriable)
 
 
-def _fresh(plugin: PluginDef, connection: ConnectionRow, source: CredentialSource, store: Store,
-           creds: dict[str, Any], force: bool = False) -> dict[str, Any]:
-    if plugin.auth_type != "oauth2":
+def fresh_credentials(plugin: PluginDef, connection: ConnectionRow, source: CredentialSource, store: Store,
+                      creds: dict[str, Any], force: bool = False) -> dict[str, Any]:
+    """``creds``, or for token-based plugins (OAuth 2.0, GitHub App) a live token via ``ensure_fresh``."""
+    if plugin.auth_type not in ("oauth2", "github_app"):
         return creds
-    try:
-        from .refresh import ensure_fresh
-    except ImportError:
-        return creds
+    from .refresh import ensure_fresh
+
     fresh: dict[str, Any] = ensure_fresh(plugin, connection, source, store, force=force)
     return fresh
 

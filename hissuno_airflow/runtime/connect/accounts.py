@@ -124,6 +124,11 @@ class AuthServices:
         if creds is not None:
             credential_store(self.store, row.credentials_backend).save(row, dict(creds))
 
+    def app_jwt(self) -> str:
+        from ..refresh import github_app_jwt
+
+        return github_app_jwt(self.plugin)
+
     def sign_state(self, data: Mapping[str, Any]) -> str:
         return issue_state(self.store, {"k": "custom", "p": self.plugin.id, "prj": self.project_id,
                                         "u": self.user_id, "d": dict(data)})

@@ -112,7 +112,7 @@ def process_inbox(
     from ...store.enrich import Enricher
     from ...store.ingest import StreamIngest
     from ..logging import PluginLogger
-    from ..sync import validate_config
+    from ..sync import StoreCredentialSource, fresh_credentials, validate_config
 
     store = store or get_store()
     connection = repo.get_connection(store, connection_id)
@@ -123,7 +123,9 @@ def process_inbox(
         raise InputError(f"stream {stream_id!r} of plugin {plugin.id!r} has no webhook handler", field="stream_id")
     row = repo.get_stream(store, connection_id, stream_id)
     settings_ = validate_config(stream.settings, row.settings, "settings")
-    credentials = load_credentials(store, connection)
+    # Handlers may call the provider: hand them a live token (refreshed or minted once, under the lock).
+    credentials = fresh_credentials(plugin, connection, StoreCredentialSource(store, connection), store,
+                                    load_credentials(store, connection))
     secrets = secret_values(credentials, plugin.secret_fields)
     logger = PluginLogger(f"{plugin.id}:{stream_id}", secrets)
     result = InboxResult()
