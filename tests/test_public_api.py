@@ -12,7 +12,7 @@ def test_all_is_sorted_and_complete():
     assert kit.__all__ == sorted(kit.__all__)
     public = {n for n in dir(kit) if not n.startswith("_")} - {
         "annotations", "auth", "context", "define", "errors", "records", "streams", "types", "redaction", "http",
-        "signatures", "testing",
+        "signatures", "testing", "github_app",
     }
     assert public == set(kit.__all__)
 
@@ -24,7 +24,7 @@ def test_every_name_imports():
 
 def test_kit_imports_no_airflow_or_driver():
     code = (
-        "import sys, hissuno_airflow.kit, hissuno_airflow.kit.http, hissuno_airflow.kit.testing, hissuno_airflow.kit.signatures, hissuno_airflow.plugins.sample.plugin;"
+        "import sys, hissuno_airflow.kit, hissuno_airflow.kit.http, hissuno_airflow.kit.testing, hissuno_airflow.kit.signatures, hissuno_airflow.kit.github_app, hissuno_airflow.plugins.sample.plugin;"
         "bad=[m for m in sys.modules if m.split('.')[0] in ('airflow','psycopg','psycopg_pool','flask','sqlalchemy')];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -86,6 +86,7 @@ class SyncServices(Protocol):
     def save_credentials(self, credentials: Mapping[str, Any]) -> None: ...
     def advance_cursor(self, ts: datetime) -> None: ...
     def http_client(self, base: str = "API", **kwargs: Any) -> ProviderClient: ...
+    def base_url(self, name: str) -> str: ...
 
 
 class CancelSignal:
@@ -189,6 +190,10 @@ class SyncCtx:
         """An HTTP client for the named base URL with retries, rate-limit handling and redacted logs."""
         return self.services.http_client(base, **kwargs)
 
+    def base_url(self, name: str) -> str:
+        """Resolved base URL by name (honours ``HISSUNO_<PLUGIN>_<NAME>_URL``)."""
+        return self.services.base_url(name)
+
     def since(self, *candidates: datetime | None) -> datetime | None:
         """The later of the cursor (incremental mode only) and any user date filters given."""
         vals = [c for c in candidates if c is not None]
@@ -234,6 +239,10 @@ class WebhookCtx:
         """An HTTP client for the named base URL."""
         return self.services.http_client(base, **kwargs)
 
+    def base_url(self, name: str) -> str:
+        """Resolved base URL by name (honours ``HISSUNO_<PLUGIN>_<NAME>_URL``)."""
+        return self.services.base_url(name)
+
 
 @dataclass
 class ListCtx:
@@ -251,6 +260,10 @@ class ListCtx:
     def http_client(self, base: str = "API", **kwargs: Any) -> ProviderClient:
         """An HTTP client for the named base URL."""
         return self.services.http_client(base, **kwargs)  # type: ignore[no-any-return]
+
+    def base_url(self, name: str) -> str:
+        """Resolved base URL by name (honours ``HISSUNO_<PLUGIN>_<NAME>_URL``)."""
+        return self.services.base_url(name)  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -308,6 +321,10 @@ class RouteCtx:
     def http_client(self, base: str = "API", **kwargs: Any) -> ProviderClient:
         """An HTTP client for the named base URL."""
         return self.services.http_client(base, **kwargs)  # type: ignore[no-any-return]
+
+    def base_url(self, name: str) -> str:
+        """Resolved base URL by name (honours ``HISSUNO_<PLUGIN>_<NAME>_URL``)."""
+        return self.services.base_url(name)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)

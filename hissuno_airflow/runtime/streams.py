@@ -14,7 +14,7 @@ from ..store import connections as repo
 from ..store.connections import StreamRow
 from ..store.db import Store
 from .handlers import call_handler
-from .sync import resolve_stream, validate_config
+from .sync import live_credentials, resolve_stream, validate_config
 
 
 def enable_stream(
@@ -77,7 +77,6 @@ def _validated(model: type[BaseModel] | None, raw: dict[str, Any], what: str) ->
 
 def list_instances(store: Store, connection_id: str, stream_key: str, *, user_id: str = "") -> list[StreamInstance]:
     """Call the stream's ``instances()`` with the connection's credentials ([] for singleton streams)."""
-    from ..credentials import load_credentials
     from .connect import AuthServices
 
     conn = repo.get_connection(store, connection_id)
@@ -86,7 +85,7 @@ def list_instances(store: Store, connection_id: str, stream_key: str, *, user_id
     if stream.instances is None:
         return []
     ctx = ListCtx(plugin_id=plugin.id, project_id=str(conn.project_id), connection_id=conn.id,
-                  credentials=load_credentials(store, conn), settings=dict(conn.settings),
+                  credentials=live_credentials(store, plugin, conn), settings=dict(conn.settings),
                   services=AuthServices(plugin, store, str(conn.project_id), user_id))
     result = call_handler(stream.instances, ctx)
     return [r if isinstance(r, StreamInstance) else StreamInstance.model_validate(r) for r in result or []]

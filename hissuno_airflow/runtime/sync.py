@@ -35,7 +35,7 @@ from ..store.db import Store, get_store
 from ..store.ingest import StreamIngest
 from .handlers import call_handler
 from .logging import PluginLogger
-from .services import budget_for, make_http_client
+from .services import budget_for, make_http_client, resolve_base
 
 log = logging.getLogger(__name__)
 COUNTED = ("found", "synced", "skipped", "failed")
@@ -175,6 +175,9 @@ class _Services:
         with self.lock:
             if self.high_water is None or ts > self.high_water:
                 self.high_water = ts
+
+    def base_url(self, name: str) -> str:
+        return resolve_base(self.plugin, name)
 
     def http_client(self, base: str = "API", **kwargs: Any) -> Any:
         kwargs.setdefault("rate_limiter", self.rate_limiter)  # a plugin's own limiter wins
@@ -372,6 +375,12 @@ def _run_locked(
     return SyncResult(run_id=run_id, status=status, counts=counts, cursor_before=cursor_before,
                       cursor_after=cursor_after if status == "success" else cursor_before,
                       error=error, error_code=code, retriable=retriable)
+
+
+def live_credentials(store: Store, plugin: PluginDef, connection: ConnectionRow) -> dict[str, Any]:
+    """The connection's credentials with a usable access token (refreshed or minted first when needed)."""
+    source = StoreCredentialSource(store, connection)
+    return fresh_credentials(plugin, connection, source, store, source.load())
 
 
 def fresh_credentials(plugin: PluginDef, connection: ConnectionRow, source: CredentialSource, store: Store,

@@ -251,10 +251,10 @@ def webhook_connection(plugin_id: str, connection_id: str) -> Any:
 
 
 def _route_ctx(plugin: PluginDef, conn: repo.ConnectionRow | None) -> RouteCtx:
-    from ..credentials import load_credentials
     from ..runtime.connect import AuthServices
+    from ..runtime.sync import live_credentials
 
-    creds = load_credentials(store(), conn) if conn is not None else None
+    creds = live_credentials(store(), plugin, conn) if conn is not None else None
     project = str(conn.project_id) if conn else settings.default_project_id()
     return RouteCtx(plugin_id=plugin.id, project_id=project, connection_id=conn.id if conn else None,
                     credentials=creds, settings=dict(conn.settings) if conn else {},

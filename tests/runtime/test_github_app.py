@@ -35,7 +35,8 @@ def _on_installation(installation_id: int, ctx: AuthCtx) -> AuthResult:
 
 def _sync_repos(ctx: SyncCtx) -> None:
     with ctx.http_client("API", auth=BearerAuth(ctx.credentials["access_token"])) as client:
-        for repo_ in client.get_json("/installation/repositories")["repositories"]:
+        # An absolute URL from the named base works as well as a path.
+        for repo_ in client.get_json(ctx.base_url("API") + "/installation/repositories")["repositories"]:
             ctx.ingest.issue(external_id=str(repo_["id"]), name=repo_["full_name"], description="")
 
 

@@ -67,6 +67,8 @@ class FakeAuthServer(FakeProvider):
         super().__init__()
         self.codes: dict[str, dict[str, Any]] = {}
         self.tokens: dict[str, str] = {}
+        self.refresh_tokens: set[str] = set()
+        self.refreshes = 0
         self.account = {"id": "org-42", "name": "Acme Org"}
         self.authorize_requests: list[dict[str, str]] = []
 
@@ -89,6 +91,12 @@ class FakeAuthServer(FakeProvider):
         if basic != (self.client_id, self.client_secret):
             return 401, {"error": "invalid_client"}
         form = dict(httpx.QueryParams(req.body.decode()))
+        if form.get("grant_type") == "refresh_token":
+            if form.get("refresh_token") not in self.refresh_tokens:
+                return 400, {"error": "invalid_grant"}
+            self.refresh_tokens.discard(form["refresh_token"])  # rotation: a refresh token works once
+            self.refreshes += 1
+            return self._issue()
         grant = self.codes.pop(form.get("code", ""), None)
         if form.get("grant_type") != "authorization_code" or grant is None:
             return 400, {"error": "invalid_grant"}
@@ -99,9 +107,13 @@ class FakeAuthServer(FakeProvider):
             digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
             if digest != grant["challenge"]:
                 return 400, {"error": "invalid_grant", "error_description": "PKCE verification failed"}
-        access = "at-" + secrets.token_urlsafe(16)
+        return self._issue()
+
+    def _issue(self) -> Reply:
+        access, refresh = "at-" + secrets.token_urlsafe(16), "rt-" + secrets.token_urlsafe(16)
         self.tokens[access] = self.account["id"]
-        return {"access_token": access, "refresh_token": "rt-" + secrets.token_urlsafe(16), "expires_in": 3600,
+        self.refresh_tokens.add(refresh)
+        return {"access_token": access, "refresh_token": refresh, "expires_in": 3600,
                 "token_type": "Bearer", "scope": "read,write"}
 
     @get("/api/me")
@@ -159,6 +171,12 @@ def _on_tokens(tokens: OAuthTokens, ctx: AuthCtx) -> AuthResult:
     return AuthResult(external_account_id=acct["id"], account_label=acct["name"])
 
 
+def _whoami(request: Any, ctx: Any) -> Any:
+    resp = httpx.get(ctx.base_url("API") + "/api/me", timeout=5,
+                     headers={"Authorization": f"Bearer {ctx.credentials['access_token']}"})
+    return Response(body=resp.json(), status=resp.status_code)
+
+
 def webauth_plugin() -> Any:
     return define_plugin(
         id="webauth", name="Web Auth", description="OAuth test plugin", category="knowledge",
@@ -168,6 +186,7 @@ def webauth_plugin() -> Any:
                         client_id_env="WEBAUTH_CLIENT_ID", client_secret_env="WEBAUTH_CLIENT_SECRET",
                         scope_separator=",", pkce=True, token_endpoint_auth_method="client_secret_basic",
                         extra_auth_params={"prompt": "consent"}, on_token_exchanged=_on_tokens),
+        custom_handlers={"whoami": _whoami}, connection_handlers=frozenset({"whoami"}),
         streams={"events": Stream(kind="issues", label="Events", webhook=_on_event)},
     )
 

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from hissuno_airflow.credentials import load_credentials
+from hissuno_airflow.credentials import credential_store, load_credentials
 from hissuno_airflow.store import connections as repo
 from tests.fixtures.web import Web, count
 from tests.web.plugins import FakeAuthServer, FakeKeyProvider
@@ -215,3 +215,20 @@ def test_oauth_provider_error_and_bad_code(web: Web, auth_server: FakeAuthServer
     st2 = parse_qs(p2.query)["state"][0]
     assert _callback(web, f"{p2.scheme}://{p2.netloc}{p2.path}?error=access_denied&state={st2}").get("error") == ["access_denied"]
     assert count(web.store, "integration_connections") == 0
+
+
+def test_connection_handlers_get_a_refreshed_token(web: Web, auth_server: FakeAuthServer) -> None:
+    back = _callback(web, _provider_redirect(_start(web)))
+    cid = back["connection"][0]
+    row = repo.get_connection(web.store, cid)
+    creds = load_credentials(web.store, row)
+    assert web.client.get(f"/api/plugins/webauth/{cid}/whoami").json() == auth_server.account
+    # The access token ran out (and the provider forgot it): the handler gets a refreshed one.
+    auth_server.tokens.pop(creds["access_token"])
+    past = "2000-01-01T00:00:00+00:00"
+    credential_store(web.store, "db").save(row, {**creds, "expires_at": past})
+    r = web.client.get(f"/api/plugins/webauth/{cid}/whoami")
+    assert r.status_code == 200 and r.json() == auth_server.account, r.text
+    assert auth_server.refreshes == 1
+    fresh = load_credentials(web.store, row)
+    assert fresh["refresh_token"] != creds["refresh_token"] and fresh["expires_at"] > past

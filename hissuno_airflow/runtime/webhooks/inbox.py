@@ -73,6 +73,11 @@ class _WebhookServices:
     def advance_cursor(self, ts: Any) -> None:
         """The cursor belongs to polling runs; webhooks never move it."""
 
+    def base_url(self, name: str) -> str:
+        from ..services import resolve_base
+
+        return resolve_base(self.plugin, name)
+
     def http_client(self, base: str = "API", **kwargs: Any) -> Any:
         from ..services import budget_for, make_http_client
 
@@ -108,11 +113,10 @@ def process_inbox(
     Returns:
         Counts of events done and failed in this drain.
     """
-    from ...credentials import load_credentials
     from ...store.enrich import Enricher
     from ...store.ingest import StreamIngest
     from ..logging import PluginLogger
-    from ..sync import StoreCredentialSource, fresh_credentials, validate_config
+    from ..sync import live_credentials, validate_config
 
     store = store or get_store()
     connection = repo.get_connection(store, connection_id)
@@ -124,8 +128,7 @@ def process_inbox(
     row = repo.get_stream(store, connection_id, stream_id)
     settings_ = validate_config(stream.settings, row.settings, "settings")
     # Handlers may call the provider: hand them a live token (refreshed or minted once, under the lock).
-    credentials = fresh_credentials(plugin, connection, StoreCredentialSource(store, connection), store,
-                                    load_credentials(store, connection))
+    credentials = live_credentials(store, plugin, connection)
     secrets = secret_values(credentials, plugin.secret_fields)
     logger = PluginLogger(f"{plugin.id}:{stream_id}", secrets)
     result = InboxResult()
