@@ -39,6 +39,8 @@ from .services import budget_for, make_http_client, resolve_base
 
 log = logging.getLogger(__name__)
 COUNTED = ("found", "synced", "skipped", "failed")
+# Stream kinds that are one ingested entity kind (an analytics stream counts whatever it ingests).
+_ENTITY_KINDS = frozenset({"sessions", "contacts", "companies", "issues", "knowledge"})
 PERSIST_EVERY_S = 1.0
 
 
@@ -317,7 +319,7 @@ def _run_locked(
         secrets.extend(secret_values(creds, plugin.secret_fields))
         ingest = StreamIngest(
             store, project_id=connection.project_id, connection_id=connection.id, stream_id=stream_id,
-            run_id=run_id, window=(window_lo, until),
+            run_id=run_id, window=(window_lo, until), primary_kind=stream.kind if stream.kind in _ENTITY_KINDS else None,
         )
         services = _Services(plugin=plugin, ingest=ingest, source=source, logger=plog, secrets=secrets,
                              on_progress=on_progress, rate_limiter=rate_limiter or budget_for(plugin, connection.id),

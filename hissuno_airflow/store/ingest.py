@@ -71,7 +71,7 @@ class StreamIngest:
         run_id: str | None = None, on_event: Callable[[ProgressEvent], None] | None = None,
         on_timestamp: Callable[[datetime], None] | None = None,
         window: tuple[datetime | None, datetime | None] = (None, None),
-        enricher: Enricher | None = None, batch_size: int = 500,
+        enricher: Enricher | None = None, batch_size: int = 500, primary_kind: str | None = None,
     ) -> None:
         self.store = store
         self.project_id = project_id
@@ -79,6 +79,10 @@ class StreamIngest:
         self.stream_id = stream_id
         self.run_id = run_id
         self._on_event = on_event or (lambda e: None)
+        # The stream's own kind: only its records count as synced/skipped, so a sessions stream that
+        # also upserts each session's contact and company reports "40 found, 40 synced", not 92.
+        # Failures of any kind are counted.
+        self.primary_kind = primary_kind
         self._on_timestamp = on_timestamp or (lambda t: None)
         self.window = window
         self.enricher = enricher or Enricher(store, project_id)
@@ -172,8 +176,9 @@ class StreamIngest:
         if ts is None or (lo is None and hi is None):
             return True
         if (lo is not None and ts < lo) or (hi is not None and ts >= hi):
-            self._on_event(ProgressEvent(type="skipped", external_id=rec.external_id,
-                                         message=f"{kind} outside the run's window"))
+            if self._counts(kind):
+                self._on_event(ProgressEvent(type="skipped", external_id=rec.external_id,
+                                             message=f"{kind} outside the run's window"))
             return False
         return True
 
@@ -189,9 +194,14 @@ class StreamIngest:
         # Changed content, or a vector made by another embedding model: rewrite and re-embed.
         return h, "updated", prev[0]
 
+    def _counts(self, kind: str) -> bool:
+        return self.primary_kind is None or kind == self.primary_kind
+
     def _done(self, kind: str, rec: Any, hid: str, action: str) -> IngestResult:
         if rec.updated_at is not None:
             self._on_timestamp(rec.updated_at)
+        if not self._counts(kind):
+            return IngestResult(id=hid, kind=kind, action=action)  # type: ignore[arg-type]
         self._on_event(ProgressEvent(
             type="skipped" if action == "unchanged" else "synced", external_id=rec.external_id,
             hissuno_id=hid, message=f"{kind} {action}",
@@ -205,7 +215,7 @@ class StreamIngest:
         rec = self._validate(SessionRecord, "sessions", record, fields)
         if isinstance(rec, IngestResult):
             return rec
-        if not self._in_window(rec, "session"):
+        if not self._in_window(rec, "sessions"):
             return IngestResult(id=None, kind="sessions", action="unchanged")
         h, action, hid = self._classify_existing("sessions", rec)
         if action == "unchanged":
@@ -247,7 +257,7 @@ class StreamIngest:
         rec = self._validate(IssueRecord, "issues", record, fields)
         if isinstance(rec, IngestResult):
             return rec
-        if not self._in_window(rec, "issue"):
+        if not self._in_window(rec, "issues"):
             return IngestResult(id=None, kind="issues", action="unchanged")
         h, action, hid = self._classify_existing("issues", rec)
         if action == "unchanged":
@@ -302,7 +312,7 @@ class StreamIngest:
         rec = self._validate(ContactRecord, "contacts", record, fields)
         if isinstance(rec, IngestResult):
             return rec
-        if not self._in_window(rec, "contact"):
+        if not self._in_window(rec, "contacts"):
             return IngestResult(id=None, kind="contacts", action="unchanged")
         h, action, hid = self._classify_existing("contacts", rec)
         if action == "unchanged":
@@ -320,7 +330,7 @@ class StreamIngest:
         rec = self._validate(CompanyRecord, "companies", record, fields)
         if isinstance(rec, IngestResult):
             return rec
-        if not self._in_window(rec, "company"):
+        if not self._in_window(rec, "companies"):
             return IngestResult(id=None, kind="companies", action="unchanged")
         h, action, hid = self._classify_existing("companies", rec)
         if action == "unchanged":
