@@ -42,6 +42,10 @@ def _sync(ctx: Any) -> None:
         ts = datetime.fromisoformat(raw["updated_at"])
         if (since is not None and ts <= since) or (until is not None and ts >= until):
             continue
+        if raw["id"] == "wait":
+            # A slow provider: block until the run is cancelled (or give up after 30 s).
+            ctx.signal.wait(30)
+            ctx.signal.raise_if_cancelled()
         ctx.ingest.contact(external_id=raw["id"], updated_at=ts, email=f"{raw['id']}@probe.test",
                            name=f"Probe {raw['id']}")
 

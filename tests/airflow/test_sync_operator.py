@@ -74,3 +74,62 @@ def test_bad_credentials_fail_without_retry(store, probe, airflow_clean):
         ti = s.query(TaskInstance).filter_by(dag_id=run.dag_id, run_id=run.run_id).one()
         assert ti.state == "failed"  # fatal: not up_for_retry
     assert repo.get_stream(store, conn.id, "people").last_sync_status == "error"
+
+
+class _TaskInstance:
+    """The slice of Airflow's RuntimeTaskInstance that ``execute`` touches, recording XCom pushes."""
+
+    dag_id, task_id, try_number = "hissuno__kill", "sync", 1
+
+    def __init__(self):
+        self.pushed = {}
+
+    def xcom_push(self, key, value):
+        self.pushed[key] = value
+
+    def xcom_pull(self, **kwargs):
+        raise AssertionError("a first run must not pull a cursor")
+
+
+def test_on_kill_cancels_the_running_sync_and_keeps_the_cursor(store, probe, airflow_clean):
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowException
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    conn = make_connection(store, "afprobe", backend="airflow")
+    AirflowCredentialStore(store).save(conn, {"api_key": probe.GOOD_KEY, "workspace": "w"})
+    enable(store, conn, "people", "1h")
+    probe.write_records([("a", now - timedelta(hours=2)), ("wait", now - timedelta(hours=1))])
+    task = build_dag(load_manifest()[0]).get_task("sync")
+    ti = _TaskInstance()
+    context = {"ti": ti, "params": {}, "prev_start_date_success": None,
+               "dag_run": SimpleNamespace(run_id="manual__kill", conf={}, run_type="manual")}
+    raised = []
+
+    def run():
+        try:
+            task.execute(context)
+        except Exception as exc:
+            raised.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with store.connection() as c:
+            if c.execute("SELECT 1 FROM integration_sync_runs WHERE connection_id = %s AND status = 'in_progress'",
+                         (conn.id,)).fetchone():
+                break
+        time.sleep(0.05)
+    task.on_kill()  # what the Task SDK calls on SIGTERM
+    worker.join(30)
+    assert not worker.is_alive()
+    assert len(raised) == 1 and isinstance(raised[0], AirflowException) and "cancelled" in str(raised[0])
+    with store.connection() as c:
+        run = c.execute("SELECT status, error_message FROM integration_sync_runs WHERE connection_id = %s",
+                        (conn.id,)).fetchone()
+    assert (run["status"], run["error_message"]) == ("cancelled", "airflow task killed")
+    assert repo.get_stream(store, conn.id, "people").last_sync_at is None and CURSOR_KEY not in ti.pushed
