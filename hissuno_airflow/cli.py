@@ -127,6 +127,24 @@ def cmd_disconnect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .store import connections as repo
+    from .store.runs import list_runs
+
+    store = _store()
+    conn = repo.get_connection(store, args.connection)
+    runs = list_runs(store, conn.id, stream_id=args.stream_id, status=args.status, limit=args.limit)
+    lines = []
+    for r in runs:
+        c = r["counts"]
+        window = f" window {r['window_start']}..{r['window_end']}" if r["window_start"] or r["window_end"] else ""
+        lines.append(f"{r['started_at'][:19]}  {r['stream_id']:<20} {r['triggered_by']:<8} {r['status']:<11} "
+                     f"{c.get('synced', 0)} synced, {c.get('skipped', 0)} skipped, {c.get('failed', 0)} failed"
+                     f"{window}" + (f"\n    {r['error_message']}" if r["error_message"] else ""))
+    _out(args, runs, "\n".join(lines) or "(no runs)")
+    return 0
+
+
 def cmd_connections(args: argparse.Namespace) -> int:
     from .store import connections as repo
 
@@ -309,6 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--full", action="store_true", help="ignore the cursor")
     sp.add_argument("--since", help="window start (ISO); with --until this is a backfill")
     sp.add_argument("--until", help="window end, exclusive (ISO)")
+    sp = add("runs", cmd_runs, "a connection's run history, newest first")
+    sp.add_argument("connection")
+    sp.add_argument("stream_id", nargs="?")
+    sp.add_argument("--status", choices=["in_progress", "success", "error", "cancelled"])
+    sp.add_argument("--limit", type=_positive, default=20)
     sp = add("serve", cmd_serve, "serve the web routes without Airflow")
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=8765)

@@ -138,3 +138,22 @@ def test_disconnect_forgets_the_connection_but_keeps_ingested_data(cli, store):
     assert _count(store, "sessions") == 5
     proc = cli("disconnect", cid, ok=False)
     assert proc.returncode == 2 and f"connection {cid!r} not found" in proc.stderr
+
+
+def test_runs_show_the_history_newest_first_with_backfill_windows(cli):
+    cid = json.loads(cli("connect", "sample", "--set", "workspace=history", "--json").stdout)["connection_id"]
+    cli("enable", cid, "sessions", "--filters", '{"size": 5}')
+    cli("sync", cid, "sessions")
+    cli("sync", cid, "sessions", "--since", "2026-01-01", "--until", "2026-01-02")
+    cli("enable", cid, "sessions", "--filters", '{"size": 5, "fail_after": 1}')
+    cli("sync", cid, "sessions", "--full", ok=False)
+    runs = json.loads(cli("runs", cid, "--json").stdout)
+    assert [(r["triggered_by"], r["status"]) for r in runs] == [
+        ("manual", "error"), ("backfill", "success"), ("manual", "success")]
+    assert runs[0]["error_message"].startswith("sample GET /conversations: 503")
+    assert (runs[1]["window_start"], runs[1]["window_end"]) == ("2026-01-01T00:00:00+00:00", "2026-01-02T00:00:00+00:00")
+    assert runs[2]["counts"]["synced"] == 5
+    assert [r["status"] for r in json.loads(cli("runs", cid, "sessions", "--status", "error", "--json").stdout)] == ["error"]
+    assert len(json.loads(cli("runs", cid, "--limit", "1", "--json").stdout)) == 1
+    text = cli("runs", cid).stdout
+    assert "backfill success" in " ".join(text.split()) and "window 2026-01-01" in text

@@ -14,6 +14,7 @@ Relative to the mount (``/hissuno``):
     GET|PATCH|DELETE /api/plugins/<plugin>/<connection>
     GET|POST|DELETE  /api/plugins/<plugin>/<connection>/streams
     GET  /api/plugins/<plugin>/<connection>/instances/<stream_key>
+    GET  /api/plugins/<plugin>/<connection>/runs        run history (stream_id, status, limit)
     GET  /api/plugins/<plugin>/<connection>/events      webhook events (failed ones stay visible)
     POST /api/plugins/<plugin>/<connection>/events/process   drain the inbox now
     GET  /api/plugins/<plugin>/<connection>/sync?stream_id=&mode=   manual sync, Server-Sent Events
@@ -382,6 +383,22 @@ def streams_delete(plugin_id: str, connection_id: str) -> Any:
     if not repo.delete_stream(store(), conn.id, sid):
         raise NotFoundError(f"stream {sid!r} is not enabled on connection {conn.id!r}", field="stream_id")
     return jsonify({"success": True})
+
+
+# -- run history ----------------------------------------------------------------------------------
+
+
+@bp.get("/api/plugins/<plugin_id>/<connection_id>/runs")
+def runs_list(plugin_id: str, connection_id: str) -> Any:
+    """Run history, newest first (``stream_id``, ``status`` and ``limit`` query parameters)."""
+    from ..store.runs import list_runs
+
+    conn = _connection(registry.get_plugin(plugin_id), connection_id)
+    raw_limit = request.args.get("limit", "20")
+    if not raw_limit.isdigit():
+        raise InputError(f"limit: expected a whole number; got {raw_limit[:20]!r}", field="limit")
+    return jsonify({"runs": list_runs(store(), conn.id, stream_id=request.args.get("stream_id") or None,
+                                      status=request.args.get("status") or None, limit=int(raw_limit))})
 
 
 # -- webhook events -------------------------------------------------------------------------------

@@ -156,6 +156,21 @@ def test_sync_sse_framing(web: Web) -> None:
     assert events[-1]["message"].startswith(f"{counts['synced']} synced")
 
 
+def test_run_history_route(web: Web) -> None:
+    cid = _sample(web)
+    web.client.post(f"/api/plugins/sample/{cid}/streams", json={"stream_key": "issues", "filters": {"size": 4}})
+    with web.client.stream("GET", f"/api/plugins/sample/{cid}/sync", params={"stream_id": "issues"}) as resp:
+        last = [f for f in resp.read().decode().split("\n\n") if f.strip()][-1]
+    counts = json.loads(last.split("data: ", 1)[1])["data"]["counts"]
+    runs = web.client.get(f"/api/plugins/sample/{cid}/runs").json()["runs"]
+    assert [(r["stream_id"], r["status"], r["counts"]) for r in runs] == [("issues", "success", counts)]
+    assert counts["synced"] > 0
+    assert web.client.get(f"/api/plugins/sample/{cid}/runs", params={"status": "error"}).json() == {"runs": []}
+    assert web.client.get(f"/api/plugins/sample/{cid}/runs", params={"limit": "x"}).json()["field"] == "limit"
+    assert web.client.get(f"/api/plugins/sample/{cid}/runs", params={"status": "meh"}).json()["field"] == "status"
+    assert web.anon.get(f"/api/plugins/sample/{cid}/runs").status_code == 401
+
+
 def test_sync_failure_is_an_error_event(web: Web) -> None:
     cid = _sample(web)
     web.client.post(f"/api/plugins/sample/{cid}/streams", json={"stream_key": "sessions",
