@@ -138,6 +138,9 @@ class Store:
             msg = f"cannot reach the hissuno store: {type(exc).__name__}"
             raise StoreUnavailable(msg) from exc
         self._opened = True
+        # Close before interpreter shutdown: left to the pool's __del__, Python 3.13 cannot join its
+        # worker threads and every process (each CLI call, each Airflow task) hangs 5 s on exit.
+        atexit.register(self.close)
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:

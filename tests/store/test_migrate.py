@@ -53,3 +53,22 @@ def test_concurrent_migrations_apply_once(database_url):
     with concurrent.futures.ThreadPoolExecutor(4) as ex:
         results = list(ex.map(lambda _: migrate.migrate(url), range(4)))
     assert sorted(len(r) for r in results) == [0, 0, 0, len(migrate.available())]
+
+
+def test_an_opened_pool_is_closed_before_interpreter_shutdown(database_url):
+    # Left to the pool's __del__, Python 3.13 cannot join its worker threads at shutdown and every
+    # process (a CLI call, an Airflow task) hangs five seconds on exit.
+    import subprocess
+    import sys
+
+    code = (
+        "import atexit, sys\n"
+        "from hissuno_airflow.store.db import Store\n"
+        f"s = Store({database_url!r}); s.open()\n"
+        "with s.connection() as c: c.execute('SELECT 1')\n"
+        "assert not s.pool.closed\n"
+        "atexit._run_exitfuncs()\n"
+        "sys.exit(0 if s.pool.closed else 3)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
