@@ -80,6 +80,21 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_stop(args: argparse.Namespace) -> int:
+    from . import settings
+    from .store.db import stop_embedded
+
+    if settings.database_url():
+        raise InputError("HISSUNO_DATABASE_URL is set: that database is not hissuno's to stop",
+                         field="HISSUNO_DATABASE_URL")
+    pgdata = settings.home() / "pgdata"
+    running = (pgdata / "postmaster.pid").exists()
+    stop_embedded()
+    _out(args, {"stopped": running, "pgdata": str(pgdata)},
+         f"stopped the embedded PostgreSQL at {pgdata}" if running else "the embedded PostgreSQL is not running")
+    return 0
+
+
 def cmd_connect(args: argparse.Namespace) -> int:
     from . import settings
     from .runtime.connect import start_connect
@@ -300,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     mig = dbsub.add_parser("migrate", help="create or upgrade the schema (idempotent)")
     mig.add_argument("--json", action="store_true")
     mig.set_defaults(fn=cmd_db_migrate)
+    stop = dbsub.add_parser("stop", help="stop the embedded PostgreSQL (it keeps running between commands)")
+    stop.add_argument("--json", action="store_true")
+    stop.set_defaults(fn=cmd_db_stop)
     sp = add("connect", cmd_connect, "connect a provider account")
     sp.add_argument("plugin")
     sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an auth field")

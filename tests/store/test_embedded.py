@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +38,14 @@ def test_concurrent_processes_share_one_server(tmp_path: Path):
         again = subprocess.run([sys.executable, "-c", CODE, str(home)], capture_output=True, text=True, timeout=60)
         assert again.stdout.strip().splitlines()[-1] == url
         assert (home / "pgdata" / "postmaster.pid").read_text().splitlines()[0] == pid
+        # `hissuno db stop` stops it (and says so); a second stop finds nothing running.
+        env = {k: v for k, v in os.environ.items() if k != "HISSUNO_DATABASE_URL"} | {"HISSUNO_HOME": str(home)}
+        stop = [sys.executable, "-m", "hissuno_airflow.cli", "db", "stop", "--json"]
+        first = subprocess.run(stop, env=env, capture_output=True, text=True, timeout=60)
+        assert first.returncode == 0 and json.loads(first.stdout)["stopped"] is True, first.stderr
+        assert not (home / "pgdata" / "postmaster.pid").exists()
+        second = subprocess.run(stop, env=env, capture_output=True, text=True, timeout=60)
+        assert json.loads(second.stdout)["stopped"] is False
     finally:
         db.stop_embedded(home)
     assert not (home / "pgdata" / "postmaster.pid").exists()
