@@ -68,6 +68,12 @@ def test_connect_enable_sync_in_the_browser(web: Web, store: Any) -> None:
             expect(bar).to_have_attribute("aria-valuenow", "100")
             expect(stream.locator(".progress-text")).to_contain_text("synced")
             expect(stream.locator(".s-status")).to_contain_text("success")
+            # The stream's run history: this manual run, with its counts.
+            stream.locator(".s-history-toggle").click()
+            run = stream.locator(".s-history tbody tr").first
+            expect(run).to_contain_text("manual")
+            expect(run.locator("td").nth(2)).to_have_text("success")
+            expect(run.locator("td").nth(4)).to_have_text("40")
             page.screenshot(path=str(ARTIFACTS / "marketplace-sync.png"), full_page=True)
             assert not errors, errors
         finally:

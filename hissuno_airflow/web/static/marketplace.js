@@ -314,6 +314,8 @@
             const res = await api(`/plugins/${plugin.id}/${conn.id}/streams`);
             const fresh = res.streams.find((s) => s.stream_id === current.stream_id);
             if (fresh) { current = fresh; setStatus(fresh); }
+            historyBtn.hidden = false;
+            if (!history.hidden) showHistory().catch(() => {});
             return;
           }
           if (d.total) pct = Math.max(pct, Math.min(99, (100 * d.current) / d.total));
@@ -331,7 +333,29 @@
       run().catch(() => {});
     }
 
-    $(".s-save", node).addEventListener("click", () => { save().catch(() => {}); });
+    // The last runs of this stream (manual, scheduled, backfill, webhook), newest first.
+    const history = $(".s-history", node);
+    const historyBtn = $(".s-history-toggle", node);
+    historyBtn.hidden = !row;
+    async function showHistory() {
+      const res = await api(`/plugins/${plugin.id}/${conn.id}/runs?limit=10&stream_id=${encodeURIComponent(current.stream_id)}`);
+      const when = (t) => (t ? new Date(t).toLocaleString() : "");
+      $("tbody", history).replaceChildren(...res.runs.map((r) => {
+        const c = r.counts || {};
+        const note = r.error_message || (r.window_start || r.window_end ? `${when(r.window_start)} → ${when(r.window_end)}` : "");
+        return el("tr", { class: "run status-" + r.status },
+          ...[when(r.started_at), r.triggered_by, r.status, c.found || 0, c.synced || 0, c.skipped || 0, c.failed || 0, note]
+            .map((v) => el("td", { text: String(v) })));
+      }));
+      if (!res.runs.length) $("tbody", history).append(el("tr", {}, el("td", { colspan: "8", text: "No runs yet" })));
+      history.hidden = false;
+    }
+    historyBtn.addEventListener("click", () => {
+      if (!history.hidden) { history.hidden = true; return; }
+      showHistory().catch((e) => toast(e.message, true));
+    });
+
+    $(".s-save", node).addEventListener("click", () => { save().then(() => { historyBtn.hidden = false; }).catch(() => {}); });
     $(".s-sync", node).addEventListener("click", sync);
     if (!def.has_sync) $(".s-sync", node).hidden = true;
     return node;
