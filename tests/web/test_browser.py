@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hissuno_airflow import registry
 from hissuno_airflow.store import connections as repo
 from tests.fixtures.web import ADMIN_TOKEN, Web, count
 
@@ -30,8 +31,9 @@ def test_connect_enable_sync_in_the_browser(web: Web, store: Any) -> None:
             page.goto(f"{web.url}/?token={ADMIN_TOKEN}")
             card = page.locator('.card[data-plugin="sample"]')
             expect(card).to_be_visible()
+            expect(card.locator("a.docs")).to_have_attribute("href", registry.get_plugin("sample").docs_url or "")
             # A bad value is refused in the dialog with the plugin's message.
-            card.get_by_role("button").click()
+            card.get_by_role("button", name="Add sample workspace").click()
             dialog = page.locator("#config-dialog")
             expect(dialog).to_be_visible()
             dialog.locator('input[name="workspace"]').fill("bad workspace!")

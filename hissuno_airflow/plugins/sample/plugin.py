@@ -177,6 +177,7 @@ plugin = define_plugin(
     category="sessions",
     icon=Icon(inline_svg=LOGO),
     setup_label="Add sample workspace",
+    docs_url="https://github.com/hissuno/hissuno-airflow/blob/main/docs/writing-a-plugin.md",
     base_urls={"API": "http://127.0.0.1/sample"},
     auth=ApiKeyAuth(
         fields=(

@@ -97,7 +97,8 @@
           el("div", { class: "actions" }, el("button", {
             class: "primary", disabled: blocked, text: p.coming_soon ? "Coming soon" : (p.setup_label || "Connect"),
             onclick: () => openConnect(p),
-          }))));
+          }), /^https?:\/\//.test(p.docs_url || "") ? el("a", { class: "docs", href: p.docs_url, target: "_blank",
+            rel: "noopener noreferrer", text: "Docs" }) : null)));
       }
       root.append(el("div", { class: "category" }, el("h4", { text: cat.replace("_", " ") }), cards));
     }
