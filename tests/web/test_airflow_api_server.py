@@ -237,3 +237,19 @@ def test_oauth_round_trip_tokens_land_encrypted_in_an_airflow_connection(
     token = next(iter(auth_fake.tokens))
     assert token not in json.dumps(conns)
     assert token.encode() not in (api_server.home / "airflow.db").read_bytes()
+
+
+def test_airflow_connection_form_carries_the_plugin_fields(api_server: ApiServer) -> None:
+    # What the Airflow UI's "Add connection" form is built from.
+    with api_server.client() as c:
+        r = c.get("/ui/connections/hook_meta")
+    assert r.status_code == 200, r.text
+    meta = {m["connection_type"]: m for m in r.json()}
+    sample = meta["hissuno_sample"]
+    assert sample["hook_name"] and "Sample" in sample["hook_name"]
+    extra = sample["extra_fields"]
+    assert {"workspace", "epoch", "every_seconds"} <= set(extra), extra
+    from hissuno_airflow import registry
+
+    labels = {f.id: f.label for f in registry.get_plugin("sample").auth.fields}
+    assert {name: extra[name]["schema"]["title"] for name in labels} == labels
