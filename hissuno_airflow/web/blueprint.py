@@ -5,6 +5,7 @@ Relative to the mount (``/hissuno``):
     GET  /                                              marketplace page (public shell)
     GET  /health                                        public
     GET  /api/plugins/catalog
+    GET|POST /api/projects                              projects (connections and data belong to one)
     GET  /api/connections                               every connection with its streams
     GET  /api/plugins/<plugin>                          plugin summary + its connections
     POST /api/plugins/<plugin>/connect                  api_key / oauth2 / github_app / custom
@@ -141,6 +142,26 @@ def catalog_route() -> Any:
     """Every available plugin as a marketplace card."""
     return jsonify({"plugins": [catalog.plugin_entry(p) for p in registry.list_plugins()],
                     "load_errors": sorted(registry.load_errors())})
+
+
+@bp.get("/api/projects")
+def projects_list() -> Any:
+    """Every project; connections and ingested data belong to one."""
+    from ..store.projects import list_projects
+
+    default = settings.default_project_id()
+    return jsonify({"projects": [{**p.public(), "default": p.id == default} for p in list_projects(store())]})
+
+
+@bp.post("/api/projects")
+def projects_create() -> Any:
+    """A new project from ``{"name": ...}``."""
+    from ..store.projects import create_project
+
+    name = _json_body().get("name")
+    if not isinstance(name, str):
+        raise InputError("name: expected text", field="name")
+    return jsonify(create_project(store(), name).public()), 201
 
 
 @bp.get("/api/connections")

@@ -59,6 +59,21 @@ def test_a_bad_or_unknown_project_is_named_before_the_provider_is_called(web: We
     assert count(web.store, "integration_connections") == 0 and key_provider.count("/me") == 0
 
 
+def test_projects_route_lists_and_creates_and_connect_targets_one(web: Web, key_provider: Any) -> None:
+    made = web.client.post("/api/projects", json={"name": "Research"})
+    assert made.status_code == 201, made.text
+    pid = made.json()["id"]
+    listed = {p["id"]: p for p in web.client.get("/api/projects").json()["projects"]}
+    assert listed[pid]["name"] == "Research" and listed[pid]["default"] is False
+    assert web.client.post("/api/projects", json={"name": ""}).json()["field"] == "name"
+    assert web.client.post("/api/projects", json={"name": 3}).json()["field"] == "name"
+    assert web.anon.get("/api/projects").status_code == 401
+    r = web.client.post("/api/plugins/webkey/connect", json={"credentials": {"api_key": "good-key-1"}, "project_id": pid})
+    assert r.status_code == 201, r.text
+    scoped = web.client.get("/api/connections", params={"project_id": pid}).json()["connections"]
+    assert [c["id"] for c in scoped] == [r.json()["connection_id"]]
+
+
 def test_api_key_good_then_reconnect_updates(web: Web, key_provider: Any) -> None:
     r = web.client.post("/api/plugins/webkey/connect", json={"credentials": {"api_key": "good-key-1"}})
     assert r.status_code == 201, r.text
