@@ -162,10 +162,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_connections(args: argparse.Namespace) -> int:
     from .store import connections as repo
-
-    store = _store()
     from .store.projects import get_project
 
+    store = _store()
     project = get_project(store, args.project, field="--project").id if args.project else None
     rows = repo.list_connections(store, project_id=project, plugin_id=args.plugin)
     data = [r.public() for r in rows]

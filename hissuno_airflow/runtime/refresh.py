@@ -84,7 +84,7 @@ def connection_lock(store: Store, connection_id: str) -> Iterator[None]:
 
 def ensure_fresh(
     plugin: PluginDef, connection: ConnectionRow, source: CredentialSource, store: Store, *,
-    force: bool = False, now: datetime | None = None,
+    force: bool = False, now: datetime | None = None, creds: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Return usable credentials, refreshing the OAuth access token first when it is (nearly) expired.
 
@@ -96,6 +96,8 @@ def ensure_fresh(
         force: refresh even if the token looks valid (the provider answered 401). Skipped when
             another process already replaced the token this caller saw.
         now: the current time (tests).
+        creds: the credentials the caller already holds (the ones a 401 answered), saving a read;
+            default: read from ``source``.
 
     Returns:
         The current credentials.
@@ -106,7 +108,7 @@ def ensure_fresh(
     """
     from ..kit.auth import GitHubAppAuth, OAuth2Auth
 
-    creds = source.load()
+    creds = source.load() if creds is None else creds
     auth = plugin.auth
     if not isinstance(auth, (OAuth2Auth, GitHubAppAuth)):
         return creds

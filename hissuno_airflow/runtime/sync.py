@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 COUNTED = ("found", "synced", "skipped", "failed")
 # Stream kinds that are one ingested entity kind (an analytics stream counts whatever it ingests).
 _ENTITY_KINDS = frozenset({"sessions", "contacts", "companies", "issues", "knowledge"})
+# Auth types whose credentials carry an access token that expires (refreshed or minted again).
+_TOKEN_AUTH_TYPES = frozenset({"oauth2", "github_app"})
 PERSIST_EVERY_S = 1.0
 
 
@@ -340,7 +342,7 @@ def _run_locked(
             call_handler(sync_fn, ctx)
         except ProviderAuthError:
             # One forced refresh and retry when a token died early (revoked, clock skew, app permissions).
-            if plugin.auth_type not in ("oauth2", "github_app"):
+            if plugin.auth_type not in _TOKEN_AUTH_TYPES:
                 raise
             ctx.credentials = fresh_credentials(plugin, connection, source, store, dict(ctx.credentials),
                                                 force=True)
@@ -388,11 +390,11 @@ def live_credentials(store: Store, plugin: PluginDef, connection: ConnectionRow)
 def fresh_credentials(plugin: PluginDef, connection: ConnectionRow, source: CredentialSource, store: Store,
                       creds: dict[str, Any], force: bool = False) -> dict[str, Any]:
     """``creds``, or for token-based plugins (OAuth 2.0, GitHub App) a live token via ``ensure_fresh``."""
-    if plugin.auth_type not in ("oauth2", "github_app"):
+    if plugin.auth_type not in _TOKEN_AUTH_TYPES:
         return creds
     from .refresh import ensure_fresh
 
-    fresh: dict[str, Any] = ensure_fresh(plugin, connection, source, store, force=force)
+    fresh: dict[str, Any] = ensure_fresh(plugin, connection, source, store, force=force, creds=creds)
     return fresh
 
 

@@ -29,11 +29,17 @@ def _xcom(dag_run, key):
         return None if row is None else XComModel.deserialize_value(row)
 
 
-def test_second_run_pulls_first_runs_cursor(store, probe, airflow_clean):
-    now = datetime.now(UTC).replace(microsecond=0)
+def _probe_stream(store, probe):
+    """An ``afprobe`` connection with credentials in Airflow and its hourly ``people`` stream enabled."""
     conn = make_connection(store, "afprobe", backend="airflow")
     AirflowCredentialStore(store).save(conn, {"api_key": probe.GOOD_KEY, "workspace": "w"})
     enable(store, conn, "people", "1h")
+    return conn
+
+
+def test_second_run_pulls_first_runs_cursor(store, probe, airflow_clean):
+    now = datetime.now(UTC).replace(microsecond=0)
+    conn = _probe_stream(store, probe)
     probe.write_records([("a", now - timedelta(hours=3)), ("b", now - timedelta(hours=2))])
 
     (row,) = load_manifest()
@@ -99,9 +105,7 @@ def test_on_kill_cancels_the_running_sync_and_keeps_the_cursor(store, probe, air
     from airflow.sdk.exceptions import AirflowException
 
     now = datetime.now(UTC).replace(microsecond=0)
-    conn = make_connection(store, "afprobe", backend="airflow")
-    AirflowCredentialStore(store).save(conn, {"api_key": probe.GOOD_KEY, "workspace": "w"})
-    enable(store, conn, "people", "1h")
+    conn = _probe_stream(store, probe)
     probe.write_records([("a", now - timedelta(hours=2)), ("wait", now - timedelta(hours=1))])
     task = build_dag(load_manifest()[0]).get_task("sync")
     ti = _TaskInstance()
