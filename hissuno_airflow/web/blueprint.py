@@ -43,7 +43,7 @@ from ..kit.errors import InputError, NotFoundError
 from ..kit.streams import build_stream_id
 from ..store import connections as repo
 from ..store.db import Store
-from ..store.projects import get_project, parse_project_id
+from ..store.projects import create_project, get_project, list_projects, parse_project_id
 from . import catalog
 from .access import current_user, require_user
 
@@ -144,11 +144,15 @@ def catalog_route() -> Any:
                     "load_errors": sorted(registry.load_errors())})
 
 
+def _project_filter() -> str | None:
+    """The ``project_id`` query parameter, checked (400 naming it unless a UUID); None when absent."""
+    project = request.args.get("project_id") or None
+    return parse_project_id(project) if project else None
+
+
 @bp.get("/api/projects")
 def projects_list() -> Any:
     """Every project; connections and ingested data belong to one."""
-    from ..store.projects import list_projects
-
     default = settings.default_project_id()
     return jsonify({"projects": [{**p.public(), "default": p.id == default} for p in list_projects(store())]})
 
@@ -156,8 +160,6 @@ def projects_list() -> Any:
 @bp.post("/api/projects")
 def projects_create() -> Any:
     """A new project from ``{"name": ...}``."""
-    from ..store.projects import create_project
-
     name = _json_body().get("name")
     if not isinstance(name, str):
         raise InputError("name: expected text", field="name")
@@ -167,8 +169,7 @@ def projects_create() -> Any:
 @bp.get("/api/connections")
 def all_connections() -> Any:
     """Every connection of the project, with its stream rows."""
-    project = request.args.get("project_id") or None
-    rows = repo.list_connections(store(), project_id=parse_project_id(project) if project else None)
+    rows = repo.list_connections(store(), project_id=_project_filter())
     streams = repo.list_streams(store())
     by_conn: dict[str, list[repo.StreamRow]] = {}
     for s in streams:
@@ -180,9 +181,7 @@ def all_connections() -> Any:
 def plugin_summary(plugin_id: str) -> Any:
     """A plugin's summary and its connections, newest first."""
     plugin = registry.get_plugin(plugin_id)
-    project = request.args.get("project_id") or None
-    rows = repo.list_connections(store(), project_id=parse_project_id(project) if project else None,
-                                 plugin_id=plugin.id)
+    rows = repo.list_connections(store(), project_id=_project_filter(), plugin_id=plugin.id)
     return jsonify({"plugin": {"id": plugin.id, "name": plugin.name, "multi_instance": plugin.multi_instance},
                     "connections": [catalog.connection_entry(r, repo.list_streams(store(), r.id)) for r in rows]})
 
