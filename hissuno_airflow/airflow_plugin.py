@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from .web.asgi import HissunoASGI
+from .airflow_host.asgi import HissunoASGI
 
 MOUNT = "/hissuno"
 

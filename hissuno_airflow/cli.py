@@ -22,9 +22,23 @@ def _out(args: argparse.Namespace, data: Any, text: str) -> None:
 def _store() -> Any:
     from .store.db import get_store
 
+    _install_host()
     store = get_store()
     store.migrate()
     return store
+
+
+def _install_host() -> str | None:
+    """Run on the Airflow host when this machine's Airflow installation is usable (credentials in Airflow
+    Connections, pools); returns why not when ``AIRFLOW_HOME`` names one that is not (None otherwise)."""
+    if not os.environ.get("AIRFLOW_HOME"):
+        return None
+    from .airflow_host import airflow_usable, install
+
+    why = airflow_usable()
+    if why is None:
+        install()
+    return why
 
 
 def _kv(pairs: Sequence[str]) -> dict[str, str]:
@@ -106,6 +120,10 @@ def cmd_connect(args: argparse.Namespace) -> int:
         body["connection_id"] = args.reconnect
     result = start_connect(args.plugin, body, store, user_id="cli",
                            redirect_uri=f"{base}/api/plugins/oauth/{args.plugin}/callback")
+    why = _install_host()
+    if why and result.get("connection_id") and os.environ.get("HISSUNO_CREDENTIALS_BACKEND", "auto") == "auto":
+        print(f"note: {why}; the credentials are kept encrypted in the hissuno store instead of an Airflow "
+              "Connection", file=sys.stderr)
     if "authorize_url" in result:
         _out(args, {"authorize_url": result["authorize_url"]},
              f"Open this URL to finish connecting:\n{result['authorize_url']}")
@@ -203,36 +221,24 @@ def cmd_enable(args: argparse.Namespace) -> int:
     row = enable_stream(store, args.connection, args.stream_id, enabled=not args.disable,
                         frequency=args.frequency, filters=_json_arg(args.filters, "--filters"),
                         settings=_json_arg(args.settings, "--settings"))
-    _ensure_pool(store, args.connection)
     _out(args, row.public(), f"{row.stream_id}: {'enabled' if row.enabled else 'disabled'} ({row.frequency})")
     return 0
 
 
-def _ensure_pool(store: Any, connection_id: str) -> None:
-    """Give the account its Airflow pool (rate budget) when this machine runs Airflow."""
-    import importlib.util
-
-    if not os.environ.get("AIRFLOW_HOME") or importlib.util.find_spec("airflow") is None:
-        return
-    from .dag_factory import try_ensure_pool
-    from .store import connections as repo
-
-    try_ensure_pool(store, repo.get_connection(store, connection_id))
-
-
 def cmd_sync(args: argparse.Namespace) -> int:
-    from .runtime.sync import UNSET, run_stream_sync
+    from .runtime.sync import SyncPlan, run_stream_sync
 
     store = _store()
     since, until = _when(args.since, "--since"), _when(args.until, "--until")
+    if since or until:
+        # An explicit window: exactly that window, like an Airflow backfill; the live cursor stays.
+        plan = SyncPlan(triggered_by="backfill", cursor=since, until=until, commit_cursor=False)
+    else:
+        plan = SyncPlan.full() if args.full else SyncPlan()
     show = sys.stderr.isatty() and not args.json
     progress_cb, finish = _progress_bar() if show else (None, lambda: None)
     try:
-        result = run_stream_sync(
-            args.connection, args.stream_id, store=store, triggered_by="backfill" if since or until else "manual",
-            sync_mode="full" if args.full else "incremental", cursor=since if since or until else UNSET,
-            until=until, commit_cursor=not (since or until), on_progress=progress_cb,
-        )
+        result = run_stream_sync(args.connection, args.stream_id, plan, store=store, on_progress=progress_cb)
     finally:
         finish()
     c = result.counts

@@ -6,99 +6,39 @@ store cannot be reached the cached manifest is used, so an outage never makes DA
 dag-processor would otherwise deactivate them). Nothing else does I/O at parse time.
 
 Rate budgets: every stream of one provider account runs in the Airflow pool
-``hissuno_<plugin>_<account hash>`` (one slot by default, ``HISSUNO_POOL_SLOTS``), created on demand by
-``ensure_pool`` from server-side code (connect flows, ``hissuno enable``). The pool is only assigned
-once it exists (recorded in the connection's settings), because the scheduler never runs a task
-whose pool is missing.
+``hissuno_<plugin>_<account hash>`` (one slot by default, ``HISSUNO_POOL_SLOTS``), created by the
+Airflow host when a stream is enabled (``airflow_host.pools``). The pool is only assigned once it
+exists (recorded in the connection's settings), because the scheduler never runs a task whose pool
+is missing.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import os
-import re
 import zlib
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from .airflow_host.names import DAG_PREFIX, dag_id_for, pool_name_for
+from .airflow_host.pools import POOL_SETTING, ensure_pool, try_ensure_pool
+
 if TYPE_CHECKING:
     from airflow.sdk import DAG
 
-    from .store.connections import ConnectionRow
-    from .store.db import Store
+__all__ = ["DAG_PREFIX", "POOL_SETTING", "build_dag", "build_dags", "dag_id_for", "ensure_pool", "load_manifest",
+           "pool_name_for", "timetable_for", "try_ensure_pool"]
 
 log = logging.getLogger(__name__)
 
-DAG_PREFIX = "hissuno__"
-POOL_SETTING = "airflow_pool"
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _FREQ_HOURS = {"1h": 1, "6h": 6, "24h": 24}
 _EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 _RETRY_DELAY = timedelta(minutes=1)
 _MAX_RETRY_DELAY = timedelta(minutes=30)
-
-
-def dag_id_for(connection_id: str, stream_id: str) -> str:
-    """The DAG id of one stream instance (stable, ``^[\\w.-]+$``, at most 250 characters).
-
-    Instance ids may hold ``:`` or ``/``; those become ``_`` plus a short hash so two ids that
-    differ only in such characters never collide.
-    """
-    safe = _UNSAFE.sub("_", stream_id)
-    dag_id = f"{DAG_PREFIX}{connection_id}__{safe}"
-    if safe != stream_id or len(dag_id) > 250:
-        digest = hashlib.sha1(stream_id.encode(), usedforsecurity=False).hexdigest()[:8]
-        dag_id = f"{dag_id[:240]}_{digest}"
-    return dag_id
-
-
-def pool_name_for(plugin_id: str, external_account_id: str) -> str:
-    """Airflow pool shared by every stream of one provider account."""
-    digest = hashlib.sha1(f"{plugin_id}:{external_account_id}".encode(), usedforsecurity=False).hexdigest()
-    return f"hissuno_{plugin_id.replace('-', '_')}_{digest[:10]}"
-
-
-def ensure_pool(store: Store, connection: ConnectionRow, *, slots: int | None = None) -> str:
-    """Create (or keep) the account's pool and record it on the connection; server-side processes only.
-
-    Args:
-        store: the hissuno store.
-        connection: the connection whose account gets a pool.
-        slots: pool size; default ``HISSUNO_POOL_SLOTS`` or 1. One slot means one sync at a time per
-            account, so the account never sees more than one client's paced request rate.
-
-    Returns:
-        The pool name.
-    """
-    from airflow.models.pool import Pool
-
-    from .store import connections as repo
-
-    name = pool_name_for(connection.plugin_id, connection.external_account_id)
-    size = slots or int(os.environ.get("HISSUNO_POOL_SLOTS", "1"))
-    if Pool.get_pool(name) is None:
-        Pool.create_or_update_pool(
-            name, slots=size, description=f"Hissuno rate budget: {connection.plugin_id} "
-            f"{connection.account_label}", include_deferred=False,
-        )
-    if connection.settings.get(POOL_SETTING) != name:
-        repo.update_connection(store, connection.id, settings={POOL_SETTING: name})
-    return name
-
-
-def try_ensure_pool(store: Store, connection: ConnectionRow) -> str | None:
-    """``ensure_pool`` for callers whose stream works without it (then on ``default_pool``): logs, never raises."""
-    try:
-        return ensure_pool(store, connection)
-    except Exception as exc:
-        log.warning("could not create the Airflow pool of %s: %s", connection.id, type(exc).__name__)
-        return None
 
 
 # --- manifest -------------------------------------------------------------------------------------
@@ -113,17 +53,6 @@ def cache_path() -> Path:
     return path / "manifest.json"
 
 
-class _OneConnection:
-    """Store look-alike over a single short-timeout connection (the pool would retry for 15 s)."""
-
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
-
-    @contextmanager
-    def connection(self) -> Iterator[Any]:
-        yield self._conn
-
-
 def _query_manifest() -> list[dict[str, Any]]:
     import psycopg
     from psycopg.rows import dict_row
@@ -134,9 +63,8 @@ def _query_manifest() -> list[dict[str, Any]]:
     timeout = int(os.environ.get("HISSUNO_PARSE_CONNECT_TIMEOUT", "5"))
     with psycopg.connect(resolve_url(), connect_timeout=timeout, row_factory=dict_row,
                          autocommit=True) as conn:
-        view = cast("Store", _OneConnection(conn))
-        conns = {c.id: c for c in repo.list_connections(view)}
-        streams = repo.list_streams(view, enabled_only=True)
+        conns = {c.id: c for c in repo.list_connections(conn)}
+        streams = repo.list_streams(conn, enabled_only=True)
     rows = []
     for s in streams:
         c = conns.get(s.connection_id)

@@ -11,6 +11,9 @@ from .store.db import get_store
 
 def main() -> None:
     """Connect ``sample`` (workspace demo) once, with new records every 10 minutes, and enable streams."""
+    from .airflow_host import install
+
+    install()  # runs under ``dev.py up``: credentials go to Airflow Connections, pools are made
     store = get_store()
     store.migrate()
     existing = repo.list_connections(store, plugin_id="sample")
@@ -31,7 +34,7 @@ def kickoff(timeout: float = 180.0) -> None:
     """Queue one first run of every enabled sample stream's DAG as soon as the DAG processor wrote it."""
     import time
 
-    from .airflow_runs import trigger_stream_run
+    from .airflow_host.runs import trigger_stream_run
     from .kit.errors import NotFoundError
 
     store = get_store()

@@ -13,58 +13,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseHook
 
+from ..airflow_host.credentials import credentials_from_connection, read_overlay
+from ..airflow_host.names import AIRFLOW_CONN_PREFIX, airflow_conn_id
+
 if TYPE_CHECKING:
     from ..kit.define import PluginDef
 
-AIRFLOW_CONN_PREFIX = "hissuno_"
-
-
-def airflow_conn_id(connection_id: str) -> str:
-    """Airflow Connection id holding the credentials of a Hissuno connection."""
-    return AIRFLOW_CONN_PREFIX + connection_id
-
-
-def credentials_from_connection(conn: Any, conn_type: str) -> dict[str, Any]:
-    """Credentials stored in an Airflow Connection: extra fields (plain or UI-prefixed) plus the password.
-
-    Args:
-        conn: an Airflow Connection (SDK or ORM model).
-        conn_type: its ``hissuno_<plugin>`` type; the UI stores form fields as ``extra__<type>__<field>``.
-
-    Returns:
-        The credentials map; empty values the form left blank are dropped.
-    """
-    extra = conn.extra_dejson or {}
-    prefix = f"extra__{conn_type}__"
-    creds: dict[str, Any] = {}
-    for key, value in extra.items():
-        name = key[len(prefix):] if key.startswith(prefix) else key
-        if value in (None, ""):
-            continue
-        # A plain key wins over the UI-prefixed one: plain keys are what hissuno itself writes last.
-        if name not in creds or not key.startswith(prefix):
-            creds[name] = value
-    if conn.password and "password" not in creds:
-        creds["password"] = conn.password
-    return creds
-
-
-class _AuthServices:
-    """What an ``AuthCtx`` needs outside a sync: named base URLs and an HTTP client."""
-
-    def __init__(self, plugin: PluginDef) -> None:
-        self.plugin = plugin
-
-    def base_url(self, name: str) -> str:
-        from ..runtime.services import resolve_base
-
-        return resolve_base(self.plugin, name)
-
-    def http_client(self, base: str = "API", **kwargs: Any) -> Any:
-        from ..runtime.services import make_http_client
-
-        return make_http_client(self.plugin, base, **kwargs)
-
+__all__ = ["AIRFLOW_CONN_PREFIX", "HissunoHook", "airflow_conn_id", "credentials_from_connection"]
 
 class HissunoHook(BaseHook):
     """Credentials and connection test for one Hissuno plugin's Airflow connections."""
@@ -100,8 +55,6 @@ class HissunoHook(BaseHook):
         """Credentials of the Airflow Connection with the refreshed-token Variable overlay applied."""
         from airflow.sdk.exceptions import AirflowNotFoundException
 
-        from ..airflow_credentials import read_overlay
-
         try:
             conn = self.get_connection(self.hissuno_conn_id)
         except AirflowNotFoundException:
@@ -123,6 +76,7 @@ class HissunoHook(BaseHook):
         from ..kit.auth import ApiKeyAuth
         from ..kit.context import AuthCtx
         from ..kit.redaction import redact_text
+        from ..runtime.services import ConnectionServices
 
         plugin = self.plugin
         creds = self.get_credentials()
@@ -132,7 +86,8 @@ class HissunoHook(BaseHook):
         missing = [f.id for f in plugin.auth.fields if f.required and not creds.get(f.id)]
         if missing:
             return False, f"{plugin.name}: missing required field(s) {', '.join(missing)}"
-        ctx = AuthCtx(plugin_id=plugin.id, project_id="", services=_AuthServices(plugin))
+        services = ConnectionServices(plugin, label="test", credentials=creds)
+        ctx = AuthCtx(plugin_id=plugin.id, project_id="", services=services, logger=services.logger)
         try:
             result = plugin.auth.test(creds, ctx)
             if inspect.isawaitable(result):

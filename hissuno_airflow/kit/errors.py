@@ -5,7 +5,10 @@
     ├── InputError (ValueError)        bad user input: 400, names the field and what was expected
     │   ├── NotFoundError              404 (connection, stream, ...)
     │   │   └── UnknownPluginError     404
+    │   ├── ConflictError              409: conflicts with existing state (an account already connected)
+    │   ├── ConnectFailed              400: the provider or the plugin's test refused the credentials
     │   └── SyncAlreadyRunning         409: another run of the stream is active (retriable)
+    ├── NotConfigured                  503: a server-side setting a flow needs is missing (names it)
     ├── ProviderError                  the provider answered badly
     │   ├── ProviderAuthError          401/403: fatal, the user must reconnect
     │   ├── RateLimited                429: retriable after ``retry_after`` seconds
@@ -59,6 +62,30 @@ class SyncAlreadyRunning(InputError):
     code = "already_running"
     http_status = 409
     retriable = True
+
+
+class ConflictError(InputError):
+    """The request conflicts with existing state (an account already connected, ``multi_instance=False``)."""
+
+    code = "conflict"
+    http_status = 409
+
+
+class ConnectFailed(InputError):
+    """The provider (or the plugin's ``test``) refused the credentials."""
+
+    code = "connect_failed"
+
+
+class NotConfigured(HissunoError):
+    """A server-side setting a flow needs (client id, app key, credential backend) is missing."""
+
+    code = "not_configured"
+    http_status = 503
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
 
 
 class NotFoundError(InputError):

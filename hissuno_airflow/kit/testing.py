@@ -303,10 +303,12 @@ def _ensure_stream(store: Store, connection_id: str, stream_id: str) -> None:
         _platform("runtime.streams").enable_stream(store, connection_id, stream_id)
 
 
-def _sync(store: Store, connection_id: str, stream_id: str, **kwargs: Any) -> SyncResult:
+def _sync(store: Store, connection_id: str, stream_id: str, *, signal: Any = None, on_progress: Any = None,
+          **plan: Any) -> SyncResult:
     _ensure_stream(store, connection_id, stream_id)
-    result: SyncResult = _platform("runtime.sync").run_stream_sync(connection_id, stream_id, store=store,
-                                                                   **kwargs)
+    sync = _platform("runtime.sync")
+    result: SyncResult = sync.run_stream_sync(connection_id, stream_id, sync.SyncPlan(**plan), store=store,
+                                              signal=signal, on_progress=on_progress)
     return result
 
 

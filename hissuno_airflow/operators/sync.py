@@ -3,7 +3,9 @@
 Cursor: the incremental high-water mark travels in XCom (key ``hissuno_cursor``). A run pulls the
 newest cursor pushed by earlier runs (``include_prior_dates=True, map_indexes=-1``: without
 ``map_indexes`` Airflow returns a list once several exist) and pushes its own only after the ingest
-committed, so a failed run never moves it. With no XCom yet, the store's ``last_sync_at`` is used.
+committed, so a failed run never moves it. The store keeps the same high-water mark
+(``last_sync_at``, moved by every successful run, including ``hissuno sync`` from a terminal); a run
+starts from the newer of the two, so a CLI sync is never read again by the next scheduled run.
 
 Backfill runs (``dag_run.run_type == "backfill"``) sync exactly ``[data_interval_start,
 data_interval_end)`` and neither read nor write the live cursor. ``params.full_refresh`` syncs
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from ..kit.context import CancelSignal, ProgressEvent
+    from ..kit.types import TriggerSource
+    from ..runtime.sync import SyncPlan
 
 CURSOR_KEY = "hissuno_cursor"
 PROGRESS_KEY = "hissuno_progress"
@@ -43,6 +47,11 @@ def _parse_cursor(value: Any) -> datetime | None:
     if isinstance(value, str) and value:
         return datetime.fromisoformat(value)
     return None
+
+
+def _newest(*cursors: datetime | None) -> datetime | None:
+    present = [c for c in cursors if c is not None]
+    return max(present) if present else None
 
 
 class SyncOperator(BaseOperator):
@@ -73,45 +82,52 @@ class SyncOperator(BaseOperator):
         """Ask the running sync to stop at its next check."""
         self.signal.cancel("airflow task killed")
 
-    def _window(self, context: Context) -> dict[str, Any]:
-        """Arguments that pick what to sync: backfill window, full refresh, or the XCom cursor."""
-        from ..runtime.sync import UNSET
+    def _plan(self, context: Context) -> SyncPlan:
+        """What to sync: the backfill window, a full refresh, or incremental from the cursor."""
+        from ..runtime.sync import SyncPlan
 
         params = context.get("params") or {}
+        dag_run = context.get("dag_run")
+        ti = context["ti"]
+        external = f"{ti.dag_id}/{getattr(dag_run, 'run_id', '')}/{ti.try_number}"
         if _run_type(context) == "backfill":
-            return {
-                "triggered_by": "backfill", "sync_mode": "incremental",
-                "cursor": context["data_interval_start"], "until": context["data_interval_end"],
-                "commit_cursor": False,
-            }
-        triggered_by = "cron" if _run_type(context) in ("scheduled", "asset_triggered") else "manual"
-        conf = getattr(context.get("dag_run"), "conf", None) or {}
+            lo, hi = context["data_interval_start"], context["data_interval_end"]
+            assert lo is not None and hi is not None  # backfill runs always have a data interval
+            return SyncPlan.backfill(lo, hi, external_run_id=external)
+        triggered_by: TriggerSource = "cron" if _run_type(context) in ("scheduled", "asset_triggered") else "manual"
+        conf = getattr(dag_run, "conf", None) or {}
         if params.get("full_refresh") or conf.get("full_refresh"):
-            return {"triggered_by": triggered_by, "sync_mode": "full", "cursor": None}
+            return SyncPlan.full(triggered_by, external_run_id=external)
         pulled = None
         if context.get("prev_start_date_success"):
             # Only after an earlier success can a cursor exist; asking anyway makes the Task SDK log an
             # "XCom not found" error on every first run. Truthiness, not ``is not None``: the Task SDK
             # hands a lazy proxy, which is never None itself.
-            pulled = context["ti"].xcom_pull(
-                task_ids=self.task_id, key=CURSOR_KEY, include_prior_dates=True, map_indexes=-1,
-            )
-        cursor = _parse_cursor(pulled)
-        self.log.info("hissuno cursor from XCom: %s", cursor.isoformat() if cursor else "none (store fallback)")
-        return {"triggered_by": triggered_by, "sync_mode": "incremental",
-                "cursor": cursor if cursor is not None else UNSET}
+            pulled = ti.xcom_pull(task_ids=self.task_id, key=CURSOR_KEY, include_prior_dates=True, map_indexes=-1)
+        cursor = _newest(_parse_cursor(pulled), self._stored_cursor())
+        self.log.info("Syncing %s changed since %s", self.stream_id,
+                      cursor.isoformat() if cursor else "the beginning (first run)")
+        return SyncPlan(triggered_by=triggered_by, cursor=cursor, external_run_id=external)
+
+    def _stored_cursor(self) -> datetime | None:
+        from ..store import connections as repo
+        from ..store.db import get_store
+
+        return repo.get_stream(get_store(), self.connection_id, self.stream_id).last_sync_at
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Run the sync; push the new cursor after it committed; return the counts."""
         from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+        from ..airflow_host import install
         from ..runtime.sync import run_stream_sync
 
+        install()
         ti = context["ti"]
         conf = getattr(context.get("dag_run"), "conf", None) or {}
         if conf.get("triggered_by") == "webhook" or not self._has_sync():
             return self._drain_inbox(context)
-        window = self._window(context)
+        plan = self._plan(context)
         last = [0.0]
 
         def on_progress(event: ProgressEvent, counts: dict[str, int]) -> None:
@@ -121,15 +137,11 @@ class SyncOperator(BaseOperator):
                 self.log.info("hissuno progress: %s", _fmt(counts))
                 ti.xcom_push(key=PROGRESS_KEY, value=dict(counts))
 
-        dag_run = context.get("dag_run")
-        external = f"{ti.dag_id}/{getattr(dag_run, 'run_id', '')}/{ti.try_number}"
         from ..kit.errors import HissunoError
 
         try:
-            result = run_stream_sync(
-                self.connection_id, self.stream_id, signal=self.signal, on_progress=on_progress,
-                external_run_id=external, **window,
-            )
+            result = run_stream_sync(self.connection_id, self.stream_id, plan, signal=self.signal,
+                                     on_progress=on_progress)
         except HissunoError as exc:
             # Raised before the run started (unknown stream, store down, another run holds the lock).
             msg = f"hissuno sync of {self.connection_id}/{self.stream_id} could not start: {exc}"
@@ -145,7 +157,7 @@ class SyncOperator(BaseOperator):
             if result.retriable:
                 raise AirflowException(msg)
             raise AirflowFailException(msg)
-        if window.get("commit_cursor", True) and result.cursor_after is not None:
+        if plan.commit_cursor and result.cursor_after is not None:
             # Only now: the runtime returned success, so the ingest is committed.
             ti.xcom_push(key=CURSOR_KEY, value=result.cursor_after.isoformat())
         return {"status": result.status, "counts": dict(result.counts),
@@ -166,7 +178,10 @@ class SyncOperator(BaseOperator):
         """A webhook wake-up: run the stream's webhook handler over its pending events, in order."""
         from airflow.sdk.exceptions import AirflowException
 
+        from ..airflow_host import install
         from ..runtime.webhooks import process_inbox
+
+        install()
 
         result = process_inbox(self.connection_id, self.stream_id)
         counts = {"done": result.done, "failed": result.failed}

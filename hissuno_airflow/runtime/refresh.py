@@ -36,10 +36,13 @@ HTTP_TIMEOUT_S = 30.0
 
 
 class CredentialSource(Protocol):
-    """Where one connection's credentials are read from and written to."""
+    """Where one connection's credentials are read and written, and HTTP clients that do not sign with
+    the connection's own token (``ConnectionServices`` provides it)."""
 
     def load(self) -> dict[str, Any]: ...
     def save(self, credentials: dict[str, Any]) -> None: ...
+    def base_url(self, name: str) -> str: ...
+    def http_client(self, base: str = "API", **kwargs: Any) -> Any: ...
 
 
 def _expires_at(creds: dict[str, Any]) -> datetime | None:
@@ -130,12 +133,12 @@ def ensure_fresh(
         elif not stale(latest):
             return latest
         if isinstance(auth, GitHubAppAuth):
-            fresh = _installation_token(plugin, auth, connection, latest)
+            fresh = _installation_token(plugin, auth, connection, latest, source)
         elif not latest.get("refresh_token") and auth.refresh is None:
             msg = f"{plugin.id}: the access token expired and no refresh token is stored; reconnect {connection.id!r}"
             raise ProviderAuthError(msg, provider=plugin.id, status=401)
         else:
-            fresh = _refresh(plugin, auth, connection, latest)
+            fresh = _refresh(plugin, auth, connection, latest, source)
         merged = {**latest, **fresh}
         # Persist before anyone uses the new tokens: a rotated refresh token lost now is lost forever.
         source.save(merged)
@@ -145,8 +148,8 @@ def ensure_fresh(
 def github_app_jwt(plugin: PluginDef) -> str:
     """The app JWT of a ``github_app`` plugin, from its App ID and private-key environment variables."""
     from ..kit.auth import GitHubAppAuth
+    from ..kit.errors import NotConfigured
     from ..kit.github_app import app_jwt
-    from .connect.accounts import NotConfigured
 
     auth = plugin.auth
     if not isinstance(auth, GitHubAppAuth):
@@ -163,20 +166,19 @@ def github_app_jwt(plugin: PluginDef) -> str:
 
 
 def _installation_token(
-    plugin: PluginDef, auth: GitHubAppAuth, connection: ConnectionRow, creds: dict[str, Any]
+    plugin: PluginDef, auth: GitHubAppAuth, connection: ConnectionRow, creds: dict[str, Any],
+    source: CredentialSource,
 ) -> dict[str, Any]:
     """``POST /app/installations/{id}/access_tokens`` with the app JWT, through the shared client."""
     from ..kit.errors import ProviderResponseError
     from ..kit.http.auth import BearerAuth
-    from .services import make_http_client
-
     installation = str(creds.get("installation_id") or "")
     if not installation.isdigit():
         msg = f"{plugin.id}: no installation id is stored; reconnect {connection.id!r}"
         raise ProviderAuthError(msg, provider=plugin.id, status=401)
     base, _, path = auth.token_url.removeprefix("{").partition("}")
     token = github_app_jwt(plugin)
-    client = make_http_client(plugin, base, secrets=[token], auth=BearerAuth(token), timeout=HTTP_TIMEOUT_S)
+    client = source.http_client(base, secrets=[token], auth=BearerAuth(token), timeout=HTTP_TIMEOUT_S)
     try:
         with client:
             body = client.post_json(path.replace("{installation_id}", str(int(installation))),
@@ -192,21 +194,12 @@ def _installation_token(
     return {"access_token": body["token"], "expires_at": expires.isoformat() if expires else None}
 
 
-def _refresh(plugin: PluginDef, auth: OAuth2Auth, connection: ConnectionRow, creds: dict[str, Any]) -> dict[str, Any]:
+def _refresh(plugin: PluginDef, auth: OAuth2Auth, connection: ConnectionRow, creds: dict[str, Any],
+             source: CredentialSource) -> dict[str, Any]:
     if auth.refresh is not None:
         from ..kit.context import AuthCtx
-        from .services import resolve_base
 
-        class _Services:
-            def base_url(self, name: str) -> str:
-                return resolve_base(plugin, name)
-
-            def http_client(self, base: str = "API", **kwargs: Any) -> Any:
-                from .services import make_http_client
-
-                return make_http_client(plugin, base, **kwargs)
-
-        ctx = AuthCtx(plugin_id=plugin.id, project_id=connection.project_id, services=_Services(),
+        ctx = AuthCtx(plugin_id=plugin.id, project_id=connection.project_id, services=source,
                       connection_id=connection.id)
         out = auth.refresh(dict(creds), ctx)
         if inspect.isawaitable(out):
@@ -224,7 +217,7 @@ def _standard_grant(plugin: PluginDef, auth: OAuth2Auth, creds: dict[str, Any]) 
     import httpx
     from authlib.integrations.httpx_client import OAuth2Client, OAuthError
 
-    from .services import resolve_url
+    from .urls import resolve_url
 
     url = resolve_url(plugin, auth.token_url)
     client = OAuth2Client(

@@ -14,7 +14,8 @@ from ..store import connections as repo
 from ..store.connections import StreamRow
 from ..store.db import Store
 from .handlers import call_handler
-from .sync import live_credentials, resolve_stream, validate_config
+from .host import current_host
+from .sync import connection_services, resolve_stream, validate_config
 
 
 def enable_stream(
@@ -47,11 +48,14 @@ def enable_stream(
         filters = _validated(stream.filters, filters, "filters")
     if settings is not None:
         settings = _validated(stream.settings, settings, "settings")
-    return repo.upsert_stream(
+    row = repo.upsert_stream(
         store, connection_id=connection_id, plugin_id=plugin.id, stream_id=build_stream_id(key, instance),
         stream_kind=stream.kind, enabled=enabled, frequency=frequency, filter_config=filters,
         settings=settings, default_frequency=stream.default_frequency,
     )
+    if row.enabled:
+        current_host().stream_enabled(store, conn)  # e.g. the account's Airflow pool (its rate budget)
+    return row
 
 
 def _check_new_instance(store: Store, connection_id: str, key: str, instance: str) -> None:
@@ -75,17 +79,16 @@ def _validated(model: type[BaseModel] | None, raw: dict[str, Any], what: str) ->
     return value.model_dump(mode="json") if isinstance(value, BaseModel) else dict(value)
 
 
-def list_instances(store: Store, connection_id: str, stream_key: str, *, user_id: str = "") -> list[StreamInstance]:
+def list_instances(store: Store, connection_id: str, stream_key: str) -> list[StreamInstance]:
     """Call the stream's ``instances()`` with the connection's credentials ([] for singleton streams)."""
-    from .connect import AuthServices
-
     conn = repo.get_connection(store, connection_id)
     plugin = registry.get_plugin(conn.plugin_id)
     _, _, stream = resolve_stream(plugin, stream_key)
     if stream.instances is None:
         return []
+    services = connection_services(store, conn, label=f"{stream_key}:instances")
     ctx = ListCtx(plugin_id=plugin.id, project_id=str(conn.project_id), connection_id=conn.id,
-                  credentials=live_credentials(store, plugin, conn), settings=dict(conn.settings),
-                  services=AuthServices(plugin, store, str(conn.project_id), user_id))
+                  credentials=services.credentials(), settings=dict(conn.settings), services=services,
+                  logger=services.logger)
     result = call_handler(stream.instances, ctx)
     return [r if isinstance(r, StreamInstance) else StreamInstance.model_validate(r) for r in result or []]

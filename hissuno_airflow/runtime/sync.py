@@ -17,32 +17,29 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
-from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ValidationError
 
 from .. import registry
-from ..credentials import load_credentials, save_credentials
 from ..kit.context import CancelSignal, ProgressEvent, SyncCtx
 from ..kit.define import PluginDef
 from ..kit.errors import HissunoError, InputError, ProviderAuthError, SyncAlreadyRunning, SyncCancelled
-from ..kit.redaction import redact_text, secret_values
+from ..kit.redaction import redact_text
 from ..kit.streams import Stream, parse_stream_id
+from ..kit.types import SyncMode, TriggerSource
 from ..store import connections as repo
+from ..store import runs
 from ..store.connections import ConnectionRow
 from ..store.db import Store, get_store
 from ..store.ingest import StreamIngest
 from .handlers import call_handler
-from .logging import PluginLogger
-from .services import budget_for, make_http_client, resolve_base
+from .services import ConnectionServices
 
 log = logging.getLogger(__name__)
 COUNTED = ("found", "synced", "skipped", "failed")
 # Stream kinds that are one ingested entity kind (an analytics stream counts whatever it ingests).
 _ENTITY_KINDS = frozenset({"sessions", "contacts", "companies", "issues", "knowledge"})
-# Auth types whose credentials carry an access token that expires (refreshed or minted again).
-_TOKEN_AUTH_TYPES = frozenset({"oauth2", "github_app"})
 PERSIST_EVERY_S = 1.0
 
 
@@ -54,27 +51,33 @@ class _Unset:
 UNSET: Any = _Unset()
 
 
-class CredentialSource(Protocol):
-    """Where a run reads and writes its connection's credentials."""
+@dataclass(frozen=True)
+class SyncPlan:
+    """What one run syncs: how it was triggered, the mode and the window.
 
-    def load(self) -> dict[str, Any]: ...
-    def save(self, credentials: dict[str, Any]) -> None: ...
+    ``cursor`` is the window start: ``UNSET`` reads the stream's stored cursor (the high-water mark of
+    the last successful run); a datetime or None is used as given (backfill windows, and the Airflow
+    operator, which passes the newer of its XCom cursor and the stored one).
+    """
 
+    triggered_by: TriggerSource = "manual"
+    sync_mode: SyncMode = "incremental"
+    cursor: Any = UNSET
+    until: datetime | None = None
+    commit_cursor: bool = True
+    """Write the new high-water mark on success (False for backfill windows)."""
+    external_run_id: str | None = None
+    """The orchestrator's id of this run (Airflow ``dag/run/try``), recorded on the run row."""
 
-class StoreCredentialSource:
-    """Credentials from the connection's configured backend."""
+    @classmethod
+    def backfill(cls, since: datetime, until: datetime, **kw: Any) -> SyncPlan:
+        """Exactly ``[since, until)``; neither reads nor moves the live cursor."""
+        return cls(triggered_by="backfill", cursor=since, until=until, commit_cursor=False, **kw)
 
-    def __init__(self, store: Store, connection: ConnectionRow) -> None:
-        self.store = store
-        self.connection = connection
-
-    def load(self) -> dict[str, Any]:
-        """Current credentials."""
-        return load_credentials(self.store, self.connection)
-
-    def save(self, credentials: dict[str, Any]) -> None:
-        """Persist new credentials."""
-        save_credentials(self.store, self.connection, credentials)
+    @classmethod
+    def full(cls, triggered_by: TriggerSource = "manual", **kw: Any) -> SyncPlan:
+        """Everything, ignoring the cursor (records are still upserted)."""
+        return cls(triggered_by=triggered_by, sync_mode="full", cursor=None, **kw)
 
 
 @dataclass
@@ -114,21 +117,17 @@ def validate_config(model: type[BaseModel] | None, raw: Mapping[str, Any] | None
 
 
 @dataclass
-class _Services:
-    """The runtime side of a SyncCtx."""
+class _SyncServices:
+    """The runtime side of a SyncCtx: the connection's services plus ingest, progress and the cursor."""
 
-    plugin: PluginDef
+    conn: ConnectionServices
     ingest: StreamIngest
-    source: CredentialSource
-    logger: PluginLogger
-    secrets: list[str]
     on_progress: Callable[[ProgressEvent, dict[str, int]], None] | None
+    store: Store
+    run_id: str
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTED, 0))
     high_water: datetime | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
-    rate_limiter: Any = None
-    store: Store | None = None
-    run_id: str | None = None
     _persisted_at: float = 0.0
 
     def is_synced(self, external_id: str) -> bool:
@@ -146,32 +145,21 @@ class _Services:
             if persist:
                 self._persisted_at = time.monotonic()
         if persist:
-            self._persist(snapshot, event)
+            try:
+                with self.store.connection() as c:
+                    runs.record_progress(c, self.run_id, snapshot, event.current, event.total)
+            except Exception:  # live progress is best effort; the final counts are written at the end
+                log.warning("could not record live progress", exc_info=True)
         if event.message:
-            event = event.model_copy(update={"message": redact_text(event.message, self.secrets)})
+            event = event.model_copy(update={"message": redact_text(event.message, self.conn.secrets)})
         if self.on_progress is not None:
             try:
                 self.on_progress(event, snapshot)
             except Exception:  # a broken progress sink never fails a sync
                 log.warning("progress sink failed", exc_info=True)
 
-    def _persist(self, counts: dict[str, int], event: ProgressEvent) -> None:
-        """Write live counts to the run row, so a page can follow a run executing in another process."""
-        if self.store is None or self.run_id is None:
-            return
-        try:
-            with self.store.connection() as conn:
-                conn.execute(
-                    "UPDATE integration_sync_runs SET counts = %s, progress = %s, heartbeat_at = now()"
-                    " WHERE id = %s",
-                    (Jsonb(counts), Jsonb({"current": event.current, "total": event.total}), self.run_id),
-                )
-        except Exception:  # live progress is best effort; the final counts are written at the end
-            log.warning("could not record live progress", exc_info=True)
-
     def save_credentials(self, credentials: Mapping[str, Any]) -> None:
-        self.source.save(dict(credentials))
-        self.secrets.extend(secret_values(credentials, self.plugin.secret_fields))
+        self.conn.save(dict(credentials))
 
     def advance_cursor(self, ts: datetime) -> None:
         if ts.tzinfo is None:
@@ -181,11 +169,10 @@ class _Services:
                 self.high_water = ts
 
     def base_url(self, name: str) -> str:
-        return resolve_base(self.plugin, name)
+        return self.conn.base_url(name)
 
     def http_client(self, base: str = "API", **kwargs: Any) -> Any:
-        kwargs.setdefault("rate_limiter", self.rate_limiter)  # a plugin's own limiter wins
-        return make_http_client(self.plugin, base, secrets=self.secrets, logger=self.logger, **kwargs)
+        return self.conn.http_client(base, **kwargs)
 
 
 def _lock_key(connection_id: str, stream_id: str) -> int:
@@ -202,48 +189,24 @@ def resolve_stream(plugin: PluginDef, stream_id: str) -> tuple[str, str | None, 
     return key, instance, plugin.streams[key]
 
 
-def _recover_abandoned(store: Store, connection_id: str, stream_id: str) -> None:
-    """Close runs left ``in_progress`` by a process that died; only called while holding the stream lock,
-    so no live run can be among them (the original let such rows block the stream forever)."""
-    with store.connection() as conn:
-        conn.execute(
-            "UPDATE integration_sync_runs SET status = 'error', completed_at = now(),"
-            " error_message = 'run abandoned (its process stopped without finishing)'"
-            " WHERE connection_id = %s AND stream_id = %s AND status = 'in_progress'",
-            (connection_id, stream_id),
-        )
-
-
 def run_stream_sync(
-    connection_id: str, stream_id: str, *, store: Store | None = None, triggered_by: str = "manual",
-    sync_mode: str = "incremental", cursor: Any = UNSET, until: datetime | None = None,
-    commit_cursor: bool = True, signal: CancelSignal | None = None,
-    on_progress: Callable[[ProgressEvent, dict[str, int]], None] | None = None,
-    credentials: CredentialSource | None = None, external_run_id: str | None = None,
-    logger: logging.Logger | None = None, rate_limiter: Any = None,
+    connection_id: str, stream_id: str, plan: SyncPlan | None = None, *, store: Store | None = None,
+    signal: CancelSignal | None = None, on_progress: Callable[[ProgressEvent, dict[str, int]], None] | None = None,
 ) -> SyncResult:
     """Run one stream once.
 
     Args:
         connection_id: The connection.
         stream_id: ``key`` or ``key:instance``; must have a stream row.
+        plan: What to sync (default: an incremental manual run from the stored cursor).
         store: The store (default: the configured one).
-        triggered_by: manual, cron, webhook or backfill.
-        sync_mode: incremental or full (full ignores the cursor; records are still upserted).
-        cursor: UNSET reads the stream row's ``last_sync_at``; any other value (a datetime or None)
-            is used as ``ctx.last_sync_at`` (the Airflow operator passes its XCom cursor).
-        until: Exclusive upper bound of provider update times (backfill windows).
-        commit_cursor: Write the new high-water mark to the stream row on success (False for backfill).
         signal: Cancellation flag; the handler stops at its next check.
         on_progress: Called with each (redacted) progress event and the running counts.
-        credentials: Where credentials come from (default: the connection's backend).
-        external_run_id: Id of the orchestrator's run (Airflow run id), recorded on the run row.
-        logger: Logger for the plugin's messages.
-        rate_limiter: Shared request budget for the provider account.
 
     Returns:
         SyncResult; a failing plugin gives status ``error`` (pre-check failures raise InputError).
     """
+    plan = plan or SyncPlan()
     store = store or get_store()
     connection = repo.get_connection(store, connection_id)
     plugin = registry.get_plugin(connection.plugin_id)
@@ -254,15 +217,15 @@ def run_stream_sync(
     row = repo.get_stream(store, connection_id, stream_id)
     filters = validate_config(stream.filters, row.filter_config, "filters")
     settings_ = validate_config(stream.settings, row.settings, "settings")
-    if sync_mode not in ("incremental", "full"):
-        raise InputError(f"sync_mode: expected incremental or full; got {sync_mode!r}", field="sync_mode")
-    cursor_before = row.last_sync_at if cursor is UNSET else cursor
-    if until is not None and cursor is not UNSET and cursor is not None and until <= cursor:
+    if plan.sync_mode not in ("incremental", "full"):
+        raise InputError(f"sync_mode: expected incremental or full; got {plan.sync_mode!r}", field="sync_mode")
+    cursor_before = row.last_sync_at if plan.cursor is UNSET else plan.cursor
+    if plan.until is not None and plan.cursor is not UNSET and plan.cursor is not None and plan.until <= plan.cursor:
         # An explicit window that is empty or inverted is a typo, not a successful sync of nothing.
-        msg = f"until: expected a time after the window start {cursor.isoformat()}; got {until.isoformat()}"
+        msg = (f"until: expected a time after the window start {plan.cursor.isoformat()}; "
+               f"got {plan.until.isoformat()}")
         raise InputError(msg, field="until")
     signal = signal or CancelSignal()
-    source = credentials or StoreCredentialSource(store, connection)
 
     lock_conn = store.pool.getconn()
     try:
@@ -272,12 +235,10 @@ def run_stream_sync(
         if not got or not got["ok"]:
             msg = f"a sync of {connection_id}/{stream_id} is already running"
             raise SyncAlreadyRunning(msg, field="stream_id")
-        _recover_abandoned(store, connection_id, stream_id)
-        return _run_locked(
-            store, plugin, connection, key, instance, stream, stream_id, filters, settings_,
-            triggered_by, sync_mode, cursor_before, until, commit_cursor, signal, on_progress, source,
-            external_run_id, logger, rate_limiter,
-        )
+        with store.connection() as conn:
+            runs.recover_abandoned(conn, connection_id, stream_id)
+        run = _Run(store, plugin, connection, stream_id, key, instance, stream, plan, cursor_before)
+        return run.execute(filters, settings_, signal, on_progress)
     finally:
         try:
             lock_conn.execute("SELECT pg_advisory_unlock_all()")
@@ -286,133 +247,102 @@ def run_stream_sync(
             store.pool.putconn(lock_conn)
 
 
-def _run_locked(
-    store: Store, plugin: PluginDef, connection: ConnectionRow, key: str, instance: str | None,
-    stream: Stream, stream_id: str, filters: Any, settings_: Any, triggered_by: str, sync_mode: str,
-    cursor_before: datetime | None, until: datetime | None, commit_cursor: bool, signal: CancelSignal,
-    on_progress: Callable[[ProgressEvent, dict[str, int]], None] | None, source: CredentialSource,
-    external_run_id: str | None, logger: logging.Logger | None, rate_limiter: Any,
-) -> SyncResult:
-    window_lo = cursor_before if triggered_by == "backfill" else None
-    with store.connection() as conn:
-        run = conn.execute(
-            "INSERT INTO integration_sync_runs (connection_id, plugin_id, stream_id, triggered_by, sync_mode,"
-            " cursor_before, window_start, window_end, external_run_id) VALUES (%s, %s, %s, %s, %s, %s, %s,"
-            " %s, %s) RETURNING id::text AS id",
-            (connection.id, plugin.id, stream_id, triggered_by, sync_mode, cursor_before, window_lo, until,
-             external_run_id),
-        ).fetchone()
-        conn.execute(
-            "UPDATE integration_streams SET last_sync_status = 'in_progress', updated_at = now()"
-            " WHERE connection_id = %s AND stream_id = %s",
-            (connection.id, stream_id),
-        )
-    assert run is not None
-    run_id: str = run["id"]
+@dataclass
+class _Run:
+    """One run of a stream, under its lock."""
 
-    secrets: list[str] = []
-    plog = PluginLogger(f"{plugin.id}:{stream_id}", secrets, logger)
-    services: _Services | None = None
-    status, error, code, retriable = "success", None, None, False
-    try:
-        creds = source.load()
-        secrets.extend(secret_values(creds, plugin.secret_fields))
-        creds = fresh_credentials(plugin, connection, source, store, creds)
-        secrets.extend(secret_values(creds, plugin.secret_fields))
-        ingest = StreamIngest(
-            store, project_id=connection.project_id, connection_id=connection.id, stream_id=stream_id,
-            run_id=run_id, window=(window_lo, until), primary_kind=stream.kind if stream.kind in _ENTITY_KINDS else None,
-        )
-        services = _Services(plugin=plugin, ingest=ingest, source=source, logger=plog, secrets=secrets,
-                             on_progress=on_progress, rate_limiter=rate_limiter or budget_for(plugin, connection.id),
-                             store=store, run_id=run_id)
-        ingest._on_event = services.progress
-        ingest._on_timestamp = services.advance_cursor
-        sync_fn = stream.sync
-        assert sync_fn is not None  # checked before the run started
-        ctx = SyncCtx(
-            plugin_id=plugin.id, project_id=connection.project_id, connection_id=connection.id,
-            stream_id=stream_id, stream_key=key, instance_id=instance, credentials=creds,
-            settings=settings_, filters=filters,
-            last_sync_at=cursor_before if (sync_mode == "incremental" or triggered_by == "backfill") else None,
-            until=until, sync_mode=sync_mode, triggered_by=triggered_by,  # type: ignore[arg-type]
-            services=services, signal=signal, logger=plog,
-        )
+    store: Store
+    plugin: PluginDef
+    connection: ConnectionRow
+    stream_id: str
+    key: str
+    instance: str | None
+    stream: Stream
+    plan: SyncPlan
+    cursor_before: datetime | None
+
+    def execute(self, filters: Any, settings_: Any, signal: CancelSignal,
+                on_progress: Callable[[ProgressEvent, dict[str, int]], None] | None) -> SyncResult:
+        plan, connection, plugin, stream_id = self.plan, self.connection, self.plugin, self.stream_id
+        window_lo = self.cursor_before if plan.triggered_by == "backfill" else None
+        with self.store.connection() as c:
+            run_id = runs.start_run(
+                c, connection_id=connection.id, plugin_id=plugin.id, stream_id=stream_id,
+                triggered_by=plan.triggered_by, sync_mode=plan.sync_mode, cursor_before=self.cursor_before,
+                window=(window_lo, plan.until), external_run_id=plan.external_run_id,
+            )
+        conn_services = ConnectionServices(plugin, store=self.store, connection=connection, label=stream_id,
+                                           signal=signal)
+        secrets = conn_services.secrets
+        services: _SyncServices | None = None
+        status, error, code, retriable = "success", None, None, False
         try:
-            call_handler(sync_fn, ctx)
-        except ProviderAuthError:
-            # One forced refresh and retry when a token died early (revoked, clock skew, app permissions).
-            if plugin.auth_type not in _TOKEN_AUTH_TYPES:
-                raise
-            ctx.credentials = fresh_credentials(plugin, connection, source, store, dict(ctx.credentials),
-                                                force=True)
-            call_handler(sync_fn, ctx)
-        signal.raise_if_cancelled()
-        ingest.close()
-    except SyncCancelled as exc:
-        status, error, code = "cancelled", str(exc), exc.code
-    except HissunoError as exc:
-        status, error, code, retriable = "error", str(exc), exc.code, exc.retriable
-    except Exception as exc:  # the plugin's failure is the run's result, not a crash
-        status, error, code = "error", f"{type(exc).__name__}: {exc}", "plugin_error"
-        # The traceback may quote credentials (the plugin's own f-strings): redact before logging.
-        log.error("sync %s/%s failed\n%s", connection.id, stream_id,
-                  redact_text(traceback.format_exc(), secrets))
-    if status != "success" and services is not None:
-        # Records ingested before the failure stay (they are idempotent); only the cursor is held back.
-        try:
-            services.ingest.close()
-        except Exception:
-            log.error("flushing a failed run's records failed\n%s", redact_text(traceback.format_exc(), secrets))
-    if error:
-        error = redact_text(error, secrets)[:2000]
+            creds = conn_services.credentials()
+            ingest = StreamIngest(
+                self.store, project_id=connection.project_id, connection_id=connection.id, stream_id=stream_id,
+                run_id=run_id, window=(window_lo, plan.until),
+                primary_kind=self.stream.kind if self.stream.kind in _ENTITY_KINDS else None,
+            )
+            services = _SyncServices(conn=conn_services, ingest=ingest, on_progress=on_progress,
+                                     store=self.store, run_id=run_id)
+            ingest._on_event = services.progress
+            ingest._on_timestamp = services.advance_cursor
+            sync_fn = self.stream.sync
+            assert sync_fn is not None  # checked before the run started
+            ctx = SyncCtx(
+                plugin_id=plugin.id, project_id=connection.project_id, connection_id=connection.id,
+                stream_id=stream_id, stream_key=self.key, instance_id=self.instance, credentials=creds,
+                settings=settings_, filters=filters,
+                last_sync_at=self.cursor_before if (plan.sync_mode == "incremental"
+                                                    or plan.triggered_by == "backfill") else None,
+                until=plan.until, sync_mode=plan.sync_mode, triggered_by=plan.triggered_by,
+                services=services, signal=signal, logger=conn_services.logger,
+            )
+            try:
+                call_handler(sync_fn, ctx)
+            except ProviderAuthError:
+                # One forced refresh and retry when a token died early (revoked, clock skew, app permissions).
+                if not conn_services.can_refresh:
+                    raise
+                ctx.credentials = conn_services.refresh(seen_token=ctx.credentials.get("access_token"))
+                call_handler(sync_fn, ctx)
+            signal.raise_if_cancelled()
+            ingest.close()
+        except SyncCancelled as exc:
+            status, error, code = "cancelled", str(exc), exc.code
+        except HissunoError as exc:
+            status, error, code, retriable = "error", str(exc), exc.code, exc.retriable
+        except Exception as exc:  # the plugin's failure is the run's result, not a crash
+            status, error, code = "error", f"{type(exc).__name__}: {exc}", "plugin_error"
+            # The traceback may quote credentials (the plugin's own f-strings): redact before logging.
+            log.error("sync %s/%s failed\n%s", connection.id, stream_id,
+                      redact_text(traceback.format_exc(), secrets))
+        if status != "success" and services is not None:
+            # Records ingested before the failure stay (they are idempotent); only the cursor is held back.
+            try:
+                services.ingest.close()
+            except Exception:
+                log.error("flushing a failed run's records failed\n%s",
+                          redact_text(traceback.format_exc(), secrets))
+        if error:
+            error = redact_text(error, secrets)[:2000]
 
-    counts = dict(services.counts) if services else dict.fromkeys(COUNTED, 0)
-    high = services.high_water if services else None
-    cursor_after = cursor_before
-    if status == "success" and high is not None:
-        cursor_after = high if cursor_after is None or sync_mode == "full" else max(cursor_after, high)
-    if status == "success" and sync_mode == "full" and cursor_before is not None and high is None:
-        cursor_after = cursor_before
-    _finish(store, connection.id, stream_id, run_id, status, counts, error, cursor_after if status == "success"
-            else None, commit_cursor and status == "success")
-    return SyncResult(run_id=run_id, status=status, counts=counts, cursor_before=cursor_before,
-                      cursor_after=cursor_after if status == "success" else cursor_before,
-                      error=error, error_code=code, retriable=retriable)
+        counts = dict(services.counts) if services else dict.fromkeys(COUNTED, 0)
+        high = services.high_water if services else None
+        cursor_after = self.cursor_before
+        if status == "success" and high is not None:
+            cursor_after = high if cursor_after is None or plan.sync_mode == "full" else max(cursor_after, high)
+        ok = status == "success"
+        with self.store.connection() as c:
+            runs.finish_run(c, connection_id=connection.id, stream_id=stream_id, run_id=run_id, status=status,
+                            counts=counts, error=error, cursor_after=cursor_after if ok else None,
+                            write_cursor=plan.commit_cursor and ok)
+        return SyncResult(run_id=run_id, status=status, counts=counts, cursor_before=self.cursor_before,
+                          cursor_after=cursor_after if ok else self.cursor_before,
+                          error=error, error_code=code, retriable=retriable)
 
 
-def live_credentials(store: Store, plugin: PluginDef, connection: ConnectionRow) -> dict[str, Any]:
-    """The connection's credentials with a usable access token (refreshed or minted first when needed)."""
-    source = StoreCredentialSource(store, connection)
-    return fresh_credentials(plugin, connection, source, store, source.load())
-
-
-def fresh_credentials(plugin: PluginDef, connection: ConnectionRow, source: CredentialSource, store: Store,
-                      creds: dict[str, Any], force: bool = False) -> dict[str, Any]:
-    """``creds``, or for token-based plugins (OAuth 2.0, GitHub App) a live token via ``ensure_fresh``."""
-    if plugin.auth_type not in _TOKEN_AUTH_TYPES:
-        return creds
-    from .refresh import ensure_fresh
-
-    fresh: dict[str, Any] = ensure_fresh(plugin, connection, source, store, force=force, creds=creds)
-    return fresh
-
-
-def _finish(store: Store, connection_id: str, stream_id: str, run_id: str, status: str,
-            counts: dict[str, int], error: str | None, cursor_after: datetime | None, write_cursor: bool) -> None:
-    with store.connection() as conn:
-        conn.execute(
-            "UPDATE integration_sync_runs SET status = %s, counts = %s, error_message = %s, cursor_after = %s,"
-            " progress = NULL, completed_at = now(), heartbeat_at = now() WHERE id = %s",
-            (status, Jsonb(counts), error, cursor_after, run_id),
-        )
-        conn.execute(
-            "UPDATE integration_streams SET last_sync_status = %s, last_sync_error = %s,"
-            " last_sync_counts = %s, updated_at = now(),"
-            " last_sync_at = CASE WHEN %s THEN %s ELSE last_sync_at END,"
-            " next_sync_at = CASE frequency WHEN '1h' THEN now() + interval '1 hour'"
-            "   WHEN '6h' THEN now() + interval '6 hours' WHEN '24h' THEN now() + interval '1 day' ELSE NULL END"
-            " WHERE connection_id = %s AND stream_id = %s",
-            (status, error, Jsonb(counts), write_cursor, cursor_after, connection_id, stream_id),
-        )
-
+def connection_services(store: Store, connection: ConnectionRow, label: str = "connection") -> ConnectionServices:
+    """The services object of a stored connection (live credentials, clients, base URLs)."""
+    plugin = registry.get_plugin(connection.plugin_id)
+    return ConnectionServices(plugin, store=store, connection=connection, label=label)

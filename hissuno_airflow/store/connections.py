@@ -10,7 +10,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from ..kit.errors import NotFoundError
-from .db import Store
+from .db import Db, use
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def new_connection_id(plugin_id: str) -> str:
 
 
 def upsert_connection(
-    store: Store, *, project_id: str, plugin_id: str, external_account_id: str, account_label: str,
+    store: Db, *, project_id: str, plugin_id: str, external_account_id: str, account_label: str,
     settings: dict[str, Any] | None, credentials_backend: str = "db",
 ) -> tuple[ConnectionRow, bool]:
     """Insert, or update the connection of the same (project, plugin, account); returns (row, created).
@@ -102,7 +102,7 @@ def upsert_connection(
     Settings are merged into the existing ones (the original wiped them when none were supplied).
     """
     new_id = new_connection_id(plugin_id)
-    with store.connection() as conn:
+    with use(store) as conn:
         row = conn.execute(
             f"""
             INSERT INTO integration_connections
@@ -123,10 +123,10 @@ def upsert_connection(
 
 
 def set_credentials_ref(
-    store: Store, connection_id: str, *, backend: str, ref: str | None, encrypted: bytes | None = None
+    store: Db, connection_id: str, *, backend: str, ref: str | None, encrypted: bytes | None = None
 ) -> None:
     """Record where a connection's credentials live."""
-    with store.connection() as conn:
+    with use(store) as conn:
         conn.execute(
             "UPDATE integration_connections SET credentials_backend = %s, credentials_ref = %s, "
             "credentials_enc = %s, updated_at = now() WHERE id = %s",
@@ -134,9 +134,9 @@ def set_credentials_ref(
         )
 
 
-def get_encrypted_credentials(store: Store, connection_id: str) -> bytes | None:
+def get_encrypted_credentials(store: Db, connection_id: str) -> bytes | None:
     """The encrypted credentials blob of a db-backed connection."""
-    with store.connection() as conn:
+    with use(store) as conn:
         row = conn.execute(
             "SELECT credentials_enc FROM integration_connections WHERE id = %s", (connection_id,)
         ).fetchone()
@@ -146,9 +146,9 @@ def get_encrypted_credentials(store: Store, connection_id: str) -> bytes | None:
     return bytes(enc) if enc is not None else None
 
 
-def get_connection(store: Store, connection_id: str, *, plugin_id: str | None = None) -> ConnectionRow:
+def get_connection(store: Db, connection_id: str, *, plugin_id: str | None = None) -> ConnectionRow:
     """One connection; NotFoundError (404) when absent or belonging to another plugin."""
-    with store.autocommit() as conn:
+    with use(store, autocommit=True) as conn:
         row = conn.execute(
             f"SELECT {_CONN_COLS} FROM integration_connections WHERE id = %s", (connection_id,)
         ).fetchone()
@@ -158,7 +158,7 @@ def get_connection(store: Store, connection_id: str, *, plugin_id: str | None = 
 
 
 def list_connections(
-    store: Store, *, project_id: str | None = None, plugin_id: str | None = None
+    store: Db, *, project_id: str | None = None, plugin_id: str | None = None
 ) -> list[ConnectionRow]:
     """Connections, newest first, optionally filtered."""
     where, args = [], []
@@ -171,14 +171,14 @@ def list_connections(
     sql = f"SELECT {_CONN_COLS} FROM integration_connections"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    with store.connection() as conn:
+    with use(store) as conn:
         rows = conn.execute(sql + " ORDER BY created_at DESC, id", args).fetchall()
     return [ConnectionRow(**r) for r in rows]
 
 
-def find_connections_by_account(store: Store, plugin_id: str, external_account_id: str) -> list[ConnectionRow]:
+def find_connections_by_account(store: Db, plugin_id: str, external_account_id: str) -> list[ConnectionRow]:
     """Every connection (any project) of this provider account; static webhooks fan out to all of them."""
-    with store.connection() as conn:
+    with use(store) as conn:
         rows = conn.execute(
             f"SELECT {_CONN_COLS} FROM integration_connections WHERE plugin_id = %s AND external_account_id = %s"
             " ORDER BY created_at",
@@ -188,7 +188,7 @@ def find_connections_by_account(store: Store, plugin_id: str, external_account_i
 
 
 def update_connection(
-    store: Store, connection_id: str, *, account_label: str | None = None,
+    store: Db, connection_id: str, *, account_label: str | None = None,
     settings: dict[str, Any] | None = None, replace_settings: bool = False,
 ) -> ConnectionRow:
     """Change label and/or settings (merged unless ``replace_settings``)."""
@@ -200,7 +200,7 @@ def update_connection(
     if settings is not None:
         sets.append("settings = %s" if replace_settings else "settings = settings || %s")
         args.append(Jsonb(settings))
-    with store.connection() as conn:
+    with use(store) as conn:
         row = conn.execute(
             f"UPDATE integration_connections SET {', '.join(sets)} WHERE id = %s RETURNING {_CONN_COLS}",
             (*args, connection_id),
@@ -210,21 +210,21 @@ def update_connection(
     return ConnectionRow(**row)
 
 
-def delete_connection(store: Store, connection_id: str) -> bool:
+def delete_connection(store: Db, connection_id: str) -> bool:
     """Delete a connection with its streams, runs, synced records and webhook events (entities stay)."""
-    with store.connection() as conn:
+    with use(store) as conn:
         cur = conn.execute("DELETE FROM integration_connections WHERE id = %s", (connection_id,))
     return cur.rowcount > 0
 
 
 def upsert_stream(
-    store: Store, *, connection_id: str, plugin_id: str, stream_id: str, stream_kind: str,
+    store: Db, *, connection_id: str, plugin_id: str, stream_id: str, stream_kind: str,
     enabled: bool | None = None, frequency: str | None = None,
     filter_config: dict[str, Any] | None = None, settings: dict[str, Any] | None = None,
     default_frequency: str = "manual",
 ) -> StreamRow:
     """Insert a stream row or update only the supplied fields of the existing one."""
-    with store.connection() as conn:
+    with use(store) as conn:
         row = conn.execute(
             f"""
             INSERT INTO integration_streams
@@ -251,9 +251,9 @@ def upsert_stream(
     return StreamRow(**row)
 
 
-def get_stream(store: Store, connection_id: str, stream_id: str) -> StreamRow:
+def get_stream(store: Db, connection_id: str, stream_id: str) -> StreamRow:
     """One stream row; NotFoundError (404) when absent."""
-    with store.connection() as conn:
+    with use(store) as conn:
         row = conn.execute(
             f"SELECT {_STREAM_COLS} FROM integration_streams WHERE connection_id = %s AND stream_id = %s",
             (connection_id, stream_id),
@@ -265,7 +265,7 @@ def get_stream(store: Store, connection_id: str, stream_id: str) -> StreamRow:
     return StreamRow(**row)
 
 
-def list_streams(store: Store, connection_id: str | None = None, *, enabled_only: bool = False) -> list[StreamRow]:
+def list_streams(store: Db, connection_id: str | None = None, *, enabled_only: bool = False) -> list[StreamRow]:
     """Stream rows of one connection (or all), ordered by connection then stream id."""
     where, args = [], []
     if connection_id:
@@ -276,14 +276,14 @@ def list_streams(store: Store, connection_id: str | None = None, *, enabled_only
     sql = f"SELECT {_STREAM_COLS} FROM integration_streams"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    with store.connection() as conn:
+    with use(store) as conn:
         rows = conn.execute(sql + " ORDER BY connection_id, stream_id", args).fetchall()
     return [StreamRow(**r) for r in rows]
 
 
-def delete_stream(store: Store, connection_id: str, stream_id: str, *, forget_records: bool = True) -> bool:
+def delete_stream(store: Db, connection_id: str, stream_id: str, *, forget_records: bool = True) -> bool:
     """Delete a stream row; by default also its synced-record map, so a re-enable starts clean."""
-    with store.connection() as conn:
+    with use(store) as conn:
         cur = conn.execute(
             "DELETE FROM integration_streams WHERE connection_id = %s AND stream_id = %s",
             (connection_id, stream_id),

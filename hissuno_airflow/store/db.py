@@ -208,3 +208,20 @@ def reset_stores() -> None:
         for s in _stores.values():
             s.close()
         _stores.clear()
+
+
+Db = Store | psycopg.Connection[dict[str, Any]]
+"""What store functions take: the store (each call gets a pooled connection and commits on its own) or
+a connection the caller holds (the call joins the caller's transaction, under a savepoint)."""
+
+
+@contextmanager
+def use(db: Db, *, autocommit: bool = False) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """A connection of ``db``: pooled from a ``Store`` (``autocommit``: single statements without BEGIN),
+    or the caller's own connection inside a savepoint, so the caller's transaction decides."""
+    if isinstance(db, Store):
+        with (db.autocommit() if autocommit else db.connection()) as conn:
+            yield conn
+    else:
+        with db.transaction():
+            yield db

@@ -28,7 +28,7 @@ from ..kit.records import CompanyRecord, ContactRecord, IssueRecord, KnowledgeRe
 from ..kit.redaction import redact
 from .chunking import chunk_markdown
 from .classify import classify
-from .db import Store
+from .db import Db, Store, use
 from .embedder import get_embedder
 from .enrich import Enricher
 
@@ -67,7 +67,7 @@ class StreamIngest:
     """The ``ctx.ingest`` of one run: idempotent primitives with bulk writes."""
 
     def __init__(
-        self, store: Store, *, project_id: str, connection_id: str, stream_id: str,
+        self, store: Db, *, project_id: str, connection_id: str, stream_id: str,
         run_id: str | None = None, on_event: Callable[[ProgressEvent], None] | None = None,
         on_timestamp: Callable[[datetime], None] | None = None,
         window: tuple[datetime | None, datetime | None] = (None, None),
@@ -85,7 +85,11 @@ class StreamIngest:
         self.primary_kind = primary_kind
         self._on_timestamp = on_timestamp or (lambda t: None)
         self.window = window
-        self.enricher = enricher or Enricher(store, project_id)
+        if enricher is None:
+            if not isinstance(store, Store):
+                raise TypeError("StreamIngest over a caller's connection needs an enricher over the store")
+            enricher = Enricher(store, project_id)
+        self.enricher = enricher
         self.batch_size = batch_size
         self._synced: dict[tuple[str, str], tuple[str, str]] | None = None
         self._models: dict[tuple[str, str], str | None] = {}
@@ -96,7 +100,7 @@ class StreamIngest:
 
     def _map(self) -> dict[tuple[str, str], tuple[str, str]]:
         if self._synced is None:
-            with self.store.connection() as conn:
+            with use(self.store) as conn:
                 rows = conn.execute(
                     "SELECT r.hissuno_kind, r.external_id, r.hissuno_id::text AS hid, r.content_hash, e.model"
                     " FROM integration_synced_records r LEFT JOIN embeddings e ON e.entity_id = r.hissuno_id"
@@ -349,7 +353,7 @@ class StreamIngest:
         fields = {"name": rec.name, "industry": rec.industry, "country": rec.country,
                   "employee_count": rec.employee_count, "notes": rec.notes}
         sets = _merge_sets(fields, rec.merge_strategy, "companies")
-        with self.store.connection() as conn:
+        with use(self.store) as conn:
             row = conn.execute(
                 f"""
                 INSERT INTO companies (project_id, name, domain, industry, country, employee_count, notes,
@@ -378,7 +382,7 @@ class StreamIngest:
     def _upsert_contact_row(self, rec: ContactRecord, h: str | None) -> tuple[str, bool]:
         company_id = None
         domain = (rec.company_domain or "").lower() or email_domain(rec.email)
-        with self.store.connection() as conn:
+        with use(self.store) as conn:
             if domain:
                 found = conn.execute(
                     "SELECT id::text FROM companies WHERE project_id = %s AND lower(domain) = %s",
@@ -390,7 +394,7 @@ class StreamIngest:
                 CompanyRecord(external_id=f"domain:{rec.company_domain}", domain=rec.company_domain))[0]
         fields = {"name": rec.name, "phone": rec.phone, "title": rec.title, "company_id": company_id}
         sets = _merge_sets(fields, rec.merge_strategy, "contacts")
-        with self.store.connection() as conn:
+        with use(self.store) as conn:
             row = conn.execute(
                 f"""
                 INSERT INTO contacts (project_id, name, email, phone, title, company_id, custom_fields)
@@ -414,7 +418,7 @@ class StreamIngest:
         """Write every buffered row in one transaction, then run queued enrichment."""
         if self._pending == 0 and not self._errors:
             return
-        with self.store.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        with use(self.store) as conn, conn.transaction(), conn.cursor() as cur:
             if self._new_sessions:
                 _copy(cur, "sessions", _SESSION_COLS, self._new_sessions)
             if self._upd_sessions:

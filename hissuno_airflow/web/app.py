@@ -16,14 +16,13 @@ log = logging.getLogger("hissuno.web")
 
 
 def create_app(
-    *, authenticate: access.Authenticator, mode: str = "serve", store: Store | Callable[[], Store] | None = None,
+    *, authenticate: access.Authenticator, store: Store | Callable[[], Store] | None = None,
     dispatcher: Any = None, url_prefix: str = "", airflow_base: str = "",
 ) -> Flask:
     """Build the app.
 
     Args:
         authenticate: Maps a request to a user name (None: anonymous).
-        mode: ``airflow`` or ``serve`` (shown by the page; selects links to Airflow).
         store: A store, or a factory; default the configured store, opened lazily.
         dispatcher: Webhook dispatcher (default: ``runtime.webhooks.default_dispatcher()``).
         url_prefix: Where the blueprint sits inside this app (``/hissuno`` under serve).
@@ -31,7 +30,7 @@ def create_app(
     """
     app = Flask("hissuno_airflow.web")
     app.config.update(
-        HISSUNO_AUTHENTICATE=authenticate, HISSUNO_MODE=mode, HISSUNO_DISPATCHER=dispatcher,
+        HISSUNO_AUTHENTICATE=authenticate, HISSUNO_DISPATCHER=dispatcher,
         HISSUNO_AIRFLOW_BASE=airflow_base, MAX_CONTENT_LENGTH=16 * 1024 * 1024, JSON_SORT_KEYS=False,
     )
     if store is None:

@@ -121,7 +121,10 @@ def _connection(plugin: PluginDef, connection_id: str) -> repo.ConnectionRow:
 @bp.get("/")
 def index() -> Any:
     """The integrations marketplace page."""
-    return render_template("marketplace.html", mode=current_app.config.get("HISSUNO_MODE", "serve"),
+    from ..runtime.host import current_host
+
+    mode = "airflow" if current_host().queues_runs else "serve"  # the page links runs to Airflow
+    return render_template("marketplace.html", mode=mode,
                            airflow_base=current_app.config.get("HISSUNO_AIRFLOW_BASE", ""))
 
 
@@ -272,14 +275,13 @@ def webhook_connection(plugin_id: str, connection_id: str) -> Any:
 
 
 def _route_ctx(plugin: PluginDef, conn: repo.ConnectionRow | None) -> RouteCtx:
-    from ..runtime.connect import AuthServices
-    from ..runtime.sync import live_credentials
+    from ..runtime.services import ConnectionServices
 
-    creds = live_credentials(store(), plugin, conn) if conn is not None else None
+    services = ConnectionServices(plugin, store=store() if conn else None, connection=conn, label="route")
     project = str(conn.project_id) if conn else settings.default_project_id()
     return RouteCtx(plugin_id=plugin.id, project_id=project, connection_id=conn.id if conn else None,
-                    credentials=creds, settings=dict(conn.settings) if conn else {},
-                    services=AuthServices(plugin, store(), project, current_user() or ""))
+                    credentials=services.credentials() if conn is not None else None,
+                    settings=dict(conn.settings) if conn else {}, services=services, logger=services.logger)
 
 
 def _call_custom(plugin: PluginDef, name: str, conn: repo.ConnectionRow | None) -> Any:
@@ -352,7 +354,7 @@ def stream_instances(plugin_id: str, connection_id: str, stream_key: str) -> Any
     conn = _connection(plugin, connection_id)
     if stream_key not in plugin.streams:
         raise NotFoundError(f"plugin {plugin.id!r} has no stream {stream_key!r}", field="stream_key")
-    items = list_instances(store(), conn.id, stream_key, user_id=current_user() or "")
+    items = list_instances(store(), conn.id, stream_key)
     return jsonify({"instances": [i.model_dump() for i in items]})
 
 
@@ -385,10 +387,6 @@ def streams_upsert(plugin_id: str, connection_id: str) -> Any:
         cfg[name] = raw
     row = enable_stream(store(), conn.id, build_stream_id(key, instance), enabled=enabled,
                         frequency=body.get("frequency"), filters=cfg["filters"], settings=cfg["settings"])
-    if current_app.config.get("HISSUNO_MODE") == "airflow":
-        from ..dag_factory import try_ensure_pool
-
-        try_ensure_pool(store(), conn)  # the account's shared rate budget
     return jsonify(catalog.stream_row(row))
 
 
@@ -454,7 +452,8 @@ def events_process(plugin_id: str, connection_id: str) -> Any:
 @bp.get("/api/plugins/<plugin_id>/<connection_id>/sync")
 def sync(plugin_id: str, connection_id: str) -> Any:
     """Run one stream now and stream its progress as Server-Sent Events (reference 2.9)."""
-    from .sse import airflow_sync_events, sync_events
+    from ..runtime.host import current_host
+    from .sse import queued_sync_events, sync_events
 
     plugin = registry.get_plugin(plugin_id)
     conn = _connection(plugin, connection_id)
@@ -463,9 +462,9 @@ def sync(plugin_id: str, connection_id: str) -> Any:
         raise InputError("stream_id: required", field="stream_id")
     repo.get_stream(store(), conn.id, sid)
     mode = "full" if request.args.get("mode") == "full" else "incremental"
-    if current_app.config.get("HISSUNO_MODE") == "airflow":
+    if current_host().queues_runs:
         # Under Airflow the run is a DAG run (worker, XCom cursor, pools); the page follows its run row.
-        events = airflow_sync_events(store(), conn.id, sid, mode, current_user() or "hissuno")
+        events = queued_sync_events(store(), conn.id, sid, mode, current_user() or "hissuno")
     else:
         events = sync_events(store(), conn.id, sid, mode)
     return FlaskResponse(

@@ -51,12 +51,10 @@ def plugin_entry(p: PluginDef) -> dict[str, Any]:
 
 
 def dag_id(connection_id: str, stream_id: str) -> str | None:
-    """The Airflow DAG id of a stream, when the DAG factory is importable."""
-    try:
-        from ..dag_factory import dag_id_for
-    except ImportError:
-        return None
-    return dag_id_for(connection_id, stream_id)
+    """The host's name for the stream's scheduled job (the Airflow DAG id), None without one."""
+    from ..runtime.host import current_host
+
+    return current_host().stream_ref(connection_id, stream_id)
 
 
 def stream_row(row: StreamRow) -> dict[str, Any]:

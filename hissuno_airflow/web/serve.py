@@ -30,7 +30,7 @@ def build_app(*, token: str, store: Store | None = None, dispatcher: Any = None)
     if dispatcher is None:
         dispatcher = InProcessDispatcher(store)
         set_default_dispatcher(dispatcher)
-    app = create_app(authenticate=access.admin_token_user(token), mode="serve", store=store,
+    app = create_app(authenticate=access.admin_token_user(token), store=store,
                      dispatcher=dispatcher, url_prefix=MOUNT)
     app.add_url_rule("/", "root", lambda: redirect(MOUNT + "/"))
     return app

@@ -47,7 +47,7 @@ def summary(counts: Mapping[str, int]) -> str:
 
 def sync_events(store: Store, connection_id: str, stream_id: str, mode: str) -> Iterator[str]:
     """Start the run and yield its SSE frames until it ends."""
-    from ..runtime.sync import run_stream_sync
+    from ..runtime.sync import SyncPlan, run_stream_sync
 
     q: queue.Queue[tuple[str, Any]] = queue.Queue()
     signal = CancelSignal()
@@ -57,8 +57,9 @@ def sync_events(store: Store, connection_id: str, stream_id: str, mode: str) -> 
 
     def work() -> None:
         try:
-            result = run_stream_sync(connection_id, stream_id, store=store, triggered_by="manual",
-                                     sync_mode=mode, signal=signal, on_progress=on_progress)
+            plan = SyncPlan.full() if mode == "full" else SyncPlan()
+            result = run_stream_sync(connection_id, stream_id, plan, store=store, signal=signal,
+                                     on_progress=on_progress)
             q.put(("result", result))
         except HissunoError as exc:
             q.put(("error", redact_text(str(exc))))
@@ -102,32 +103,26 @@ _RUN_SQL = (
 )
 
 
-def _dag_run_state(dag_id: str, run_id: str) -> str | None:
-    from airflow.models.dagrun import DagRun
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = session.query(DagRun.state).filter(DagRun.dag_id == dag_id, DagRun.run_id == run_id).first()
-    return str(row[0]) if row is not None else None
-
-
-def airflow_sync_events(
+def queued_sync_events(
     store: Store, connection_id: str, stream_id: str, mode: str, user: str, *, poll_seconds: float = 0.5,
     max_seconds: float = 3600.0,
 ) -> Iterator[str]:
-    """Queue a run of the stream's DAG and relay its progress (read from its run row) as SSE frames.
+    """Queue a run of the stream through the host and relay its progress (read from its run row) as SSE.
 
     Under Airflow the sync runs where every other sync runs (a worker, with the XCom cursor), and the
     page follows it through the live counts the runner writes to ``integration_sync_runs``.
     """
     import time
 
-    from ..airflow_runs import trigger_stream_run
+    from ..runtime.host import current_host
+
+    host = current_host()
 
     yield frame({"type": "connected", "message": "Starting sync…", "stream_id": stream_id, "timestamp": _now()})
     try:
-        dag_id, run_id = trigger_stream_run(connection_id, stream_id, user=user,
-                                            conf={"triggered_by": "manual", "full_refresh": mode == "full"})
+        queued = host.wake_stream(connection_id, stream_id, user=user,
+                                  conf={"triggered_by": "manual", "full_refresh": mode == "full"})
+        dag_id, run_id = queued.ref, queued.run_id
     except HissunoError as exc:
         yield frame({"type": "error", "message": redact_text(str(exc)), "timestamp": _now()})
         return
@@ -140,7 +135,7 @@ def airflow_sync_events(
     while time.monotonic() - started < max_seconds:
         with store.connection() as conn:
             row = conn.execute(_RUN_SQL, (pattern,)).fetchone()
-        state = _dag_run_state(dag_id, run_id or "")
+        state = host.run_state(dag_id, run_id or "")
         if row is not None and row["status"] == "success":
             yield frame({"type": "complete", "message": summary(row["counts"]),
                          "data": {"counts": row["counts"], "status": "success", "dag_id": dag_id, "run_id": run_id},

@@ -13,6 +13,18 @@ from hissuno_airflow.store import connections as repo
 from . import probe_plugin
 
 
+@pytest.fixture(autouse=True)
+def airflow_host() -> Any:
+    """Airflow-layer tests run on the Airflow host, as the DAG file, operator and API server do."""
+    from hissuno_airflow.airflow_host import install
+    from hissuno_airflow.runtime.host import current_host, install_host
+
+    previous = current_host()
+    host = install()
+    yield host
+    install_host(previous)
+
+
 @pytest.fixture
 def probe() -> Any:
     """The ``afprobe`` plugin, registered for the duration of a test."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from hissuno_airflow.airflow_credentials import AirflowCredentialStore, overlay_key
+from hissuno_airflow.airflow_host.credentials import AirflowCredentialStore, overlay_key
 from hissuno_airflow.hooks import airflow_conn_id, hook_for
 
 from ..fixtures.airflow import run_dag
@@ -47,7 +47,7 @@ def test_task_save_goes_to_the_variable_overlay(store, probe, airflow_clean):
 
         @task
         def rotate() -> None:
-            from hissuno_airflow.airflow_credentials import in_task_sandbox
+            from hissuno_airflow.airflow_host.credentials import in_task_sandbox
             from hissuno_airflow.store import connections as repo
             from hissuno_airflow.store.db import get_store
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from hissuno_airflow import registry
-from hissuno_airflow.credentials import credential_store
+from hissuno_airflow.runtime.credentials import credential_store
 from hissuno_airflow.kit.errors import ProviderAuthError
 from hissuno_airflow.runtime.refresh import ensure_fresh
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from hissuno_airflow.airflow_credentials import AirflowCredentialStore
+from hissuno_airflow.airflow_host.credentials import AirflowCredentialStore
 from hissuno_airflow.dag_factory import build_dag, load_manifest
 from hissuno_airflow.operators.sync import CURSOR_KEY
 from hissuno_airflow.store import connections as repo

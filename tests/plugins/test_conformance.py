@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 from hissuno_airflow import registry
-from hissuno_airflow.credentials import credential_store
+from hissuno_airflow.runtime.credentials import credential_store
 from hissuno_airflow.kit import (
     ApiKeyAuth,
     AuthResult,

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from hissuno_airflow import registry, settings
-from hissuno_airflow.credentials import load_credentials
+from hissuno_airflow.runtime.credentials import load_credentials
 from hissuno_airflow.kit import AuthCtx, AuthResult, Icon, Stream, SyncCtx, define_plugin
 from hissuno_airflow.kit.auth import GitHubAppAuth
 from hissuno_airflow.kit.http import BearerAuth

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from hissuno_airflow import registry
-from hissuno_airflow.credentials import credential_store
+from hissuno_airflow.runtime.credentials import credential_store
 from hissuno_airflow.kit import (
     ApiKeyAuth,
     AuthResult,
@@ -22,7 +22,7 @@ from hissuno_airflow.kit import (
 )
 from hissuno_airflow.plugins.sample import data
 from hissuno_airflow.runtime.streams import enable_stream
-from hissuno_airflow.runtime.sync import run_stream_sync
+from hissuno_airflow.runtime.sync import SyncPlan, run_stream_sync
 from hissuno_airflow.store import connections as repo
 
 
@@ -113,8 +113,7 @@ def test_backfill_window_is_exact_and_leaves_live_cursor(store, sample_connectio
     enable_stream(store, cid, "sessions", filters={"size": 60})
     lo = datetime(2026, 1, 1, 2, tzinfo=UTC)
     hi = lo + timedelta(hours=2)
-    r = run_stream_sync(cid, "sessions", store=store, triggered_by="backfill", cursor=lo, until=hi,
-                        commit_cursor=False)
+    r = run_stream_sync(cid, "sessions", SyncPlan.backfill(lo, hi), store=store)
     assert r.status == "success"
     with store.connection() as c:
         ts = [row["t"] for row in c.execute(

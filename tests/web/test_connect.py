@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from hissuno_airflow.credentials import credential_store, load_credentials
+from hissuno_airflow.runtime.credentials import credential_store, load_credentials
 from hissuno_airflow.store import connections as repo
 from tests.fixtures.web import Web, count
 from tests.web.plugins import FakeAuthServer, FakeKeyProvider

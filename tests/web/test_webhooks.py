@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hissuno_airflow.credentials import credential_store
+from hissuno_airflow.runtime.credentials import credential_store
 from hissuno_airflow.runtime.webhooks import InProcessDispatcher, process_inbox
 from hissuno_airflow.store import connections as repo
 from tests.fixtures.web import Web, body_for, count, has_timestamp, sign, verification_secret

@@ -1,15 +1,21 @@
 """``ProviderClient``: a thin ``httpx.Client`` wrapper for one provider, with retries, paging and redaction.
 
-A plugin's ``client.py`` subclasses it and names methods for provider resources::
+A plugin's ``client.py`` composes it: the runtime builds the ``ProviderClient`` (base URL, auth from
+the live credentials, rate budget, cancel signal, redaction) and the provider client adds named methods::
 
-    class ZendeskClient(ProviderClient):
-        def __init__(self, email: str, token: SecretStr, api_url: str, **options: Unpack[ClientOptions]):
-            super().__init__("zendesk", api_url, auth=BasicAuth(f"{email}/token", token), **options)
+    class ZendeskClient:
+        def __init__(self, http: ProviderClient) -> None:
+            self.http = http
 
         def iter_tickets(self, since: int) -> Iterator[dict[str, Any]]:
-            return self.paginate("GET", "/api/v2/incremental/tickets/cursor.json",
-                                 CursorPaginator("after_cursor", "cursor", end_path="end_of_stream"),
-                                 params={"start_time": since}, data_path="tickets")
+            return self.http.paginate("GET", "/api/v2/incremental/tickets/cursor.json",
+                                      CursorPaginator("after_cursor", "after_cursor", end_path="end_of_stream"),
+                                      params={"start_time": since}, data_path="tickets")
+
+    def sync_tickets(ctx: SyncCtx) -> None:
+        with ctx.http_client(auth=BasicAuth(f"{ctx.credentials['email']}/token", ctx.credentials["token"])) as http:
+            for ticket in ZendeskClient(http).iter_tickets(since):
+                ...
 
 Every attempt goes through the ``RetryPolicy``; failures surface as the kit's ``ProviderError`` family
 with text like ``zendesk GET /api/v2/tickets: 429 Too Many Requests (retry after 30s)``.
@@ -126,13 +132,13 @@ class ProviderClient:
         self._error_code = error_code
         self._state = RateState()
         collected = [s for s in secrets if s]
-        secret_values = getattr(auth, "secret_values", None)
-        if callable(secret_values):
-            collected.extend(str(v) for v in secret_values())
         for name, value in (headers or {}).items():
             if is_sensitive_key(name) and value:
                 collected.append(value)
-        self._secrets = tuple(dict.fromkeys(collected))
+        self._fixed_secrets = tuple(dict.fromkeys(collected))
+        # Asked on every use, not once: an auth that refreshes its token mid-run knows the new one.
+        secret_values = getattr(auth, "secret_values", None)
+        self._auth_secrets: Callable[[], Iterable[str]] | None = secret_values if callable(secret_values) else None
         self._http = httpx.Client(
             base_url=base_url,
             auth=auth,
@@ -154,6 +160,12 @@ class ProviderClient:
     def close(self) -> None:
         """Close pooled connections."""
         self._http.close()
+
+    @property
+    def _secrets(self) -> tuple[str, ...]:
+        if self._auth_secrets is None:
+            return self._fixed_secrets
+        return tuple(dict.fromkeys([*self._fixed_secrets, *(str(v) for v in self._auth_secrets() if v)]))
 
     @property
     def secrets(self) -> tuple[str, ...]:

@@ -20,14 +20,11 @@ from typing import Any
 from ... import registry, settings
 from ...kit.auth import ApiKeyAuth, GitHubAppAuth, OAuth2Auth
 from ...kit.context import Request
-from ...kit.errors import InputError
+from ...kit.errors import ConflictError, ConnectFailed, InputError, NotConfigured
 from ...store.db import Store
 from ...store.projects import get_project
 from .accounts import (
     AuthServices,
-    ConflictError,
-    ConnectFailed,
-    NotConfigured,
     disconnect,
     reconnect_target,
     save_auth_result,

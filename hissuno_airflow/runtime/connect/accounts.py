@@ -3,39 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from ...credentials import configured_backend, credential_store
 from ...kit.auth import AuthResult
 from ...kit.context import AuthCtx
 from ...kit.define import PluginDef
-from ...kit.errors import HissunoError, InputError, NotFoundError, StoreError
+from ...kit.errors import ConflictError, NotFoundError, StoreError
 from ...store import connections as repo
 from ...store.connections import ConnectionRow
 from ...store.db import Store
-from ..services import make_http_client, resolve_base
+from ..credentials import configured_backend, credential_store
+from ..services import ConnectionServices
 from .state import StateError, consume_state, issue_state
-
-
-class ConnectFailed(InputError):
-    """The provider (or the plugin's ``test``) refused the credentials."""
-
-    code = "connect_failed"
-
-
-class ConflictError(InputError):
-    """The request conflicts with existing state (``multi_instance=False``, account changed)."""
-
-    code = "conflict"
-    http_status = 409
-
-
-class NotConfigured(HissunoError):
-    """An app-level setting the flow needs (client id, app slug) is missing on the server."""
-
-    code = "not_configured"
-    http_status = 503
 
 
 def as_auth_result(value: Any, plugin: PluginDef) -> AuthResult:
@@ -89,40 +68,32 @@ def save_auth_result(
     return row, created
 
 
-@dataclass
-class AuthServices:
-    """What an AuthCtx offers: HTTP, base URLs, saving connections, state tokens."""
+class AuthServices(ConnectionServices):
+    """What an AuthCtx offers: the plugin's services plus saving connections and state tokens."""
 
-    plugin: PluginDef
-    store: Store
-    project_id: str
-    user_id: str
-    secrets: list[str] = field(default_factory=list)
-    saved: list[str] = field(default_factory=list)
-
-    def http_client(self, base: str = "API", **kwargs: Any) -> Any:
-        from ..logging import PluginLogger
-
-        return make_http_client(self.plugin, base, secrets=self.secrets,
-                                logger=PluginLogger(f"{self.plugin.id}:connect", self.secrets), **kwargs)
-
-    def base_url(self, name: str) -> str:
-        return resolve_base(self.plugin, name)
+    def __init__(self, plugin: PluginDef, store: Store, project_id: str, user_id: str,
+                 secrets: list[str] | None = None) -> None:
+        super().__init__(plugin, label="connect")
+        self.auth_store = store
+        self.project_id = project_id
+        self.user_id = user_id
+        self.secrets.extend(secrets or [])
+        self.saved: list[str] = []
 
     def save_connection(self, result: Any) -> str:
-        row, _ = save_auth_result(self.store, self.plugin, self.project_id, result)
+        row, _ = save_auth_result(self.auth_store, self.plugin, self.project_id, result)
         self.saved.append(row.id)
         return row.id
 
     def update_connection(self, connection_id: str, **changes: Any) -> None:
-        row = repo.get_connection(self.store, connection_id, plugin_id=self.plugin.id)
+        row = repo.get_connection(self.auth_store, connection_id, plugin_id=self.plugin.id)
         if str(row.project_id) != str(self.project_id):
             raise NotFoundError(f"connection {connection_id!r} not found", field="connection_id")
         creds = changes.pop("credentials", None)
-        repo.update_connection(self.store, connection_id, account_label=changes.get("account_label"),
+        repo.update_connection(self.auth_store, connection_id, account_label=changes.get("account_label"),
                                settings=changes.get("settings"))
         if creds is not None:
-            credential_store(self.store, row.credentials_backend).save(row, dict(creds))
+            credential_store(self.auth_store, row.credentials_backend).save(row, dict(creds))
 
     def app_jwt(self) -> str:
         from ..refresh import github_app_jwt
@@ -130,11 +101,11 @@ class AuthServices:
         return github_app_jwt(self.plugin)
 
     def sign_state(self, data: Mapping[str, Any]) -> str:
-        return issue_state(self.store, {"k": "custom", "p": self.plugin.id, "prj": self.project_id,
+        return issue_state(self.auth_store, {"k": "custom", "p": self.plugin.id, "prj": self.project_id,
                                         "u": self.user_id, "d": dict(data)})
 
     def verify_state(self, token: str) -> dict[str, Any]:
-        data = consume_state(self.store, token)
+        data = consume_state(self.auth_store, token)
         if data.get("k") != "custom" or data.get("p") != self.plugin.id:
             raise StateError("invalid_state")
         if data.get("u") and self.user_id and data["u"] != self.user_id:
@@ -144,12 +115,10 @@ class AuthServices:
 
 
 def auth_ctx(plugin: PluginDef, store: Store, project_id: str, user_id: str, connection_id: str | None = None,
-         secrets_: list[str] | None = None) -> AuthCtx:
-    from ..logging import PluginLogger
-
+             secrets_: list[str] | None = None) -> AuthCtx:
     svc = AuthServices(plugin, store, project_id, user_id, list(secrets_ or []))
     return AuthCtx(plugin_id=plugin.id, project_id=project_id, services=svc, connection_id=connection_id,
-                   logger=PluginLogger(f"{plugin.id}:connect", svc.secrets))
+                   logger=svc.logger)
 
 
 def reconnect_target(store: Store, plugin: PluginDef, project_id: str, connection_id: str) -> repo.ConnectionRow:

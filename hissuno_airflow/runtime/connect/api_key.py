@@ -8,11 +8,11 @@ from typing import Any
 
 from ...kit.auth import ApiKeyAuth, CustomAuth
 from ...kit.define import PluginDef
-from ...kit.errors import InputError, StoreError
+from ...kit.errors import ConnectFailed, InputError, StoreError
 from ...kit.redaction import redact_text, secret_values
 from ...store.db import Store
 from ..handlers import call_handler
-from .accounts import ConnectFailed, as_auth_result, auth_ctx, reconnect_target, save_auth_result
+from .accounts import as_auth_result, auth_ctx, reconnect_target, save_auth_result
 
 
 def check_fields(auth: ApiKeyAuth | CustomAuth, raw: Any) -> dict[str, Any]:

@@ -7,11 +7,11 @@ from typing import Any
 from ...kit.auth import AuthResult, CustomAuth
 from ...kit.context import Request
 from ...kit.define import PluginDef
-from ...kit.errors import HissunoError, NotFoundError
+from ...kit.errors import ConnectFailed, HissunoError, NotFoundError
 from ...kit.redaction import redact_text
 from ...store.db import Store
 from ..handlers import call_handler
-from .accounts import ConnectFailed, auth_ctx, save_auth_result
+from .accounts import auth_ctx, save_auth_result
 
 
 def _custom_answer(store: Store, plugin: PluginDef, project_id: str, value: Any) -> Any:

@@ -7,9 +7,10 @@ from typing import Any
 
 from ...kit.auth import GitHubAppAuth
 from ...kit.define import PluginDef
+from ...kit.errors import NotConfigured
 from ...store.db import Store
 from ..services import resolve_url
-from .accounts import NotConfigured, reconnect_target
+from .accounts import reconnect_target
 from .state import issue_state
 
 

@@ -10,10 +10,10 @@ from typing import Any
 
 from ...kit.auth import OAuth2Auth, OAuthTokens
 from ...kit.define import PluginDef
-from ...kit.errors import HissunoError
+from ...kit.errors import ConnectFailed, HissunoError, NotConfigured
 from ...store.db import Store
 from ..services import resolve_url
-from .accounts import ConnectFailed, NotConfigured, reconnect_target
+from .accounts import reconnect_target
 from .state import issue_state
 
 

@@ -1,4 +1,5 @@
-"""Waking a stream's inbox consumer: a DAG run under Airflow, a drain thread under ``hissuno serve``."""
+"""Waking a stream's inbox consumer: a queued run of the host (a DAG run under Airflow), or a drain
+thread in this process (``hissuno serve``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import threading
 
 from ...kit.redaction import redact_text
 from ...store.db import Store
+from ..host import current_host
 from .inbox import process_inbox
 
 log = logging.getLogger(__name__)
@@ -74,41 +76,42 @@ class InProcessDispatcher(Dispatcher):
             t.join(timeout)
 
 
-class AirflowDispatcher(Dispatcher):
-    """Triggers the stream's DAG from inside the API server, unless a run is already queued."""
+class HostDispatcher(Dispatcher):
+    """Queues a run of the stream through the installed host (a DAG run under Airflow), unless one is
+    already queued: one queued run drains every pending event."""
 
     def dispatch(self, targets: list[tuple[str, str]]) -> None:
-        """Trigger in a background thread so the provider gets its answer at once."""
+        """Queue in a background thread so the provider gets its answer at once."""
         threading.Thread(target=self._trigger_all, args=(list(targets),), daemon=True,
                          name="hissuno-trigger").start()
 
     def _trigger_all(self, targets: list[tuple[str, str]]) -> None:
         for cid, sid in targets:
             try:
-                trigger_stream_dag(cid, sid)
+                wake_stream(cid, sid)
             except Exception as exc:
-                log.warning("could not trigger the DAG of %s/%s: %s: %s", cid, sid, type(exc).__name__,
+                log.warning("could not queue a run of %s/%s: %s: %s", cid, sid, type(exc).__name__,
                             redact_text(str(exc)))
 
 
-def trigger_stream_dag(connection_id: str, stream_id: str) -> str | None:
-    """Queue one run of the stream's DAG with ``conf.triggered_by = webhook``; None when one is queued."""
-    from ...airflow_runs import trigger_stream_run
-
-    _, run_id = trigger_stream_run(connection_id, stream_id, conf={"triggered_by": "webhook"},
-                                   user="hissuno-webhook", coalesce=True)
-    return run_id
+def wake_stream(connection_id: str, stream_id: str) -> str | None:
+    """Queue one run of the stream with ``conf.triggered_by = webhook``; None when one is queued."""
+    return current_host().wake_stream(connection_id, stream_id, conf={"triggered_by": "webhook"},
+                                      user="hissuno-webhook", coalesce=True).run_id
 
 
 _default: Dispatcher | None = None
 
 
 def default_dispatcher() -> Dispatcher:
-    """``HISSUNO_WEBHOOK_DISPATCH`` (airflow, inprocess, none); set by the app that serves the routes."""
+    """``HISSUNO_WEBHOOK_DISPATCH`` (``host``: a queued run of the host, ``inprocess``, ``none``); unset:
+    the host's queue when the installed host has one, else in-process drain threads."""
     global _default
     if _default is None:
-        mode = os.environ.get("HISSUNO_WEBHOOK_DISPATCH", "inprocess")
-        _default = {"airflow": AirflowDispatcher, "none": NullDispatcher}.get(mode, InProcessDispatcher)()
+        mode = os.environ.get("HISSUNO_WEBHOOK_DISPATCH") or ("host" if current_host().queues_runs else "inprocess")
+        # "airflow" is the older name of "host".
+        factories = {"host": HostDispatcher, "airflow": HostDispatcher, "none": NullDispatcher}
+        _default = factories.get(mode, InProcessDispatcher)()
     return _default
 
 

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ... import registry
 from ...kit.context import WebhookCtx
-from ...kit.define import PluginDef
 from ...kit.errors import HissunoError, InputError
-from ...kit.redaction import redact_text, secret_values
+from ...kit.redaction import redact_text
 from ...kit.streams import parse_stream_id
 from ...store import connections as repo
 from ...store.db import Store, get_store
 from ..handlers import call_handler
+from ..services import ConnectionServices
 
 log = logging.getLogger(__name__)
 
@@ -32,29 +31,12 @@ class InboxResult:
     errors: list[str] = field(default_factory=list)
 
 
-class _TxStore:
-    """A Store look-alike whose every ``connection()`` is one open transaction (nested as savepoints)."""
-
-    def __init__(self, conn: Any, real: Store) -> None:
-        self._conn = conn
-        self.url = real.url
-        self.pool = real.pool
-
-    @contextmanager
-    def connection(self) -> Iterator[Any]:
-        with self._conn.transaction():
-            yield self._conn
-
-
 class _WebhookServices:
-    def __init__(self, plugin: PluginDef, ingest: Any, store: Store, connection: Any, secrets: list[str],
-                 logger: Any) -> None:
-        self.plugin = plugin
+    """The runtime side of a WebhookCtx: the connection's services plus this event's ingest."""
+
+    def __init__(self, conn: ConnectionServices, ingest: Any) -> None:
+        self.conn = conn
         self.ingest = ingest
-        self._store = store
-        self._connection = connection
-        self.secrets = secrets
-        self.logger = logger
 
     def is_synced(self, external_id: str) -> bool:
         return bool(self.ingest.is_synced(external_id))
@@ -66,23 +48,16 @@ class _WebhookServices:
         """Webhook events have no progress stream."""
 
     def save_credentials(self, credentials: Mapping[str, Any]) -> None:
-        from ...credentials import save_credentials
-
-        save_credentials(self._store, self._connection, dict(credentials))
+        self.conn.save(dict(credentials))
 
     def advance_cursor(self, ts: Any) -> None:
         """The cursor belongs to polling runs; webhooks never move it."""
 
     def base_url(self, name: str) -> str:
-        from ..services import resolve_base
-
-        return resolve_base(self.plugin, name)
+        return self.conn.base_url(name)
 
     def http_client(self, base: str = "API", **kwargs: Any) -> Any:
-        from ..services import budget_for, make_http_client
-
-        kwargs.setdefault("rate_limiter", budget_for(self.plugin, self._connection.id))
-        return make_http_client(self.plugin, base, secrets=self.secrets, logger=self.logger, **kwargs)
+        return self.conn.http_client(base, **kwargs)
 
 
 _SELECT_NEXT = (
@@ -115,8 +90,7 @@ def process_inbox(
     """
     from ...store.enrich import Enricher
     from ...store.ingest import StreamIngest
-    from ..logging import PluginLogger
-    from ..sync import live_credentials, validate_config
+    from ..sync import connection_services, validate_config
 
     store = store or get_store()
     connection = repo.get_connection(store, connection_id)
@@ -128,9 +102,9 @@ def process_inbox(
     row = repo.get_stream(store, connection_id, stream_id)
     settings_ = validate_config(stream.settings, row.settings, "settings")
     # Handlers may call the provider: hand them a live token (refreshed or minted once, under the lock).
-    credentials = live_credentials(store, plugin, connection)
-    secrets = secret_values(credentials, plugin.secret_fields)
-    logger = PluginLogger(f"{plugin.id}:{stream_id}", secrets)
+    conn_services = connection_services(store, connection, label=stream_id)
+    credentials = conn_services.credentials()
+    secrets, logger = conn_services.secrets, conn_services.logger
     result = InboxResult()
     seen: list[str] = []
     while limit is None or result.done + result.failed < limit:
@@ -144,9 +118,10 @@ def process_inbox(
                     break
                 current = ev["id"]
                 seen.append(current)
-                ingest = StreamIngest(_TxStore(conn, store), project_id=connection.project_id,  # type: ignore[arg-type]
+                # The event's writes join this transaction, which also marks it done: all or nothing.
+                ingest = StreamIngest(conn, project_id=connection.project_id,
                                       connection_id=connection_id, stream_id=stream_id, enricher=enricher)
-                services = _WebhookServices(plugin, ingest, store, connection, secrets, logger)
+                services = _WebhookServices(conn_services, ingest)
                 ctx = WebhookCtx(
                     plugin_id=plugin.id, project_id=connection.project_id, connection_id=connection_id,
                     stream_id=stream_id, stream_key=key, instance_id=instance, credentials=credentials,

@@ -1,38 +1,32 @@
-"""Where connection credentials live: encrypted in the store (``db``) or in Airflow Connections (``airflow``).
+"""Where connection credentials live: encrypted in the store (``db``) or in a backend the host adds.
 
-A connection row records its backend, so reading always goes to the right place; new connections use
-``HISSUNO_CREDENTIALS_BACKEND`` (``db``, ``airflow`` or ``auto``: Airflow when it is importable and
-``AIRFLOW_HOME`` is set). Credentials never appear in the store in plaintext.
+A connection row records its backend, so reading always goes to the right place. New connections use
+``HISSUNO_CREDENTIALS_BACKEND``: ``db``, a backend the installed host offers (``airflow`` under Airflow),
+or ``auto`` (the host's default: Airflow Connections under an Airflow host, the store otherwise).
+Credentials never appear in the store in plaintext.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import json
 import os
-from typing import Any, Protocol
+from typing import Any
 
-from .store import connections as repo
-from .store.connections import ConnectionRow
-from .store.db import Store
+from .. import settings
+from ..kit.errors import NotConfigured
+from ..store import connections as repo
+from ..store.connections import ConnectionRow
+from ..store.db import Store
+from .host import CredentialStore, current_host
 
-
-class CredentialStore(Protocol):
-    """Reads and writes one backend's credentials."""
-
-    backend: str
-
-    def load(self, connection: ConnectionRow) -> dict[str, Any]: ...
-    def save(self, connection: ConnectionRow, credentials: dict[str, Any]) -> None: ...
-    def delete(self, connection: ConnectionRow) -> None: ...
+__all__ = ["CredentialStore", "DbCredentialStore", "configured_backend", "credential_store", "load_credentials",
+           "save_credentials"]
 
 
 def _fernet() -> Any:
     from cryptography.fernet import Fernet
-
-    from . import settings
 
     key = base64.urlsafe_b64encode(hashlib.sha256(b"hissuno-credentials:" + settings.secret_key()).digest())
     return Fernet(key)
@@ -64,29 +58,35 @@ class DbCredentialStore:
 
 
 def configured_backend() -> str:
-    """The backend new connections use."""
+    """The backend new connections use (``auto``: the installed host's default)."""
     choice = os.environ.get("HISSUNO_CREDENTIALS_BACKEND", "auto").lower()
-    if choice == "auto":
-        has_airflow = importlib.util.find_spec("airflow") is not None
-        return "airflow" if has_airflow and os.environ.get("AIRFLOW_HOME") else "db"
-    return choice
+    return current_host().default_credentials_backend() if choice == "auto" else choice
 
 
 def credential_store(store: Store, backend: str | None = None) -> CredentialStore:
-    """The credential store for ``backend`` (default: the configured one)."""
+    """The credential store for ``backend`` (default: the configured one).
+
+    Raises:
+        NotConfigured: the backend is not offered by this process's host (``airflow`` outside Airflow);
+            the message names the fix.
+    """
     backend = backend or configured_backend()
     if backend == "db":
         return DbCredentialStore(store)
+    extra = current_host().credential_backends()
+    if backend in extra:
+        return extra[backend](store)
     if backend == "airflow":
-        from .airflow_credentials import AirflowCredentialStore
-
-        return AirflowCredentialStore(store)
+        msg = ("HISSUNO_CREDENTIALS_BACKEND=airflow, but this process has no usable Airflow installation "
+               "(set AIRFLOW_HOME to it and run 'airflow db migrate'), or set HISSUNO_CREDENTIALS_BACKEND=db "
+               "to keep credentials encrypted in the hissuno store")
+        raise NotConfigured(msg, field="credentials_backend")
     msg = f"HISSUNO_CREDENTIALS_BACKEND: expected db, airflow or auto; got {backend!r}"
-    raise ValueError(msg)
+    raise NotConfigured(msg, field="credentials_backend")
 
 
 def load_credentials(store: Store, connection: ConnectionRow) -> dict[str, Any]:
-    """The connection's current credentials from whichever backend holds them."""
+    """The connection's stored credentials from whichever backend holds them (no refresh)."""
     return credential_store(store, connection.credentials_backend).load(connection)
 
 

@@ -64,13 +64,15 @@ class HissunoASGI:
             if self._wsgi is None:
                 from a2wsgi import WSGIMiddleware
 
-                from ..runtime.webhooks import AirflowDispatcher, set_default_dispatcher
-                from . import access
-                from .app import create_app
+                from ..runtime.webhooks import HostDispatcher, set_default_dispatcher
+                from ..web import access
+                from ..web.app import create_app
+                from .host import install
 
-                dispatcher = AirflowDispatcher()
+                install()
+                dispatcher = HostDispatcher()
                 set_default_dispatcher(dispatcher)
-                app = create_app(authenticate=access.airflow_user, mode="airflow", dispatcher=dispatcher)
+                app = create_app(authenticate=access.airflow_user, dispatcher=dispatcher)
                 self._wsgi = WSGIMiddleware(app, workers=16)  # type: ignore[arg-type]
         return self._wsgi
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from .hooks.base import airflow_conn_id, credentials_from_connection
+from .names import airflow_conn_id, conn_type_for
 
 if TYPE_CHECKING:
-    from .store.connections import ConnectionRow
-    from .store.db import Store
+    from ..store.connections import ConnectionRow
+    from ..store.db import Store
 
 OVERLAY_PREFIX = "hissuno_token__"
 
@@ -36,8 +36,29 @@ def in_task_sandbox() -> bool:
     return getattr(task_runner, "SUPERVISOR_COMMS", None) is not None
 
 
-def _conn_type(plugin_id: str) -> str:
-    return "hissuno_" + plugin_id.replace("-", "_")
+def credentials_from_connection(conn: Any, conn_type: str) -> dict[str, Any]:
+    """Credentials stored in an Airflow Connection: extra fields (plain or UI-prefixed) plus the password.
+
+    Args:
+        conn: an Airflow Connection (SDK or ORM model).
+        conn_type: its ``hissuno_<plugin>`` type; the UI stores form fields as ``extra__<type>__<field>``.
+
+    Returns:
+        The credentials map; empty values the form left blank are dropped.
+    """
+    extra = conn.extra_dejson or {}
+    prefix = f"extra__{conn_type}__"
+    creds: dict[str, Any] = {}
+    for key, value in extra.items():
+        name = key[len(prefix):] if key.startswith(prefix) else key
+        if value in (None, ""):
+            continue
+        # A plain key wins over the UI-prefixed one: plain keys are what hissuno itself writes last.
+        if name not in creds or not key.startswith(prefix):
+            creds[name] = value
+    if conn.password and "password" not in creds:
+        creds["password"] = conn.password
+    return creds
 
 
 def read_overlay(connection_id: str) -> dict[str, Any]:
@@ -110,7 +131,7 @@ class AirflowCredentialStore:
     def load(self, connection: ConnectionRow) -> dict[str, Any]:
         """Credentials of ``connection``: the overlay's keys win over the Connection's."""
         conn_id = connection.credentials_ref or airflow_conn_id(connection.id)
-        creds = _read_connection(conn_id, _conn_type(connection.plugin_id))
+        creds = _read_connection(conn_id, conn_type_for(connection.plugin_id))
         creds.update(read_overlay(connection.id))
         return creds
 
@@ -121,13 +142,12 @@ class AirflowCredentialStore:
 
             Variable.set(overlay_key(connection.id), json.dumps(dict(credentials), default=str))
             return
-        from .store import connections as repo
+        from ..store import connections as repo
 
         conn_id = airflow_conn_id(connection.id)
         description = f"Hissuno {connection.plugin_id}: {connection.account_label}"
-        _write_connection(connection.id, _conn_type(connection.plugin_id), description, dict(credentials))
+        _write_connection(connection.id, conn_type_for(connection.plugin_id), description, dict(credentials))
         repo.set_credentials_ref(self.store, connection.id, backend="airflow", ref=conn_id)
-        _ensure_pool_quietly(self.store, connection)
 
     def delete(self, connection: ConnectionRow) -> None:
         """Remove the Connection and its overlay (server side only)."""
@@ -140,15 +160,3 @@ class AirflowCredentialStore:
                 OrmConnection.conn_id == airflow_conn_id(connection.id)
             ).delete()
         OrmVariable.delete(overlay_key(connection.id))
-
-
-def _ensure_pool_quietly(store: Store, connection: ConnectionRow) -> None:
-    import logging
-
-    from .dag_factory import ensure_pool
-
-    try:
-        ensure_pool(store, connection)
-    except Exception as exc:
-        # A missing pool only loses the rate budget (tasks fall back to default_pool); never fail a connect.
-        logging.getLogger(__name__).warning("hissuno: could not create the Airflow pool: %s", type(exc).__name__)

@@ -33,8 +33,8 @@ def trigger_stream_run(
     from airflow.utils.state import DagRunState
     from airflow.utils.types import DagRunTriggeredByType, DagRunType
 
-    from .dag_factory import dag_id_for
-    from .kit.errors import NotFoundError
+    from ..kit.errors import NotFoundError
+    from .names import dag_id_for
 
     dag_id = dag_id_for(connection_id, stream_id)
     if coalesce:
@@ -54,3 +54,13 @@ def trigger_stream_run(
                "minute); try again shortly")
         raise NotFoundError(msg, field="stream_id") from None
     return dag_id, (run.run_id if run is not None else None)
+
+
+def dag_run_state(dag_id: str, run_id: str) -> str | None:
+    """The state of one DAG run (``queued``, ``running``, ``success``, ``failed``), None when unknown."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.query(DagRun.state).filter(DagRun.dag_id == dag_id, DagRun.run_id == run_id).first()
+    return str(row[0]) if row is not None else None
