@@ -15,7 +15,7 @@ from importlib.metadata import entry_points
 
 from .kit.define import PluginDef
 from .kit.errors import PluginDefinitionError, UnknownPluginError
-from .plugins import BUILTIN_PLUGINS
+from .plugins import builtin_plugins
 
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "hissuno.plugins"
@@ -48,8 +48,6 @@ def _load_object(target: str) -> PluginDef:
 
 
 def _register(found: dict[str, PluginDef], plugin: PluginDef, source: str) -> None:
-    if found.get(plugin.id) is plugin:
-        return  # the same module reached twice (a built-in also declared as an entry point)
     if plugin.id in found:
         raise DuplicatePluginError(
             plugin.id, [f"id: defined twice, by {_sources[plugin.id]} and by {source}"]
@@ -69,7 +67,7 @@ def load(*, strict: bool = False) -> dict[str, PluginDef]:
         _sources.clear()
         _errors.clear()
         candidates: list[tuple[str, str, str]] = [
-            (pid, path, f"built-in {path}") for pid, path in BUILTIN_PLUGINS.items()
+            (pid, path, f"built-in {path}") for pid, path in builtin_plugins().items()
         ]
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             candidates.append((ep.name, ep.value, f"entry point {ep.name}={ep.value}"))

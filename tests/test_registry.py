@@ -74,13 +74,38 @@ def test_available_excludes_coming_soon():
     assert all(not p.coming_soon for p in registry.list_available_plugins())
 
 
-def test_a_builtin_declared_as_entry_point_loads_once(monkeypatch):
+def test_a_builtin_is_its_folder_and_nothing_else(monkeypatch):
+    """Adding a provider is adding hissuno_airflow/plugins/<id>/plugin.py: no list, no entry point."""
+    import shutil
+    import tomllib
+    from pathlib import Path
+
+    import hissuno_airflow.plugins as plugins_pkg
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    assert registry.ENTRY_POINT_GROUP not in pyproject["project"].get("entry-points", {})
+    folder = Path(plugins_pkg.__file__).parent / "zz_folder_probe"
+    folder.mkdir()
+    try:
+        (folder / "__init__.py").write_text("")
+        (folder / "plugin.py").write_text(PLUGIN_SRC.format(pid="zz-folder-probe"))
+        monkeypatch.setattr(registry, "entry_points", lambda group: [])
+        registry.reset()
+        assert registry.get_plugin("zz-folder-probe").id == "zz-folder-probe"
+        assert registry.plugin_source("zz-folder-probe").startswith("built-in")
+        assert registry.get_plugin("sample").id == "sample"
+    finally:
+        shutil.rmtree(folder)
+        registry.reset()
+
+
+def test_an_entry_point_reusing_a_builtin_id_is_a_duplicate(monkeypatch):
     ep = EntryPoint(name="sample", value="hissuno_airflow.plugins.sample.plugin:plugin",
                     group=registry.ENTRY_POINT_GROUP)
     monkeypatch.setattr(registry, "entry_points", lambda group: [ep])
     registry.reset()
     try:
-        assert [p.id for p in registry.list_plugins()].count("sample") == 1
-        assert registry.load_errors() == {}
+        with pytest.raises(registry.DuplicatePluginError, match="built-in"):
+            registry.load(strict=True)
     finally:
         registry.reset()

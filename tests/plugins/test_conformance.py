@@ -45,7 +45,7 @@ from hissuno_airflow.kit import (
 )
 from hissuno_airflow.kit import testing as conformance
 from hissuno_airflow.kit.testing import ConformanceError, ConformanceTarget
-from hissuno_airflow.plugins import BUILTIN_PLUGINS
+from hissuno_airflow.plugins import builtin_plugins
 from hissuno_airflow.runtime.streams import enable_stream
 from hissuno_airflow.store import connections as repo
 from tests.fixtures.store import connect_sample
@@ -60,8 +60,8 @@ def _module_name(plugin_id: str) -> str:
 
 
 def _manifest_module(plugin_id: str) -> str:
-    if plugin_id in BUILTIN_PLUGINS:
-        return BUILTIN_PLUGINS[plugin_id]
+    if plugin_id in builtin_plugins():
+        return builtin_plugins()[plugin_id]
     source = registry.plugin_source(plugin_id)
     # "entry point <name>=<module>:<attr>"
     return source.rsplit("=", 1)[-1].split(":", 1)[0]
@@ -257,15 +257,13 @@ def test_store_checks_refuse_a_stream_that_ingests_nothing(store: Any, register_
 def test_cursor_check_catches_a_runtime_that_commits_failed_runs(
     store: Any, register_plugin: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hissuno_airflow.runtime import sync as runtime_sync
+    from hissuno_airflow.store import runs
 
-    real_finish = runtime_sync._finish
+    real_finish = runs.finish_run
 
-    def careless_finish(store, connection_id, stream_id, run_id, status, counts, error, cursor_after,
-                        write_cursor):
+    def careless_finish(conn, *, cursor_after, write_cursor, **kw):
         # The fault under test: a runtime that writes the high-water mark whatever the outcome.
-        real_finish(store, connection_id, stream_id, run_id, status, counts, error,
-                    cursor_after or datetime(2030, 1, 1, tzinfo=UTC), True)
+        real_finish(conn, cursor_after=cursor_after or datetime(2030, 1, 1, tzinfo=UTC), write_cursor=True, **kw)
 
     def dated_sync(ctx: SyncCtx) -> None:
         ctx.ingest.issue(external_id="i1", name="Issue 1", updated_at="2026-02-01T00:00:00+00:00")
@@ -273,6 +271,6 @@ def test_cursor_check_catches_a_runtime_that_commits_failed_runs(
     cid = register_plugin(_plugin("selftest-cursor", dated_sync))
     plugin = registry.get_plugin("selftest-cursor")
     conformance.cursor_moves_only_on_success(plugin, store, cid, "items")
-    monkeypatch.setattr(runtime_sync, "_finish", careless_finish)
+    monkeypatch.setattr(runs, "finish_run", careless_finish)
     with pytest.raises(ConformanceError, match="an interrupted run moved the cursor"):
         conformance.cursor_moves_only_on_success(plugin, store, cid, "items")
