@@ -52,7 +52,8 @@ class CappedSearch(FakeProvider):
         page = rows[after : min(after + limit, self.cap)]
         reply: dict[str, Any] = {"total": len(rows), "results": page}
         end = after + len(page)
-        if end < min(len(rows), self.cap):
+        if end < len(rows):
+            # Like HubSpot, the last page under the cap still links to the next one, which then fails.
             reply["paging"] = {"next": {"after": str(end)}}
         return reply
 
@@ -99,6 +100,8 @@ def test_a_full_read_past_the_cap_gets_every_record_exactly_once(
     assert [r["updated"] for r in got] == sorted(r["updated"] for r in got)
     # Each new window starts at the last update time of the previous one.
     assert fake.windows() == [None, 9, 17, 26, 35]
+    # A window stops at the cap: nobody asks for the page past it (which the fake, like HubSpot, refuses).
+    assert max(int(r.json().get("after") or 0) for r in fake.requests_to("/search")) < CAP
 
 
 def test_since_is_the_first_windows_inclusive_bound(
@@ -161,3 +164,15 @@ def test_unsorted_results_are_refused() -> None:
     rows: list[dict[str, Any]] = [{"id": "a", "updated": 2}, {"id": "b", "updated": 1}]
     with pytest.raises(ProviderResponseError, match=r"hubspot: search results are not sorted by update time \(1 after 2\)"):
         list(windowed_search(lambda since: rows, cap=5, key=lambda r: r["updated"], record_id=lambda r: r["id"], provider="hubspot"))
+
+
+def test_a_window_returning_records_before_its_bound_is_refused() -> None:
+    calls: list[int | None] = []
+
+    def window(since: int | None) -> list[dict[str, Any]]:
+        calls.append(since)
+        assert len(calls) <= 3, "windowed_search did not terminate"
+        return [{"id": str(i), "updated": i} for i in range(1, 4)]  # ignores ``since``
+
+    with pytest.raises(ProviderResponseError, match="search window from 3 returned a record updated at 1"):
+        list(windowed_search(window, cap=3, key=lambda r: int(r["updated"]), record_id=lambda r: r["id"]))

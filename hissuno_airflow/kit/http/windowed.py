@@ -85,10 +85,10 @@ def windowed_search(
     # Ids already yielded at the newest update time seen; only they can come back in the next window.
     edge_time: K | None = None
     edge_ids: set[Hashable] = set()
+    last: K | None = None  # the newest update time seen, across windows
     while True:
         taken = 0
         first: K | None = None
-        last: K | None = None
         window = iter(search(bound))
         try:
             for record in window:
