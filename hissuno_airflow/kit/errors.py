@@ -14,6 +14,7 @@
     │   ├── RateLimited                429: retriable after ``retry_after`` seconds
     │   ├── ProviderUnavailable        5xx or network: retriable
     │   └── ProviderResponseError      any other 4xx or a malformed body: fatal
+    │       └── SearchCapExceeded      more records share one timestamp than a capped search returns
     ├── WebhookSignatureError          401: nothing is written
     ├── StoreError                     the store failed
     │   └── StoreUnavailable           the store cannot be reached (retriable)
@@ -151,6 +152,19 @@ class ProviderResponseError(ProviderError):
     """Any other 4xx, or a body that could not be understood."""
 
     code = "provider_response"
+
+
+class SearchCapExceeded(ProviderResponseError):
+    """More records share one update time than a capped search may return; re-windowing cannot help."""
+
+    code = "search_cap_exceeded"
+
+    def __init__(self, message: str, *, provider: str = "", at: object = None, cap: int = 0) -> None:
+        super().__init__(message, provider=provider, status=None)
+        self.at = at
+        """The update time shared by at least ``cap`` records."""
+        self.cap = cap
+        """The provider's result cap."""
 
 
 class WebhookSignatureError(HissunoError):

@@ -1,9 +1,11 @@
-"""Shared HTTP machinery for provider clients: client, retry policy, paginators, auth, rate budget."""
+"""Shared HTTP machinery for provider clients: client, retry policy, paginators, auth, rate budget,
+GraphQL and capped-search windowing."""
 
 from __future__ import annotations
 
 from .auth import BasicAuth, BearerAuth, HeaderAuth, SecretAuth
 from .client import Cancellable, ClientOptions, Page, ProviderClient, RateLimiter, client_factory
+from .graphql import GraphQL, graphql_check, normalize_code, operation_label
 from .paginators import (
     BasePaginator,
     CursorPaginator,
@@ -18,7 +20,8 @@ from .paginators import (
     find_path,
 )
 from .ratelimit import RateBudget
-from .retry import CallInfo, Decision, LogSink, RateState, RetryPolicy
+from .retry import CallInfo, Decision, LogSink, RateState, ResponseCheck, ResponseFault, RetryPolicy
+from .windowed import windowed_search
 
 __all__ = [
     "BasePaginator",
@@ -29,6 +32,7 @@ __all__ = [
     "ClientOptions",
     "CursorPaginator",
     "Decision",
+    "GraphQL",
     "HeaderAuth",
     "LinkHeaderPaginator",
     "LogSink",
@@ -42,10 +46,16 @@ __all__ = [
     "RateBudget",
     "RateLimiter",
     "RateState",
+    "ResponseCheck",
+    "ResponseFault",
     "RetryPolicy",
     "SecretAuth",
     "SinglePagePaginator",
     "client_factory",
     "extract_items",
     "find_path",
+    "graphql_check",
+    "normalize_code",
+    "operation_label",
+    "windowed_search",
 ]

@@ -34,7 +34,7 @@ import httpx
 from ..errors import ProviderResponseError
 from ..redaction import is_sensitive_key, redact_text, sanitize_url
 from .paginators import PageRequest, Paginator, extract_items
-from .retry import CallInfo, LogSink, RateState, RetryPolicy
+from .retry import CallInfo, LogSink, RateState, ResponseCheck, RetryPolicy
 
 OnRequest = Callable[[str, str], object]
 """Hook called before every attempt with the method and the sanitized URL."""
@@ -187,6 +187,7 @@ class ProviderClient:
         content: bytes | str | None = None,
         headers: Mapping[str, str] | None = None,
         allow_statuses: Collection[int] = (),
+        check: ResponseCheck | None = None,
     ) -> httpx.Response:
         """Send one logical request through the retry policy.
 
@@ -199,6 +200,8 @@ class ProviderClient:
             content: Raw body.
             headers: Extra headers for this request.
             allow_statuses: Non-retriable error statuses to return instead of raise (e.g. ``{404}``).
+            check: Finds a failure a body reports despite its status (GraphQL ``errors`` in a 200);
+                the retry policy treats it by its kind, so a body-level rate limit is retried like a 429.
 
         Returns:
             The response (2xx/3xx, or a status from ``allow_statuses``).
@@ -207,7 +210,7 @@ class ProviderClient:
             ProviderAuthError: 401/403.
             RateLimited: 429 after retries, or a Retry-After above the policy's ``max_retry_after``.
             ProviderUnavailable: 5xx or a network error after retries.
-            ProviderResponseError: Any other 4xx.
+            ProviderResponseError: Any other 4xx, or a ``check`` fault of kind ``client_error``.
         """
         method = method.upper()
         target = httpx.URL(path_or_url)
@@ -230,6 +233,7 @@ class ProviderClient:
             secrets=self._secrets,
             allow_statuses=frozenset(allow_statuses),
             error_code=self._error_code,
+            check=check,
         )
         safe_url = self.redact(sanitize_url(str(url)))
 
@@ -313,6 +317,7 @@ class ProviderClient:
         json: Any = None,
         data_path: str | None = None,
         max_pages: int | None = None,
+        check: ResponseCheck | None = None,
     ) -> Iterator[Page]:
         """Yield pages until the paginator says there are no more.
 
@@ -327,6 +332,7 @@ class ProviderClient:
             json: JSON body of the first page (body-cursor paginators update a copy).
             data_path: Dotted path to the records in each body; ``None`` when the body is a list.
             max_pages: Stop after this many pages.
+            check: Body-level failure check applied to every page (see ``request``).
 
         Yields:
             ``Page`` objects.
@@ -341,7 +347,7 @@ class ProviderClient:
         origin = (first.raw_scheme, first.host, first.port)
         number = 0
         while True:
-            response = self.request(method, request.url, params=request.params, json=request.json)
+            response = self.request(method, request.url, params=request.params, json=request.json, check=check)
             label = self.redact(f"{self.provider} {method.upper()} {response.request.url.path}")
             body = self.parse_json(response)
             try:
@@ -374,10 +380,12 @@ class ProviderClient:
         json: Any = None,
         data_path: str | None = None,
         max_pages: int | None = None,
+        check: ResponseCheck | None = None,
     ) -> Iterator[Any]:
         """Yield the records of every page in order; see ``pages`` for the arguments."""
         for page in self.pages(
-            method, path, paginator, params=params, json=json, data_path=data_path, max_pages=max_pages
+            method, path, paginator, params=params, json=json, data_path=data_path, max_pages=max_pages,
+            check=check,
         ):
             yield from page.items
 

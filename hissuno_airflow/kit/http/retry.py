@@ -9,7 +9,10 @@ sleeps through the injectable sleeper and maps a final failure onto the kit erro
   when the provider asks us to wait longer than ``max_retry_after`` (the scheduler retries later,
   instead of a worker slot sleeping);
 - 5xx and network errors -> ``ProviderUnavailable`` after retries;
-- 401/403 -> ``ProviderAuthError``; any other 4xx -> ``ProviderResponseError``.
+- 401/403 -> ``ProviderAuthError``; any other 4xx -> ``ProviderResponseError``;
+- a ``ResponseFault`` that the call's ``check`` finds in a body (a GraphQL ``errors`` array in a 200)
+  -> classified by its ``kind`` exactly like the status it stands for (``rate_limited`` is retried like
+  a 429, ``unavailable`` like a 503).
 
 Waits come from ``Retry-After`` (seconds or an HTTP date), else from a reset header
 (``X-RateLimit-Reset`` as epoch seconds or an ISO timestamp as Jira sends it, ``RateLimit-Reset`` as
@@ -60,6 +63,26 @@ class LogSink(Protocol):
     def warning(self, message: str, /) -> None: ...
 
 
+FaultKind = Literal["rate_limited", "unavailable", "auth", "client_error"]
+"""What a failure found inside a response body stands for."""
+
+
+@dataclass(frozen=True)
+class ResponseFault:
+    """A failure a response reports in its body but not in its status (GraphQL ``errors`` in a 200)."""
+
+    kind: FaultKind
+    """Handled like a 429 (``rate_limited``), a 503 (``unavailable``), a 401 (``auth``) or a 400."""
+    detail: str
+    """Short text for the error message (redacted before use); never a whole body."""
+    code: str | None = None
+    """Provider error code (``RATELIMITED``); shown only when identifier-like."""
+
+
+ResponseCheck = Callable[[httpx.Response], ResponseFault | None]
+"""Looks at a read response and returns the failure it carries, or ``None``."""
+
+
 @dataclass(frozen=True)
 class Decision:
     """The classification of one outcome."""
@@ -74,6 +97,8 @@ class Decision:
     """Seconds the provider asked us to wait, when it said so."""
     cooldown_until: float | None = None
     """Epoch time before which no further request should go out (a successful reply with no budget left)."""
+    fault: ResponseFault | None = None
+    """The body-level failure behind this decision, when a ``ResponseCheck`` found one."""
 
 
 @dataclass
@@ -97,6 +122,8 @@ class CallInfo:
     """Non-retriable statuses handed back to the caller instead of raised (e.g. 404 for a lookup)."""
     error_code: Callable[[httpx.Response], str | None] | None = None
     """Extracts a provider error code (e.g. ``ratelimited``) to append to error text."""
+    check: ResponseCheck | None = None
+    """Finds a failure inside a response body (GraphQL ``errors``); consulted on every response."""
 
     @property
     def label(self) -> str:
@@ -150,9 +177,28 @@ class RetryPolicy:
         return nominal * (0.5 + 0.5 * self.jitter())
 
     def classify(
-        self, attempt: int, response: httpx.Response | None = None, error: Exception | None = None
+        self,
+        attempt: int,
+        response: httpx.Response | None = None,
+        error: Exception | None = None,
+        *,
+        fault: ResponseFault | None = None,
     ) -> Decision:
-        """Decide what to do with the outcome of attempt ``attempt`` (1-based)."""
+        """Decide what to do with the outcome of attempt ``attempt`` (1-based).
+
+        ``fault`` is what a ``ResponseCheck`` found in the body; it counts like the status its kind
+        stands for, except that a rate-limit or server-error status keeps its own meaning.
+        """
+        decision = self._classify(attempt, response, error, fault)
+        return replace(decision, fault=fault) if fault is not None and response is not None else decision
+
+    def _classify(
+        self,
+        attempt: int,
+        response: httpx.Response | None,
+        error: Exception | None,
+        fault: ResponseFault | None,
+    ) -> Decision:
         last = attempt >= self.max_attempts
         if response is None:
             if isinstance(error, _RETRIABLE_TRANSPORT) and not last:
@@ -160,8 +206,11 @@ class RetryPolicy:
             return Decision("raise", "network")
 
         status = response.status_code
-        limited = _is_rate_limited(response) or (
-            self.rate_limited_when is not None and status >= 400 and self.rate_limited_when(response)
+        said = fault.kind if fault is not None else None
+        limited = (
+            _is_rate_limited(response)
+            or said == "rate_limited"
+            or (self.rate_limited_when is not None and status >= 400 and self.rate_limited_when(response))
         )
         wait = self.announced_wait(response, rate_limited=limited)
         if limited:
@@ -171,18 +220,18 @@ class RetryPolicy:
                 return Decision("raise", "rate_limited", retry_after=wait)
             delay = wait if wait is not None else max(self.rate_limit_min_wait, self.backoff(attempt))
             return Decision("retry", "rate_limited", delay=delay, retry_after=wait)
-        if status in self.retry_statuses:
+        if status in self.retry_statuses or said == "unavailable":
             # A 4xx a plugin opted into retrying (e.g. 409) is transient too, like a 5xx.
             kind: Kind = "unavailable"
             if last or (wait is not None and wait > self.max_retry_after):
                 return Decision("raise", kind, retry_after=wait)
             delay = wait if wait is not None else self.backoff(attempt)
             return Decision("retry", kind, delay=delay, retry_after=wait)
-        if status in (401, 403):
+        if status in (401, 403) or said == "auth":
             return Decision("raise", "auth")
         if status >= 500:
             return Decision("raise", "unavailable")
-        if status >= 400:
+        if status >= 400 or said == "client_error":
             return Decision("raise", "client_error")
         cooldown = None
         if _header(response, "x-ratelimit-remaining") == "0":
@@ -278,7 +327,8 @@ class RetryPolicy:
                 response = send()
             except httpx.TransportError as exc:
                 error = exc
-            decision = self.classify(attempt, response, error)
+            fault = call.check(response) if call.check is not None and response is not None else None
+            decision = self.classify(attempt, response, error, fault=fault)
             if decision.action == "return" and response is not None:
                 if state is not None and decision.cooldown_until is not None:
                     state.not_before = decision.cooldown_until
@@ -287,7 +337,7 @@ class RetryPolicy:
                 if response is not None:
                     response.close()
                 if logger is not None:
-                    reason = _reason(response, error)
+                    reason = _reason(response, error, decision.fault)
                     logger.warning(
                         redact_text(
                             f"{call.label}: {reason}; attempt {attempt}/{self.max_attempts},"
@@ -332,7 +382,12 @@ def error_for(
     status = response.status_code
     # The standard phrase, not the server's: a reason line is provider-controlled text.
     text = f"{call.label}: {status} {httpx.codes.get_reason_phrase(status)}".rstrip()
-    code = _safe_code(call, response)
+    fault = decision.fault
+    if fault is not None:
+        # A 2xx status says nothing; the fault's own text (one line, bounded, redacted below) does.
+        detail = _one_line(fault.detail)
+        text = f"{call.label}: {detail}" if status < 300 else f"{text}: {detail}"
+    code = _fault_code(fault) if fault is not None else _safe_code(call, response)
     if code:
         text += f" ({code})"
     if decision.retry_after is not None:
@@ -362,6 +417,15 @@ def _safe_code(call: CallInfo, response: httpx.Response) -> str | None:
     return None
 
 
+def _fault_code(fault: ResponseFault) -> str | None:
+    return fault.code if fault.code and _CODE_RE.match(fault.code) else None
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def _is_rate_limited(response: httpx.Response) -> bool:
     if response.status_code == 429:
         return True
@@ -376,9 +440,15 @@ def _header(response: httpx.Response, name: str) -> str | None:
     return value.strip() if value is not None else None
 
 
-def _reason(response: httpx.Response | None, error: BaseException | None) -> str:
+def _reason(
+    response: httpx.Response | None,
+    error: BaseException | None,
+    fault: ResponseFault | None = None,
+) -> str:
     if response is not None:
-        return f"{response.status_code} {httpx.codes.get_reason_phrase(response.status_code)}"
+        reason = f"{response.status_code} {httpx.codes.get_reason_phrase(response.status_code)}"
+        code = _fault_code(fault) if fault is not None else None
+        return f"{reason} ({code})" if code else reason
     return type(error).__name__
 
 
