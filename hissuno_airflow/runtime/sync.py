@@ -38,7 +38,7 @@ from .logging import PluginLogger
 from .services import budget_for, make_http_client, resolve_base
 
 log = logging.getLogger(__name__)
-COUNTED = ("found", "synced", "skipped", "failed")
+COUNTED = ("found", "synced", "skipped", "failed", "deleted")
 # Stream kinds that are one ingested entity kind (an analytics stream counts whatever it ingests).
 _ENTITY_KINDS = frozenset({"sessions", "contacts", "companies", "issues", "knowledge"})
 # Auth types whose credentials carry an access token that expires (refreshed or minted again).
