@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 class ProgressEvent(BaseModel):
-    """One progress event; ``found``/``synced``/``skipped``/``failed`` are counted by the runner."""
+    """One progress event; ``found``/``synced``/``skipped``/``failed``/``deleted`` are counted by the runner."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -36,7 +36,11 @@ class ProgressEvent(BaseModel):
     hissuno_id: str | None = None
 
 
-IngestAction = Literal["created", "updated", "unchanged", "failed"]
+IngestAction = Literal["created", "updated", "unchanged", "deleted", "missing", "failed"]
+
+DeleteKind = Literal["sessions", "contacts", "companies", "issues", "knowledge",
+                     "session", "contact", "company", "issue"]
+"""Kinds ``Ingest.delete`` accepts: the entity kinds, or the name of the primitive that ingested it."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,8 @@ class IngestResult:
     kind: str
     """Entity kind: sessions, contacts, companies, issues, knowledge."""
     action: IngestAction
-    """What happened: created, updated, unchanged (nothing written) or failed."""
+    """What happened: created, updated, unchanged (nothing written), deleted, missing (a delete of an
+    external id this stream never ingested) or failed."""
     error: str | None = None
     """Why it failed, when it did (also stored in ingest_errors)."""
 
@@ -61,6 +66,20 @@ class Ingest(Protocol):
     def company(self, record: CompanyRecord | None = None, /, **fields: Any) -> IngestResult: ...
     def issue(self, record: IssueRecord | None = None, /, **fields: Any) -> IngestResult: ...
     def knowledge(self, record: KnowledgeRecord | None = None, /, **fields: Any) -> IngestResult: ...
+
+    def delete(self, kind: DeleteKind, external_id: str | int, /) -> IngestResult:
+        """Mark the entity this stream ingested from ``external_id`` as deleted at its source.
+
+        ``kind`` is ``sessions``, ``contacts``, ``companies``, ``issues`` or ``knowledge``; the
+        primitive's name (``session``, ``contact``, ``company``, ``issue``) is accepted too. The entity
+        is not removed: it gets a ``deleted_at`` time, leaves search results, and keeps its history and
+        graph edges. Idempotent: ``action`` is ``deleted`` when this call deleted it, ``unchanged``
+        when it was already deleted, ``missing`` when this stream never ingested ``external_id``.
+        Ingesting the same external id again later (a provider restore) clears the mark. A contact or
+        company that another source still has stays visible (only this source's link is deleted).
+        Emits a ``deleted`` progress event (``skipped`` when nothing changed).
+        """
+        ...
 
 
 class Logger(Protocol):
@@ -174,7 +193,8 @@ class SyncCtx:
         return self.services.get_synced_ids()
 
     def progress(self, type: str, message: str | None = None, **fields: Any) -> None:
-        """Emit a progress event (``found``, ``synced``, ``skipped``, ``failed``, or any other type)."""
+        """Emit a progress event (``found``, ``synced``, ``skipped``, ``failed``, ``deleted`` are counted;
+        any other type is passed on)."""
         self.services.progress(ProgressEvent(type=type, message=message, **fields))
 
     def save_credentials(self, credentials: Mapping[str, Any]) -> None:

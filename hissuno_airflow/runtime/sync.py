@@ -37,7 +37,7 @@ from .handlers import call_handler
 from .services import ConnectionServices
 
 log = logging.getLogger(__name__)
-COUNTED = ("found", "synced", "skipped", "failed")
+COUNTED = ("found", "synced", "skipped", "failed", "deleted")
 # Stream kinds that are one ingested entity kind (an analytics stream counts whatever it ingests).
 _ENTITY_KINDS = frozenset({"sessions", "contacts", "companies", "issues", "knowledge"})
 PERSIST_EVERY_S = 1.0

@@ -21,6 +21,18 @@ from .embedder import Embedder, get_embedder, text_hash
 
 MAX_SEARCH_LIMIT = 100
 GRAPH_TYPES = ("session", "issue", "knowledge_source", "contact", "company")
+# Per embedded entity type: the condition under which an embedding belongs to a deleted entity
+# (a knowledge chunk is deleted with its source). Search leaves those out; the graph keeps their edges.
+_DELETED = {
+    "session": "EXISTS (SELECT 1 FROM sessions t WHERE t.id = e.entity_id AND t.deleted_at IS NOT NULL)",
+    "issue": "EXISTS (SELECT 1 FROM issues t WHERE t.id = e.entity_id AND t.deleted_at IS NOT NULL)",
+    "contact": "EXISTS (SELECT 1 FROM contacts t WHERE t.id = e.entity_id AND t.deleted_at IS NOT NULL)",
+    "company": "EXISTS (SELECT 1 FROM companies t WHERE t.id = e.entity_id AND t.deleted_at IS NOT NULL)",
+    "knowledge_source": "EXISTS (SELECT 1 FROM knowledge_sources t WHERE t.id = e.entity_id"
+                        " AND t.deleted_at IS NOT NULL)",
+    "knowledge_chunk": "EXISTS (SELECT 1 FROM knowledge_chunks c JOIN knowledge_sources t ON t.id = c.source_id"
+                       " WHERE c.id = e.entity_id AND t.deleted_at IS NOT NULL)",
+}
 
 
 @dataclass
@@ -163,15 +175,20 @@ class Enricher:
 
 def search(store: Store, query: str, *, project_id: str, entity_type: str = "session", limit: int = 5,
            embedder: Embedder | None = None) -> list[tuple[str, float]]:
-    """Entities of ``entity_type`` nearest to ``query`` as (id, similarity), best first."""
+    """Entities of ``entity_type`` nearest to ``query`` as (id, similarity), best first; deleted entities
+    (and chunks of deleted knowledge sources) are never returned."""
     if not 1 <= limit <= MAX_SEARCH_LIMIT:
         raise InputError(f"limit: expected 1 to {MAX_SEARCH_LIMIT}; got {limit}", field="limit")
+    if entity_type not in _DELETED:
+        msg = f"entity_type: expected one of {', '.join(_DELETED)}; got {entity_type!r}"
+        raise InputError(msg, field="entity_type")
     emb = embedder or get_embedder()
     vec = Vector(emb.embed([query])[0])
     with store.connection() as conn:
         rows = conn.execute(
-            "SELECT entity_id::text AS id, 1 - (embedding <=> %s) AS sim FROM embeddings"
-            " WHERE project_id = %s AND entity_type = %s AND model = %s ORDER BY embedding <=> %s LIMIT %s",
+            "SELECT e.entity_id::text AS id, 1 - (e.embedding <=> %s) AS sim FROM embeddings e"
+            " WHERE e.project_id = %s AND e.entity_type = %s AND e.model = %s"
+            f" AND NOT {_DELETED[entity_type]} ORDER BY e.embedding <=> %s LIMIT %s",
             (vec, project_id, entity_type, emb.model, vec, limit),
         ).fetchall()
     return [(r["id"], float(r["sim"])) for r in rows]

@@ -9,6 +9,11 @@ rows other streams may have written (unique by lower-cased email / domain).
 
 A record that fails validation or writing goes to ``ingest_errors`` and the run continues.
 Embedding and graph work is queued to ``Enricher`` (``store/enrich.py``) and runs after the writes.
+
+``delete`` is a soft delete: the synced record and (once no live source points at it) the entity get a
+``deleted_at`` time, buffered like the writes and applied after them at ``flush``. The entity keeps
+its messages, chunks, embeddings and graph edges; ``search`` leaves it out. Ingesting the external id
+again restores it (the write clears ``deleted_at``), even when its content did not change.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ValidationError
 
 from ..kit.context import IngestResult, ProgressEvent
+from ..kit.errors import InputError
 from ..kit.records import CompanyRecord, ContactRecord, IssueRecord, KnowledgeRecord, SessionRecord
 from ..kit.redaction import redact
 from .chunking import chunk_markdown
@@ -48,6 +54,12 @@ _ISSUE_COLS = ("id", "project_id", "name", "description", "type", "status", "pri
                "created_at", "updated_at")
 _KNOWLEDGE_COLS = ("id", "project_id", "parent_id", "name", "description", "type", "status", "url", "content",
                    "origin", "custom_fields", "enabled", "analyzed_at", "created_at", "updated_at")
+# Kinds ``delete`` accepts (entity kinds and primitive names) -> entity kind, and each kind's table.
+DELETE_KINDS = {"sessions": "sessions", "session": "sessions", "contacts": "contacts", "contact": "contacts",
+                "companies": "companies", "company": "companies", "issues": "issues", "issue": "issues",
+                "knowledge": "knowledge"}
+ENTITY_TABLES = {"sessions": "sessions", "contacts": "contacts", "companies": "companies", "issues": "issues",
+                 "knowledge": "knowledge_sources"}
 _CHUNK_COLS = ("source_id", "project_id", "chunk_index", "chunk_text", "start_line", "end_line",
                "section_heading", "parent_headings")
 
@@ -92,6 +104,7 @@ class StreamIngest:
         self.enricher = enricher
         self.batch_size = batch_size
         self._synced: dict[tuple[str, str], tuple[str, str]] | None = None
+        self._deleted: set[tuple[str, str]] = set()  # synced records whose source deleted them
         self._models: dict[tuple[str, str], str | None] = {}
         self._model = (self.enricher.embedder or get_embedder()).model
         self._reset_buffers()
@@ -102,7 +115,8 @@ class StreamIngest:
         if self._synced is None:
             with use(self.store) as conn:
                 rows = conn.execute(
-                    "SELECT r.hissuno_kind, r.external_id, r.hissuno_id::text AS hid, r.content_hash, e.model"
+                    "SELECT r.hissuno_kind, r.external_id, r.hissuno_id::text AS hid, r.content_hash, e.model,"
+                    " r.deleted_at IS NOT NULL AS deleted"
                     " FROM integration_synced_records r LEFT JOIN embeddings e ON e.entity_id = r.hissuno_id"
                     " AND e.entity_type = CASE r.hissuno_kind WHEN 'sessions' THEN 'session'"
                     " WHEN 'issues' THEN 'issue' WHEN 'knowledge' THEN 'knowledge_source'"
@@ -112,15 +126,16 @@ class StreamIngest:
                 ).fetchall()
             self._synced = {(r["hissuno_kind"], r["external_id"]): (r["hid"], r["content_hash"]) for r in rows}
             self._models = {(r["hissuno_kind"], r["external_id"]): r["model"] for r in rows}
+            self._deleted = {(r["hissuno_kind"], r["external_id"]) for r in rows if r["deleted"]}
         return self._synced
 
     def is_synced(self, external_id: str) -> bool:
-        """Whether any entity of this stream came from ``external_id``."""
-        return any(ext == external_id for _, ext in self._map())
+        """Whether a live (not deleted) entity of this stream came from ``external_id``."""
+        return any(key[1] == external_id and key not in self._deleted for key in self._map())
 
     def get_synced_ids(self) -> set[str]:
-        """Every external id this stream ingested."""
-        return {ext for _, ext in self._map()}
+        """Every external id this stream ingested and that was not deleted since."""
+        return {key[1] for key in self._map() if key not in self._deleted}
 
     # -- buffers ---------------------------------------------------------------------------
 
@@ -135,6 +150,7 @@ class StreamIngest:
         self._upd_knowledge: list[tuple[Any, ...]] = []
         self._chunks: list[tuple[Any, ...]] = []
         self._synced_rows: list[tuple[Any, ...]] = []
+        self._deletes: dict[tuple[str, str], str] = {}  # (kind, external id) -> hissuno id
         self._errors: list[tuple[Any, ...]] = []
         self._pending = 0
 
@@ -142,6 +158,8 @@ class StreamIngest:
         self._synced_rows.append((self.connection_id, self.stream_id, ext, hid, kind, h, ts))
         self._map()[(kind, ext)] = (hid, h)
         self._models[(kind, ext)] = self._model
+        self._deleted.discard((kind, ext))  # a restore: the write clears deleted_at
+        self._deletes.pop((kind, ext), None)
         self._pending += 1
         if self._pending >= self.batch_size:
             self.flush()
@@ -193,6 +211,8 @@ class StreamIngest:
         prev = self._map().get(key)
         if prev is None:
             return h, "created", None
+        if key in self._deleted:
+            return h, "updated", prev[0]  # restored at its source: write it again, clearing deleted_at
         if prev[1] == h and self._models.get(key, self._model) == self._model:
             return h, "unchanged", prev[0]
         # Changed content, or a vector made by another embedding model: rewrite and re-embed.
@@ -323,7 +343,7 @@ class StreamIngest:
             assert hid is not None
             return self._done("contacts", rec, hid, action)
         try:
-            cid, created = self._upsert_contact_row(rec, h)
+            cid, created = self._upsert_contact_row(rec, h, restore=True)
         except Exception as exc:
             return self._fail("contacts", rec, f"{type(exc).__name__}: {exc}")
         self._record("contacts", cid, rec.external_id, h, rec.updated_at)
@@ -341,18 +361,47 @@ class StreamIngest:
             assert hid is not None
             return self._done("companies", rec, hid, action)
         try:
-            cid, created = self._upsert_company_row(rec)
+            cid, created = self._upsert_company_row(rec, restore=True)
         except Exception as exc:
             return self._fail("companies", rec, f"{type(exc).__name__}: {exc}")
         self._record("companies", cid, rec.external_id, h, rec.updated_at)
         return self._done("companies", rec, cid, "created" if created and action == "created" else "updated")
 
+    def delete(self, kind: str, external_id: str | int, /) -> IngestResult:
+        """Mark the entity this stream made from ``external_id`` deleted (see ``kit.context.Ingest.delete``)."""
+        entity_kind = DELETE_KINDS.get(kind)
+        if entity_kind is None:
+            msg = f"delete kind: expected one of {', '.join(DELETE_KINDS)}; got {kind!r}"
+            raise InputError(msg, field="kind")
+        ext = str(external_id)
+        key = (entity_kind, ext)
+        prev = self._map().get(key)
+        if prev is None or key in self._deleted:
+            action = "missing" if prev is None else "unchanged"
+            if self._counts(entity_kind):
+                why = "never synced" if prev is None else "already deleted"
+                self._on_event(ProgressEvent(type="skipped", external_id=ext,
+                                             hissuno_id=None if prev is None else prev[0],
+                                             message=f"{entity_kind} {why}"))
+            return IngestResult(id=None if prev is None else prev[0], kind=entity_kind,
+                                action=action)  # type: ignore[arg-type]
+        self._deleted.add(key)
+        self._deletes[key] = prev[0]
+        if self._counts(entity_kind):
+            self._on_event(ProgressEvent(type="deleted", external_id=ext, hissuno_id=prev[0],
+                                         message=f"{entity_kind} deleted"))
+        self._pending += 1
+        if self._pending >= self.batch_size:
+            self.flush()
+        return IngestResult(id=prev[0], kind=entity_kind, action="deleted")
+
     # -- immediate upserts -----------------------------------------------------------------
 
-    def _upsert_company_row(self, rec: CompanyRecord) -> tuple[str, bool]:
+    def _upsert_company_row(self, rec: CompanyRecord, *, restore: bool = False) -> tuple[str, bool]:
+        # ``restore``: the company primitive itself clears a deletion; the company a contact implies does not.
         fields = {"name": rec.name, "industry": rec.industry, "country": rec.country,
                   "employee_count": rec.employee_count, "notes": rec.notes}
-        sets = _merge_sets(fields, rec.merge_strategy, "companies")
+        sets = _merge_sets(fields, rec.merge_strategy, "companies") + (", deleted_at = NULL" if restore else "")
         with use(self.store) as conn:
             row = conn.execute(
                 f"""
@@ -379,7 +428,8 @@ class StreamIngest:
             rec.country and f"Country: {rec.country}", rec.notes and f"Notes: {rec.notes}"])), graph=False)
         return row["id"], bool(row["created"])
 
-    def _upsert_contact_row(self, rec: ContactRecord, h: str | None) -> tuple[str, bool]:
+    def _upsert_contact_row(self, rec: ContactRecord, h: str | None, *, restore: bool = False) -> tuple[str, bool]:
+        # ``restore``: the contact primitive itself clears a deletion; a session's contact does not.
         company_id = None
         domain = (rec.company_domain or "").lower() or email_domain(rec.email)
         with use(self.store) as conn:
@@ -393,7 +443,7 @@ class StreamIngest:
             company_id = self._upsert_company_row(
                 CompanyRecord(external_id=f"domain:{rec.company_domain}", domain=rec.company_domain))[0]
         fields = {"name": rec.name, "phone": rec.phone, "title": rec.title, "company_id": company_id}
-        sets = _merge_sets(fields, rec.merge_strategy, "contacts")
+        sets = _merge_sets(fields, rec.merge_strategy, "contacts") + (", deleted_at = NULL" if restore else "")
         with use(self.store) as conn:
             row = conn.execute(
                 f"""
@@ -416,7 +466,7 @@ class StreamIngest:
 
     def flush(self) -> None:
         """Write every buffered row in one transaction, then run queued enrichment."""
-        if self._pending == 0 and not self._errors:
+        if self._pending == 0 and not self._errors and not self._deletes:
             return
         with use(self.store) as conn, conn.transaction(), conn.cursor() as cur:
             if self._new_sessions:
@@ -426,7 +476,7 @@ class StreamIngest:
                     "UPDATE sessions SET contact_id = coalesce(%s, contact_id), name = %s, description = %s, "
                     "status = %s, source = %s, session_type = %s, tags = %s, message_count = %s, "
                     "user_metadata = %s, custom_fields = %s, first_message_at = %s, last_activity_at = %s, "
-                    "updated_at = %s WHERE id = %s",
+                    "updated_at = %s, deleted_at = NULL WHERE id = %s",
                     [(*r[2:14], r[15], r[0]) for r in self._upd_sessions],
                 )
                 cur.execute("DELETE FROM session_messages WHERE session_id = ANY(%s)",
@@ -438,7 +488,7 @@ class StreamIngest:
             if self._upd_issues:
                 cur.executemany(
                     "UPDATE issues SET name = %s, description = %s, type = %s, status = %s, priority = %s, "
-                    "custom_fields = %s, updated_at = %s WHERE id = %s",
+                    "custom_fields = %s, updated_at = %s, deleted_at = NULL WHERE id = %s",
                     [(*r[2:8], r[9], r[0]) for r in self._upd_issues],
                 )
             if self._new_knowledge:
@@ -447,7 +497,7 @@ class StreamIngest:
                 cur.executemany(
                     "UPDATE knowledge_sources SET parent_id = %s, name = %s, description = %s, type = %s, "
                     "status = %s, url = %s, content = %s, origin = %s, custom_fields = %s, enabled = %s, "
-                    "analyzed_at = %s, updated_at = %s WHERE id = %s",
+                    "analyzed_at = %s, updated_at = %s, deleted_at = NULL WHERE id = %s",
                     [(*r[2:13], r[14], r[0]) for r in self._upd_knowledge],
                 )
                 cur.execute("DELETE FROM knowledge_chunks WHERE source_id = ANY(%s)",
@@ -460,9 +510,11 @@ class StreamIngest:
                     " hissuno_kind, content_hash, source_updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
                     " ON CONFLICT (connection_id, stream_id, hissuno_kind, external_id) DO UPDATE SET"
                     " hissuno_id = EXCLUDED.hissuno_id, content_hash = EXCLUDED.content_hash,"
-                    " source_updated_at = EXCLUDED.source_updated_at, updated_at = now()",
+                    " source_updated_at = EXCLUDED.source_updated_at, updated_at = now(), deleted_at = NULL",
                     self._synced_rows,
                 )
+            if self._deletes:
+                self._apply_deletes(cur)
             for issue_id, session_ext in self._issue_links:
                 cur.execute(
                     "INSERT INTO entity_relationships (project_id, source_type, source_id, target_type,"
@@ -481,6 +533,31 @@ class StreamIngest:
         self._reset_buffers()
         if len(self.enricher) >= 20_000:
             self.enricher.run()
+
+    def _apply_deletes(self, cur: Any) -> None:
+        """Mark the buffered deletions (after this flush's writes, so a record made and deleted in one
+        batch ends deleted): first the synced records, then each entity no live record points at."""
+        kinds = [k for k, _ in self._deletes]
+        exts = [e for _, e in self._deletes]
+        cur.execute(
+            "UPDATE integration_synced_records r SET deleted_at = now(), updated_at = now()"
+            " FROM unnest(%s::text[], %s::text[]) AS d(kind, ext)"
+            " WHERE r.connection_id = %s AND r.stream_id = %s AND r.hissuno_kind = d.kind"
+            " AND r.external_id = d.ext AND r.deleted_at IS NULL",
+            (kinds, exts, self.connection_id, self.stream_id),
+        )
+        for kind, table in ENTITY_TABLES.items():
+            ids = [hid for (k, _), hid in self._deletes.items() if k == kind]
+            if not ids:
+                continue
+            # Contacts and companies are shared (unique by email / domain): one that another live
+            # source still has stays visible.
+            cur.execute(
+                f"UPDATE {table} t SET deleted_at = now() WHERE t.id = ANY(%s::uuid[]) AND t.deleted_at IS NULL"
+                " AND NOT EXISTS (SELECT 1 FROM integration_synced_records r WHERE r.hissuno_id = t.id"
+                " AND r.hissuno_kind = %s AND r.deleted_at IS NULL)",
+                (ids, kind),
+            )
 
     def close(self) -> None:
         """Flush and finish queued enrichment."""

@@ -41,7 +41,7 @@ def test_first_sync_then_nothing_then_exactly_the_touched_records(store, sample_
     r1 = run_stream_sync(cid, "sessions", store=store)
     assert r1.status == "success"
     # Counts are of the stream's own records: the contacts and companies it also upserts are not sessions.
-    assert r1.counts == {"found": 40, "synced": 40, "skipped": 0, "failed": 0}
+    assert r1.counts == {"found": 40, "synced": 40, "skipped": 0, "failed": 0, "deleted": 0}
     assert _n(store, "SELECT count(*) n FROM sessions") == 40
     assert _n(store, "SELECT count(*) n FROM session_messages") >= 160
     assert _n(store, "SELECT count(*) n FROM contacts") > 0 and _n(store, "SELECT count(*) n FROM companies") > 0

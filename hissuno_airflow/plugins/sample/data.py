@@ -3,6 +3,8 @@
 Record ``i`` of a workspace becomes visible at ``epoch + i * every_seconds``. ``touch`` simulates
 edits on the provider side: it bumps a record's revision and its update time, kept in
 ``$HISSUNO_HOME/sample/<workspace>.json`` so every process (CLI, Airflow task) sees the same source.
+``delete`` removes conversations the way many APIs do: they leave the listing and show up in a feed of
+tombstones (``deleted_conversations``) stamped with the deletion time; ``touch`` brings one back.
 """
 
 from __future__ import annotations
@@ -144,7 +146,16 @@ def load_revisions(workspace: str) -> dict[str, dict[str, Any]]:
 
 
 def touch(workspace: str, external_ids: list[str], when: datetime | None = None) -> None:
-    """Simulate provider-side edits: bump revision and update time of each record."""
+    """Simulate provider-side edits: bump revision and update time of each record (restoring a deleted one)."""
+    _edit(workspace, external_ids, when, deleted=False)
+
+
+def delete(workspace: str, external_ids: list[str], when: datetime | None = None) -> None:
+    """Simulate provider-side deletions: the records leave the listings and become tombstones at ``when``."""
+    _edit(workspace, external_ids, when, deleted=True)
+
+
+def _edit(workspace: str, external_ids: list[str], when: datetime | None, *, deleted: bool) -> None:
     path = _state_path(workspace)
     when = when or datetime.now(UTC)
     with open(path.with_suffix(".lock"), "w") as lock:
@@ -152,7 +163,11 @@ def touch(workspace: str, external_ids: list[str], when: datetime | None = None)
         state = load_revisions(workspace)
         for ext in external_ids:
             entry = state.setdefault(ext, {"revision": 0})
-            entry["revision"] += 1
+            if deleted:
+                entry["deleted"] = True
+            else:
+                entry["revision"] += 1
+                entry.pop("deleted", None)
             entry["updated_at"] = when.isoformat()
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state))
@@ -204,11 +219,28 @@ def conversations(src: SampleSource, *, size: int, since: datetime | None, until
     for i in range(size):
         if src.epoch + timedelta(seconds=i * src.every_seconds) > now:
             break
+        if revisions.get(f"conv-{i}", {}).get("deleted"):
+            continue
         conv = conversation(src, i, revisions)
         ts = datetime.fromisoformat(conv["updated_at"])
         if (since is None or ts >= since) and (until is None or ts < until) and ts <= now:
             out.append(conv)
     out.sort(key=lambda c: (c["updated_at"], c["id"]))
+    return out
+
+
+def deleted_conversations(src: SampleSource, *, size: int, since: datetime | None, until: datetime | None,
+                          now: datetime | None = None) -> list[dict[str, Any]]:
+    """Tombstones ``{"id", "deleted_at"}`` of conversations deleted in ``[since, until)``, oldest first."""
+    now = now or datetime.now(UTC)
+    out = []
+    for ext, rev in load_revisions(src.workspace).items():
+        if not rev.get("deleted") or not ext.startswith("conv-") or not int(ext[5:]) < size:
+            continue
+        ts = datetime.fromisoformat(rev["updated_at"])
+        if (since is None or ts >= since) and (until is None or ts < until) and ts <= now:
+            out.append({"id": ext, "deleted_at": rev["updated_at"]})
+    out.sort(key=lambda t: (t["deleted_at"], t["id"]))
     return out
 
 

@@ -1,7 +1,8 @@
 """The ``sample`` plugin: credential-free support data for a first run, demos and benchmarks.
 
 It exercises every ingest primitive, an incremental cursor (records carry provider update times),
-a parameterized stream (knowledge spaces) and validated filters and settings.
+provider-side deletions (tombstones, ``ctx.ingest.delete``), a parameterized stream (knowledge spaces)
+and validated filters and settings.
 """
 
 from __future__ import annotations
@@ -95,6 +96,16 @@ def _conversations(ctx: SyncCtx) -> list[dict[str, Any]]:
     return convs
 
 
+def _tombstones(ctx: SyncCtx) -> list[dict[str, Any]]:
+    """Conversations deleted at the provider since the cursor; each moves the cursor like a record."""
+    f: SampleFilters = ctx.filters
+    gone = data.deleted_conversations(_source(ctx), size=f.size, since=ctx.since(f.from_date), until=ctx.until)
+    for tomb in gone:
+        ctx.signal.raise_if_cancelled()
+        ctx.advance_cursor(datetime.fromisoformat(tomb["deleted_at"]))
+    return gone
+
+
 def _customer(ctx: SyncCtx, person: dict[str, Any], updated_at: str) -> None:
     if person["company"]:
         ctx.ingest.company(external_id=f"company:{person['company']['domain']}", updated_at=updated_at,
@@ -117,6 +128,8 @@ def _sync_sessions(ctx: SyncCtx) -> None:
                        "sender_name": m["author"], "content": m["body"], "created_at": m["at"]}
                       for m in conv["messages"]],
         )
+    for tomb in _tombstones(ctx):
+        ctx.ingest.delete("sessions", tomb["id"])
 
 
 def _sync_contacts(ctx: SyncCtx) -> None:
@@ -145,6 +158,8 @@ def _sync_issues(ctx: SyncCtx) -> None:
             priority="high" if conv["theme_type"] == "bug" else "medium",
             session_external_id=conv["id"], custom_fields={"sample_conversation": conv["id"]},
         )
+    for tomb in _tombstones(ctx):
+        ctx.ingest.delete("issues", f"issue-{tomb['id']}")  # "missing" when the conversation raised none
 
 
 def _spaces(ctx: ListCtx) -> list[StreamInstance]:
