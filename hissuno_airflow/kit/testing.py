@@ -11,8 +11,12 @@ otherwise, so a plugin's test suite can call the checks one by one::
     testing.stream_ingests_records(plugin, store, connection_id, "tickets")
     testing.resync_is_idempotent(plugin, store, connection_id, "tickets")
     testing.cursor_moves_only_on_success(plugin, store, connection_id, "tickets")
+    testing.auth_test_rejects_bad_credentials(plugin, store, AuthTarget(good={...}, bad={...}))
+    testing.webhook_signature_enforced(plugin, store, WebhookTarget(sign=..., forge=..., connection_id=...))
 
-The first two need the kit alone. The store checks run real syncs through the runtime against a real
+The first two need the kit alone. The webhook check needs a signer from the plugin's tests: a callable
+that signs a payload the way the provider does (``WebhookSigner``); the kit ships none, so a test's
+signer is checked against the kit's verifier rather than copied from it. The store checks run real syncs through the runtime against a real
 store (``hissuno_airflow.store.db.Store``), so the plugin's provider must be reachable: a fake server on
 127.0.0.1 with the plugin's ``HISSUNO_<ID>_API_URL`` pointing at it. Store and runtime modules are
 imported inside those functions, which keeps this module importable without a database driver.
@@ -24,8 +28,10 @@ import importlib
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -35,26 +41,34 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from .auth import ApiKeyAuth, CustomAuth, OAuth2Auth
+from .auth import ApiKeyAuth, AuthResult, CustomAuth, OAuth2Auth, OAuthTokens
 from .context import CancelSignal, ProgressEvent
 from .define import PluginDef, define_plugin
-from .errors import NotFoundError
+from .errors import HissunoError, NotFoundError
 from .redaction import is_sensitive_key
+from .signatures import HmacSignature, JwtSignature, SharedSecretHeader, SignatureFailure
 
 __all__ = [
     "ENTITY_TABLES",
     "HEAVY_MODULES",
+    "AuthTarget",
     "ConformanceError",
     "ConformanceTarget",
     "Store",
     "SyncResult",
+    "WebhookDelivery",
+    "WebhookSigner",
+    "WebhookTarget",
+    "auth_test_rejects_bad_credentials",
     "catalog_has_no_functions_or_secrets",
     "cursor_moves_only_on_success",
     "definition_valid",
     "find_functions_and_secrets",
+    "has_freshness_window",
     "import_is_light",
     "resync_is_idempotent",
     "stream_ingests_records",
+    "webhook_signature_enforced",
 ]
 
 ENTITY_TABLES: Mapping[str, str] = {
@@ -479,3 +493,303 @@ def cursor_moves_only_on_success(plugin: PluginDef, store: Store, connection_id:
     if has_times and stored is None:
         problems.append("records carry provider times but the clean run left no cursor")
     _raise(check, plugin, problems)
+
+
+# -- auth ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuthTarget:
+    """Credentials for ``auth_test_rejects_bad_credentials``, as the plugin's test supplies them.
+
+    For ``api_key`` plugins both are credential field dicts, checked through the real connect flow. For
+    ``oauth2`` plugins both are token responses (at least ``access_token``) handed to
+    ``on_token_exchanged``, as the callback does after the code exchange.
+    """
+
+    good: Mapping[str, Any]
+    """Accepted by the provider (a fake's known key, a token the fake issued)."""
+    bad: Mapping[str, Any]
+    """Refused by the provider (an unknown key, a revoked or made-up token)."""
+    project_id: str | None = None
+    """Project to connect in; the default project when None."""
+
+
+def _no_connection_rows(store: Store, plugin_id: str) -> int:
+    with store.connection() as conn:
+        row = conn.execute("SELECT count(*) AS n FROM integration_connections WHERE plugin_id = %s",
+                           (plugin_id,)).fetchone()
+    return int(row["n"])
+
+
+def _unclear(exc: BaseException, secrets_: list[str]) -> list[str]:
+    """Why an error message would not help the user who typed the credentials."""
+    problems: list[str] = []
+    text = str(exc).strip()
+    # The runtime falls back to the exception's class name when a plugin raised one without a message.
+    if not text or text == type(exc).__name__ or re.fullmatch(r"[A-Z]\w*(Error|Exception)", text):
+        problems.append(f"refusal carries no message, only {text or type(exc).__name__!r}")
+    leaked = [s for s in secrets_ if len(s) >= 4 and s in text]
+    if leaked:
+        problems.append("refusal message repeats a submitted secret")
+    return problems
+
+
+def _as_tokens(response: Mapping[str, Any]) -> OAuthTokens:
+    """A token endpoint response as ``on_token_exchanged`` receives it."""
+    def text(key: str) -> str | None:
+        value = response.get(key)
+        return None if value is None else str(value)
+
+    return OAuthTokens(access_token=str(response.get("access_token") or ""), refresh_token=text("refresh_token"),
+                       token_type=text("token_type"), scope=text("scope"), raw=dict(response))
+
+
+def auth_test_rejects_bad_credentials(plugin: PluginDef, store: Store, target: AuthTarget) -> str:
+    """Good credentials connect; bad ones are refused with a clear error and write nothing.
+
+    ``api_key``: through the real connect flow (fields checked, ``test`` run, connection saved). The bad
+    credentials must end in a 400 with a message (not a bare exception name) that does not repeat them,
+    and no connection row; the good ones must connect, and connecting them again must reconnect the same
+    row. ``oauth2``: ``on_token_exchanged`` must return an account for the good token and, for the bad
+    one, raise a hissuno error (``ProviderAuthError`` and kin), which the callback shows by code; any
+    other exception reaches the user as ``internal_error``.
+
+    Returns:
+        The connection id (``api_key``) or the external account id (``oauth2``) of the good credentials.
+
+    Raises:
+        ConformanceError: One line per problem.
+    """
+    check = "auth_test_rejects_bad_credentials"
+    connect = _platform("runtime.connect")
+    project_id = target.project_id or _platform("settings").default_project_id()
+    auth = plugin.auth
+    problems: list[str] = []
+    bad_secrets = [str(v) for v in target.bad.values() if isinstance(v, (str, int)) and str(v)]
+    if isinstance(auth, ApiKeyAuth):
+        before = _no_connection_rows(store, plugin.id)
+        try:
+            connect.connect_api_key(plugin, store, project_id=project_id, user_id="conformance",
+                                    credentials=dict(target.bad))
+            problems.append("bad credentials were accepted")
+        except HissunoError as exc:
+            if exc.http_status != 400:
+                problems.append(f"bad credentials: answered {exc.http_status} ({exc.code}); expected 400")
+            problems.extend(f"bad credentials: {p}" for p in _unclear(exc, bad_secrets))
+        if _no_connection_rows(store, plugin.id) != before:
+            problems.append("bad credentials left a connection row")
+        try:
+            first = connect.connect_api_key(plugin, store, project_id=project_id, user_id="conformance",
+                                            credentials=dict(target.good))
+        except Exception as exc:
+            _raise(check, plugin, [*problems, f"good credentials were refused: {type(exc).__name__}: {exc}"])
+            raise  # unreachable: _raise raised
+        if not first.get("account_label"):
+            problems.append("good credentials connected without an account label")
+        again = connect.connect_api_key(plugin, store, project_id=project_id, user_id="conformance",
+                                        credentials=dict(target.good))
+        if again["connection_id"] != first["connection_id"]:
+            problems.append("connecting the same account twice made a second connection")
+        _raise(check, plugin, problems)
+        return str(first["connection_id"])
+    if isinstance(auth, OAuth2Auth):
+        accounts = _platform("runtime.connect.accounts")
+        call = _platform("runtime.handlers").call_handler
+        ctx = accounts.auth_ctx(plugin, store, project_id, "conformance")
+        try:
+            call(auth.on_token_exchanged, _as_tokens(target.bad), ctx)
+            problems.append("a bad token was accepted by on_token_exchanged")
+        except HissunoError as exc:
+            problems.extend(f"bad token: {p}" for p in _unclear(exc, bad_secrets))
+        except Exception as exc:
+            problems.append(f"bad token raised {type(exc).__name__}, not a hissuno error (ProviderAuthError); "
+                            "the user would see internal_error")
+        try:
+            result = accounts.as_auth_result(call(auth.on_token_exchanged, _as_tokens(target.good), ctx),
+                                             plugin)
+        except Exception as exc:
+            _raise(check, plugin, [*problems, f"a good token was refused: {type(exc).__name__}: {exc}"])
+            raise
+        if not isinstance(result, AuthResult) or not result.external_account_id:
+            problems.append("a good token gave no external account id")
+        _raise(check, plugin, problems)
+        return str(result.external_account_id)
+    _raise(check, plugin, [f"auth type {auth.type!r}: this check covers api_key and oauth2"])
+    raise AssertionError("unreachable")
+
+
+# -- webhooks ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One webhook request as the provider sends it."""
+
+    body: bytes
+    headers: Mapping[str, str]
+    url: str
+    """The URL posted to; it carries any query the scheme signs."""
+    method: str = "POST"
+
+
+class WebhookSigner(Protocol):
+    """Signs ``payload`` the way the provider does, stamped ``timestamp`` (epoch seconds), for ``url``."""
+
+    def __call__(self, payload: Any, *, url: str, timestamp: float, event_id: str) -> WebhookDelivery: ...
+
+
+def _default_payload(event_id: str) -> Any:
+    return {"id": event_id, "title": f"conformance event {event_id}"}
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    """What ``webhook_signature_enforced`` needs from the plugin's test."""
+
+    sign: WebhookSigner
+    """Signs with the secret the receiving side is configured with (connection setting or app env)."""
+    forge: WebhookSigner
+    """Signs the same way with another, well-formed secret."""
+    connection_id: str | None = None
+    """The connection-scoped route; None uses the static route (``resolve_connection``)."""
+    payload: Callable[[str], Any] = _default_payload
+    """Builds a distinct payload per event id, which the plugin resolves to the connection."""
+    url: str | None = None
+    """The public webhook URL the provider posts to; default, the route under ``https://hissuno.invalid``."""
+
+
+def has_freshness_window(scheme: Any) -> bool:
+    """Whether ``scheme`` refuses old deliveries (a signed timestamp with a tolerance, or a JWT expiry)."""
+    if isinstance(scheme, JwtSignature):
+        return True
+    return (isinstance(scheme, HmacSignature) and scheme.tolerance_seconds is not None
+            and bool(scheme.timestamp_header or scheme.timestamp_field))
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.targets: list[tuple[str, str]] = []
+
+    def dispatch(self, targets: list[tuple[str, str]]) -> None:
+        self.targets.extend(targets)
+
+
+def _events(store: Store, plugin_id: str) -> int:
+    with store.connection() as conn:
+        row = conn.execute("SELECT count(*) AS n FROM webhook_events WHERE plugin_id = %s", (plugin_id,)).fetchone()
+    return int(row["n"])
+
+
+def webhook_signature_enforced(
+    plugin: PluginDef, store: Store, target: WebhookTarget, *, now: float | None = None, stale_seconds: float = 3600,
+) -> dict[str, str]:
+    """The plugin's webhook path, through the runtime's intake: valid once, everything else refused.
+
+    Checks, each with a fresh event id: a valid delivery is stored (once per enabled webhook stream) and
+    wakes the inbox; the identical delivery again, and a retry signed a second later with the same event
+    id, are accepted but stored and woken no more; a delivery signed with the forged secret, one whose
+    body was changed after signing (unless the scheme is a shared secret, which signs no body), one
+    signed ``stale_seconds`` ago (when the scheme has a freshness window) and one without its signature
+    headers are refused with a signature error and write nothing. Webhook streams of the connection are
+    enabled first when they are not.
+
+    Returns:
+        What was checked, by name (``"stale": "not applicable ..."`` for schemes without a window).
+
+    Raises:
+        ConformanceError: One line per problem.
+    """
+    check = "webhook_signature_enforced"
+    scheme = plugin.webhook_signature
+    if scheme is None:
+        _raise(check, plugin, ["the plugin declares no webhook_signature"])
+    assert scheme is not None
+    hooks = [key for key, st in plugin.streams.items() if st.webhook is not None and st.instances is None]
+    if not hooks:
+        _raise(check, plugin, ["no webhook stream without instances to receive the events"])
+    if target.connection_id is not None:
+        for key in hooks:
+            _ensure_stream(store, target.connection_id, key)
+    intake = _platform("runtime.webhooks")
+    at = time.time() if now is None else now
+    route = f"/hissuno/api/plugins/webhook/{plugin.id}" + (f"/{target.connection_id}" if target.connection_id else "")
+    url = target.url or "https://hissuno.invalid" + route
+    recorder = _Recorder()
+    problems: list[str] = []
+    summary: dict[str, str] = {}
+
+    def deliver(d: WebhookDelivery) -> Any:
+        req = intake.IntakeRequest(d.method, d.url, dict(d.headers), d.body)
+        return intake.receive_webhook(plugin.id, req, connection_id=target.connection_id, store=store,
+                                      dispatcher=recorder, now=at)
+
+    def refused(what: str, d: WebhookDelivery, reason: str | None = None) -> None:
+        before = _events(store, plugin.id)
+        try:
+            deliver(d)
+            problems.append(f"{what}: accepted; expected a 401 signature refusal")
+        except SignatureFailure as exc:
+            if reason and exc.reason != reason:
+                problems.append(f"{what}: refused as {exc.reason!r}; expected {reason!r}")
+        except HissunoError as exc:
+            problems.append(f"{what}: refused with {exc.code} ({exc.http_status}); expected a 401 signature refusal")
+        if _events(store, plugin.id) != before:
+            problems.append(f"{what}: a webhook_events row was written")
+        summary[what] = "refused"
+
+    # Valid, once.
+    valid = target.sign(target.payload("conf-valid"), url=url, timestamp=at, event_id="conf-valid")
+    before = _events(store, plugin.id)
+    try:
+        first = deliver(valid)
+    except Exception as exc:
+        _raise(check, plugin, [f"valid delivery: refused: {type(exc).__name__}: {exc}"])
+        raise
+    stored = _events(store, plugin.id) - before
+    queued = first.body.get("queued", 0) if isinstance(first.body, Mapping) else 0
+    if first.status != 200:
+        problems.append(f"valid delivery: answered {first.status}; expected 200")
+    if stored < 1 or queued != stored:
+        problems.append(f"valid delivery: {stored} row(s) stored, {queued} queued; expected the same, at least 1")
+    if len(recorder.targets) != stored:
+        problems.append(f"valid delivery: woke {len(recorder.targets)} inbox(es) for {stored} stored event(s)")
+    summary["valid"] = f"stored {stored}"
+
+    # Replays and a re-signed retry of the same event.
+    woken = len(recorder.targets)
+    retry = target.sign(target.payload("conf-valid"), url=url, timestamp=at + 1, event_id="conf-valid")
+    for what, d in (("replay", valid), ("retry", retry)):
+        try:
+            again = deliver(d)
+        except Exception as exc:
+            problems.append(f"{what}: refused ({type(exc).__name__}: {exc}); providers resend, expected 200")
+            continue
+        if _events(store, plugin.id) - before != stored:
+            problems.append(f"{what}: the same event was stored twice")
+        elif not (isinstance(again.body, Mapping) and again.body.get("duplicate") is True):
+            problems.append(f"{what}: not reported as a duplicate")
+        if len(recorder.targets) != woken:
+            problems.append(f"{what}: woke the inbox again")
+        summary[what] = "not stored twice"
+
+    refused("forged", target.forge(target.payload("conf-forged"), url=url, timestamp=at, event_id="conf-forged"),
+            "bad_signature")
+    if isinstance(scheme, SharedSecretHeader):
+        summary["tampered"] = "not applicable: a shared secret signs no body"
+    else:
+        good = target.sign(target.payload("conf-tampered"), url=url, timestamp=at, event_id="conf-tampered")
+        tampered = WebhookDelivery(good.body + b" ", good.headers, good.url, good.method)
+        refused("tampered", tampered, "bad_signature")
+    if has_freshness_window(scheme):
+        old = target.sign(target.payload("conf-stale"), url=url, timestamp=at - stale_seconds, event_id="conf-stale")
+        refused("stale", old, "stale")
+    else:
+        summary["stale"] = "not applicable: the scheme signs no timestamp"
+    bare = target.sign(target.payload("conf-bare"), url=url, timestamp=at, event_id="conf-bare")
+    refused("unsigned", WebhookDelivery(bare.body, {"Content-Type": "application/json"}, bare.url, bare.method),
+            "missing_header")
+    if _events(store, plugin.id) - before != stored:
+        problems.append("refused deliveries changed the stored events")
+    _raise(check, plugin, problems)
+    return summary

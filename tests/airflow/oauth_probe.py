@@ -1,21 +1,18 @@
 """``afoauth``: an OAuth 2.0 test plugin plus a fake token endpoint that rotates refresh tokens.
 
-The fake runs on 127.0.0.1 in the test process. Each refresh answers a new access token *and* a new
-refresh token, and a refresh token that was used once is rejected with ``invalid_grant``, as
-providers with rotation do. ``GET /me`` accepts only the newest access token.
+The fake (``tests.fakes.oauth.FakeOAuthServer``) runs on 127.0.0.1 in the test process. Each refresh
+answers a new access token *and* a new refresh token, and a refresh token that was used once is rejected
+with ``invalid_grant``, as providers with rotation do. ``GET /me`` accepts only live access tokens.
 """
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
 
 from hissuno_airflow.kit import define_plugin
 from hissuno_airflow.kit.auth import AuthResult, OAuth2Auth
 from hissuno_airflow.kit.streams import Stream
+from tests.fakes.oauth import FakeOAuthServer
 
 CLIENT_ID, CLIENT_SECRET = "afoauth-client", "afoauth-client-secret"
 
@@ -44,62 +41,21 @@ plugin = define_plugin(
 )
 
 
-class TokenServer:
-    """The fake provider: token endpoint with rotation, and an API that checks the access token."""
+class TokenServer(FakeOAuthServer):
+    """The provider: the shared OAuth fake with rotation (client_secret_post, ``/oauth/token``), tokens named
+    ``access-<n>``/``refresh-<n>``, and ``GET /me`` accepting only live access tokens. ``refresh_token`` is
+    the one refresh token the stored credentials may use."""
+
+    name = "afoauth"
+    client_id, client_secret = CLIENT_ID, CLIENT_SECRET
+    token_path = "/oauth/token"
+    access_prefix, refresh_prefix = "access-", "refresh-"
+    numbered_tokens = True
 
     def __init__(self, refresh_token: str) -> None:
-        self.lock = threading.Lock()
-        self.valid_refresh = refresh_token
-        self.used: set[str] = set()
-        self.access = "expired-access"
-        self.refresh_requests = 0
-        self.rejected = 0
-        self.deny_api = False  # the API refuses every token (an app uninstalled, a scope removed)
-        self.n = 0
-        outer = self
+        super().__init__()
+        self.seed_refresh_token(refresh_token)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _send(self, status: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_POST(self) -> None:
-                form = {k: v[0] for k, v in parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode()).items()}
-                with outer.lock:
-                    outer.refresh_requests += 1
-                    if (form.get("grant_type") != "refresh_token" or form.get("client_id") != CLIENT_ID
-                            or form.get("client_secret") != CLIENT_SECRET):
-                        return self._send(401, {"error": "invalid_client"})
-                    token = form.get("refresh_token", "")
-                    if token != outer.valid_refresh or token in outer.used:
-                        outer.rejected += 1
-                        return self._send(400, {"error": "invalid_grant"})
-                    outer.used.add(token)
-                    outer.n += 1
-                    outer.access = f"access-{outer.n}"
-                    outer.valid_refresh = f"refresh-{outer.n}"
-                    return self._send(200, {"access_token": outer.access, "refresh_token": outer.valid_refresh,
-                                            "token_type": "Bearer", "expires_in": 3600})
-
-            def do_GET(self) -> None:
-                ok = not outer.deny_api and self.headers.get("Authorization") == f"Bearer {outer.access}"
-                self._send(200 if ok else 401, {"ok": ok})
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> TokenServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def deny_api(self) -> None:
+        """From now on the API refuses every token (an app uninstalled, a scope removed)."""
+        self.inject("/me", 401, times=None, json={"error": "invalid_token"})

@@ -87,9 +87,10 @@ def test_eight_processes_refresh_once(store, oauth_plugin, monkeypatch):
             p.join(timeout=30)
 
         assert [o[1] for o in outcomes] == [200] * PROCESSES, outcomes
-        assert fake.refresh_requests == 1 and fake.rejected == 0
+        assert fake.count("/oauth/token") == 1 and fake.refusals == []
         saved = credential_store(store, "db").load(conn)
-        assert saved["refresh_token"] == fake.valid_refresh == "refresh-1"
+        assert [saved["refresh_token"]] == fake.live_refresh_tokens == ["refresh-1"]
+        assert fake.used_refresh_tokens == {"refresh-0"}
         assert saved["access_token"] == "access-1"
         assert datetime.fromisoformat(saved["expires_at"]) > datetime.now(UTC) + timedelta(minutes=50)
 
@@ -102,10 +103,10 @@ def test_valid_token_is_not_refreshed_and_force_refreshes_once(store, oauth_plug
         source = _Source(store, conn)
         source.save({"access_token": "expired-access", "refresh_token": "refresh-0", "expires_at": future})
         assert ensure_fresh(oauth_plugin, conn, source, store)["access_token"] == "expired-access"
-        assert fake.refresh_requests == 0
+        assert fake.count("/oauth/token") == 0
         # A 401 despite a valid-looking token: one forced refresh.
         assert ensure_fresh(oauth_plugin, conn, source, store, force=True)["access_token"] == "access-1"
-        assert fake.refresh_requests == 1
+        assert fake.count("/oauth/token") == 1
 
 
 def test_refused_refresh_fails_clearly_without_secrets(store, oauth_plugin, monkeypatch):
@@ -120,6 +121,7 @@ def test_refused_refresh_fails_clearly_without_secrets(store, oauth_plugin, monk
         assert "invalid_grant" in text and "reconnect" in text
         assert "refresh-stale-secret" not in text and oauth_probe.CLIENT_SECRET not in text
         assert source.load()["refresh_token"] == "refresh-stale-secret"
+        assert [r["error"] for r in fake.refusals] == ["invalid_grant"]
 
 
 def test_a_401_during_a_sync_forces_one_refresh_and_the_run_succeeds(store, oauth_plugin, monkeypatch):
@@ -136,11 +138,11 @@ def test_a_401_during_a_sync_forces_one_refresh_and_the_run_succeeds(store, oaut
         enable_stream(store, conn.id, "me")
         result = run_stream_sync(conn.id, "me", store=store)
         assert result.status == "success", result.error
-        assert result.counts["synced"] == 1 and fake.refresh_requests == 1
+        assert result.counts["synced"] == 1 and fake.refreshes == 1
         saved = credential_store(store, "db").load(conn)
         assert (saved["access_token"], saved["refresh_token"]) == ("access-1", "refresh-1")
         # A provider that keeps refusing the fresh token fails the run instead of looping.
-        fake.deny_api = True
+        fake.deny_api()
         again = run_stream_sync(conn.id, "me", store=store)
-        assert again.status == "error" and "401" in again.error and fake.refresh_requests == 2
+        assert again.status == "error" and "401" in again.error and fake.refreshes == 2
         assert "access-" not in again.error and "refresh-" not in again.error

@@ -23,8 +23,12 @@ dict/list (200 JSON)::
         httpx.get(fake.url + "/api/v2/tickets/1", headers={"Authorization": f"Bearer {token}"})
 
 Built-in state: ``requests`` (every request seen, faults included), injected faults (``inject``,
-``inject_429``, ``inject_5xx``), bearer tokens with expiry (``issue_token``, ``revoke_token``,
-``check_bearer``) on an injectable clock, and ``errors`` (exceptions raised by handlers, answered as 500).
+``inject_429``, ``inject_5xx``, ``rate_limit``: the next n matching requests, every Nth, or an exact
+fraction spread evenly, all deterministic), hooks that run before a matching request reaches its route
+(``before_request``: change the provider's data between two pages), ``RecordSet`` (records whose provider
+timestamps move on the fake's clock when they are added or updated), bearer tokens with expiry
+(``issue_token``, ``expire_token``, ``revoke_token``, ``check_bearer``) on an injectable clock, and
+``errors`` (exceptions raised by handlers, answered as 500).
 Stdlib only, besides httpx for the in-process transport.
 """
 
@@ -32,12 +36,14 @@ from __future__ import annotations
 
 import base64
 import json as jsonlib
+import math
 import re
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
@@ -50,10 +56,13 @@ __all__ = [
     "FakeRequest",
     "FakeResponse",
     "Fault",
+    "Hook",
+    "RecordSet",
     "Reply",
     "Router",
     "delete",
     "get",
+    "iso_z",
     "patch",
     "post",
     "put",
@@ -253,22 +262,181 @@ class Router:
 
 @dataclass
 class Fault:
-    """A canned failure answered instead of the route, ``times`` times, when the request matches."""
+    """A canned failure answered instead of the route when the request matches.
+
+    ``times`` uses are left (None: unlimited). Among matching requests, ``every`` fails each Nth (the
+    Nth, 2Nth, ...) and ``fraction`` fails exactly that share, spread evenly (0.25: the 4th, 8th, ...);
+    both count only requests this fault sees, and are deterministic. Faults are tried in the order they
+    were injected; the first that fires answers.
+    """
 
     regex: re.Pattern[str]
     response: FakeResponse
-    times: int = 1
+    times: int | None = 1
     method: str | None = None
     when: Callable[[FakeRequest], bool] | None = None
+    every: int | None = None
+    fraction: float | None = None
     hits: int = 0
+    seen: int = 0
+    """Matching requests this fault has counted (for ``every``/``fraction``)."""
 
     def matches(self, req: FakeRequest) -> bool:
-        """Whether this fault applies to ``req`` (and has uses left)."""
-        if self.times <= 0 or not self.regex.match(req.path):
+        """Whether this fault fires for ``req``: counts it when it matches and decides by ``every``/``fraction``."""
+        if (self.times is not None and self.times <= 0) or not self.regex.match(req.path):
             return False
         if self.method is not None and self.method != req.method:
             return False
-        return self.when is None or self.when(req)
+        if self.when is not None and not self.when(req):
+            return False
+        self.seen += 1
+        if self.every is not None and self.seen % self.every != 0:
+            return False
+        if self.fraction is not None:
+            # Fire when the running count of failures owed, floor(n * fraction), goes up.
+            return math.floor(self.seen * self.fraction + 1e-9) > math.floor((self.seen - 1) * self.fraction + 1e-9)
+        return True
+
+    def fire(self) -> FakeResponse:
+        """Use one of ``times`` and answer."""
+        if self.times is not None:
+            self.times -= 1
+        self.hits += 1
+        return self.response
+
+
+@dataclass
+class Hook:
+    """An action run before a matching request reaches its route (after faults and auth let it through).
+
+    Skips the first ``nth - 1`` matching requests, then runs ``times`` times (None: on every one).
+    """
+
+    regex: re.Pattern[str]
+    action: Callable[[FakeRequest], None]
+    nth: int = 1
+    times: int | None = 1
+    method: str | None = None
+    when: Callable[[FakeRequest], bool] | None = None
+    seen: int = 0
+    runs: int = 0
+
+    def maybe_run(self, req: FakeRequest) -> None:
+        """Run the action if ``req`` matches and the hook is due."""
+        if (self.times is not None and self.runs >= self.times) or not self.regex.match(req.path):
+            return
+        if (self.method is not None and self.method != req.method) or (self.when is not None and not self.when(req)):
+            return
+        self.seen += 1
+        if self.seen < self.nth:
+            return
+        self.runs += 1
+        self.action(req)
+
+
+def iso_z(ts: float) -> str:
+    """Epoch seconds as ``2026-04-01T09:00:00Z`` (whole seconds, the most common provider format)."""
+    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class RecordSet:
+    """Provider records (dicts) keyed by ``id``, stamped with provider times from a clock.
+
+    ``add`` stamps ``created_at`` and ``updated_at``; ``update`` changes fields and moves ``updated_at``.
+    Stamps strictly increase by at least ``resolution`` seconds even when the clock stands still, so
+    every mutation is visible to a client filtering ``updated_at > cursor``. ``fmt`` renders a stamp
+    (ISO with ``Z`` by default; pass ``int`` for epoch seconds). Iteration and indexing follow
+    insertion order; ``by_updated`` sorts by provider time, as incremental endpoints do.
+    """
+
+    def __init__(
+        self, clock: Callable[[], float] = time.time, *, id_field: str = "id", created_field: str | None = "created_at",
+        updated_field: str = "updated_at", fmt: Callable[[float], Any] = iso_z, resolution: float = 1.0,
+    ) -> None:
+        self.clock = clock
+        self.id_field, self.created_field, self.updated_field = id_field, created_field, updated_field
+        self.fmt = fmt
+        self.resolution = resolution
+        self.records: dict[str, dict[str, Any]] = {}
+        self.stamps: dict[str, float] = {}
+        """Record id -> epoch seconds of its ``updated_at``."""
+        self.deleted: dict[str, float] = {}
+        self._last = -math.inf
+        self._next_id = 1
+        self._lock = threading.RLock()
+
+    def _stamp(self, at: float | None) -> float:
+        ts = self.clock() if at is None else at
+        if at is None:
+            ts = max(ts, self._last + self.resolution)
+        self._last = max(self._last, ts)
+        return ts
+
+    def add(self, record: Mapping[str, Any] | None = None, *, at: float | None = None, **fields: Any) -> dict[str, Any]:
+        """Add a record (an ``id`` is assigned when missing); ``at`` pins its time instead of the clock."""
+        with self._lock:
+            rec = {**(record or {}), **fields}
+            if self.id_field not in rec:
+                while str(self._next_id) in self.records:
+                    self._next_id += 1
+                rec[self.id_field] = self._next_id
+            key = str(rec[self.id_field])
+            if key in self.records:
+                raise KeyError(f"record {key!r} exists; use update()")
+            ts = self._stamp(at)
+            if self.created_field:
+                rec.setdefault(self.created_field, self.fmt(ts))
+            rec[self.updated_field] = self.fmt(ts)
+            self.records[key] = rec
+            self.stamps[key] = ts
+            return rec
+
+    def add_many(self, n: int, make: Callable[[int], Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Add ``make(i)`` for i in range(n)."""
+        return [self.add(make(i)) for i in range(n)]
+
+    def update(self, record_id: Any, *, at: float | None = None, **fields: Any) -> dict[str, Any]:
+        """Change fields of a record and move its ``updated_at`` forward."""
+        with self._lock:
+            key = str(record_id)
+            rec = self.records[key]
+            rec.update(fields)
+            ts = self._stamp(at)
+            rec[self.updated_field] = self.fmt(ts)
+            self.stamps[key] = ts
+            return rec
+
+    def delete(self, record_id: Any) -> dict[str, Any]:
+        """Remove a record (its deletion time is kept in ``deleted``)."""
+        with self._lock:
+            key = str(record_id)
+            self.stamps.pop(key, None)
+            self.deleted[key] = self._stamp(None)
+            return self.records.pop(key)
+
+    def get(self, record_id: Any) -> dict[str, Any] | None:
+        """The record with this id, or None."""
+        return self.records.get(str(record_id))
+
+    def by_updated(self, since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
+        """Records with ``since < updated <= until`` (bounds optional), oldest update first."""
+        with self._lock:
+            keys = sorted(self.stamps, key=lambda k: (self.stamps[k], k))
+            return [self.records[k] for k in keys
+                    if (since is None or self.stamps[k] > since) and (until is None or self.stamps[k] <= until)]
+
+    def newest(self) -> float | None:
+        """Epoch seconds of the newest ``updated_at``."""
+        return max(self.stamps.values(), default=None)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(list(self.records.values()))
+
+    def __getitem__(self, index: int | slice) -> Any:
+        return list(self.records.values())[index]
 
 
 class FakeClock:
@@ -307,6 +475,7 @@ class FakeProvider:
         self.router = Router()
         self.requests: list[FakeRequest] = []
         self.faults: list[Fault] = []
+        self.hooks: list[Hook] = []
         self.errors: list[BaseException] = []
         self.tokens: dict[str, float | None] = {}
         self._lock = threading.RLock()
@@ -335,13 +504,14 @@ class FakeProvider:
             self.requests.append(req)
             for fault in self.faults:
                 if fault.matches(req):
-                    fault.times -= 1
-                    fault.hits += 1
-                    return fault.response
+                    return fault.fire()
         try:
             denied = self.check_auth(req)
             if denied is not None:
                 return _normalize(denied)
+            with self._lock:
+                for hook in list(self.hooks):
+                    hook.maybe_run(req)
             return _normalize(self.router.dispatch(req))
         except Exception as exc:  # a crashing handler must show up in the test, not hang it
             self.errors.append(exc)
@@ -421,19 +591,27 @@ class FakeProvider:
         path: str,
         status: int,
         *,
-        times: int = 1,
+        times: int | None = 1,
         method: str | None = None,
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         when: Callable[[FakeRequest], bool] | None = None,
+        every: int | None = None,
+        fraction: float | None = None,
     ) -> Fault:
-        """Answer the next ``times`` matching requests with ``status`` instead of the route."""
+        """Answer matching requests with ``status`` instead of the route (see ``Fault`` for the knobs)."""
+        if every is not None and every < 1:
+            raise ValueError("every: expected 1 or more")
+        if fraction is not None and not 0 < fraction <= 1:
+            raise ValueError("fraction: expected a share in (0, 1]")
         fault = Fault(
             regex=_compile(path),
             response=FakeResponse(status, json, dict(headers or {})),
             times=times,
             method=method.upper() if method else None,
             when=when,
+            every=every,
+            fraction=fraction,
         )
         with self._lock:
             self.faults.append(fault)
@@ -443,32 +621,83 @@ class FakeProvider:
         self,
         path: str,
         *,
-        times: int = 1,
+        times: int | None = 1,
         retry_after: float | str | None = 30,
         headers: Mapping[str, str] | None = None,
         method: str | None = None,
         when: Callable[[FakeRequest], bool] | None = None,
+        every: int | None = None,
+        fraction: float | None = None,
+        json: Any = None,
     ) -> Fault:
-        """Rate-limit matching requests, with ``Retry-After`` unless it is None."""
+        """Rate-limit matching requests, with ``Retry-After`` (seconds, or a raw string) unless it is None."""
         hdrs = dict(headers or {})
         if retry_after is not None:
             hdrs["Retry-After"] = retry_after if isinstance(retry_after, str) else f"{retry_after:g}"
-        body = {"error": "ratelimited", "message": "Too many requests"}
-        return self.inject(path, 429, times=times, json=body, headers=hdrs, method=method, when=when)
+        body = json if json is not None else {"error": "ratelimited", "message": "Too many requests"}
+        return self.inject(path, 429, times=times, json=body, headers=hdrs, method=method, when=when,
+                           every=every, fraction=fraction)
+
+    def rate_limit(
+        self,
+        *,
+        every: int | None = None,
+        fraction: float | None = None,
+        path: str = "^/",
+        retry_after: float | str | None = 30,
+        method: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Fault:
+        """Until removed, answer 429 to every Nth matching request or to an exact ``fraction`` of them.
+
+        Deterministic: ``every=3`` limits the 3rd, 6th, ... request; a client that retries each 429 once
+        always gets through. ``path`` defaults to every route. ``fake.faults.remove(fault)`` lifts it.
+        """
+        if every is None and fraction is None:
+            raise ValueError("rate_limit: pass every= or fraction=")
+        return self.inject_429(path, times=None, every=every, fraction=fraction, retry_after=retry_after,
+                               method=method, headers=headers)
 
     def inject_5xx(
         self,
         path: str,
         *,
         status: int = 503,
-        times: int = 1,
+        times: int | None = 1,
         headers: Mapping[str, str] | None = None,
         method: str | None = None,
         when: Callable[[FakeRequest], bool] | None = None,
+        every: int | None = None,
+        fraction: float | None = None,
     ) -> Fault:
-        """Fail matching requests with a server error."""
+        """Fail matching requests with a server error (``times=None`` with ``every``/``fraction``: a flaky API)."""
         body = {"error": "unavailable"}
-        return self.inject(path, status, times=times, json=body, headers=headers, method=method, when=when)
+        return self.inject(path, status, times=times, json=body, headers=headers, method=method, when=when,
+                           every=every, fraction=fraction)
+
+    def before_request(
+        self,
+        path: str,
+        action: Callable[[FakeRequest], None],
+        *,
+        nth: int = 1,
+        times: int | None = 1,
+        method: str | None = None,
+        when: Callable[[FakeRequest], bool] | None = None,
+    ) -> Hook:
+        """Run ``action(req)`` before the ``nth`` matching request is routed (``times`` runs; None: always).
+
+        The seam for data that changes during a sync: update or add records when page 2 is asked for,
+        and the client sees them change between its pages::
+
+            fake.before_request("/api/tickets", lambda req: fake.tickets.update(3, status="closed"),
+                                when=lambda req: req.query.get("page") == "2")
+        """
+        hook = Hook(regex=_compile(path), action=action, nth=nth, times=times,
+                    method=method.upper() if method else None, when=when)
+        with self._lock:
+            self.hooks.append(hook)
+        return hook
 
     def issue_token(self, token: str | None = None, *, expires_in: float | None = None) -> str:
         """Accept ``token`` (random when omitted) as a bearer token, optionally expiring."""
@@ -476,6 +705,13 @@ class FakeProvider:
         with self._lock:
             self.tokens[token] = None if expires_in is None else self.clock() + expires_in
         return token
+
+    def expire_token(self, token: str) -> None:
+        """Make ``token`` expired now (it stays known, so ``check_bearer`` answers ``token_expired``)."""
+        with self._lock:
+            if token not in self.tokens:
+                raise KeyError(f"token {token!r} was never issued")
+            self.tokens[token] = self.clock() - 1
 
     def revoke_token(self, token: str) -> None:
         """Stop accepting ``token``."""

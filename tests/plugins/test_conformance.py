@@ -16,8 +16,20 @@ provides one through its fake:
     ``ConformanceTarget(connection_id=..., stream_ids=(...), filters={...})`` from
     ``hissuno_airflow.kit.testing``. Everything it starts must stop through those fixtures.
 
+    For the auth and webhook checks the same module may define::
+
+        def auth_target(store, monkeypatch, serve_fake) -> AuthTarget: ...
+        def webhook_target(store, monkeypatch, serve_fake) -> WebhookTarget: ...
+
+    ``auth_target`` starts the fake and returns credentials it accepts and credentials it refuses.
+    ``webhook_target`` creates a connection whose ``webhook_secret`` (or the app's environment variable)
+    is the signer's secret and returns ``WebhookTarget(sign=Signer(plugin.webhook_signature, ...),
+    forge=signer.forged(), connection_id=...)`` with the signers of ``tests.fakes.webhooks``.
+
 A plugin without such a fake must have its own ``tests/plugins/test_<module>.py``; its store checks are
 then skipped here, and ``test_every_plugin_has_a_fake_or_its_own_tests`` fails when it has neither.
+The test plugins of ``tests/web/plugins.py`` (``webkey``, ``webauth`` and one ``wh-<scheme>`` per
+signature scheme) go through the auth and webhook checks below, with their fakes.
 """
 
 from __future__ import annotations
@@ -43,12 +55,15 @@ from hissuno_airflow.kit import (
     SyncCtx,
     define_plugin,
 )
+from hissuno_airflow.kit import signatures as sig
 from hissuno_airflow.kit import testing as conformance
-from hissuno_airflow.kit.testing import ConformanceError, ConformanceTarget
+from hissuno_airflow.kit.testing import AuthTarget, ConformanceError, ConformanceTarget, WebhookTarget
 from hissuno_airflow.plugins import builtin_plugins
 from hissuno_airflow.runtime.streams import enable_stream
 from hissuno_airflow.store import connections as repo
+from tests.fakes.webhooks import Signer, keys_for
 from tests.fixtures.store import connect_sample
+from tests.fixtures.web import register_test_plugins, signer
 
 TESTS = Path(__file__).resolve().parents[1]
 PLUGIN_IDS = [p.id for p in registry.list_plugins()]
@@ -127,6 +142,105 @@ def test_cursor_moves_only_on_success(store: Any, target: ConformanceTarget) -> 
     plugin = registry.get_plugin(repo.get_connection(store, target.connection_id).plugin_id)
     for sid in target.stream_ids:
         conformance.cursor_moves_only_on_success(plugin, store, target.connection_id, sid)
+
+
+def _from_fake(plugin_id: str, factory_name: str, *args: Any) -> Any:
+    module = _module_name(plugin_id)
+    if not (TESTS / "fakes" / f"{module}.py").exists():
+        pytest.skip(f"no tests/fakes/{module}.py; {plugin_id} is covered by tests/plugins/test_{module}.py")
+    factory = getattr(importlib.import_module(f"tests.fakes.{module}"), factory_name, None)
+    if not callable(factory):
+        pytest.skip(f"tests/fakes/{module}.py defines no {factory_name}(store, monkeypatch, serve_fake)")
+    return factory(*args)
+
+
+@pytest.mark.parametrize("plugin_id", PLUGIN_IDS)
+def test_auth_test_accepts_good_and_refuses_bad_credentials(
+    plugin_id: str, store: Any, monkeypatch: pytest.MonkeyPatch, serve_fake: Any
+) -> None:
+    plugin = registry.get_plugin(plugin_id)
+    if plugin_id == "sample":
+        target = AuthTarget(good={"workspace": "conformance"}, bad={"workspace": "not a name!"})
+    else:
+        target = _from_fake(plugin_id, "auth_target", store, monkeypatch, serve_fake)
+    conformance.auth_test_rejects_bad_credentials(plugin, store, target)
+
+
+@pytest.mark.parametrize("plugin_id", PLUGIN_IDS)
+def test_webhook_signature_is_enforced(plugin_id: str, store: Any, monkeypatch: pytest.MonkeyPatch,
+                                       serve_fake: Any) -> None:
+    plugin = registry.get_plugin(plugin_id)
+    if plugin.webhook_signature is None:
+        pytest.skip(f"{plugin_id} takes no webhooks")
+    target = _from_fake(plugin_id, "webhook_target", store, monkeypatch, serve_fake)
+    conformance.webhook_signature_enforced(plugin, store, target)
+
+
+# -- the test plugins of tests/web/plugins.py ------------------------------------------------------
+
+
+def _connection(store: Any, plugin_id: str, settings: dict[str, Any] | None, account: str = "acct-1") -> str:
+    row, _ = repo.upsert_connection(store, project_id="00000000-0000-0000-0000-000000000001", plugin_id=plugin_id,
+                                    external_account_id=account, account_label=account, settings=settings or {})
+    credential_store(store, "db").save(row, {"api_key": "k-" + account})
+    return row.id
+
+
+def _scheme_names() -> list[str]:
+    from tests.web.plugins import SCHEMES
+
+    return sorted(SCHEMES)
+
+
+@pytest.mark.parametrize("name", _scheme_names())
+def test_webhook_check_passes_for_every_signature_scheme(store: Any, name: str) -> None:
+    register_test_plugins()
+    plugin = registry.get_plugin(f"wh-{name.replace('_', '-')}")
+    provider = signer(name)
+    cid = _connection(store, plugin.id, {"webhook_secret": provider.secret})
+    done = conformance.webhook_signature_enforced(plugin, store, WebhookTarget(provider, provider.forged(), cid))
+    assert done["valid"] == "stored 1" and done["forged"] == "refused"
+    assert (done["stale"] == "refused") == conformance.has_freshness_window(plugin.webhook_signature)
+
+
+def test_webhook_check_on_the_static_route(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    register_test_plugins()
+    plugin = registry.get_plugin("webkey")
+    provider = Signer(plugin.webhook_signature, keys_for(plugin.webhook_signature, "static-secret-123"))
+    monkeypatch.setenv("WEBKEY_WEBHOOK_SECRET", provider.secret)
+    cid = _connection(store, "webkey", None, account="team-7")
+    enable_stream(store, cid, "events")
+    target = WebhookTarget(provider, provider.forged(), payload=lambda eid: {"team_id": "team-7", "id": eid})
+    assert conformance.webhook_signature_enforced(plugin, store, target)["replay"] == "not stored twice"
+
+
+def test_auth_check_passes_for_the_api_key_test_plugin(store: Any, serve_fake: Any,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.web.plugins import FakeKeyProvider
+
+    register_test_plugins()
+    fake = serve_fake(FakeKeyProvider())
+    fake.add_account("good-key-1", "acct-1", "Account One")
+    monkeypatch.setenv("HISSUNO_WEBKEY_API_URL", fake.url)
+    cid = conformance.auth_test_rejects_bad_credentials(
+        registry.get_plugin("webkey"), store, AuthTarget(good={"api_key": "good-key-1"}, bad={"api_key": "wrong-key-9"}))
+    assert repo.get_connection(store, cid).account_label == "Account One"
+    assert fake.count("/me") == 3
+
+
+def test_auth_check_passes_for_the_oauth_test_plugin(store: Any, serve_fake: Any,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.web.plugins import FakeAuthServer
+
+    register_test_plugins()
+    fake = serve_fake(FakeAuthServer())
+    monkeypatch.setenv("HISSUNO_WEBAUTH_API_URL", fake.url)
+    good = fake.seed_tokens()
+    revoked = fake.seed_tokens()
+    fake.revoke_token(revoked["access_token"])
+    account = conformance.auth_test_rejects_bad_credentials(
+        registry.get_plugin("webauth"), store, AuthTarget(good=good, bad=revoked))
+    assert account == "org-42"
 
 
 def _plugins_without_tests() -> list[str]:
@@ -274,3 +388,87 @@ def test_cursor_check_catches_a_runtime_that_commits_failed_runs(
     monkeypatch.setattr(runs, "finish_run", careless_finish)
     with pytest.raises(ConformanceError, match="an interrupted run moved the cursor"):
         conformance.cursor_moves_only_on_success(plugin, store, cid, "items")
+
+
+def _hook_plugin(pid: str, scheme: Any) -> PluginDef:
+    return define_plugin(
+        id=pid, name=pid.title(), description="conformance self-test", category="issues", icon=Icon(),
+        auth=ApiKeyAuth(fields=(), test=lambda c, x: AuthResult(external_account_id="a", account_label="A")),
+        webhook_signature=scheme,
+        streams={"events": Stream(kind="issues", label="Events", webhook=lambda ctx: None)},
+    )
+
+
+def test_webhook_check_catches_a_runtime_that_skips_verification(
+    store: Any, register_plugin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hissuno_airflow.runtime.webhooks import intake
+
+    scheme = sig.GitHubSignature()
+    provider = Signer(scheme)
+    cid = register_plugin(_hook_plugin("selftest-lax", scheme))
+    repo.update_connection(store, cid, settings={"webhook_secret": provider.secret})
+    plugin = registry.get_plugin("selftest-lax")
+    conformance.webhook_signature_enforced(plugin, store, WebhookTarget(provider, provider.forged(), cid))
+    # The fault under test: an intake that trusts every request.
+    monkeypatch.setattr(intake, "verify", lambda *a, **k: sig.Verified(event_id=None, timestamp=None))
+    with pytest.raises(ConformanceError) as ei:
+        conformance.webhook_signature_enforced(plugin, store, WebhookTarget(provider, provider.forged(), cid))
+    text = str(ei.value)
+    assert "forged: accepted" in text and "tampered: accepted" in text and "unsigned: accepted" in text
+
+
+def test_webhook_check_catches_retries_stored_twice_and_a_wrong_signer(store: Any, register_plugin: Any) -> None:
+    # Linear's timestamp lives in the body, so without a delivery-id header each retry looks new.
+    scheme = sig.LinearSignature(event_id_header=None)
+    provider = Signer(scheme)
+    cid = register_plugin(_hook_plugin("selftest-retry", scheme))
+    repo.update_connection(store, cid, settings={"webhook_secret": provider.secret})
+    plugin = registry.get_plugin("selftest-retry")
+    with pytest.raises(ConformanceError, match="retry: the same event was stored twice"):
+        conformance.webhook_signature_enforced(plugin, store, WebhookTarget(provider, provider.forged(), cid))
+    wrong = provider.with_secret("not-the-configured-secret")
+    with pytest.raises(ConformanceError, match="valid delivery: refused"):
+        conformance.webhook_signature_enforced(plugin, store, WebhookTarget(wrong, provider.forged(), cid))
+
+
+def test_auth_check_catches_lenient_and_unclear_tests(store: Any) -> None:
+    def lenient(creds: dict[str, Any], ctx: Any) -> AuthResult:
+        return AuthResult(external_account_id="a", account_label="A")
+
+    def mute(creds: dict[str, Any], ctx: Any) -> AuthResult:
+        if creds["token"] != "good-token":
+            raise RuntimeError  # no message: the user learns nothing
+        return AuthResult(external_account_id="a", account_label="A")
+
+    fields = (Field(id="token", label="Token", secret=True, required=True),)
+    target = AuthTarget(good={"token": "good-token"}, bad={"token": "bad-token"})
+    for pid, fn, expected in (("selftest-lenient", lenient, "bad credentials were accepted"),
+                              ("selftest-mute", mute, "refusal carries no message")):
+        plugin = define_plugin(id=pid, name=pid, description="x", category="issues", icon=Icon(),
+                               auth=ApiKeyAuth(fields=fields, test=fn),
+                               streams={"items": Stream(kind="issues", label="Items", sync=lambda ctx: None)})
+        registry.register(plugin)
+        try:
+            with pytest.raises(ConformanceError, match=expected):
+                conformance.auth_test_rejects_bad_credentials(plugin, store, target)
+        finally:
+            registry.unregister(pid)
+
+
+def test_auth_check_wants_a_hissuno_error_from_on_token_exchanged(store: Any) -> None:
+    from hissuno_airflow.kit import OAuth2Auth
+
+    def exchanged(tokens: Any, ctx: Any) -> AuthResult:
+        if tokens.access_token != "good":
+            raise KeyError("account")  # reaches the user as internal_error
+        return AuthResult(external_account_id="a", account_label="A")
+
+    plugin = define_plugin(
+        id="selftest-oauth", name="x", description="x", category="issues", icon=Icon(),
+        auth=OAuth2Auth(authorize_url="https://a.invalid/authorize", token_url="https://a.invalid/token",
+                        client_id_env="X_ID", client_secret_env="X_SECRET", on_token_exchanged=exchanged),
+        streams={"items": Stream(kind="issues", label="Items", sync=lambda ctx: None)})
+    with pytest.raises(ConformanceError, match="bad token raised KeyError, not a hissuno error"):
+        conformance.auth_test_rejects_bad_credentials(
+            plugin, store, AuthTarget(good={"access_token": "good"}, bad={"access_token": "bad"}))

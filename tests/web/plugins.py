@@ -2,7 +2,8 @@
 
 - ``webkey``: api_key auth whose ``test`` calls ``FakeKeyProvider`` (``GET /me`` with ``X-Api-Key``);
   a webhook stream ``events`` (connection-scoped URL) and a static URL resolved by ``team_id``.
-- ``webauth``: oauth2 against ``FakeAuthServer`` (PKCE S256, comma-separated scopes, client_secret_basic).
+- ``webauth``: oauth2 against ``FakeAuthServer`` (the shared ``tests.fakes.oauth`` server with PKCE S256,
+  comma-separated scopes, client_secret_basic).
 - ``wh_<scheme>``: one plugin per built-in signature scheme, each with a webhook stream.
 
 Base URLs point at 127.0.0.1 and are overridden per test with ``HISSUNO_<PLUGIN>_<NAME>_URL``.
@@ -10,9 +11,6 @@ Base URLs point at 127.0.0.1 and are overridden per test with ``HISSUNO_<PLUGIN>
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import secrets
 from typing import Any
 
 import httpx
@@ -34,7 +32,8 @@ from hissuno_airflow.kit import (
 )
 from hissuno_airflow.kit import signatures as sig
 from hissuno_airflow.kit.signatures import WebhookEvent
-from tests.fakes.server import FakeProvider, FakeRequest, FakeResponse, Reply, get, post
+from tests.fakes.oauth import FakeOAuthServer
+from tests.fakes.server import FakeProvider, FakeRequest, Reply, get
 
 # -- fake providers -------------------------------------------------------------------------------
 
@@ -57,70 +56,19 @@ class FakeKeyProvider(FakeProvider):
         return acct
 
 
-class FakeAuthServer(FakeProvider):
-    """An OAuth 2.0 authorization server: codes bound to client, redirect URI and PKCE challenge."""
+class FakeAuthServer(FakeOAuthServer):
+    """``webauth``'s provider: the shared OAuth fake with PKCE S256 required, comma-separated scopes,
+    client_secret_basic at the token endpoint, ``prompt=consent`` required, and who-am-I at ``/api/me``."""
 
+    name = "webauth"
     client_id = "web-client"
     client_secret = "web-client-secret-123"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.codes: dict[str, dict[str, Any]] = {}
-        self.tokens: dict[str, str] = {}
-        self.refresh_tokens: set[str] = set()
-        self.refreshes = 0
-        self.account = {"id": "org-42", "name": "Acme Org"}
-        self.authorize_requests: list[dict[str, str]] = []
-
-    @get("/authorize")
-    def authorize(self, req: FakeRequest) -> Reply:
-        q = req.query
-        self.authorize_requests.append(q)
-        if q.get("client_id") != self.client_id or q.get("response_type") != "code":
-            return 400, {"error": "invalid_request"}
-        code = secrets.token_urlsafe(12)
-        self.codes[code] = {"redirect_uri": q["redirect_uri"], "challenge": q.get("code_challenge"),
-                            "method": q.get("code_challenge_method")}
-        sep = "&" if "?" in q["redirect_uri"] else "?"
-        location = f"{q['redirect_uri']}{sep}code={code}&state={q['state']}"
-        return FakeResponse(302, headers={"Location": location})
-
-    @post("/token")
-    def token(self, req: FakeRequest) -> Reply:
-        basic = req.basic_auth
-        if basic != (self.client_id, self.client_secret):
-            return 401, {"error": "invalid_client"}
-        form = dict(httpx.QueryParams(req.body.decode()))
-        if form.get("grant_type") == "refresh_token":
-            if form.get("refresh_token") not in self.refresh_tokens:
-                return 400, {"error": "invalid_grant"}
-            self.refresh_tokens.discard(form["refresh_token"])  # rotation: a refresh token works once
-            self.refreshes += 1
-            return self._issue()
-        grant = self.codes.pop(form.get("code", ""), None)
-        if form.get("grant_type") != "authorization_code" or grant is None:
-            return 400, {"error": "invalid_grant"}
-        if form.get("redirect_uri") != grant["redirect_uri"]:
-            return 400, {"error": "invalid_grant"}
-        if grant["challenge"]:
-            verifier = form.get("code_verifier", "")
-            digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-            if digest != grant["challenge"]:
-                return 400, {"error": "invalid_grant", "error_description": "PKCE verification failed"}
-        return self._issue()
-
-    def _issue(self) -> Reply:
-        access, refresh = "at-" + secrets.token_urlsafe(16), "rt-" + secrets.token_urlsafe(16)
-        self.tokens[access] = self.account["id"]
-        self.refresh_tokens.add(refresh)
-        return {"access_token": access, "refresh_token": refresh, "expires_in": 3600,
-                "token_type": "Bearer", "scope": "read,write"}
-
-    @get("/api/me")
-    def me(self, req: FakeRequest) -> Reply:
-        if req.bearer_token not in self.tokens:
-            return 401, {"error": "invalid_token"}
-        return self.account
+    scope_separator = ","
+    token_auth_method = "client_secret_basic"
+    require_pkce = True
+    required_authorize_params = {"prompt": "consent"}
+    userinfo_path = "/api/me"
+    account = {"id": "org-42", "name": "Acme Org"}
 
 
 # -- plugins --------------------------------------------------------------------------------------
@@ -166,6 +114,10 @@ def webkey_plugin(scheme: Any = None) -> Any:
 def _on_tokens(tokens: OAuthTokens, ctx: AuthCtx) -> AuthResult:
     resp = httpx.get(ctx.base_url("API") + "/api/me", headers={"Authorization": f"Bearer {tokens.access_token}"},
                      timeout=5)
+    if resp.status_code in (401, 403):
+        # A hissuno error, so the callback names it (provider_auth) instead of answering internal_error.
+        raise ProviderAuthError(f"token refused: {resp.json().get('error', resp.status_code)}", provider="webauth",
+                                status=resp.status_code)
     resp.raise_for_status()
     acct = resp.json()
     return AuthResult(external_account_id=acct["id"], account_label=acct["name"])

@@ -238,8 +238,8 @@ def test_connection_handlers_get_a_refreshed_token(web: Web, auth_server: FakeAu
     row = repo.get_connection(web.store, cid)
     creds = load_credentials(web.store, row)
     assert web.client.get(f"/api/plugins/webauth/{cid}/whoami").json() == auth_server.account
-    # The access token ran out (and the provider forgot it): the handler gets a refreshed one.
-    auth_server.tokens.pop(creds["access_token"])
+    # The access token ran out (the provider now answers token_expired): the handler gets a refreshed one.
+    auth_server.expire_access_token(creds["access_token"])
     past = "2000-01-01T00:00:00+00:00"
     credential_store(web.store, "db").save(row, {**creds, "expires_at": past})
     r = web.client.get(f"/api/plugins/webauth/{cid}/whoami")

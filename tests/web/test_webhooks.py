@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -9,10 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hissuno_airflow.kit.testing import has_freshness_window
 from hissuno_airflow.runtime.credentials import credential_store
 from hissuno_airflow.runtime.webhooks import InProcessDispatcher, process_inbox
 from hissuno_airflow.store import connections as repo
-from tests.fixtures.web import Web, body_for, count, has_timestamp, sign, verification_secret
+from tests.fixtures.web import Web, count, sign, signer, verification_secret
 from tests.web.plugins import SCHEMES
 
 SCHEME_NAMES = sorted(SCHEMES)
@@ -37,57 +39,51 @@ def events(store: Any) -> int:
 @pytest.mark.parametrize("name", SCHEME_NAMES)
 def test_scheme_valid_once_then_every_refusal(web: Web, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     plugin_id = f"wh-{name.replace('_', '-')}"
-    cid = make_connection(web.store, plugin_id, verification_secret(name))
+    provider = signer(name)
+    cid = make_connection(web.store, plugin_id, provider.secret)
     path = f"/api/plugins/webhook/{plugin_id}/{cid}"
     url = web.url + path
-    body = body_for(name, {"id": "issue-1", "title": "Printer on fire"})
-    headers = sign(name, body, url, event_id="evt-1")
 
-    ok = web.anon.post(path, content=body, headers=headers)
+    def post(d: Any) -> Any:
+        return web.anon.post(path, content=d.body, headers=dict(d.headers))
+
+    valid = provider({"id": "issue-1", "title": "Printer on fire"}, url=url, event_id="evt-1")
+    ok = post(valid)
     assert ok.status_code == 200, ok.text
     assert ok.json()["queued"] == 1
     assert events(web.store) == 1
     assert web.dispatcher.targets == [(cid, "events")]
     # Replay of the same event: accepted (providers retry) but not stored twice, no new dispatch.
-    again = web.anon.post(path, content=body, headers=headers)
+    again = post(valid)
     assert again.status_code == 200 and again.json()["duplicate"] is True
     assert events(web.store) == 1 and len(web.dispatcher.targets) == 1
 
-    # Forged: signed with another secret.
-    other = "whsec_b3RoZXItc2VjcmV0LWtleS0wMTIzNDU2Nzg5" if name == "standard" else "another-secret-999"
-    if name == "jwt":
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import rsa
-
-        other = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
-    body2 = body_for(name, {"id": "issue-2", "title": "forged"})
-    forged = web.anon.post(path, content=body2, headers=sign(name, body2, url, secret=other, event_id="evt-2"))
+    # Forged: signed with another (well-formed) secret.
+    forged = post(provider.forged()({"id": "issue-2", "title": "forged"}, url=url, event_id="evt-2"))
     assert forged.status_code == 401 and forged.json()["error"] == "bad_signature", forged.text
     # Tampered body under a valid signature (a shared secret does not cover the body, by design).
     if name != "shared":
-        tampered = web.anon.post(path, content=body2 + b" ", headers=sign(name, body2, url, event_id="evt-3"))
+        signed = provider({"id": "issue-2", "title": "forged"}, url=url, event_id="evt-3")
+        tampered = web.anon.post(path, content=signed.body + b" ", headers=dict(signed.headers))
         assert tampered.status_code == 401
     # Stale.
-    if has_timestamp(name):
-        old = time.time() - 3600
-        body3 = body_for(name, {"id": "issue-3"}, ts=old)
-        stale = web.anon.post(path, content=body3, headers=sign(name, body3, url, ts=old, event_id="evt-4"))
+    if has_freshness_window(SCHEMES[name]):
+        stale = post(provider({"id": "issue-3"}, url=url, timestamp=time.time() - 3600, event_id="evt-4"))
         assert stale.status_code == 401, stale.text
     # Missing signature header(s).
-    missing = web.anon.post(path, content=body2, headers={"Content-Type": "application/json"})
+    missing = web.anon.post(path, content=valid.body, headers={"Content-Type": "application/json"})
     assert missing.status_code == 401 and "missing" in missing.json()["message"]
     # Malformed JSON under a valid signature (Linear's timestamp lives in the body: unverifiable, 401).
     bad = b'{"id": "x", '
-    bad_headers = {"Linear-Signature": "0" * 64} if name == "linear" else sign(name, bad, url, event_id="evt-5")
+    bad_headers = ({"Linear-Signature": "0" * 64} if name == "linear"
+                   else dict(provider(bad, url=url, event_id="evt-5").headers))
     malformed = web.anon.post(path, content=bad, headers=bad_headers)
     assert malformed.status_code == (401 if name == "linear" else 400), malformed.text
     if name != "linear":
         assert malformed.json()["field"] == "body"
     # Oversized body: refused before anything else.
     monkeypatch.setenv("HISSUNO_WEBHOOK_MAX_BYTES", "256")
-    big = body_for(name, {"id": "big", "title": "x" * 400})
-    huge = web.anon.post(path, content=big, headers=sign(name, big, url, event_id="evt-6"))
+    huge = post(provider({"id": "big", "title": "x" * 400}, url=url, event_id="evt-6"))
     assert huge.status_code == 413 and huge.json()["error"] == "payload_too_large"
 
     assert events(web.store) == 1
@@ -182,7 +178,7 @@ def test_inbox_processes_in_order_failed_events_stay_visible(web: Web) -> None:
     path = f"/api/plugins/webhook/wh-github/{cid}"
     for n, payload in enumerate([{"id": "i1", "title": "one"}, {"id": "i2", "title": "two", "fail": True},
                                  {"id": "i3", "title": "three"}]):
-        body = body_for("github", payload)
+        body = json.dumps(payload).encode()
         assert web.anon.post(path, content=body, headers=sign("github", body, web.url + path,
                                                               event_id=f"d{n}")).status_code == 200
     res = process_inbox(cid, "events", store=web.store)
@@ -209,7 +205,7 @@ def test_in_process_dispatcher_drains(store: Any) -> None:
     cid = make_connection(store, "wh-notion", verification_secret("notion"))
     dispatcher = InProcessDispatcher(store)
     for i in range(5):
-        body = body_for("notion", {"id": f"n{i}", "title": f"page {i}"})
+        body = json.dumps({"id": f"n{i}", "title": f"page {i}"}).encode()
         receive_webhook("wh-notion", IntakeRequest("POST", "http://127.0.0.1/x", sign("notion", body, "x"), body),
                         connection_id=cid, store=store, dispatcher=dispatcher)
     dispatcher.wait_idle()
