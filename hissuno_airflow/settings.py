@@ -19,10 +19,15 @@ def database_url() -> str | None:
     return os.environ.get("HISSUNO_DATABASE_URL") or None
 
 
+def base_url_override(plugin_id: str, name: str) -> str | None:
+    """``HISSUNO_<PLUGIN>_<NAME>_URL``: the operator's override of a plugin's named base URL, if set."""
+    env = f"HISSUNO_{plugin_id.upper().replace('-', '_')}_{name.upper()}_URL"
+    return os.environ.get(env) or None
+
+
 def base_url(plugin_id: str, name: str, default: str) -> str:
     """A plugin's named base URL, overridable by ``HISSUNO_<PLUGIN>_<NAME>_URL``."""
-    env = f"HISSUNO_{plugin_id.upper().replace('-', '_')}_{name.upper()}_URL"
-    return (os.environ.get(env) or default).rstrip("/")
+    return (base_url_override(plugin_id, name) or default).rstrip("/")
 
 
 def secret_key() -> bytes:

@@ -189,8 +189,17 @@ class ConnectionServices:
     # -- HTTP -----------------------------------------------------------------------------------------
 
     def base_url(self, name: str) -> str:
-        """The plugin's named base URL (``HISSUNO_<PLUGIN>_<NAME>_URL`` overrides)."""
-        return resolve_base(self.plugin, name)
+        """The plugin's named base URL: ``HISSUNO_<PLUGIN>_<NAME>_URL``, the fixed URL, or the template
+        filled from the connection's settings and credentials (validated; no private addresses)."""
+        template = self.plugin.base_urls.get(name, "")
+        if "{" not in template:
+            return resolve_base(self.plugin, name)
+        values: dict[str, object] = {}
+        if self.connection is not None:
+            values.update(self.connection.settings or {})
+        if self.connection is not None or self._creds is not None:
+            values.update(self.stored_credentials())
+        return resolve_base(self.plugin, name, values if values else None)
 
     @property
     def rate_budget(self) -> RateBudget | None:

@@ -72,8 +72,9 @@ class AuthServices(ConnectionServices):
     """What an AuthCtx offers: the plugin's services plus saving connections and state tokens."""
 
     def __init__(self, plugin: PluginDef, store: Store, project_id: str, user_id: str,
-                 secrets: list[str] | None = None) -> None:
-        super().__init__(plugin, label="connect")
+                 secrets: list[str] | None = None, credentials: Mapping[str, Any] | None = None) -> None:
+        # ``credentials``: the ones being tested (api_key), so a templated base URL fills from them.
+        super().__init__(plugin, label="connect", credentials=credentials)
         self.auth_store = store
         self.project_id = project_id
         self.user_id = user_id
@@ -115,8 +116,8 @@ class AuthServices(ConnectionServices):
 
 
 def auth_ctx(plugin: PluginDef, store: Store, project_id: str, user_id: str, connection_id: str | None = None,
-             secrets_: list[str] | None = None) -> AuthCtx:
-    svc = AuthServices(plugin, store, project_id, user_id, list(secrets_ or []))
+             secrets_: list[str] | None = None, credentials: Mapping[str, Any] | None = None) -> AuthCtx:
+    svc = AuthServices(plugin, store, project_id, user_id, list(secrets_ or []), credentials)
     return AuthCtx(plugin_id=plugin.id, project_id=project_id, services=svc, connection_id=connection_id,
                    logger=svc.logger)
 

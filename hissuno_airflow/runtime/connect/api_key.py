@@ -62,7 +62,7 @@ def connect_api_key(
     secret_vals = [str(v) for k, v in creds.items() if k in plugin.secret_fields] + secret_values(creds)
     if reconnect_id:
         reconnect_target(store, plugin, project_id, reconnect_id)
-    ctx = auth_ctx(plugin, store, project_id, user_id, reconnect_id, secret_vals)
+    ctx = auth_ctx(plugin, store, project_id, user_id, reconnect_id, secret_vals, creds)
     try:
         result = as_auth_result(call_handler(auth.test, dict(creds), ctx), plugin)
     except StoreError:
