@@ -71,6 +71,7 @@ class FakeAuthServer(FakeProvider):
         self.refreshes = 0
         self.account = {"id": "org-42", "name": "Acme Org"}
         self.authorize_requests: list[dict[str, str]] = []
+        self.deny: str | None = None  # set to an OAuth error (``access_denied``): the user refuses consent
 
     @get("/authorize")
     def authorize(self, req: FakeRequest) -> Reply:
@@ -78,10 +79,12 @@ class FakeAuthServer(FakeProvider):
         self.authorize_requests.append(q)
         if q.get("client_id") != self.client_id or q.get("response_type") != "code":
             return 400, {"error": "invalid_request"}
+        sep = "&" if "?" in q["redirect_uri"] else "?"
+        if self.deny:
+            return FakeResponse(302, headers={"Location": f"{q['redirect_uri']}{sep}error={self.deny}&state={q['state']}"})
         code = secrets.token_urlsafe(12)
         self.codes[code] = {"redirect_uri": q["redirect_uri"], "challenge": q.get("code_challenge"),
                             "method": q.get("code_challenge_method")}
-        sep = "&" if "?" in q["redirect_uri"] else "?"
         location = f"{q['redirect_uri']}{sep}code={code}&state={q['state']}"
         return FakeResponse(302, headers={"Location": location})
 
