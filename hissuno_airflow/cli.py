@@ -109,10 +109,10 @@ _FAILED = {
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
-    from . import registry, settings
-    from .runtime.connect import start_connect
+    from . import settings
+    from .runtime.connect import connectable_plugin, start_connect
 
-    plugin = registry.get_plugin(args.plugin)
+    plugin = connectable_plugin(args.plugin)
     store = _store()
     body: dict[str, Any] = {"credentials": _kv(args.set), "project_id": args.project or settings.default_project_id()}
     if args.reconnect:
