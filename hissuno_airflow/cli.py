@@ -109,27 +109,73 @@ def cmd_db_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+_FAILED = {
+    "access_denied": "the provider answered access_denied: the authorization was refused or cancelled",
+    "invalid_state": "the redirect carried a state this command did not issue",
+    "missing_state": "the redirect carried no state",
+    "expired_state": "the state expired before the redirect arrived (HISSUNO_OAUTH_STATE_TTL)",
+    "replayed_state": "the state was already used",
+    "user_mismatch": "the state was issued to another user",
+    "plugin_mismatch": "the state was issued for another plugin",
+    "connect_failed": "the provider refused the code exchange or the plugin refused the account",
+    "internal_error": "finishing the connection failed (see the log above)",
+}
+
+
 def cmd_connect(args: argparse.Namespace) -> int:
     from . import settings
-    from .runtime.connect import start_connect
+    from .runtime.connect import connectable_plugin, start_connect
 
+    plugin = connectable_plugin(args.plugin)
     store = _store()
-    base = os.environ.get("HISSUNO_PUBLIC_URL", "http://127.0.0.1:8080/hissuno").rstrip("/")
-    body = {"credentials": _kv(args.set), "project_id": args.project or settings.default_project_id()}
+    body: dict[str, Any] = {"credentials": _kv(args.set), "project_id": args.project or settings.default_project_id()}
     if args.reconnect:
         body["connection_id"] = args.reconnect
-    result = start_connect(args.plugin, body, store, user_id="cli",
-                           redirect_uri=f"{base}/api/plugins/oauth/{args.plugin}/callback")
+    if plugin.auth.type == "oauth2" and not args.no_listen:
+        return _connect_loopback(args, store, plugin, body)
+    # The public callback finishes the flow (a GitHub App install, or ``--no-listen``): the state is
+    # bound to the web user who will open the URL while logged in.
+    base = os.environ.get("HISSUNO_PUBLIC_URL", "http://127.0.0.1:8080/hissuno").rstrip("/")
+    result = start_connect(plugin.id, body, store, user_id=args.user,
+                           redirect_uri=f"{base}/api/plugins/oauth/{plugin.id}/callback")
     why = _install_host()
     if why and result.get("connection_id") and os.environ.get("HISSUNO_CREDENTIALS_BACKEND", "auto") == "auto":
         print(f"note: {why}; the credentials are kept encrypted in the hissuno store instead of an Airflow "
               "Connection", file=sys.stderr)
     if "authorize_url" in result:
         _out(args, {"authorize_url": result["authorize_url"]},
-             f"Open this URL to finish connecting:\n{result['authorize_url']}")
+             f"Open this URL, logged in as {args.user!r}, to finish connecting:\n{result['authorize_url']}")
     else:
         _out(args, {"connection_id": result["connection_id"], "account_label": result.get("account_label"),
                     "created": result.get("created")}, result["connection_id"])
+    return 0
+
+
+def _connect_loopback(args: argparse.Namespace, store: Any, plugin: Any, body: dict[str, Any]) -> int:
+    """``oauth2`` from a terminal: authorize URL, one redirect to a loopback listener, exchange, save."""
+    import secrets
+    import webbrowser
+
+    from .runtime.connect import ConnectFailed, finish_callback, start_connect
+    from .runtime.connect.loopback import LoopbackListener
+    from .store import connections as repo
+
+    user = "cli:" + secrets.token_urlsafe(12)  # this run's identity: only this listener can finish its state
+    with LoopbackListener(args.port) as listener:
+        result = start_connect(plugin.id, body, store, user_id=user, redirect_uri=listener.redirect_uri)
+        url = result["authorize_url"]
+        print(f"Open this URL in a browser to connect {plugin.name} (waiting up to {args.timeout:g} s for the "
+              f"redirect to {listener.redirect_uri}):\n{url}", file=sys.stderr, flush=True)
+        if args.open and not webbrowser.open(url):
+            print("(could not start a browser: open the URL yourself)", file=sys.stderr, flush=True)
+        outcome = listener.wait(lambda query: finish_callback(plugin.id, query, store, user_id=user),
+                                timeout=args.timeout)
+    error = outcome.get("error")
+    if error or not outcome.get("connection"):
+        reason = _FAILED.get(str(error), f"the provider answered error={error}")
+        raise ConnectFailed(f"connecting {plugin.id} failed: {reason}; nothing was saved", field="code")
+    row = repo.get_connection(store, outcome["connection"])
+    _out(args, {"connection_id": row.id, "account_label": row.account_label}, row.id)
     return 0
 
 
@@ -328,6 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an auth field")
     sp.add_argument("--project")
     sp.add_argument("--reconnect", metavar="CONNECTION")
+    sp.add_argument("--open", action="store_true", help="oauth2: also open the authorize URL in a browser")
+    sp.add_argument("--port", type=int, default=0,
+                    help="oauth2: loopback port for the redirect http://127.0.0.1:PORT/callback (default: a free one)")
+    sp.add_argument("--timeout", type=_positive, default=300, metavar="SECONDS",
+                    help="oauth2: how long to wait for the redirect (default 300)")
+    sp.add_argument("--no-listen", action="store_true",
+                    help="oauth2: print a URL finished by the server's public callback instead")
+    sp.add_argument("--user", default="admin",
+                    help="with --no-listen (and github_app): the web user who opens the URL (default admin, "
+                         "the identity of hissuno serve's admin token; under Airflow, your Airflow user name)")
     sp = add("projects", cmd_projects, "list projects (connections and data belong to one)")
     sp.add_argument("--add", metavar="NAME", help="create a project and print its id")
     sp = add("connections", cmd_connections, "list connections")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 from importlib.metadata import EntryPoint
@@ -70,8 +71,45 @@ def test_load_filter_and_unknown(monkeypatch):
     assert registry.get_plugin("sample").id == "sample"
 
 
-def test_available_excludes_coming_soon():
-    assert all(not p.coming_soon for p in registry.list_available_plugins())
+SOON_SRC = """
+from hissuno_airflow.kit import define_plugin, Icon, ApiKeyAuth, AuthResult, Field, Stream
+plugin = define_plugin(id="soonplug", name="Soon", description="d", category="issues", icon=Icon(),
+                       coming_soon=True,
+                       auth=ApiKeyAuth(fields=(Field(id="key", label="Key"),),
+                                       test=lambda c, x: AuthResult(external_account_id="a", account_label="A")),
+                       streams={"items": Stream(kind="issues", label="Items", sync=lambda ctx: None)})
+"""
+
+
+def test_a_coming_soon_plugin_is_listed_but_not_available_nor_connectable(entry_points, monkeypatch, capsys):
+    from hissuno_airflow import cli
+    from hissuno_airflow.runtime.connect import ComingSoon, start_connect
+    from hissuno_airflow.web.catalog import plugin_entry
+
+    entry_points("soonplug", "soon_plugin_mod", SOON_SRC)
+    entry_points("extplug", "ext_plugin_mod", PLUGIN_SRC.format(pid="extplug"))
+    soon = registry.get_plugin("soonplug")
+    assert soon.coming_soon
+    assert "soonplug" in [p.id for p in registry.list_plugins()]
+    available = [p.id for p in registry.list_available_plugins()]
+    assert "soonplug" not in available and "extplug" in available and "sample" in available
+    # The catalog (the marketplace's cards, ``hissuno plugins``) shows it, marked coming soon.
+    assert plugin_entry(soon)["coming_soon"] is True and plugin_entry(registry.get_plugin("extplug"))["coming_soon"] is False
+    assert cli.main(["plugins", "--json"]) == 0
+    listed = {p["id"]: p for p in json.loads(capsys.readouterr().out)}
+    assert listed["soonplug"]["coming_soon"] is True and listed["extplug"]["coming_soon"] is False
+    # Connecting it is refused before anything is written (the store is never reached).
+    with pytest.raises(ComingSoon, match="'soonplug' is coming soon") as ei:
+        start_connect("soonplug", {"credentials": {"key": "k"}}, None, user_id="u",  # type: ignore[arg-type]
+                      redirect_uri="http://127.0.0.1/cb")
+    assert ei.value.http_status == 409
+
+    def no_store():
+        raise AssertionError("connect reached the store")
+
+    monkeypatch.setattr(cli, "_store", no_store)
+    assert cli.main(["connect", "soonplug", "--set", "key=k"]) == 2
+    assert "error: plugin 'soonplug' is coming soon: it cannot be connected yet" in capsys.readouterr().err
 
 
 def test_a_builtin_is_its_folder_and_nothing_else(monkeypatch):

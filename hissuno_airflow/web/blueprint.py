@@ -195,9 +195,9 @@ def plugin_summary(plugin_id: str) -> Any:
 @bp.post("/api/plugins/<plugin_id>/connect")
 def connect(plugin_id: str) -> Any:
     """Start (or, for api_key, complete) a connection."""
-    from ..runtime.connect import connect_custom, start_connect
+    from ..runtime.connect import connect_custom, connectable_plugin, start_connect
 
-    plugin = registry.get_plugin(plugin_id)
+    plugin = connectable_plugin(plugin_id)
     user = current_user() or ""
     if plugin.auth.type == "custom":
         # The plugin owns the request: it gets the untouched body (the original consumed it first).

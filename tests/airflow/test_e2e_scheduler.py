@@ -192,6 +192,9 @@ def test_scheduled_runs_then_backfill_window(store, tmp_path, database_url):
         assert [r[1] for r in runs] == ["success", "success"], runs
         lo, hi = _parse_ts(runs[0][2]), _parse_ts(runs[-1][3])
         assert (lo, hi) == (start, start + timedelta(hours=2))
+        # Right after the backfill, before anything else syncs: the live cursor has not moved. (The
+        # sync-now below rewrites it, so checking only at the end would let a backfill that moved it pass.)
+        assert repo.get_stream(store, conn_id, "sessions").last_sync_at == cursor_before_backfill
 
         # Sync-now from the integrations page: queued as a DAG run (not run inside the API server),
         # followed over SSE through the run row the worker writes.

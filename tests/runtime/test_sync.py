@@ -71,18 +71,41 @@ def test_first_sync_then_nothing_then_exactly_the_touched_records(store, sample_
     assert r3.cursor_after > r2.cursor_after
 
 
-def test_a_failing_run_keeps_the_cursor_and_the_next_run_recovers(store, sample_connection):
+def _outage_after(monkeypatch, n):
+    """The sample provider goes down after ``n`` conversations were ingested: a failure mid-run, with
+    records already written (``fail_after`` fails while listing, before anything is ingested)."""
+    from hissuno_airflow.kit import ProviderUnavailable
+    from hissuno_airflow.plugins.sample import plugin as sample_plugin
+
+    real, seen = sample_plugin._customer, [0]
+
+    def customer(ctx, person, updated_at):
+        seen[0] += 1
+        if seen[0] > n:
+            raise ProviderUnavailable("sample GET /conversations/next: 503 Service Unavailable", provider="sample",
+                                      status=503)
+        real(ctx, person, updated_at)
+
+    monkeypatch.setattr(sample_plugin, "_customer", customer)
+
+
+def test_a_failing_run_keeps_the_cursor_and_the_next_run_recovers(store, sample_connection, monkeypatch):
     cid = sample_connection.id
     enable_stream(store, cid, "sessions", filters={"size": 30})
     assert run_stream_sync(cid, "sessions", store=store).status == "success"
     cursor = _stream(store, cid).last_sync_at
     data.touch(sample_connection.external_account_id, [f"conv-{i}" for i in range(10)])
-    enable_stream(store, cid, "sessions", filters={"size": 30, "fail_after": 4})
-    failed = run_stream_sync(cid, "sessions", store=store)
+    with monkeypatch.context() as m:
+        _outage_after(m, 4)
+        failed = run_stream_sync(cid, "sessions", store=store)
     assert failed.status == "error" and "503" in failed.error and failed.retriable
+    # Newer records were ingested before the outage, and they stay; the cursor does not move past them.
+    assert failed.counts["synced"] >= 3, failed.counts
+    with store.connection() as c:
+        assert c.execute("SELECT count(*) n FROM sessions WHERE custom_fields->>'sample_revision' = '1'"
+                         ).fetchone()["n"] == failed.counts["synced"]
     assert _stream(store, cid).last_sync_at == cursor
     assert _stream(store, cid).last_sync_status == "error"
-    enable_stream(store, cid, "sessions", filters={"size": 30})
     ok = run_stream_sync(cid, "sessions", store=store)
     assert ok.status == "success"
     with store.connection() as c:
@@ -95,15 +118,14 @@ def test_cancellation_stops_the_run_without_moving_the_cursor(store, sample_conn
     cid = sample_connection.id
     enable_stream(store, cid, "sessions", filters={"size": 50})
     sig = CancelSignal()
-    seen = []
 
     def on_progress(ev, counts):
-        seen.append(ev.type)
-        if counts["found"] == 5:
+        if counts["synced"] == 5:  # cancelled after records were ingested, not while listing
             sig.cancel("user asked")
 
     r = run_stream_sync(cid, "sessions", store=store, signal=sig, on_progress=on_progress)
     assert r.status == "cancelled" and r.error == "user asked"
+    assert r.counts["synced"] >= 5 and _n(store, "SELECT count(*) n FROM sessions") >= 5
     assert _stream(store, cid).last_sync_at is None
     assert _stream(store, cid).last_sync_status == "cancelled"
 

@@ -131,6 +131,30 @@ def test_semantic_search_finds_the_right_session_among_many(store, sample_connec
     assert hits[0][1] > hits[1][1]
 
 
+def test_semantic_edges_link_an_issue_to_the_session_about_it_and_not_to_an_unrelated_one(store, sample_connection):
+    # The default local embedder hashes words and bigrams, so "the same problem" here shares words.
+    ing = _ingest(store, sample_connection.id)
+    session = ing.session(SessionRecord(
+        external_id="csv", source="sample", name="CSV export of the dashboard fails",
+        messages=[{"sender_type": "user", "content": "Exporting our dashboard to CSV fails with a 500 error"},
+                  {"sender_type": "human_agent", "content": "Thanks, we are looking into it."}]))
+    ing.close()
+    issues = _ingest(store, sample_connection.id, stream="issues")
+    same = issues.issue(external_id="i-csv", name="Dashboard CSV export fails",
+                        description="Exporting a dashboard to CSV fails with a 500 error for some customers")
+    other = issues.issue(external_id="i-dark", name="Add a dark mode theme",
+                         description="Users would like a dark colour scheme in the mobile app settings")
+    issues.close()
+    with store.connection() as c:
+        edges = c.execute("SELECT source_type, source_id::text AS s, target_type, target_id::text AS t, similarity"
+                          " FROM entity_relationships WHERE strategy = 'semantic'").fetchall()
+    pairs = {frozenset({(e["source_type"], e["s"]), (e["target_type"], e["t"])}): e["similarity"] for e in edges}
+    linked = frozenset({("session", session.id), ("issue", same.id)})
+    assert linked in pairs, edges
+    assert pairs[linked] >= 0.6
+    assert not any(("issue", other.id) in pair for pair in pairs), edges
+
+
 def test_knowledge_is_chunked_and_embedded_and_rechunked_on_change(store, sample_connection):
     body = "# Guide\n\n" + "\n\n".join(f"## Part {k}\n\n" + (f"Words about part {k}. ") * 40 for k in range(4))
     ing = _ingest(store, sample_connection.id, stream="knowledge")

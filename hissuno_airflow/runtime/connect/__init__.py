@@ -20,6 +20,7 @@ from typing import Any
 from ... import registry, settings
 from ...kit.auth import ApiKeyAuth, GitHubAppAuth, OAuth2Auth
 from ...kit.context import Request
+from ...kit.define import PluginDef
 from ...kit.errors import ConflictError, ConnectFailed, InputError, NotConfigured
 from ...store.db import Store
 from ...store.projects import get_project
@@ -37,10 +38,25 @@ from .oauth2 import start_oauth
 from .state import StateError, consume_state, issue_state, read_state
 
 __all__ = [
-    "AuthServices", "ConflictError", "ConnectFailed", "NotConfigured", "StateError", "connect_api_key",
-    "connect_custom", "consume_state", "disconnect", "finish_callback", "issue_state", "read_state", "reconnect_target",
+    "AuthServices", "ComingSoon", "ConflictError", "ConnectFailed", "NotConfigured", "StateError", "connect_api_key",
+    "connect_custom", "connectable_plugin", "consume_state", "disconnect", "finish_callback", "issue_state", "read_state", "reconnect_target",
     "save_auth_result", "start_connect", "start_github_app", "start_oauth",
 ]
+
+
+class ComingSoon(InputError):
+    """The plugin is listed as coming soon: it cannot be connected yet."""
+
+    code = "coming_soon"
+    http_status = 409
+
+
+def connectable_plugin(plugin_id: str) -> PluginDef:
+    """The plugin ``plugin_id`` if a connection may be started for it (not ``coming_soon``)."""
+    plugin = registry.get_plugin(plugin_id)
+    if plugin.coming_soon:
+        raise ComingSoon(f"plugin {plugin.id!r} is coming soon: it cannot be connected yet", field="plugin_id")
+    return plugin
 
 
 def start_connect(
@@ -48,7 +64,7 @@ def start_connect(
     request: Request | None = None,
 ) -> Any:
     """Dispatch ``POST .../connect`` by auth type."""
-    plugin = registry.get_plugin(plugin_id)
+    plugin = connectable_plugin(plugin_id)
     project_id = get_project(store, body.get("project_id") or body.get("projectId") or settings.default_project_id()).id
     reconnect = body.get("connection_id") or body.get("connectionId")
     if reconnect is not None and not isinstance(reconnect, str):
