@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
-from hissuno_airflow.credentials import load_credentials
+from hissuno_airflow.runtime.credentials import load_credentials
 
 from hissuno_airflow import cli
 from hissuno_airflow.store import connections as repo

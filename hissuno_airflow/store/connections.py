@@ -15,7 +15,7 @@ from .db import Db, use
 
 @dataclass(frozen=True)
 class ConnectionRow:
-    """A connected provider account (credentials live elsewhere: see ``hissuno_airflow.credentials``)."""
+    """A connected provider account (credentials live elsewhere: see ``hissuno_airflow.runtime.credentials``)."""
 
     id: str
     project_id: str
