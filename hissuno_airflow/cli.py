@@ -97,15 +97,19 @@ def cmd_db_stop(args: argparse.Namespace) -> int:
 
 def cmd_connect(args: argparse.Namespace) -> int:
     from . import settings
-    from .runtime.connect import start_connect
+    from .runtime.connect import AccountExists, start_connect
 
     store = _store()
     base = os.environ.get("HISSUNO_PUBLIC_URL", "http://127.0.0.1:8080/hissuno").rstrip("/")
     body = {"credentials": _kv(args.set), "project_id": args.project or settings.default_project_id()}
-    if args.reconnect:
-        body["connection_id"] = args.reconnect
-    result = start_connect(args.plugin, body, store, user_id="cli",
-                           redirect_uri=f"{base}/api/plugins/oauth/{args.plugin}/callback")
+    if args.update:
+        body["connection_id"] = args.update
+    try:
+        result = start_connect(args.plugin, body, store, user_id="cli",
+                               redirect_uri=f"{base}/api/plugins/oauth/{args.plugin}/callback")
+    except AccountExists as exc:
+        print(f"error: {exc} (run again with --update {exc.connection['id']})", file=sys.stderr)
+        return 2
     if "authorize_url" in result:
         _out(args, {"authorize_url": result["authorize_url"]},
              f"Open this URL to finish connecting:\n{result['authorize_url']}")
@@ -321,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("plugin")
     sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an auth field")
     sp.add_argument("--project")
-    sp.add_argument("--reconnect", metavar="CONNECTION")
+    sp.add_argument("--update", "--reconnect", dest="update", metavar="CONNECTION",
+                    help="update this connection (required when the account is connected already)")
     sp = add("projects", cmd_projects, "list projects (connections and data belong to one)")
     sp.add_argument("--add", metavar="NAME", help="create a project and print its id")
     sp = add("connections", cmd_connections, "list connections")

@@ -42,8 +42,13 @@ def test_connect_enable_sync_then_nothing_then_exactly_k(cli, store):
     conn = json.loads(cli("connect", "sample", "--set", "workspace=clitest", "--set",
                           "epoch=2026-02-01T00:00:00+00:00", "--set", "every_seconds=900", "--json").stdout)
     cid = conn["connection_id"]
+    again = cli("connect", "sample", "--set", "workspace=clitest", "--set", "every_seconds=60", ok=False)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert f"already connected as {cid!r} (Sample workspace clitest)" in again.stderr
+    assert f"--update {cid}" in again.stderr
     again = json.loads(cli("connect", "sample", "--set", "workspace=clitest", "--set",
-                           "epoch=2026-02-01T00:00:00+00:00", "--set", "every_seconds=900", "--json").stdout)
+                           "epoch=2026-02-01T00:00:00+00:00", "--set", "every_seconds=900", "--update", cid,
+                           "--json").stdout)
     assert again["connection_id"] == cid and again["created"] is False
     listed = json.loads(cli("connections", "--json").stdout)
     assert [c["id"] for c in listed] == [cid] and listed[0]["account_label"] == "Sample workspace clitest"

@@ -199,7 +199,8 @@ def connect(plugin_id: str) -> Any:
     if plugin.auth.type == "custom":
         # The plugin owns the request: it gets the untouched body (the original consumed it first).
         project = get_project(store(), request.args.get("project_id") or settings.default_project_id()).id
-        answer, _ = connect_custom(plugin, store(), _kit_request(), project_id=project, user_id=user)
+        answer, _ = connect_custom(plugin, store(), _kit_request(), project_id=project, user_id=user,
+                                   reconnect_id=request.args.get("connection_id") or None)
         return _render(answer)
     body = _json_body()
     result = start_connect(plugin.id, body, store(), user_id=user,

@@ -143,3 +143,44 @@ def test_a_plugin_page_replaces_the_generic_dialog(web: Web) -> None:
             assert page.url == f"{web.url}/api/plugins/webapp/setup"
         finally:
             browser.close()
+
+
+def test_connecting_a_connected_account_offers_to_update_it(web: Web, store: Any) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from hissuno_airflow.credentials import load_credentials
+
+    first = web.client.post("/api/plugins/sample/connect", json={"credentials": {"workspace": "demo"}}).json()
+    cid = first["connection_id"]
+    creds = load_credentials(store, repo.get_connection(store, cid))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{web.url}/?token={ADMIN_TOKEN}")
+            # An empty workspace field means the demo workspace, which is connected: nothing is overwritten.
+            page.locator('.card[data-plugin="sample"]').get_by_role("button").click()
+            dialog = page.locator("#config-dialog")
+            dialog.locator('input[name="every_seconds"]').fill("30")
+            dialog.get_by_role("button", name="Connect").click()
+            expect(page.locator("#config-error")).to_contain_text(f"Sample workspace demo is already connected ({cid})")
+            assert load_credentials(store, repo.get_connection(store, cid)) == creds
+            assert count(store, "integration_connections") == 1
+            # Updating it is the explicit second step.
+            dialog.get_by_role("button", name="Update Sample workspace demo").click()
+            expect(dialog).to_be_hidden()
+            expect(page.locator("#toast")).to_contain_text("Updated Sample workspace demo")
+            assert load_credentials(store, repo.get_connection(store, cid))["every_seconds"] == 30
+            # The return leg of a redirect flow that found the account connected offers the same.
+            page.goto(f"{web.url}/?plugin=sample&error=account_exists&existing={cid}")
+            toast = page.locator("#toast")
+            expect(toast).to_contain_text(f"Sample workspace demo is already connected ({cid})")
+            toast.get_by_role("button", name="Update Sample workspace demo").click()
+            expect(dialog).to_be_visible()
+            assert not errors, errors
+        finally:
+            browser.close()
+    assert count(store, "integration_connections") == 1
+

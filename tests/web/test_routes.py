@@ -37,6 +37,16 @@ def test_github_app_install_and_return(web: Web, monkeypatch: pytest.MonkeyPatch
     row = repo.get_connection(web.store, back["connection"][0])
     assert row.external_account_id == "inst-4242"
     assert load_credentials(web.store, row) == {"installation_id": 4242, "app": "webapp"}
+    # The same installation again, as a new connection: refused, naming the existing one.
+    state = parse_qs(urlsplit(web.client.post("/api/plugins/webapp/connect", json={}).json()["authorize_url"]).query)["state"][0]
+    again = _back(web, f"{cb}?installation_id=4242&setup_action=update&state={state}")
+    assert again.get("error") == ["account_exists"] and again.get("existing") == [row.id], again
+    # Naming the connection (carried in the signed state) updates it.
+    start = web.client.post("/api/plugins/webapp/connect", json={"connection_id": row.id}).json()
+    state = parse_qs(urlsplit(start["authorize_url"]).query)["state"][0]
+    back = _back(web, f"{cb}?installation_id=4242&setup_action=update&state={state}")
+    assert back.get("connected") == ["1"] and back["connection"] == [row.id], back
+    assert count(web.store, "integration_connections") == 1
 
 
 def test_custom_connect_reads_body_and_has_a_return_leg(web: Web) -> None:
@@ -57,10 +67,38 @@ def test_custom_connect_reads_body_and_has_a_return_leg(web: Web) -> None:
     state = parse_qs(urlsplit(start["authorize_url"]).query)["state"][0]
     back = _back(web, f"{web.url}/api/plugins/webcustom/connect/callback?state={state}&code=c0de")
     assert back.get("connected") == ["1"]
+    blue = back["connection"][0]
+    # The same account again, without naming the connection: 409 naming it; the stored code stays.
+    start = web.client.post("/api/plugins/webcustom/connect", json={"workspace": "blue"}).json()
+    state2 = parse_qs(urlsplit(start["authorize_url"]).query)["state"][0]
+    r = httpx.get(f"{web.url}/api/plugins/webcustom/connect/callback?state={state2}&code=other",
+                  cookies={"hissuno_token": ADMIN_TOKEN}, follow_redirects=False)
+    assert r.status_code == 409 and r.json()["error"] == "account_exists" and blue in r.json()["message"]
+    assert load_credentials(web.store, repo.get_connection(web.store, blue)) == {"code": "c0de"}
+    # Started with ?connection_id= (the intent rides in the plugin's signed state), the return leg updates it.
+    start = web.client.post("/api/plugins/webcustom/connect", params={"connection_id": blue},
+                            json={"workspace": "blue"}).json()
+    state3 = parse_qs(urlsplit(start["authorize_url"]).query)["state"][0]
+    assert _back(web, f"{web.url}/api/plugins/webcustom/connect/callback?state={state3}&code=c0de2")["connection"] == [blue]
+    assert load_credentials(web.store, repo.get_connection(web.store, blue)) == {"code": "c0de2"}
+    assert count(web.store, "integration_connections") == 1
     # Replaying the return leg is refused.
-    r = httpx.get(f"{web.url}/api/plugins/webcustom/connect/callback?state={state}&code=c0de",
+    r = httpx.get(f"{web.url}/api/plugins/webcustom/connect/callback?state={state3}&code=c0de2",
                   follow_redirects=False)
     assert r.status_code == 400 and r.json()["field"] == "state"
+
+
+def test_custom_direct_save_of_a_connected_account_needs_the_connection_named(web: Web) -> None:
+    first = web.client.post("/api/plugins/webcustom/connect", json={"token": "abcd-1111"})
+    cid = first.json()["connection_id"]
+    again = web.client.post("/api/plugins/webcustom/connect", json={"token": "abcd-2222"})
+    assert again.status_code == 409 and again.json()["connection"] == {"id": cid, "account_label": "Direct token"}
+    assert load_credentials(web.store, repo.get_connection(web.store, cid)) == {"token": "abcd-1111"}
+    upd = web.client.post("/api/plugins/webcustom/connect", params={"connection_id": cid}, json={"token": "abcd-2222"})
+    assert upd.status_code == 200 and upd.json()["connection_id"] == cid and upd.json()["created"] is False
+    assert load_credentials(web.store, repo.get_connection(web.store, cid)) == {"token": "abcd-2222"}
+    assert web.client.post("/api/plugins/webcustom/connect", params={"connection_id": "webcustom_nope"},
+                           json={"token": "abcd-2222"}).status_code == 404
 
 
 def test_custom_handlers_plugin_and_connection_level(web: Web) -> None:

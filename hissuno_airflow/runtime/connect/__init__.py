@@ -24,6 +24,7 @@ from ...kit.errors import InputError
 from ...store.db import Store
 from ...store.projects import get_project
 from .accounts import (
+    AccountExists,
     AuthServices,
     ConflictError,
     ConnectFailed,
@@ -40,7 +41,7 @@ from .oauth2 import start_oauth
 from .state import StateError, consume_state, issue_state, read_state
 
 __all__ = [
-    "AuthServices", "ConflictError", "ConnectFailed", "NotConfigured", "StateError", "connect_api_key",
+    "AccountExists", "AuthServices", "ConflictError", "ConnectFailed", "NotConfigured", "StateError", "connect_api_key",
     "connect_custom", "consume_state", "disconnect", "finish_callback", "issue_state", "read_state", "reconnect_target",
     "save_auth_result", "start_connect", "start_github_app", "start_oauth",
 ]
@@ -66,5 +67,5 @@ def start_connect(
     if isinstance(auth, GitHubAppAuth):
         return start_github_app(plugin, store, project_id=project_id, user_id=user_id, reconnect_id=reconnect)
     assert request is not None
-    answer, _ = connect_custom(plugin, store, request, project_id=project_id, user_id=user_id)
+    answer, _ = connect_custom(plugin, store, request, project_id=project_id, user_id=user_id, reconnect_id=reconnect)
     return answer

@@ -31,6 +31,23 @@ class ConflictError(InputError):
     http_status = 409
 
 
+class AccountExists(ConflictError):
+    """The provider account is connected already and the request did not name that connection.
+
+    Reconnecting is explicit: the request names the connection to update (``connection_id``; for the
+    redirect flows it travels in the signed state), so an empty or mistyped form field never silently
+    rewrites an existing connection's credentials and settings.
+    """
+
+    code = "account_exists"
+
+    def __init__(self, plugin: PluginDef, existing: ConnectionRow) -> None:
+        self.connection = {"id": existing.id, "account_label": existing.account_label}
+        msg = (f"connection_id: this {plugin.name} account is already connected as {existing.id!r} "
+               f"({existing.account_label}); name that connection to update it")
+        super().__init__(msg, field="connection_id")
+
+
 class NotConfigured(HissunoError):
     """An app-level setting the flow needs (client id, app slug) is missing on the server."""
 
@@ -57,8 +74,12 @@ def save_auth_result(
 ) -> tuple[ConnectionRow, bool]:
     """Upsert the connection and store its credentials; returns (row, created).
 
+    Without ``reconnect_id`` only a new connection is made: an account that is connected already is
+    refused (``AccountExists``) and nothing is written.
+
     Raises:
         NotFoundError: the reconnect target is not a connection of this project and plugin.
+        AccountExists: no ``reconnect_id`` and the account is connected already (409, names it).
         ConflictError: the reconnect changed provider account, or ``multi_instance=False`` is violated.
     """
     res = as_auth_result(result, plugin)
@@ -68,6 +89,11 @@ def save_auth_result(
             msg = (f"connection_id: the provider account changed (connected {target.account_label!r}); "
                    "connect it as a new connection instead")
             raise ConflictError(msg, field="connection_id")
+    else:
+        existing = repo.find_connection(store, project_id=project_id, plugin_id=plugin.id,
+                                        external_account_id=res.external_account_id)
+        if existing is not None:
+            raise AccountExists(plugin, existing)
     if not plugin.multi_instance:
         others = [c for c in repo.list_connections(store, project_id=project_id, plugin_id=plugin.id)
                   if c.external_account_id != res.external_account_id]
@@ -75,10 +101,19 @@ def save_auth_result(
             msg = (f"plugin {plugin.id!r} allows one connection per project; "
                    f"disconnect {others[0].account_label!r} first")
             raise ConflictError(msg, field="plugin_id")
-    row, created = repo.upsert_connection(
-        store, project_id=project_id, plugin_id=plugin.id, external_account_id=res.external_account_id,
-        account_label=res.account_label, settings=res.settings, credentials_backend=configured_backend(),
-    )
+    account = {"project_id": project_id, "plugin_id": plugin.id, "external_account_id": res.external_account_id}
+    backend = configured_backend()
+    if reconnect_id:
+        row, created = repo.upsert_connection(store, **account, account_label=res.account_label,
+                                              settings=res.settings, credentials_backend=backend)
+    else:
+        new = repo.insert_connection(store, **account, account_label=res.account_label, settings=res.settings,
+                                     credentials_backend=backend)
+        if new is None:  # a concurrent request connected the same account since the check above
+            raced = repo.find_connection(store, **account)
+            raise AccountExists(plugin, raced) if raced else ConflictError("connection_id: try again",
+                                                                           field="connection_id")
+        row, created = new, True
     try:
         credential_store(store, row.credentials_backend).save(row, dict(res.credentials))
     except Exception as exc:
@@ -99,6 +134,8 @@ class AuthServices:
     user_id: str
     secrets: list[str] = field(default_factory=list)
     saved: list[str] = field(default_factory=list)
+    reconnect_id: str | None = None
+    """The connection the user asked to update (the request named it, or a verified state carried it)."""
 
     def http_client(self, base: str = "API", **kwargs: Any) -> Any:
         from ..logging import PluginLogger
@@ -110,7 +147,7 @@ class AuthServices:
         return resolve_base(self.plugin, name)
 
     def save_connection(self, result: Any) -> str:
-        row, _ = save_auth_result(self.store, self.plugin, self.project_id, result)
+        row, _ = save_auth_result(self.store, self.plugin, self.project_id, result, reconnect_id=self.reconnect_id)
         self.saved.append(row.id)
         return row.id
 
@@ -131,7 +168,7 @@ class AuthServices:
 
     def sign_state(self, data: Mapping[str, Any]) -> str:
         return issue_state(self.store, {"k": "custom", "p": self.plugin.id, "prj": self.project_id,
-                                        "u": self.user_id, "d": dict(data)})
+                                        "u": self.user_id, "c": self.reconnect_id, "d": dict(data)})
 
     def verify_state(self, token: str) -> dict[str, Any]:
         data = consume_state(self.store, token)
@@ -140,6 +177,7 @@ class AuthServices:
         if data.get("u") and self.user_id and data["u"] != self.user_id:
             raise StateError("user_mismatch")
         self.project_id = data.get("prj") or self.project_id
+        self.reconnect_id = data.get("c") or self.reconnect_id
         return dict(data.get("d") or {})
 
 
@@ -147,7 +185,7 @@ def auth_ctx(plugin: PluginDef, store: Store, project_id: str, user_id: str, con
          secrets_: list[str] | None = None) -> AuthCtx:
     from ..logging import PluginLogger
 
-    svc = AuthServices(plugin, store, project_id, user_id, list(secrets_ or []))
+    svc = AuthServices(plugin, store, project_id, user_id, list(secrets_ or []), reconnect_id=connection_id)
     return AuthCtx(plugin_id=plugin.id, project_id=project_id, services=svc, connection_id=connection_id,
                    logger=PluginLogger(f"{plugin.id}:connect", svc.secrets))
 
