@@ -174,6 +174,22 @@ def test_stream_rows_are_validated(web: Web) -> None:
     assert web.client.delete(base).json()["field"] == "stream_id"
 
 
+def test_unknown_filter_and_settings_keys_are_400_naming_them(web: Web) -> None:
+    cid = _sample(web)
+    base = f"/api/plugins/sample/{cid}/streams"
+    cases = [
+        ({"stream_key": "sessions", "filters": {"size": 5, "bogus": 1}}, "filters.bogus", "expected fail_after, from_date, size"),
+        ({"stream_key": "knowledge", "instance_id": "help-center", "settings": {"orign": "x"}}, "settings.orign",
+         "expected origin"),
+        ({"stream_key": "sessions", "settings": {"x": 1}}, "settings.x", "stream 'sessions' takes no settings"),
+    ]
+    for body, field, expected in cases:
+        r = web.client.post(base, json=body)
+        assert r.status_code == 400, (body, r.text)
+        assert r.json()["field"] == field and f"{field}: unknown field; {expected}" in r.json()["message"], r.text
+    assert count(web.store, "integration_streams") == 0
+
+
 def test_sync_sse_framing(web: Web) -> None:
     cid = _sample(web)
     web.client.post(f"/api/plugins/sample/{cid}/streams", json={"stream_key": "issues", "filters": {"size": 12}})
