@@ -56,6 +56,33 @@ def enable_stream(
     )
 
 
+class StreamNotEnabled(InputError):
+    """A manual sync of a stream whose row exists but is disabled (enable it first)."""
+
+    code = "stream_not_enabled"
+    http_status = 409
+
+
+def enabled_stream(store: Store, connection_id: str, stream_id: str) -> StreamRow:
+    """The row of a stream a manual sync may run: it must exist and be enabled.
+
+    Sync now runs what the user enabled; it neither enables a stream nor runs a disabled one once.
+    Under Airflow a manual sync is a run of the stream's DAG, and a disabled stream has no DAG.
+
+    Raises:
+        NotFoundError: (404) the stream has no row on this connection.
+        StreamNotEnabled: (409) the row exists but is disabled.
+    """
+    msg = f"stream_id: stream {stream_id!r} is not enabled on connection {connection_id!r}; enable it first, then sync"
+    try:
+        row = repo.get_stream(store, connection_id, stream_id)
+    except NotFoundError:
+        raise NotFoundError(msg, field="stream_id") from None
+    if not row.enabled:
+        raise StreamNotEnabled(msg, field="stream_id")
+    return row
+
+
 def _check_new_instance(store: Store, connection_id: str, key: str, instance: str) -> None:
     """A new instance must be one the plugin lists for this connection (a typo would fail every run).
     Rows that exist are left alone, so a stream can still be configured while its provider is down."""

@@ -454,7 +454,12 @@ def events_process(plugin_id: str, connection_id: str) -> Any:
 
 @bp.get("/api/plugins/<plugin_id>/<connection_id>/sync")
 def sync(plugin_id: str, connection_id: str) -> Any:
-    """Run one stream now and stream its progress as Server-Sent Events (reference 2.9)."""
+    """Run one enabled stream now and stream its progress as Server-Sent Events (reference 2.9).
+
+    A stream that is not enabled is refused before any event (404 without a row, 409 when disabled);
+    nothing is written.
+    """
+    from ..runtime.streams import enabled_stream
     from .sse import airflow_sync_events, sync_events
 
     plugin = registry.get_plugin(plugin_id)
@@ -462,7 +467,7 @@ def sync(plugin_id: str, connection_id: str) -> Any:
     sid = request.args.get("stream_id") or request.args.get("streamId")
     if not sid:
         raise InputError("stream_id: required", field="stream_id")
-    repo.get_stream(store(), conn.id, sid)
+    enabled_stream(store(), conn.id, sid)
     mode = "full" if request.args.get("mode") == "full" else "incremental"
     if current_app.config.get("HISSUNO_MODE") == "airflow":
         # Under Airflow the run is a DAG run (worker, XCom cursor, pools); the page follows its run row.

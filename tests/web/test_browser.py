@@ -184,3 +184,50 @@ def test_connecting_a_connected_account_offers_to_update_it(web: Web, store: Any
             browser.close()
     assert count(store, "integration_connections") == 1
 
+
+def test_sync_now_of_a_stream_that_is_not_enabled_says_so_without_saving(store: Any) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from hissuno_airflow.web.app import create_app
+    from hissuno_airflow.web.serve import Server
+    from tests.fixtures.web import register_test_plugins
+
+    register_test_plugins()
+    # The page as Airflow serves it (DAG links shown); the API server's login is stood in for.
+    server = Server(create_app(authenticate=lambda req: "tester", mode="airflow", store=store,
+                               url_prefix="/hissuno", airflow_base="/airflow")).start()
+    try:
+        import httpx
+
+        api = httpx.Client(base_url=server.url, timeout=30)
+        cid = api.post("/api/plugins/sample/connect", json={"credentials": {"workspace": "w1"}}).json()["connection_id"]
+        api.post(f"/api/plugins/sample/{cid}/streams", json={"stream_key": "issues", "enabled": False})
+        api.post(f"/api/plugins/sample/{cid}/streams", json={"stream_key": "sessions", "enabled": True})
+        before = repo.get_stream(store, cid, "issues")
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            try:
+                page = browser.new_page()
+                errors: list[str] = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.goto(f"{server.url}/")
+                issues = page.locator('.stream[data-stream="issues"]')
+                expect(issues.locator(".s-status")).to_contain_text("Disabled")
+                expect(issues.locator(".s-dag")).to_be_hidden()  # no DAG for a disabled stream
+                issues.locator(".s-sync").click()
+                expect(issues.locator(".s-error")).to_contain_text("This stream is not enabled")
+                expect(issues.locator(".progress")).to_be_hidden()
+                contacts = page.locator('.stream[data-stream="contacts"]')  # never saved, not ticked
+                contacts.locator(".s-sync").click()
+                expect(contacts.locator(".s-error")).to_contain_text("This stream is not enabled")
+                sessions = page.locator('.stream[data-stream="sessions"]')
+                expect(sessions.locator(".s-dag")).to_be_visible()
+                expect(sessions.locator(".s-dag")).to_have_attribute("href", f"/airflow/dags/hissuno__{cid}__sessions")
+                assert not errors, errors
+            finally:
+                browser.close()
+        assert repo.get_stream(store, cid, "issues") == before
+        assert sorted(s.stream_id for s in repo.list_streams(store, cid)) == ["issues", "sessions"]
+        assert count(store, "integration_sync_runs") == 0
+    finally:
+        server.stop()

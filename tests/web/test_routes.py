@@ -272,3 +272,30 @@ def test_any_credentials_value_types_are_refused(web: Web) -> None:
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.delenv("WEBAPP_SLUG", raising=False)
     yield
+
+
+@pytest.mark.parametrize("mode", ["airflow", "serve"])
+def test_sync_now_of_a_stream_that_is_not_enabled_is_a_409_and_writes_nothing(store: Any, mode: str) -> None:
+    from hissuno_airflow.web.app import create_app
+    from tests.fixtures.web import register_test_plugins
+
+    register_test_plugins()
+    app = create_app(authenticate=lambda req: "tester", mode=mode, store=store, url_prefix="/hissuno")
+    client = app.test_client()
+    cid = client.post("/hissuno/api/plugins/sample/connect", json={"credentials": {"workspace": "w1"}}).get_json()
+    cid = cid["connection_id"]
+    client.post(f"/hissuno/api/plugins/sample/{cid}/streams", json={"stream_key": "issues", "enabled": False,
+                                                                    "filters": {"size": 3}})
+    before = repo.get_stream(store, cid, "issues")
+    r = client.get(f"/hissuno/api/plugins/sample/{cid}/sync", query_string={"stream_id": "issues"})
+    assert r.status_code == 409 and r.mimetype == "application/json", r.data[:300]
+    body = r.get_json()
+    assert body["error"] == "stream_not_enabled" and body["field"] == "stream_id"
+    assert body["message"] == (f"stream_id: stream 'issues' is not enabled on connection {cid!r}; "
+                               "enable it first, then sync")
+    # A stream with no row at all: the same plain answer, still a 404 (nothing by that id exists).
+    r = client.get(f"/hissuno/api/plugins/sample/{cid}/sync", query_string={"stream_id": "contacts"})
+    assert r.status_code == 404 and "enable it first" in r.get_json()["message"]
+    assert repo.get_stream(store, cid, "issues") == before
+    assert [s.stream_id for s in repo.list_streams(store, cid)] == ["issues"]
+    assert count(store, "integration_sync_runs") == 0

@@ -272,9 +272,12 @@
       }).catch((e) => { instanceSel.replaceChildren(el("option", { value: "", text: e.message })); });
     }
     const dag = $(".s-dag", node);
+    // Only an enabled stream has a DAG in Airflow: no link to a page that does not exist.
     const showDag = (r) => {
-      if (r && r.dag_id && MODE === "airflow") { dag.href = `${AIRFLOW_BASE}/dags/${encodeURIComponent(r.dag_id)}`; dag.hidden = false; }
-      dag.title = r && r.dag_id ? `DAG ${r.dag_id}` : "";
+      const live = !!(r && r.dag_id && r.enabled && MODE === "airflow");
+      if (live) dag.href = `${AIRFLOW_BASE}/dags/${encodeURIComponent(r.dag_id)}`;
+      dag.hidden = !live;
+      dag.title = live ? `DAG ${r.dag_id}` : "";
     };
     showDag(row);
     const errBox = $(".s-error", node);
@@ -304,9 +307,18 @@
       }
     }
 
+    // Sync now runs a saved, enabled stream; it never saves a stream disabled on the way.
+    const NOT_ENABLED = "This stream is not enabled: tick Enabled and Save, then Sync now.";
+    const notEnabled = () => {
+      errBox.textContent = NOT_ENABLED;
+      errBox.hidden = false;
+    };
+
     function sync() {
       const run = async () => {
-        if (!current) await save();
+        errBox.hidden = true;
+        if (!current && $(".s-enabled", node).checked) await save();
+        if (!current || !current.enabled) { notEnabled(); return; }
         const bar = $(".progress", node);
         const meter = $(".bar", node);
         const text = $(".progress-text", node);
@@ -322,8 +334,10 @@
         set(2, "Starting sync…");
         const es = new EventSource(`${API}/plugins/${plugin.id}/${conn.id}/sync?stream_id=${encodeURIComponent(current.stream_id)}`);
         let done = false;
+        let heard = false;
         let pct = 2;
         es.onmessage = async (m) => {
+          heard = true;
           const d = JSON.parse(m.data);
           if (d.type === "complete" || d.type === "error") {
             done = true;
@@ -342,12 +356,25 @@
           const c = d.counts || {};
           set(pct, [d.message, c.found && `${c.found} found`, c.synced && `${c.synced} synced`].filter(Boolean).join(" · ") || d.type);
         };
-        es.onerror = () => {
+        es.onerror = async () => {
           if (done) return;
           es.close();
           bar.dataset.state = "error";
           text.textContent = "Connection to the sync was lost";
           btn.disabled = false;
+          if (heard) return;
+          // Refused before any event (an EventSource cannot read the 4xx body): say why when we can.
+          try {
+            const res = await api(`/plugins/${plugin.id}/${conn.id}/streams`);
+            const fresh = res.streams.find((s) => s.stream_id === current.stream_id);
+            if (!fresh || !fresh.enabled) {
+              bar.hidden = true;
+              if (fresh) current = fresh;
+              setStatus(fresh);
+              showDag(fresh);
+              notEnabled();
+            }
+          } catch (_) { /* keep "lost" */ }
         };
       };
       run().catch(() => {});
