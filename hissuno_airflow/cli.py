@@ -119,25 +119,30 @@ _FAILED = {
     "plugin_mismatch": "the state was issued for another plugin",
     "connect_failed": "the provider refused the code exchange or the plugin refused the account",
     "internal_error": "finishing the connection failed (see the log above)",
+    "account_exists": "the account is connected already; run again with --update <connection> to update it",
 }
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
     from . import settings
-    from .runtime.connect import connectable_plugin, start_connect
+    from .runtime.connect import AccountExists, connectable_plugin, start_connect
 
     plugin = connectable_plugin(args.plugin)
     store = _store()
     body: dict[str, Any] = {"credentials": _kv(args.set), "project_id": args.project or settings.default_project_id()}
-    if args.reconnect:
-        body["connection_id"] = args.reconnect
-    if plugin.auth.type == "oauth2" and not args.no_listen:
-        return _connect_loopback(args, store, plugin, body)
-    # The public callback finishes the flow (a GitHub App install, or ``--no-listen``): the state is
-    # bound to the web user who will open the URL while logged in.
-    base = os.environ.get("HISSUNO_PUBLIC_URL", "http://127.0.0.1:8080/hissuno").rstrip("/")
-    result = start_connect(plugin.id, body, store, user_id=args.user,
-                           redirect_uri=f"{base}/api/plugins/oauth/{plugin.id}/callback")
+    if args.update:
+        body["connection_id"] = args.update
+    try:
+        if plugin.auth.type == "oauth2" and not args.no_listen:
+            return _connect_loopback(args, store, plugin, body)
+        # The public callback finishes the flow (a GitHub App install, or ``--no-listen``): the state is
+        # bound to the web user who will open the URL while logged in.
+        base = os.environ.get("HISSUNO_PUBLIC_URL", "http://127.0.0.1:8080/hissuno").rstrip("/")
+        result = start_connect(plugin.id, body, store, user_id=args.user,
+                               redirect_uri=f"{base}/api/plugins/oauth/{plugin.id}/callback")
+    except AccountExists as exc:
+        print(f"error: {exc} (run again with --update {exc.connection['id']})", file=sys.stderr)
+        return 2
     why = _install_host()
     if why and result.get("connection_id") and os.environ.get("HISSUNO_CREDENTIALS_BACKEND", "auto") == "auto":
         print(f"note: {why}; the credentials are kept encrypted in the hissuno store instead of an Airflow "
@@ -373,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("plugin")
     sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an auth field")
     sp.add_argument("--project")
-    sp.add_argument("--reconnect", metavar="CONNECTION")
+    sp.add_argument("--update", "--reconnect", dest="update", metavar="CONNECTION",
+                    help="update this connection (required when the account is connected already)")
     sp.add_argument("--open", action="store_true", help="oauth2: also open the authorize URL in a browser")
     sp.add_argument("--port", type=int, default=0,
                     help="oauth2: loopback port for the redirect http://127.0.0.1:PORT/callback (default: a free one)")

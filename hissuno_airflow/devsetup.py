@@ -1,57 +1,123 @@
-"""First-run set-up of ``python3 dev.py up``: connect the sample plugin and enable its streams (idempotent)."""
+"""First-run set-up of ``python3 dev.py up``: connect the sample ``demo`` workspace and enable its streams.
+
+Idempotent: set-up touches only what it created, once. The mark ``dev_setup`` in the store (table
+``setup_marks``) records the demo connection it made, the streams it enabled and the first syncs still
+to queue. A restart finds the mark and leaves every connection and stream as the user left them:
+streams the user disabled, re-timed or removed stay so, and a demo connection the user removed is not
+made again. The demo connection is found by its own account (``sample`` workspace ``demo`` in the
+default project), never as "the first sample connection", so a workspace the user added is never
+touched. A store whose demo connection predates the mark is adopted as it is, with nothing changed.
+Wiping the store (``.hissuno``) forgets the mark with everything else, and set-up runs afresh.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import Any
+
 from . import settings
-from .runtime.connect import start_connect
-from .runtime.streams import enable_stream
+from .kit.errors import NotFoundError
 from .store import connections as repo
-from .store.db import get_store
+from .store.db import Store, get_store
+from .store.marks import get_mark, put_mark
+
+MARK = "dev_setup"
+DEMO_WORKSPACE = "demo"
+DEMO_STREAMS = (("sessions", "1h"), ("contacts", "6h"), ("companies", "24h"), ("issues", "1h"),
+                ("knowledge:help-center", "24h"))
 
 
-def main() -> None:
-    """Connect ``sample`` (workspace demo) once, with new records every 10 minutes, and enable streams."""
-    from .airflow_host import install
+def demo_connection(store: Store) -> repo.ConnectionRow | None:
+    """The sample connection of the ``demo`` workspace in the default project, if it exists."""
+    rows = repo.list_connections(store, project_id=settings.default_project_id(), plugin_id="sample")
+    return next((c for c in rows if c.external_account_id == DEMO_WORKSPACE), None)
 
-    install()  # runs under ``dev.py up``: credentials go to Airflow Connections, pools are made
-    store = get_store()
+
+def _connect_demo(store: Store) -> str:
+    from .runtime.connect import start_connect
+
+    base = settings.base_url("hissuno", "PUBLIC", "http://127.0.0.1:8080/hissuno")
+    result = start_connect("sample", {"credentials": {"workspace": DEMO_WORKSPACE, "every_seconds": "600"}}, store,
+                           user_id="dev", redirect_uri=f"{base}/api/plugins/oauth/sample/callback")
+    return str(result["connection_id"])
+
+
+def main(store: Store | None = None) -> None:
+    """Connect ``sample`` (workspace demo, new records every 10 minutes) and enable its streams, once."""
+    from .runtime.streams import enable_stream
+
+    store = store or get_store()
     store.migrate()
-    existing = repo.list_connections(store, plugin_id="sample")
-    if existing:
-        conn_id = existing[0].id
-    else:
-        base = settings.base_url("hissuno", "PUBLIC", "http://127.0.0.1:8080/hissuno")
-        result = start_connect("sample", {"credentials": {"workspace": "demo", "every_seconds": "600"}}, store,
-                               user_id="dev", redirect_uri=f"{base}/api/plugins/oauth/sample/callback")
-        conn_id = result["connection_id"]
-    for stream_id, freq in (("sessions", "1h"), ("contacts", "6h"), ("companies", "24h"), ("issues", "1h"),
-                            ("knowledge:help-center", "24h")):
-        enable_stream(store, conn_id, stream_id, frequency=freq)
+    mark = get_mark(store, MARK)
+    if mark is None:
+        existing = demo_connection(store)
+        if existing is not None:
+            put_mark(store, MARK, {"done": True, "connection_id": existing.id, "adopted": True, "streams": [],
+                                  "kickoff": []})
+            print(f"sample connection {existing.id} already exists: left as it is")
+            return
+        # Marked before connecting: an interrupted set-up resumes with the connection it made.
+        mark = {"done": False}
+        put_mark(store, MARK, mark)
+    if mark.get("done"):
+        print(f"set-up already done (sample connection {mark.get('connection_id')}): "
+              "connections and streams left as they are")
+        return
+    found = demo_connection(store)
+    conn_id = found.id if found is not None else _connect_demo(store)
+    have = {r.stream_id for r in repo.list_streams(store, conn_id)}
+    made = []
+    for stream_id, freq in DEMO_STREAMS:
+        if stream_id not in have:  # a row that exists is the user's (or an earlier attempt's): left alone
+            enable_stream(store, conn_id, stream_id, frequency=freq)
+            made.append(stream_id)
+    put_mark(store, MARK, {"done": True, "connection_id": conn_id, "streams": made, "kickoff": made})
     print(f"sample connection {conn_id}: streams enabled (sessions and issues hourly)")
 
 
-def kickoff(timeout: float = 180.0) -> None:
-    """Queue one first run of every enabled sample stream's DAG as soon as the DAG processor wrote it."""
-    import time
-
+def _queue(connection_id: str, stream_id: str) -> None:
     from .airflow_host.runs import trigger_stream_run
-    from .kit.errors import NotFoundError
 
-    store = get_store()
-    pending = [(r.connection_id, r.stream_id) for r in repo.list_streams(store, enabled_only=True)]
+    trigger_stream_run(connection_id, stream_id, conf={"triggered_by": "manual"}, user="dev-setup")
+
+
+def kickoff(
+    store: Store | None = None, *, trigger: Callable[[str, str], Any] = _queue, timeout: float = 180.0,
+    poll_seconds: float = 3.0,
+) -> None:
+    """Queue the first run of each stream set-up enabled (once), as soon as the DAG processor wrote its DAG.
+
+    Only streams still waiting for their first run are queued; a stream the user disabled or removed
+    meanwhile is dropped from the list. What could not be queued before ``timeout`` is tried again by
+    the next ``dev.py up``.
+    """
+    store = store or get_store()
+    mark = get_mark(store, MARK)
+    if not mark or not mark.get("kickoff"):
+        return
+    conn_id = str(mark["connection_id"])
+    enabled = {r.stream_id for r in repo.list_streams(store, conn_id, enabled_only=True)}
+    pending = [s for s in mark["kickoff"] if s in enabled]
     deadline = time.monotonic() + timeout
-    while pending and time.monotonic() < deadline:
-        for item in list(pending):
+    while True:
+        for stream_id in list(pending):
             try:
-                trigger_stream_run(*item, conf={"triggered_by": "manual"}, user="dev-setup")
-                pending.remove(item)
-                print(f"queued the first sync of {item[0]}/{item[1]}", flush=True)
+                trigger(conn_id, stream_id)
             except NotFoundError:
-                pass
-        time.sleep(3)
+                continue
+            pending.remove(stream_id)
+            print(f"queued the first sync of {conn_id}/{stream_id}", flush=True)
+        put_mark(store, MARK, {**mark, "kickoff": pending})
+        if not pending or time.monotonic() >= deadline:
+            return
+        time.sleep(poll_seconds)
 
 
 if __name__ == "__main__":
     import sys
 
+    from .airflow_host import install
+
+    install()  # runs under ``dev.py up``: credentials go to Airflow Connections, pools are made
     kickoff() if "--kickoff" in sys.argv else main()

@@ -42,8 +42,13 @@ def test_connect_enable_sync_then_nothing_then_exactly_k(cli, store):
     conn = json.loads(cli("connect", "sample", "--set", "workspace=clitest", "--set",
                           "epoch=2026-02-01T00:00:00+00:00", "--set", "every_seconds=900", "--json").stdout)
     cid = conn["connection_id"]
+    again = cli("connect", "sample", "--set", "workspace=clitest", "--set", "every_seconds=60", ok=False)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert f"already connected as {cid!r} (Sample workspace clitest)" in again.stderr
+    assert f"--update {cid}" in again.stderr
     again = json.loads(cli("connect", "sample", "--set", "workspace=clitest", "--set",
-                           "epoch=2026-02-01T00:00:00+00:00", "--set", "every_seconds=900", "--json").stdout)
+                           "epoch=2026-02-01T00:00:00+00:00", "--set", "every_seconds=900", "--update", cid,
+                           "--json").stdout)
     assert again["connection_id"] == cid and again["created"] is False
     listed = json.loads(cli("connections", "--json").stdout)
     assert [c["id"] for c in listed] == [cid] and listed[0]["account_label"] == "Sample workspace clitest"
@@ -157,3 +162,19 @@ def test_runs_show_the_history_newest_first_with_backfill_windows(cli):
     assert len(json.loads(cli("runs", cid, "--limit", "1", "--json").stdout)) == 1
     text = cli("runs", cid).stdout
     assert "backfill success" in " ".join(text.split()) and "window 2026-01-01" in text
+
+
+def test_unknown_filter_and_settings_keys_are_refused_naming_them(cli, store):
+    cid = json.loads(cli("connect", "sample", "--set", "workspace=keys", "--json").stdout)["connection_id"]
+    proc = cli("enable", cid, "sessions", "--filters", '{"bogus": 1}', ok=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "filters.bogus: unknown field; expected fail_after, from_date, size" in proc.stderr
+    proc = cli("enable", cid, "knowledge:help-center", "--settings", '{"origin": "x", "orign": "y"}', ok=False)
+    assert proc.returncode == 2 and "settings.orign: unknown field; expected origin" in proc.stderr
+    proc = cli("enable", cid, "sessions", "--settings", '{"x": 1}', ok=False)
+    assert proc.returncode == 2 and "settings.x: unknown field; stream 'sessions' takes no settings" in proc.stderr
+    assert _count(store, "integration_streams") == 0
+    cli("enable", cid, "sessions", "--filters", '{"size": 3}')
+    proc = cli("enable", cid, "sessions", "--filters", '{"size": 4, "bogus": 1}', ok=False)
+    assert proc.returncode == 2
+    assert json.loads(cli("streams", cid, "--json").stdout)[0]["rows"][0]["filter_config"]["size"] == 3

@@ -20,9 +20,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
-from hissuno_airflow.runtime.credentials import load_credentials
 
 from hissuno_airflow import cli
+from hissuno_airflow.runtime.credentials import load_credentials
 from hissuno_airflow.store import connections as repo
 from tests.fixtures.web import Web, count, register_test_plugins
 from tests.web.plugins import FakeAuthServer

@@ -5,7 +5,8 @@
     ├── InputError (ValueError)        bad user input: 400, names the field and what was expected
     │   ├── NotFoundError              404 (connection, stream, ...)
     │   │   └── UnknownPluginError     404
-    │   ├── ConflictError              409: conflicts with existing state (an account already connected)
+    │   ├── ConflictError              409: conflicts with existing state (multi_instance=False, ...)
+    │   │   └── AccountExists          409: the account is connected; name the connection to update it
     │   ├── ConnectFailed              400: the provider or the plugin's test refused the credentials
     │   └── SyncAlreadyRunning         409: another run of the stream is active (retriable)
     ├── NotConfigured                  503: a server-side setting a flow needs is missing (names it)
@@ -70,6 +71,23 @@ class ConflictError(InputError):
 
     code = "conflict"
     http_status = 409
+
+
+class AccountExists(ConflictError):
+    """The provider account is connected already and the request did not name that connection.
+
+    Reconnecting is explicit: the request names the connection to update (``connection_id``; for the
+    redirect flows it travels in the signed state), so an empty or mistyped form field never silently
+    rewrites an existing connection's credentials and settings.
+    """
+
+    code = "account_exists"
+
+    def __init__(self, plugin_name: str, connection_id: str, account_label: str) -> None:
+        self.connection = {"id": connection_id, "account_label": account_label}
+        msg = (f"connection_id: this {plugin_name} account is already connected as {connection_id!r} "
+               f"({account_label}); name that connection to update it")
+        super().__init__(msg, field="connection_id")
 
 
 class ConnectFailed(InputError):

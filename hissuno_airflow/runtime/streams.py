@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel
@@ -45,9 +47,9 @@ def enable_stream(
         msg = f"frequency: expected one of {', '.join(stream.allowed_frequencies)}; got {frequency!r}"
         raise InputError(msg, field="frequency")
     if filters is not None:
-        filters = _validated(stream.filters, filters, "filters")
+        filters = validated_config(stream.filters, filters, "filters", stream_key=key)
     if settings is not None:
-        settings = _validated(stream.settings, settings, "settings")
+        settings = validated_config(stream.settings, settings, "settings", stream_key=key)
     row = repo.upsert_stream(
         store, connection_id=connection_id, plugin_id=plugin.id, stream_id=build_stream_id(key, instance),
         stream_kind=stream.kind, enabled=enabled, frequency=frequency, filter_config=filters,
@@ -55,6 +57,33 @@ def enable_stream(
     )
     if row.enabled:
         current_host().stream_enabled(store, conn)  # e.g. the account's Airflow pool (its rate budget)
+    return row
+
+
+class StreamNotEnabled(InputError):
+    """A manual sync of a stream whose row exists but is disabled (enable it first)."""
+
+    code = "stream_not_enabled"
+    http_status = 409
+
+
+def enabled_stream(store: Store, connection_id: str, stream_id: str) -> StreamRow:
+    """The row of a stream a manual sync may run: it must exist and be enabled.
+
+    Sync now runs what the user enabled; it neither enables a stream nor runs a disabled one once.
+    Under Airflow a manual sync is a run of the stream's DAG, and a disabled stream has no DAG.
+
+    Raises:
+        NotFoundError: (404) the stream has no row on this connection.
+        StreamNotEnabled: (409) the row exists but is disabled.
+    """
+    msg = f"stream_id: stream {stream_id!r} is not enabled on connection {connection_id!r}; enable it first, then sync"
+    try:
+        row = repo.get_stream(store, connection_id, stream_id)
+    except NotFoundError:
+        raise NotFoundError(msg, field="stream_id") from None
+    if not row.enabled:
+        raise StreamNotEnabled(msg, field="stream_id")
     return row
 
 
@@ -73,10 +102,58 @@ def _check_new_instance(store: Store, connection_id: str, key: str, instance: st
         raise InputError(msg, field="stream_id")
 
 
-def _validated(model: type[BaseModel] | None, raw: dict[str, Any], what: str) -> dict[str, Any]:
-    """The stored form of validated filters or settings (defaults filled in)."""
+def validated_config(
+    model: type[BaseModel] | None, raw: Mapping[str, Any], what: str, *, stream_key: str | None = None
+) -> dict[str, Any]:
+    """The stored form of filters or settings a user wrote: validated, defaults filled in.
+
+    Unknown keys are refused, naming the key and the expected ones, for every plugin's models without
+    the plugin having to ask (``extra="forbid"`` semantics, at any depth of nested models), so a typo
+    never silently becomes the defaults. A model that declares ``extra="allow"`` keeps its extra keys.
+
+    This is the write path only (CLI ``enable``, the streams route, ``enable_stream``). Rows stored
+    before this check may hold a key that is unknown now; reading them for a run
+    (``runtime.sync.validate_config``) ignores such a key, so scheduled runs keep working, and the next
+    write of the row drops it.
+
+    Raises:
+        InputError: ``<what>.<path>: unknown field; expected ...``, or a value the model refuses.
+    """
+    where = f"stream {stream_key!r}" if stream_key else "this stream"
+    if model is None:
+        if raw:
+            key = sorted(str(k) for k in raw)[0]
+            raise InputError(f"{what}.{key}: unknown field; {where} takes no {what}", field=f"{what}.{key}")
+        return {}
+    _refuse_unknown(model, raw, what)
     value = validate_config(model, raw, what)
     return value.model_dump(mode="json") if isinstance(value, BaseModel) else dict(value)
+
+
+def _refuse_unknown(model: type[BaseModel], raw: Mapping[str, Any], path: str) -> None:
+    if model.model_config.get("extra") == "allow":
+        return
+    known: dict[str, Any] = {}
+    shown = []
+    for name, info in model.model_fields.items():
+        keys = [k for k in (info.validation_alias, info.alias, name) if isinstance(k, str)]
+        shown.append(keys[0])
+        known.update(dict.fromkeys(keys, info.annotation))
+    for key, value in raw.items():
+        if key not in known:
+            expected = ", ".join(sorted(shown)) or "no fields"
+            raise InputError(f"{path}.{key}: unknown field; expected {expected}", field=f"{path}.{key}")
+        nested = _model_in(known[key])
+        if nested is not None and isinstance(value, Mapping):
+            _refuse_unknown(nested, value, f"{path}.{key}")
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds (``M``, ``M | None``), else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    models = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return models[0] if len(models) == 1 else None
 
 
 def list_instances(store: Store, connection_id: str, stream_key: str) -> list[StreamInstance]:

@@ -122,6 +122,37 @@ def upsert_connection(
     return ConnectionRow(**row), created
 
 
+def insert_connection(
+    store: Db, *, project_id: str, plugin_id: str, external_account_id: str, account_label: str,
+    settings: dict[str, Any] | None, credentials_backend: str = "db",
+) -> ConnectionRow | None:
+    """Insert a new connection; None (and nothing written) when that (project, plugin, account) exists."""
+    with use(store) as conn:
+        row = conn.execute(
+            f"""
+            INSERT INTO integration_connections
+                (id, project_id, plugin_id, external_account_id, account_label, settings, credentials_backend)
+            VALUES (%s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT (project_id, plugin_id, external_account_id) DO NOTHING
+            RETURNING {_CONN_COLS}
+            """,
+            (new_connection_id(plugin_id), project_id, plugin_id, external_account_id, account_label,
+             Jsonb(settings or {}), credentials_backend),
+        ).fetchone()
+    return ConnectionRow(**row) if row is not None else None
+
+
+def find_connection(store: Db, *, project_id: str, plugin_id: str, external_account_id: str) -> ConnectionRow | None:
+    """The connection of one provider account in a project, if any."""
+    with use(store) as conn:
+        row = conn.execute(
+            f"SELECT {_CONN_COLS} FROM integration_connections"
+            " WHERE project_id = %s AND plugin_id = %s AND external_account_id = %s",
+            (project_id, plugin_id, external_account_id),
+        ).fetchone()
+    return ConnectionRow(**row) if row is not None else None
+
+
 def set_credentials_ref(
     store: Db, connection_id: str, *, backend: str, ref: str | None, encrypted: bytes | None = None
 ) -> None:

@@ -202,7 +202,8 @@ def connect(plugin_id: str) -> Any:
     if plugin.auth.type == "custom":
         # The plugin owns the request: it gets the untouched body (the original consumed it first).
         project = get_project(store(), request.args.get("project_id") or settings.default_project_id()).id
-        answer, _ = connect_custom(plugin, store(), _kit_request(), project_id=project, user_id=user)
+        answer, _ = connect_custom(plugin, store(), _kit_request(), project_id=project, user_id=user,
+                                   reconnect_id=request.args.get("connection_id") or None)
         return _render(answer)
     body = _json_body()
     result = start_connect(plugin.id, body, store(), user_id=user,
@@ -451,8 +452,13 @@ def events_process(plugin_id: str, connection_id: str) -> Any:
 
 @bp.get("/api/plugins/<plugin_id>/<connection_id>/sync")
 def sync(plugin_id: str, connection_id: str) -> Any:
-    """Run one stream now and stream its progress as Server-Sent Events (reference 2.9)."""
+    """Run one enabled stream now and stream its progress as Server-Sent Events (reference 2.9).
+
+    A stream that is not enabled is refused before any event (404 without a row, 409 when disabled);
+    nothing is written.
+    """
     from ..runtime.host import current_host
+    from ..runtime.streams import enabled_stream
     from .sse import queued_sync_events, sync_events
 
     plugin = registry.get_plugin(plugin_id)
@@ -460,7 +466,7 @@ def sync(plugin_id: str, connection_id: str) -> Any:
     sid = request.args.get("stream_id") or request.args.get("streamId")
     if not sid:
         raise InputError("stream_id: required", field="stream_id")
-    repo.get_stream(store(), conn.id, sid)
+    enabled_stream(store(), conn.id, sid)
     mode = "full" if request.args.get("mode") == "full" else "incremental"
     if current_host().queues_runs:
         # Under Airflow the run is a DAG run (worker, XCom cursor, pools); the page follows its run row.

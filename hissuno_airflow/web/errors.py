@@ -26,6 +26,8 @@ def register(app: Flask) -> None:
     @app.errorhandler(HissunoError)
     def _hissuno(exc: HissunoError) -> Any:
         body = error_body(exc.code, redact_text(str(exc)), getattr(exc, "field", None))
+        if isinstance(getattr(exc, "connection", None), dict):  # AccountExists: the connection it names
+            body["connection"] = exc.connection  # type: ignore[attr-defined]
         return jsonify(body), exc.http_status
 
     @app.errorhandler(HTTPException)

@@ -173,6 +173,9 @@ def test_api_key_connect_through_airflow(api_server: ApiServer, store: Any) -> N
         assert good.status_code == 201, good.text
         cid = good.json()["connection_id"]
         again = c.post("/hissuno/api/plugins/webkey/connect", json={"credentials": {"api_key": "good-key-1b"}})
+        assert again.status_code == 409 and again.json()["connection"]["id"] == cid, again.text
+        again = c.post("/hissuno/api/plugins/webkey/connect",
+                       json={"credentials": {"api_key": "good-key-1b"}, "connection_id": cid})
         assert again.status_code == 200 and again.json()["connection_id"] == cid
     assert count(store, "integration_connections") == 1
     conns = [x for x in _hissuno_conns(api_server) if x["connection_id"].endswith(cid)]

@@ -143,3 +143,91 @@ def test_a_plugin_page_replaces_the_generic_dialog(web: Web) -> None:
             assert page.url == f"{web.url}/api/plugins/webapp/setup"
         finally:
             browser.close()
+
+
+def test_connecting_a_connected_account_offers_to_update_it(web: Web, store: Any) -> None:
+    from hissuno_airflow.runtime.credentials import load_credentials
+    from playwright.sync_api import expect, sync_playwright
+
+    first = web.client.post("/api/plugins/sample/connect", json={"credentials": {"workspace": "demo"}}).json()
+    cid = first["connection_id"]
+    creds = load_credentials(store, repo.get_connection(store, cid))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{web.url}/?token={ADMIN_TOKEN}")
+            # An empty workspace field means the demo workspace, which is connected: nothing is overwritten.
+            page.locator('.card[data-plugin="sample"]').get_by_role("button").click()
+            dialog = page.locator("#config-dialog")
+            dialog.locator('input[name="every_seconds"]').fill("30")
+            dialog.get_by_role("button", name="Connect").click()
+            expect(page.locator("#config-error")).to_contain_text(f"Sample workspace demo is already connected ({cid})")
+            assert load_credentials(store, repo.get_connection(store, cid)) == creds
+            assert count(store, "integration_connections") == 1
+            # Updating it is the explicit second step.
+            dialog.get_by_role("button", name="Update Sample workspace demo").click()
+            expect(dialog).to_be_hidden()
+            expect(page.locator("#toast")).to_contain_text("Updated Sample workspace demo")
+            assert load_credentials(store, repo.get_connection(store, cid))["every_seconds"] == 30
+            # The return leg of a redirect flow that found the account connected offers the same.
+            page.goto(f"{web.url}/?plugin=sample&error=account_exists&existing={cid}")
+            toast = page.locator("#toast")
+            expect(toast).to_contain_text(f"Sample workspace demo is already connected ({cid})")
+            toast.get_by_role("button", name="Update Sample workspace demo").click()
+            expect(dialog).to_be_visible()
+            assert not errors, errors
+        finally:
+            browser.close()
+    assert count(store, "integration_connections") == 1
+
+
+def test_sync_now_of_a_stream_that_is_not_enabled_says_so_without_saving(store: Any, page_mode: Any) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from hissuno_airflow.web.app import create_app
+    from hissuno_airflow.web.serve import Server
+    from tests.fixtures.web import register_test_plugins
+
+    register_test_plugins()
+    # The page as Airflow serves it (DAG links shown); the API server's login is stood in for.
+    page_mode("airflow")
+    server = Server(create_app(authenticate=lambda req: "tester", store=store,
+                               url_prefix="/hissuno", airflow_base="/airflow")).start()
+    try:
+        import httpx
+
+        api = httpx.Client(base_url=server.url, timeout=30)
+        cid = api.post("/api/plugins/sample/connect", json={"credentials": {"workspace": "w1"}}).json()["connection_id"]
+        api.post(f"/api/plugins/sample/{cid}/streams", json={"stream_key": "issues", "enabled": False})
+        api.post(f"/api/plugins/sample/{cid}/streams", json={"stream_key": "sessions", "enabled": True})
+        before = repo.get_stream(store, cid, "issues")
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            try:
+                page = browser.new_page()
+                errors: list[str] = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.goto(f"{server.url}/")
+                issues = page.locator('.stream[data-stream="issues"]')
+                expect(issues.locator(".s-status")).to_contain_text("Disabled")
+                expect(issues.locator(".s-dag")).to_be_hidden()  # no DAG for a disabled stream
+                issues.locator(".s-sync").click()
+                expect(issues.locator(".s-error")).to_contain_text("This stream is not enabled")
+                expect(issues.locator(".progress")).to_be_hidden()
+                contacts = page.locator('.stream[data-stream="contacts"]')  # never saved, not ticked
+                contacts.locator(".s-sync").click()
+                expect(contacts.locator(".s-error")).to_contain_text("This stream is not enabled")
+                sessions = page.locator('.stream[data-stream="sessions"]')
+                expect(sessions.locator(".s-dag")).to_be_visible()
+                expect(sessions.locator(".s-dag")).to_have_attribute("href", f"/airflow/dags/hissuno__{cid}__sessions")
+                assert not errors, errors
+            finally:
+                browser.close()
+        assert repo.get_stream(store, cid, "issues") == before
+        assert sorted(s.stream_id for s in repo.list_streams(store, cid)) == ["issues", "sessions"]
+        assert count(store, "integration_sync_runs") == 0
+    finally:
+        server.stop()

@@ -81,8 +81,18 @@ def test_api_key_good_then_reconnect_updates(web: Web, key_provider: Any) -> Non
     assert count(web.store, "integration_connections") == 1
     row = repo.get_connection(web.store, cid)
     assert load_credentials(web.store, row) == {"api_key": "good-key-1"}
-    # Same provider account, new key: a reconnect, not a second row.
+    # Same provider account, new key, without naming the connection: refused, naming it; nothing changes.
     r2 = web.client.post("/api/plugins/webkey/connect", json={"credentials": {"api_key": "good-key-1b"}})
+    assert r2.status_code == 409, r2.text
+    body = r2.json()
+    assert body["error"] == "account_exists" and body["field"] == "connection_id"
+    assert body["connection"] == {"id": cid, "account_label": "Account One"}
+    assert cid in body["message"] and "Account One" in body["message"] and "good-key" not in r2.text
+    row = repo.get_connection(web.store, cid)
+    assert row.account_label == "Account One" and load_credentials(web.store, row) == {"api_key": "good-key-1"}
+    # Naming the connection updates it: a reconnect, not a second row.
+    r2 = web.client.post("/api/plugins/webkey/connect",
+                         json={"credentials": {"api_key": "good-key-1b"}, "connection_id": cid})
     assert r2.status_code == 200 and r2.json()["connection_id"] == cid and r2.json()["created"] is False
     assert count(web.store, "integration_connections") == 1
     row = repo.get_connection(web.store, cid)
@@ -247,3 +257,23 @@ def test_connection_handlers_get_a_refreshed_token(web: Web, auth_server: FakeAu
     assert auth_server.refreshes == 1
     fresh = load_credentials(web.store, row)
     assert fresh["refresh_token"] != creds["refresh_token"] and fresh["expires_at"] > past
+
+
+def test_oauth_connecting_a_connected_account_again_needs_the_connection_named(
+    web: Web, auth_server: FakeAuthServer
+) -> None:
+    cid = _callback(web, _provider_redirect(_start(web)))["connection"][0]
+    first = load_credentials(web.store, repo.get_connection(web.store, cid))
+    # The same provider account again, as a new connection: refused on the return leg, nothing saved.
+    back = _callback(web, _provider_redirect(_start(web)))
+    assert back.get("error") == ["account_exists"] and back.get("existing") == [cid], back
+    assert "connected" not in back
+    assert load_credentials(web.store, repo.get_connection(web.store, cid)) == first
+    assert count(web.store, "integration_connections") == 1
+    # The intent to update travels in the signed state: naming the connection updates it.
+    r = web.client.post("/api/plugins/webauth/connect", json={"connection_id": cid})
+    assert r.status_code == 200, r.text
+    back = _callback(web, _provider_redirect(r.json()["authorize_url"]))
+    assert back.get("connected") == ["1"] and back["connection"] == [cid], back
+    assert load_credentials(web.store, repo.get_connection(web.store, cid))["access_token"] != first["access_token"]
+    assert count(web.store, "integration_connections") == 1

@@ -37,6 +37,16 @@ def test_github_app_install_and_return(web: Web, monkeypatch: pytest.MonkeyPatch
     row = repo.get_connection(web.store, back["connection"][0])
     assert row.external_account_id == "inst-4242"
     assert load_credentials(web.store, row) == {"installation_id": 4242, "app": "webapp"}
+    # The same installation again, as a new connection: refused, naming the existing one.
+    state = parse_qs(urlsplit(web.client.post("/api/plugins/webapp/connect", json={}).json()["authorize_url"]).query)["state"][0]
+    again = _back(web, f"{cb}?installation_id=4242&setup_action=update&state={state}")
+    assert again.get("error") == ["account_exists"] and again.get("existing") == [row.id], again
+    # Naming the connection (carried in the signed state) updates it.
+    start = web.client.post("/api/plugins/webapp/connect", json={"connection_id": row.id}).json()
+    state = parse_qs(urlsplit(start["authorize_url"]).query)["state"][0]
+    back = _back(web, f"{cb}?installation_id=4242&setup_action=update&state={state}")
+    assert back.get("connected") == ["1"] and back["connection"] == [row.id], back
+    assert count(web.store, "integration_connections") == 1
 
 
 def test_custom_connect_reads_body_and_has_a_return_leg(web: Web) -> None:
@@ -57,10 +67,38 @@ def test_custom_connect_reads_body_and_has_a_return_leg(web: Web) -> None:
     state = parse_qs(urlsplit(start["authorize_url"]).query)["state"][0]
     back = _back(web, f"{web.url}/api/plugins/webcustom/connect/callback?state={state}&code=c0de")
     assert back.get("connected") == ["1"]
+    blue = back["connection"][0]
+    # The same account again, without naming the connection: 409 naming it; the stored code stays.
+    start = web.client.post("/api/plugins/webcustom/connect", json={"workspace": "blue"}).json()
+    state2 = parse_qs(urlsplit(start["authorize_url"]).query)["state"][0]
+    r = httpx.get(f"{web.url}/api/plugins/webcustom/connect/callback?state={state2}&code=other",
+                  cookies={"hissuno_token": ADMIN_TOKEN}, follow_redirects=False)
+    assert r.status_code == 409 and r.json()["error"] == "account_exists" and blue in r.json()["message"]
+    assert load_credentials(web.store, repo.get_connection(web.store, blue)) == {"code": "c0de"}
+    # Started with ?connection_id= (the intent rides in the plugin's signed state), the return leg updates it.
+    start = web.client.post("/api/plugins/webcustom/connect", params={"connection_id": blue},
+                            json={"workspace": "blue"}).json()
+    state3 = parse_qs(urlsplit(start["authorize_url"]).query)["state"][0]
+    assert _back(web, f"{web.url}/api/plugins/webcustom/connect/callback?state={state3}&code=c0de2")["connection"] == [blue]
+    assert load_credentials(web.store, repo.get_connection(web.store, blue)) == {"code": "c0de2"}
+    assert count(web.store, "integration_connections") == 1
     # Replaying the return leg is refused.
-    r = httpx.get(f"{web.url}/api/plugins/webcustom/connect/callback?state={state}&code=c0de",
+    r = httpx.get(f"{web.url}/api/plugins/webcustom/connect/callback?state={state3}&code=c0de2",
                   follow_redirects=False)
     assert r.status_code == 400 and r.json()["field"] == "state"
+
+
+def test_custom_direct_save_of_a_connected_account_needs_the_connection_named(web: Web) -> None:
+    first = web.client.post("/api/plugins/webcustom/connect", json={"token": "abcd-1111"})
+    cid = first.json()["connection_id"]
+    again = web.client.post("/api/plugins/webcustom/connect", json={"token": "abcd-2222"})
+    assert again.status_code == 409 and again.json()["connection"] == {"id": cid, "account_label": "Direct token"}
+    assert load_credentials(web.store, repo.get_connection(web.store, cid)) == {"token": "abcd-1111"}
+    upd = web.client.post("/api/plugins/webcustom/connect", params={"connection_id": cid}, json={"token": "abcd-2222"})
+    assert upd.status_code == 200 and upd.json()["connection_id"] == cid and upd.json()["created"] is False
+    assert load_credentials(web.store, repo.get_connection(web.store, cid)) == {"token": "abcd-2222"}
+    assert web.client.post("/api/plugins/webcustom/connect", params={"connection_id": "webcustom_nope"},
+                           json={"token": "abcd-2222"}).status_code == 404
 
 
 def test_custom_handlers_plugin_and_connection_level(web: Web) -> None:
@@ -135,6 +173,22 @@ def test_stream_rows_are_validated(web: Web) -> None:
     assert web.client.delete(base, params={"stream_id": "knowledge:help-center"}).json() == {"success": True}
     assert web.client.delete(base, params={"stream_id": "knowledge:help-center"}).status_code == 404
     assert web.client.delete(base).json()["field"] == "stream_id"
+
+
+def test_unknown_filter_and_settings_keys_are_400_naming_them(web: Web) -> None:
+    cid = _sample(web)
+    base = f"/api/plugins/sample/{cid}/streams"
+    cases = [
+        ({"stream_key": "sessions", "filters": {"size": 5, "bogus": 1}}, "filters.bogus", "expected fail_after, from_date, size"),
+        ({"stream_key": "knowledge", "instance_id": "help-center", "settings": {"orign": "x"}}, "settings.orign",
+         "expected origin"),
+        ({"stream_key": "sessions", "settings": {"x": 1}}, "settings.x", "stream 'sessions' takes no settings"),
+    ]
+    for body, field, expected in cases:
+        r = web.client.post(base, json=body)
+        assert r.status_code == 400, (body, r.text)
+        assert r.json()["field"] == field and f"{field}: unknown field; {expected}" in r.json()["message"], r.text
+    assert count(web.store, "integration_streams") == 0
 
 
 def test_sync_sse_framing(web: Web) -> None:
@@ -219,3 +273,32 @@ def test_any_credentials_value_types_are_refused(web: Web) -> None:
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.delenv("WEBAPP_SLUG", raising=False)
     yield
+
+
+@pytest.mark.parametrize("mode", ["airflow", "serve"])
+def test_sync_now_of_a_stream_that_is_not_enabled_is_a_409_and_writes_nothing(store: Any, mode: str,
+                                                                             page_mode: Any) -> None:
+    from hissuno_airflow.web.app import create_app
+    from tests.fixtures.web import register_test_plugins
+
+    register_test_plugins()
+    page_mode(mode)
+    app = create_app(authenticate=lambda req: "tester", store=store, url_prefix="/hissuno")
+    client = app.test_client()
+    cid = client.post("/hissuno/api/plugins/sample/connect", json={"credentials": {"workspace": "w1"}}).get_json()
+    cid = cid["connection_id"]
+    client.post(f"/hissuno/api/plugins/sample/{cid}/streams", json={"stream_key": "issues", "enabled": False,
+                                                                    "filters": {"size": 3}})
+    before = repo.get_stream(store, cid, "issues")
+    r = client.get(f"/hissuno/api/plugins/sample/{cid}/sync", query_string={"stream_id": "issues"})
+    assert r.status_code == 409 and r.mimetype == "application/json", r.data[:300]
+    body = r.get_json()
+    assert body["error"] == "stream_not_enabled" and body["field"] == "stream_id"
+    assert body["message"] == (f"stream_id: stream 'issues' is not enabled on connection {cid!r}; "
+                               "enable it first, then sync")
+    # A stream with no row at all: the same plain answer, still a 404 (nothing by that id exists).
+    r = client.get(f"/hissuno/api/plugins/sample/{cid}/sync", query_string={"stream_id": "contacts"})
+    assert r.status_code == 404 and "enable it first" in r.get_json()["message"]
+    assert repo.get_stream(store, cid, "issues") == before
+    assert [s.stream_id for s in repo.list_streams(store, cid)] == ["issues"]
+    assert count(store, "integration_sync_runs") == 0

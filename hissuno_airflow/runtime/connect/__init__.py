@@ -21,7 +21,7 @@ from ... import registry, settings
 from ...kit.auth import ApiKeyAuth, GitHubAppAuth, OAuth2Auth
 from ...kit.context import Request
 from ...kit.define import PluginDef
-from ...kit.errors import ConflictError, ConnectFailed, InputError, NotConfigured
+from ...kit.errors import AccountExists, ConflictError, ConnectFailed, InputError, NotConfigured
 from ...store.db import Store
 from ...store.projects import get_project
 from .accounts import (
@@ -38,8 +38,9 @@ from .oauth2 import start_oauth
 from .state import StateError, consume_state, issue_state, read_state
 
 __all__ = [
-    "AuthServices", "ComingSoon", "ConflictError", "ConnectFailed", "NotConfigured", "StateError", "connect_api_key",
-    "connect_custom", "connectable_plugin", "consume_state", "disconnect", "finish_callback", "issue_state", "read_state", "reconnect_target",
+    "AccountExists", "AuthServices", "ComingSoon", "ConflictError", "ConnectFailed", "NotConfigured", "StateError",
+    "connect_api_key", "connect_custom", "connectable_plugin", "consume_state", "disconnect", "finish_callback",
+    "issue_state", "read_state", "reconnect_target",
     "save_auth_result", "start_connect", "start_github_app", "start_oauth",
 ]
 
@@ -79,5 +80,5 @@ def start_connect(
     if isinstance(auth, GitHubAppAuth):
         return start_github_app(plugin, store, project_id=project_id, user_id=user_id, reconnect_id=reconnect)
     assert request is not None
-    answer, _ = connect_custom(plugin, store, request, project_id=project_id, user_id=user_id)
+    answer, _ = connect_custom(plugin, store, request, project_id=project_id, user_id=user_id, reconnect_id=reconnect)
     return answer

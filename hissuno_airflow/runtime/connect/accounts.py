@@ -8,7 +8,7 @@ from typing import Any
 from ...kit.auth import AuthResult
 from ...kit.context import AuthCtx
 from ...kit.define import PluginDef
-from ...kit.errors import ConflictError, NotFoundError, StoreError
+from ...kit.errors import AccountExists, ConflictError, NotFoundError, StoreError
 from ...store import connections as repo
 from ...store.connections import ConnectionRow
 from ...store.db import Store
@@ -36,8 +36,12 @@ def save_auth_result(
 ) -> tuple[ConnectionRow, bool]:
     """Upsert the connection and store its credentials; returns (row, created).
 
+    Without ``reconnect_id`` only a new connection is made: an account that is connected already is
+    refused (``AccountExists``) and nothing is written.
+
     Raises:
         NotFoundError: the reconnect target is not a connection of this project and plugin.
+        AccountExists: no ``reconnect_id`` and the account is connected already (409, names it).
         ConflictError: the reconnect changed provider account, or ``multi_instance=False`` is violated.
     """
     res = as_auth_result(result, plugin)
@@ -47,6 +51,11 @@ def save_auth_result(
             msg = (f"connection_id: the provider account changed (connected {target.account_label!r}); "
                    "connect it as a new connection instead")
             raise ConflictError(msg, field="connection_id")
+    else:
+        existing = repo.find_connection(store, project_id=project_id, plugin_id=plugin.id,
+                                        external_account_id=res.external_account_id)
+        if existing is not None:
+            raise AccountExists(plugin.name, existing.id, existing.account_label)
     if not plugin.multi_instance:
         others = [c for c in repo.list_connections(store, project_id=project_id, plugin_id=plugin.id)
                   if c.external_account_id != res.external_account_id]
@@ -54,10 +63,19 @@ def save_auth_result(
             msg = (f"plugin {plugin.id!r} allows one connection per project; "
                    f"disconnect {others[0].account_label!r} first")
             raise ConflictError(msg, field="plugin_id")
-    row, created = repo.upsert_connection(
-        store, project_id=project_id, plugin_id=plugin.id, external_account_id=res.external_account_id,
-        account_label=res.account_label, settings=res.settings, credentials_backend=configured_backend(),
-    )
+    account = {"project_id": project_id, "plugin_id": plugin.id, "external_account_id": res.external_account_id}
+    backend = configured_backend()
+    if reconnect_id:
+        row, created = repo.upsert_connection(store, **account, account_label=res.account_label,
+                                              settings=res.settings, credentials_backend=backend)
+    else:
+        new = repo.insert_connection(store, **account, account_label=res.account_label, settings=res.settings,
+                                     credentials_backend=backend)
+        if new is None:  # a concurrent request connected the same account since the check above
+            raced = repo.find_connection(store, **account)
+            raise AccountExists(plugin.name, raced.id, raced.account_label) if raced else ConflictError("connection_id: try again",
+                                                                           field="connection_id")
+        row, created = new, True
     try:
         credential_store(store, row.credentials_backend).save(row, dict(res.credentials))
     except Exception as exc:
@@ -72,7 +90,8 @@ class AuthServices(ConnectionServices):
     """What an AuthCtx offers: the plugin's services plus saving connections and state tokens."""
 
     def __init__(self, plugin: PluginDef, store: Store, project_id: str, user_id: str,
-                 secrets: list[str] | None = None, credentials: Mapping[str, Any] | None = None) -> None:
+                 secrets: list[str] | None = None, credentials: Mapping[str, Any] | None = None,
+                 reconnect_id: str | None = None) -> None:
         # ``credentials``: the ones being tested (api_key), so a templated base URL fills from them.
         super().__init__(plugin, label="connect", credentials=credentials)
         self.auth_store = store
@@ -80,9 +99,12 @@ class AuthServices(ConnectionServices):
         self.user_id = user_id
         self.secrets.extend(secrets or [])
         self.saved: list[str] = []
+        self.reconnect_id = reconnect_id
+        """The connection the user asked to update (the request named it, or a verified state carried it)."""
 
     def save_connection(self, result: Any) -> str:
-        row, _ = save_auth_result(self.auth_store, self.plugin, self.project_id, result)
+        row, _ = save_auth_result(self.auth_store, self.plugin, self.project_id, result,
+                                  reconnect_id=self.reconnect_id)
         self.saved.append(row.id)
         return row.id
 
@@ -103,7 +125,7 @@ class AuthServices(ConnectionServices):
 
     def sign_state(self, data: Mapping[str, Any]) -> str:
         return issue_state(self.auth_store, {"k": "custom", "p": self.plugin.id, "prj": self.project_id,
-                                        "u": self.user_id, "d": dict(data)})
+                                             "u": self.user_id, "c": self.reconnect_id, "d": dict(data)})
 
     def verify_state(self, token: str) -> dict[str, Any]:
         data = consume_state(self.auth_store, token)
@@ -112,12 +134,14 @@ class AuthServices(ConnectionServices):
         if data.get("u") and self.user_id and data["u"] != self.user_id:
             raise StateError("user_mismatch")
         self.project_id = data.get("prj") or self.project_id
+        self.reconnect_id = data.get("c") or self.reconnect_id
         return dict(data.get("d") or {})
 
 
 def auth_ctx(plugin: PluginDef, store: Store, project_id: str, user_id: str, connection_id: str | None = None,
              secrets_: list[str] | None = None, credentials: Mapping[str, Any] | None = None) -> AuthCtx:
-    svc = AuthServices(plugin, store, project_id, user_id, list(secrets_ or []), credentials)
+    svc = AuthServices(plugin, store, project_id, user_id, list(secrets_ or []), credentials,
+                       reconnect_id=connection_id)
     return AuthCtx(plugin_id=plugin.id, project_id=project_id, services=svc, connection_id=connection_id,
                    logger=svc.logger)
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from ... import registry, settings
 from ...kit.auth import GitHubAppAuth, OAuth2Auth
-from ...kit.errors import HissunoError, InputError
+from ...kit.errors import AccountExists, HissunoError, InputError
 from ...store.db import Store
 from ..handlers import call_handler
 from .accounts import as_auth_result, auth_ctx, save_auth_result
@@ -65,6 +65,9 @@ def finish_callback(
         row, _ = save_auth_result(store, plugin, project_id, result, reconnect_id=data.get("c"))
     except StateError as exc:
         return {**out, "error": exc.reason}
+    except AccountExists as exc:
+        # The page offers to update that connection (a new flow whose state names it).
+        return {**out, "error": exc.code, "existing": exc.connection["id"]}
     except HissunoError as exc:
         log.warning("connect callback of %s refused: %s", plugin.id, exc.code)
         return {**out, "error": exc.code}

@@ -29,17 +29,24 @@
     params.delete("token");
   }
 
-  function toast(text, isError = false) {
+  // An optional action ({label, run}) adds a button; such a toast stays until used or replaced.
+  function toast(text, isError = false, action = null) {
     const t = $("#toast");
     t.textContent = text;
     t.className = isError ? "err" : "";
     t.hidden = false;
     clearTimeout(toast.timer);
+    if (action) {
+      t.append(" ", el("button", { text: action.label, onclick: () => { t.hidden = true; action.run(); } }));
+      return;
+    }
     toast.timer = setTimeout(() => { t.hidden = true; }, 6000);
   }
 
   class ApiError extends Error {
-    constructor(message, code, field) { super(message); this.code = code; this.field = field; }
+    constructor(message, code, field, connection) {
+      super(message); this.code = code; this.field = field; this.connection = connection;
+    }
   }
 
   async function api(path, opts = {}) {
@@ -53,7 +60,7 @@
     let data = null;
     try { data = await r.json(); } catch (_) { data = null; }
     if (r.status === 401) { showAuth(); throw new ApiError("Sign in required", "unauthorized"); }
-    if (!r.ok) throw new ApiError((data && data.message) || r.statusText, data && data.error, data && data.field);
+    if (!r.ok) throw new ApiError((data && data.message) || r.statusText, data && data.error, data && data.field, data && data.connection);
     return data;
   }
 
@@ -129,6 +136,8 @@
     $("#config-title").textContent = `Connect ${plugin.name}`;
     $("#config-desc").textContent = plugin.description;
     $("#config-error").hidden = true;
+    const update = $("#config-update");
+    update.hidden = true;
     const fields = $("#config-fields");
     fields.replaceChildren();
     const list = plugin.auth.fields || [];
@@ -140,29 +149,39 @@
     }
     if (!list.length) fields.append(el("p", { class: "muted", text: `You will continue on ${plugin.name} to authorize access.` }));
     const form = $("#config-form");
-    form.onsubmit = async (ev) => {
-      ev.preventDefault();
+    // Connecting an account that is connected already is refused (409 account_exists, naming the
+    // connection); updating it is a second, explicit request naming that connection.
+    const send = async (connectionId) => {
       const submit = $("#config-submit");
       submit.disabled = true;
+      update.hidden = true;
       fields.querySelectorAll(".invalid").forEach((n) => n.classList.remove("invalid"));
       const credentials = {};
       for (const f of list) credentials[f.id] = form.elements[f.id].value;
       try {
-        const res = await api(`/plugins/${plugin.id}/connect`, { json: { credentials, connection_id: reconnectId } });
+        const res = await api(`/plugins/${plugin.id}/connect`, { json: { credentials, connection_id: connectionId } });
         if (res && res.authorize_url) { location.href = res.authorize_url; return; }
         dlg.close();
-        toast(`Connected ${res.account_label || plugin.name}`);
+        toast(`${connectionId ? "Updated" : "Connected"} ${res.account_label || plugin.name}`);
         await refresh();
       } catch (e) {
         const err = $("#config-error");
-        err.textContent = e.message;
         err.hidden = false;
+        if (e.code === "account_exists" && e.connection) {
+          err.textContent = `${e.connection.account_label} is already connected (${e.connection.id}). Update that connection with these settings?`;
+          update.textContent = `Update ${e.connection.account_label}`;
+          update.onclick = () => send(e.connection.id);
+          update.hidden = false;
+          return;
+        }
+        err.textContent = e.message;
         const name = (e.field || "").replace(/^credentials\./, "");
         if (name && form.elements[name]) form.elements[name].classList.add("invalid");
       } finally {
         submit.disabled = false;
       }
     };
+    form.onsubmit = (ev) => { ev.preventDefault(); send(reconnectId); };
     $("#config-cancel").onclick = () => dlg.close();
     dlg.showModal();
   }
@@ -253,9 +272,12 @@
       }).catch((e) => { instanceSel.replaceChildren(el("option", { value: "", text: e.message })); });
     }
     const dag = $(".s-dag", node);
+    // Only an enabled stream has a DAG in Airflow: no link to a page that does not exist.
     const showDag = (r) => {
-      if (r && r.dag_id && MODE === "airflow") { dag.href = `${AIRFLOW_BASE}/dags/${encodeURIComponent(r.dag_id)}`; dag.hidden = false; }
-      dag.title = r && r.dag_id ? `DAG ${r.dag_id}` : "";
+      const live = !!(r && r.dag_id && r.enabled && MODE === "airflow");
+      if (live) dag.href = `${AIRFLOW_BASE}/dags/${encodeURIComponent(r.dag_id)}`;
+      dag.hidden = !live;
+      dag.title = live ? `DAG ${r.dag_id}` : "";
     };
     showDag(row);
     const errBox = $(".s-error", node);
@@ -285,9 +307,18 @@
       }
     }
 
+    // Sync now runs a saved, enabled stream; it never saves a stream disabled on the way.
+    const NOT_ENABLED = "This stream is not enabled: tick Enabled and Save, then Sync now.";
+    const notEnabled = () => {
+      errBox.textContent = NOT_ENABLED;
+      errBox.hidden = false;
+    };
+
     function sync() {
       const run = async () => {
-        if (!current) await save();
+        errBox.hidden = true;
+        if (!current && $(".s-enabled", node).checked) await save();
+        if (!current || !current.enabled) { notEnabled(); return; }
         const bar = $(".progress", node);
         const meter = $(".bar", node);
         const text = $(".progress-text", node);
@@ -303,8 +334,10 @@
         set(2, "Starting sync…");
         const es = new EventSource(`${API}/plugins/${plugin.id}/${conn.id}/sync?stream_id=${encodeURIComponent(current.stream_id)}`);
         let done = false;
+        let heard = false;
         let pct = 2;
         es.onmessage = async (m) => {
+          heard = true;
           const d = JSON.parse(m.data);
           if (d.type === "complete" || d.type === "error") {
             done = true;
@@ -323,12 +356,25 @@
           const c = d.counts || {};
           set(pct, [d.message, c.found && `${c.found} found`, c.synced && `${c.synced} synced`].filter(Boolean).join(" · ") || d.type);
         };
-        es.onerror = () => {
+        es.onerror = async () => {
           if (done) return;
           es.close();
           bar.dataset.state = "error";
           text.textContent = "Connection to the sync was lost";
           btn.disabled = false;
+          if (heard) return;
+          // Refused before any event (an EventSource cannot read the 4xx body): say why when we can.
+          try {
+            const res = await api(`/plugins/${plugin.id}/${conn.id}/streams`);
+            const fresh = res.streams.find((s) => s.stream_id === current.stream_id);
+            if (!fresh || !fresh.enabled) {
+              bar.hidden = true;
+              if (fresh) current = fresh;
+              setStatus(fresh);
+              showDag(fresh);
+              notEnabled();
+            }
+          } catch (_) { /* keep "lost" */ }
         };
       };
       run().catch(() => {});
@@ -424,9 +470,18 @@
     renderCatalog();
   }
 
+  const back = { plugin: params.get("plugin"), error: params.get("error"), existing: params.get("existing") };
   if (params.get("connected")) toast("Connected");
-  if (params.get("error")) toast(`Connection failed: ${params.get("error").replace(/_/g, " ")}`, true);
-  ["connected", "error", "plugin", "connection"].forEach((k) => params.delete(k));
+  if (back.error && !(back.error === "account_exists" && back.existing)) toast(`Connection failed: ${back.error.replace(/_/g, " ")}`, true);
+  ["connected", "error", "plugin", "connection", "existing"].forEach((k) => params.delete(k));
   history.replaceState(null, "", location.pathname + (params.toString() ? `?${params}` : ""));
-  refresh().catch((e) => { if (e.code !== "unauthorized") toast(e.message, true); });
+  refresh().then(() => {
+    // The provider account of an OAuth / app-install return leg is connected already: offer to update it.
+    if (back.error !== "account_exists" || !back.existing) return;
+    const conn = state.connections.find((c) => c.id === back.existing);
+    const plugin = state.byId[back.plugin];
+    const label = conn ? conn.account_label : back.existing;
+    toast(`Not connected: ${label} is already connected (${back.existing}).`, true,
+      plugin ? { label: `Update ${label}`, run: () => openConnect(plugin, back.existing) } : null);
+  }).catch((e) => { if (e.code !== "unauthorized") toast(e.message, true); });
 })();
