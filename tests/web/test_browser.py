@@ -146,8 +146,9 @@ def test_a_plugin_page_replaces_the_generic_dialog(web: Web) -> None:
 
 
 def test_connecting_a_connected_account_offers_to_update_it(web: Web, store: Any) -> None:
-    from hissuno_airflow.runtime.credentials import load_credentials
     from playwright.sync_api import expect, sync_playwright
+
+    from hissuno_airflow.runtime.credentials import load_credentials
 
     first = web.client.post("/api/plugins/sample/connect", json={"credentials": {"workspace": "demo"}}).json()
     cid = first["connection_id"]
