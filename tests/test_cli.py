@@ -178,3 +178,31 @@ def test_unknown_filter_and_settings_keys_are_refused_naming_them(cli, store):
     proc = cli("enable", cid, "sessions", "--filters", '{"size": 4, "bogus": 1}', ok=False)
     assert proc.returncode == 2
     assert json.loads(cli("streams", cid, "--json").stdout)[0]["rows"][0]["filter_config"]["size"] == 3
+
+
+def test_connect_where_airflow_is_installed_but_not_initialised(cli, store, tmp_path, monkeypatch):
+    """AIRFLOW_HOME names an Airflow whose metadata database was never migrated: ``auto`` keeps the
+    credentials in the store and says so; an explicit ``airflow`` backend names the fix and writes nothing."""
+    from hissuno_airflow.store import connections as repo
+
+    fresh = tmp_path / "fresh-airflow"
+    fresh.mkdir()
+    monkeypatch.setenv("AIRFLOW_HOME", str(fresh))
+    monkeypatch.setenv("HISSUNO_CREDENTIALS_BACKEND", "auto")
+    env = {**os.environ, "HISSUNO_DATABASE_URL": os.environ["HISSUNO_DATABASE_URL"], "HISSUNO_HOME": str(tmp_path)}
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "hissuno_airflow.cli", *args], env=env,
+                              capture_output=True, text=True, timeout=180)
+
+    ok = run("connect", "sample", "--set", "workspace=fresh-af")
+    assert ok.returncode == 0, ok.stderr
+    cid = ok.stdout.strip()
+    assert repo.get_connection(store, cid).credentials_backend == "db"
+    assert "airflow db migrate" in ok.stderr and "encrypted in the hissuno store" in ok.stderr
+    env["HISSUNO_CREDENTIALS_BACKEND"] = "airflow"
+    refused = run("connect", "sample", "--set", "workspace=fresh-af-2")
+    assert refused.returncode != 0
+    assert "airflow db migrate" in refused.stderr and "HISSUNO_CREDENTIALS_BACKEND=db" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert _count(store, "integration_connections") == 1

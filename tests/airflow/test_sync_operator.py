@@ -137,3 +137,25 @@ def test_on_kill_cancels_the_running_sync_and_keeps_the_cursor(store, probe, air
                         (conn.id,)).fetchone()
     assert (run["status"], run["error_message"]) == ("cancelled", "airflow task killed")
     assert repo.get_stream(store, conn.id, "people").last_sync_at is None and CURSOR_KEY not in ti.pushed
+
+
+def test_a_cli_sync_between_scheduled_runs_is_not_read_again(store, probe, airflow_clean):
+    """One cursor: ``hissuno sync`` moves the store's high-water mark; the next Airflow run starts from the
+    newer of its XCom cursor and the store's, so it does not re-read what the terminal already synced."""
+    from hissuno_airflow.runtime.sync import run_stream_sync
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    conn = _probe_stream(store, probe)
+    probe.write_records([("a", now - timedelta(hours=5))])
+    (row,) = load_manifest()
+    dag = build_dag(row)
+    assert run_dag(dag).state == "success"
+    # Between two Airflow runs, a person syncs from the terminal (what ``hissuno sync`` calls).
+    probe.write_records([("a", now - timedelta(hours=5)), ("b", now - timedelta(hours=3)),
+                         ("c", now - timedelta(hours=2))])
+    assert run_stream_sync(conn.id, "people", store=store).counts["synced"] == 2
+    second = run_dag(dag)
+    assert second.state == "success"
+    counts = _xcom(second, "return_value")["counts"]
+    assert counts["found"] == counts["synced"] == counts["skipped"] == 0, counts
+    assert _xcom(second, CURSOR_KEY) == (now - timedelta(hours=2)).isoformat()

@@ -65,6 +65,8 @@ def save_auth_result(
             raise ConflictError(msg, field="plugin_id")
     account = {"project_id": project_id, "plugin_id": plugin.id, "external_account_id": res.external_account_id}
     backend = configured_backend()
+    # An unusable backend (``airflow`` with no initialised Airflow) is named, with its fix, before any write.
+    credential_store(store, backend)
     if reconnect_id:
         row, created = repo.upsert_connection(store, **account, account_label=res.account_label,
                                               settings=res.settings, credentials_backend=backend)
@@ -73,8 +75,9 @@ def save_auth_result(
                                      credentials_backend=backend)
         if new is None:  # a concurrent request connected the same account since the check above
             raced = repo.find_connection(store, **account)
-            raise AccountExists(plugin.name, raced.id, raced.account_label) if raced else ConflictError("connection_id: try again",
-                                                                           field="connection_id")
+            if raced is not None:
+                raise AccountExists(plugin.name, raced.id, raced.account_label)
+            raise ConflictError("connection_id: try again", field="connection_id")
         row, created = new, True
     try:
         credential_store(store, row.credentials_backend).save(row, dict(res.credentials))
