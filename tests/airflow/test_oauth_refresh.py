@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from hissuno_airflow import registry
-from hissuno_airflow.runtime.credentials import credential_store
 from hissuno_airflow.kit.errors import ProviderAuthError
+from hissuno_airflow.runtime.credentials import credential_store
 from hissuno_airflow.runtime.refresh import ensure_fresh
 
 from . import oauth_probe

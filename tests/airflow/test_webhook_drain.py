@@ -9,10 +9,10 @@ import json
 import pytest
 
 from hissuno_airflow import registry
-from hissuno_airflow.runtime.credentials import credential_store
 from hissuno_airflow.dag_factory import build_dag, load_manifest
 from hissuno_airflow.kit import ApiKeyAuth, AuthResult, Icon, Stream, WebhookCtx, define_plugin
 from hissuno_airflow.kit.signatures import GitHubSignature
+from hissuno_airflow.runtime.credentials import credential_store
 from hissuno_airflow.runtime.webhooks import IntakeRequest, NullDispatcher, receive_webhook
 from hissuno_airflow.store import connections as repo
 

@@ -44,7 +44,6 @@ from typing import Any
 import pytest
 
 from hissuno_airflow import registry
-from hissuno_airflow.runtime.credentials import credential_store
 from hissuno_airflow.kit import (
     ApiKeyAuth,
     AuthResult,
@@ -59,6 +58,7 @@ from hissuno_airflow.kit import signatures as sig
 from hissuno_airflow.kit import testing as conformance
 from hissuno_airflow.kit.testing import AuthTarget, ConformanceError, ConformanceTarget, WebhookTarget
 from hissuno_airflow.plugins import builtin_plugins
+from hissuno_airflow.runtime.credentials import credential_store
 from hissuno_airflow.runtime.streams import enable_stream
 from hissuno_airflow.store import connections as repo
 from tests.fakes.webhooks import Signer, keys_for

@@ -16,11 +16,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from hissuno_airflow import registry, settings
-from hissuno_airflow.runtime.credentials import load_credentials
 from hissuno_airflow.kit import AuthCtx, AuthResult, Icon, Stream, SyncCtx, define_plugin
 from hissuno_airflow.kit.auth import GitHubAppAuth
 from hissuno_airflow.kit.http import BearerAuth
 from hissuno_airflow.runtime.connect import finish_callback, start_github_app
+from hissuno_airflow.runtime.credentials import load_credentials
 from hissuno_airflow.runtime.streams import enable_stream
 from hissuno_airflow.runtime.sync import run_stream_sync
 from hissuno_airflow.store import connections as repo

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from hissuno_airflow import registry
-from hissuno_airflow.runtime.credentials import credential_store
 from hissuno_airflow.kit import (
     ApiKeyAuth,
     AuthResult,
@@ -21,6 +20,7 @@ from hissuno_airflow.kit import (
     define_plugin,
 )
 from hissuno_airflow.plugins.sample import data
+from hissuno_airflow.runtime.credentials import credential_store
 from hissuno_airflow.runtime.streams import enable_stream
 from hissuno_airflow.runtime.sync import SyncPlan, run_stream_sync
 from hissuno_airflow.store import connections as repo
