@@ -41,7 +41,14 @@ def _free_port() -> int:
 
 
 def _run(env, *cmd, timeout=120):
-    out = subprocess.run([str(BIN / cmd[0]), *cmd[1:]], env=env, capture_output=True, text=True, timeout=timeout)
+    # The test's Airflow keeps its metadata in SQLite, which the running scheduler locks for moments at a
+    # time; a CLI call that meets the lock is tried again (a deployment uses PostgreSQL and never does).
+    for attempt in range(5):
+        out = subprocess.run([str(BIN / cmd[0]), *cmd[1:]], env=env, capture_output=True, text=True,
+                             timeout=timeout)
+        if out.returncode == 0 or "database is locked" not in out.stderr:
+            break
+        time.sleep(2 * (attempt + 1))
     assert out.returncode == 0, f"{cmd}: {out.stdout[-2000:]} {out.stderr[-3000:]}"
     return out.stdout
 
