@@ -93,6 +93,34 @@ def new_connection_id(plugin_id: str) -> str:
     return f"{plugin_id.replace('-', '_')}_{secrets.token_hex(4)}"
 
 
+_INSERT_CONNECTION = """
+    INSERT INTO integration_connections
+        (id, project_id, plugin_id, external_account_id, account_label, settings, credentials_backend)
+    VALUES (%s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (project_id, plugin_id, external_account_id) DO {on_conflict}
+    RETURNING {cols}, (xmax = 0) AS created
+"""
+_UPDATE_ON_CONFLICT = """UPDATE SET
+        account_label = EXCLUDED.account_label,
+        settings = integration_connections.settings || EXCLUDED.settings,
+        updated_at = now()"""
+
+
+def _insert_connection(store: Db, on_conflict: str, project_id: str, plugin_id: str, external_account_id: str,
+                       account_label: str, settings: dict[str, Any] | None,
+                       credentials_backend: str) -> tuple[ConnectionRow, bool] | None:
+    with use(store) as conn:
+        row = conn.execute(
+            _INSERT_CONNECTION.format(on_conflict=on_conflict, cols=_CONN_COLS),
+            (new_connection_id(plugin_id), project_id, plugin_id, external_account_id, account_label,
+             Jsonb(settings or {}), credentials_backend),
+        ).fetchone()
+    if row is None:
+        return None
+    created = bool(row.pop("created"))
+    return ConnectionRow(**row), created
+
+
 def upsert_connection(
     store: Db, *, project_id: str, plugin_id: str, external_account_id: str, account_label: str,
     settings: dict[str, Any] | None, credentials_backend: str = "db",
@@ -101,25 +129,10 @@ def upsert_connection(
 
     Settings are merged into the existing ones (the original wiped them when none were supplied).
     """
-    new_id = new_connection_id(plugin_id)
-    with use(store) as conn:
-        row = conn.execute(
-            f"""
-            INSERT INTO integration_connections
-                (id, project_id, plugin_id, external_account_id, account_label, settings, credentials_backend)
-            VALUES (%s, %s, %s, %s, %s, %s, %s)
-            ON CONFLICT (project_id, plugin_id, external_account_id) DO UPDATE SET
-                account_label = EXCLUDED.account_label,
-                settings = integration_connections.settings || EXCLUDED.settings,
-                updated_at = now()
-            RETURNING {_CONN_COLS}, (xmax = 0) AS created
-            """,
-            (new_id, project_id, plugin_id, external_account_id, account_label, Jsonb(settings or {}),
-             credentials_backend),
-        ).fetchone()
-    assert row is not None
-    created = bool(row.pop("created"))
-    return ConnectionRow(**row), created
+    out = _insert_connection(store, _UPDATE_ON_CONFLICT, project_id, plugin_id, external_account_id,
+                             account_label, settings, credentials_backend)
+    assert out is not None
+    return out
 
 
 def insert_connection(
@@ -127,19 +140,9 @@ def insert_connection(
     settings: dict[str, Any] | None, credentials_backend: str = "db",
 ) -> ConnectionRow | None:
     """Insert a new connection; None (and nothing written) when that (project, plugin, account) exists."""
-    with use(store) as conn:
-        row = conn.execute(
-            f"""
-            INSERT INTO integration_connections
-                (id, project_id, plugin_id, external_account_id, account_label, settings, credentials_backend)
-            VALUES (%s, %s, %s, %s, %s, %s, %s)
-            ON CONFLICT (project_id, plugin_id, external_account_id) DO NOTHING
-            RETURNING {_CONN_COLS}
-            """,
-            (new_connection_id(plugin_id), project_id, plugin_id, external_account_id, account_label,
-             Jsonb(settings or {}), credentials_backend),
-        ).fetchone()
-    return ConnectionRow(**row) if row is not None else None
+    out = _insert_connection(store, "NOTHING", project_id, plugin_id, external_account_id, account_label,
+                             settings, credentials_backend)
+    return out[0] if out is not None else None
 
 
 def find_connection(store: Db, *, project_id: str, plugin_id: str, external_account_id: str) -> ConnectionRow | None:
