@@ -44,7 +44,7 @@ from pydantic import BaseModel
 from .auth import ApiKeyAuth, AuthResult, CustomAuth, OAuth2Auth, OAuthTokens
 from .context import CancelSignal, ProgressEvent
 from .define import PluginDef, define_plugin
-from .errors import HissunoError, NotFoundError
+from .errors import AccountExists, HissunoError, NotFoundError
 from .redaction import is_sensitive_key
 from .signatures import HmacSignature, JwtSignature, SharedSecretHeader, SignatureFailure
 
@@ -550,7 +550,8 @@ def auth_test_rejects_bad_credentials(plugin: PluginDef, store: Store, target: A
 
     ``api_key``: through the real connect flow (fields checked, ``test`` run, connection saved). The bad
     credentials must end in a 400 with a message (not a bare exception name) that does not repeat them,
-    and no connection row; the good ones must connect, and connecting them again must reconnect the same
+    and no connection row; the good ones must connect, connecting them again must be refused unless the
+    request names the connection (``AccountExists``), and naming it must reconnect the same
     row. ``oauth2``: ``on_token_exchanged`` must return an account for the good token and, for the bad
     one, raise a hissuno error (``ProviderAuthError`` and kin), which the callback shows by code; any
     other exception reaches the user as ``internal_error``.
@@ -587,8 +588,15 @@ def auth_test_rejects_bad_credentials(plugin: PluginDef, store: Store, target: A
             raise  # unreachable: _raise raised
         if not first.get("account_label"):
             problems.append("good credentials connected without an account label")
+        # Connecting the same account again is refused unless the request names the connection to update.
+        try:
+            connect.connect_api_key(plugin, store, project_id=project_id, user_id="conformance",
+                                    credentials=dict(target.good))
+            problems.append("connecting the same account again, without naming it, was accepted")
+        except AccountExists:
+            pass
         again = connect.connect_api_key(plugin, store, project_id=project_id, user_id="conformance",
-                                        credentials=dict(target.good))
+                                        credentials=dict(target.good), reconnect_id=first["connection_id"])
         if again["connection_id"] != first["connection_id"]:
             problems.append("connecting the same account twice made a second connection")
         _raise(check, plugin, problems)

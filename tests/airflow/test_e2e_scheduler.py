@@ -138,10 +138,11 @@ def test_scheduled_runs_then_backfill_window(store, tmp_path, database_url):
                "--json")
     conn_id = json.loads(out)["connection_id"]
     epoch = datetime.fromisoformat(_airflow_credentials(db, conn_id)["epoch"])
+    assert repo.get_connection(store, conn_id).credentials_backend == "airflow"
+    # Enabling a stream is where the Airflow host gives the account its pool (its shared rate budget).
+    _run(env, "hissuno", "enable", conn_id, "sessions", "--frequency", "1h", "--filters", json.dumps({"size": SIZE}))
     conn = repo.get_connection(store, conn_id)
-    assert conn.credentials_backend == "airflow" and conn.settings.get("airflow_pool")
-    repo.upsert_stream(store, connection_id=conn_id, plugin_id="sample", stream_id="sessions",
-                       stream_kind="sessions", enabled=True, frequency="1h", filter_config={"size": SIZE})
+    assert conn.settings.get("airflow_pool")
 
     dag_id = dag_id_for(conn_id, "sessions")
     minute = int(timetable_for("1h", dag_id).expression.split()[0])
