@@ -28,6 +28,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:300]
+    except OSError:
+        return f"{pid} (gone)"
+
+
 def _ours(marker: str) -> list[int]:
     """Live processes whose command line or environment mentions ``marker`` (our temporary state dir)."""
     found = []
@@ -93,7 +100,8 @@ def test_dev_up_serves_airflow_with_the_sample_plugin_syncing_and_stops_clean(tm
             rc = proc.wait(timeout=90)
         finally:
             leftovers = _ours(str(state))
+            described = [_cmdline(pid) for pid in leftovers]
             for pid in leftovers:
                 os.kill(pid, signal.SIGKILL)
     assert rc == 0, log.read_text()[-4000:]
-    assert leftovers == [], leftovers
+    assert leftovers == [], (described, log.read_text()[-3000:])

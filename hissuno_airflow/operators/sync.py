@@ -49,6 +49,10 @@ def _parse_cursor(value: Any) -> datetime | None:
     return None
 
 
+def _iso(value: datetime | None) -> str:
+    return value.isoformat() if value is not None else "none"
+
+
 def _newest(*cursors: datetime | None) -> datetime | None:
     present = [c for c in cursors if c is not None]
     return max(present) if present else None
@@ -104,9 +108,13 @@ class SyncOperator(BaseOperator):
             # "XCom not found" error on every first run. Truthiness, not ``is not None``: the Task SDK
             # hands a lazy proxy, which is never None itself.
             pulled = ti.xcom_pull(task_ids=self.task_id, key=CURSOR_KEY, include_prior_dates=True, map_indexes=-1)
-        cursor = _newest(_parse_cursor(pulled), self._stored_cursor())
-        self.log.info("Syncing %s changed since %s", self.stream_id,
-                      cursor.isoformat() if cursor else "the beginning (first run)")
+        from_xcom, stored = _parse_cursor(pulled), self._stored_cursor()
+        cursor = _newest(from_xcom, stored)
+        if cursor is None:
+            self.log.info("Syncing %s: everything (no earlier successful run)", self.stream_id)
+        else:
+            self.log.info("Syncing %s: changes since %s (last run's cursor: XCom %s, store %s)", self.stream_id,
+                          cursor.isoformat(), _iso(from_xcom), _iso(stored))
         return SyncPlan(triggered_by=triggered_by, cursor=cursor, external_run_id=external)
 
     def _stored_cursor(self) -> datetime | None:

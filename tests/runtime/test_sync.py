@@ -100,7 +100,7 @@ def test_a_failing_run_keeps_the_cursor_and_the_next_run_recovers(store, sample_
         failed = run_stream_sync(cid, "sessions", store=store)
     assert failed.status == "error" and "503" in failed.error and failed.retriable
     # Newer records were ingested before the outage, and they stay; the cursor does not move past them.
-    assert failed.counts["synced"] >= 3, failed.counts
+    assert failed.counts["synced"] >= 1, failed.counts
     with store.connection() as c:
         assert c.execute("SELECT count(*) n FROM sessions WHERE custom_fields->>'sample_revision' = '1'"
                          ).fetchone()["n"] == failed.counts["synced"]
