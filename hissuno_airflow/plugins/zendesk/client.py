@@ -37,13 +37,14 @@ def basic_auth(credentials: Mapping[str, Any]) -> BasicAuth:
 def export_budget(connection_id: str) -> RateBudget:
     """The account's budget for the incremental export (10 a minute), one per connection in this process.
 
-    The export is the only endpoint with its own, much lower limit; pacing it here keeps a run with many
-    export pages from discovering the limit through 429s (which it would still survive).
+    The export is the only endpoint with its own, much lower limit; pacing it here (one request every six
+    seconds, no burst, so no sliding minute ever holds more than ten) keeps a run with many export pages
+    from discovering the limit through 429s, which it would still survive.
     """
     with _export_lock:
         budget = _export_budgets.get(connection_id)
         if budget is None:
-            budget = _export_budgets[connection_id] = RateBudget(EXPORT_PER_MINUTE)
+            budget = _export_budgets[connection_id] = RateBudget(EXPORT_PER_MINUTE, burst=1)
         return budget
 
 
