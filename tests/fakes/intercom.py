@@ -246,7 +246,7 @@ class Intercom(FakeProvider):
         resp = super().handle(req)
         if resp.status == 401 or self._window_start < 0:
             return resp
-        headers = dict(resp.headers) if isinstance(resp.headers, dict) else dict(resp.headers)
+        headers = dict(resp.headers)
         headers.setdefault("X-RateLimit-Limit", str(self.window_limit))
         headers.setdefault("X-RateLimit-Remaining", str(max(0, self.window_limit - self._window_used)))
         headers.setdefault("X-RateLimit-Reset", str(int(self._window_start + WINDOW)))

@@ -24,15 +24,16 @@ _TAG = re.compile(r"<[^>]+>")
 
 
 def _time(value: Any) -> Any:
-    """UNIX seconds as an aware datetime; anything else unchanged (the record's validation judges it)."""
+    """UNIX seconds as ISO 8601 text (JSON-safe, so a refused record can be kept as it was sent);
+    anything else unchanged: the record's validation judges it."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return value
-    return datetime.fromtimestamp(value, UTC)
+    return datetime.fromtimestamp(value, UTC).isoformat()
 
 
 def _iso(value: Any) -> str | None:
     when = _time(value)
-    return when.isoformat() if isinstance(when, datetime) else None
+    return when if isinstance(when, str) and isinstance(value, (int, float)) else None
 
 
 def _text(body: Any) -> str:
