@@ -144,6 +144,8 @@ class Intercom(FakeProvider):
         self.contacts = {f"c-{i}": self._contact(i) for i in range(CONTACTS)}
         self._window_start = -1.0
         self._window_used = 0
+        self.window_refusals = 0
+        """429s answered because a 10-second window's budget was spent."""
         self.add_conversations(count)
 
     # -- data ----------------------------------------------------------------------------------------
@@ -238,6 +240,7 @@ class Intercom(FakeProvider):
             self._window_start, self._window_used = start, 0
         self._window_used += 1
         if self._window_used > self.window_limit:
+            self.window_refusals += 1
             return FakeResponse(429, error_list("rate_limit_exceeded",
                                                 f"Exceeded rate limit of {self.window_limit} in 10_seconds"))
         return None
