@@ -153,8 +153,17 @@ class StreamIngest:
         self._deletes: dict[tuple[str, str], str] = {}  # (kind, external id) -> hissuno id
         self._errors: list[tuple[Any, ...]] = []
         self._pending = 0
+        self._buffered: set[tuple[str, str]] = set()  # (kind, external id) written since the last flush
+
+    def _flush_if_buffered(self, kind: str, ext: str) -> None:
+        """A record already waiting in this batch (the provider listed it again with new content, as a
+        record updated while a sync pages through it is): write the batch first, so the second version
+        updates the row the first one made instead of colliding with it."""
+        if (kind, ext) in self._buffered:
+            self.flush()
 
     def _record(self, kind: str, hid: str, ext: str, h: str, ts: datetime | None) -> None:
+        self._buffered.add((kind, ext))
         self._synced_rows.append((self.connection_id, self.stream_id, ext, hid, kind, h, ts))
         self._map()[(kind, ext)] = (hid, h)
         self._models[(kind, ext)] = self._model
@@ -241,6 +250,7 @@ class StreamIngest:
             return rec
         if not self._in_window(rec, "sessions"):
             return IngestResult(id=None, kind="sessions", action="unchanged")
+        self._flush_if_buffered("sessions", rec.external_id)
         h, action, hid = self._classify_existing("sessions", rec)
         if action == "unchanged":
             assert hid is not None
@@ -283,6 +293,7 @@ class StreamIngest:
             return rec
         if not self._in_window(rec, "issues"):
             return IngestResult(id=None, kind="issues", action="unchanged")
+        self._flush_if_buffered("issues", rec.external_id)
         h, action, hid = self._classify_existing("issues", rec)
         if action == "unchanged":
             assert hid is not None
@@ -305,6 +316,7 @@ class StreamIngest:
             return rec
         if not self._in_window(rec, "knowledge"):
             return IngestResult(id=None, kind="knowledge", action="unchanged")
+        self._flush_if_buffered("knowledge", rec.external_id)
         h, action, hid = self._classify_existing("knowledge", rec)
         if action == "unchanged":
             assert hid is not None
