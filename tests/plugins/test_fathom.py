@@ -286,3 +286,30 @@ def test_cli_connects_syncs_and_reports_counts(store: Any, database_url: str, tm
     assert first["status"] == "success" and first["counts"]["synced"] == 6
     second = json.loads(cli("sync", cid, "meetings", "--json").stdout)
     assert second["counts"]["synced"] == 0 and key not in json.dumps(second)
+
+
+def test_the_plugin_scheme_accepts_fathoms_documented_vector_and_several_signatures() -> None:
+    from hissuno_airflow.kit.signatures import SignedRequest, verify
+
+    scheme = registry.get_plugin("fathom").webhook_signature
+    secret = "whsec_ZmF0aG9tLXRlc3Qta2V5LTAxMjM0NTY3ODlhYmNkZWY="
+    good = "v1,m+THShcksOgtr4Mo1GCVoWIPFY3g/a4e7uuMj9f6+UM="
+    headers = {"webhook-id": "msg_test123", "webhook-timestamp": "1700000000"}
+    body = b'{"hello":"world"}'
+    # providers.md Appendix B; a rotated secret sends two space-separated signatures, one of them valid.
+    for sent in (good, f"v1,c29tZXRoaW5nIGVsc2U= {good}"):
+        verified = verify(scheme, secret, SignedRequest(body, {**headers, "webhook-signature": sent}),
+                          now=1_700_000_100)
+        assert verified.event_id == "msg_test123"
+    with pytest.raises(WebhookSignatureError):
+        verify(scheme, secret, SignedRequest(body, {**headers, "webhook-signature": good}), now=1_700_000_301)
+
+
+def test_a_meeting_created_mid_sync_is_not_lost(store: Any, account: tuple[Fathom, str, str]) -> None:
+    fake, cid, _key = account
+    fake.before_request("/meetings", lambda req: fake.add_meetings(1), when=lambda r: bool(r.query.get("cursor")))
+    first = run_stream_sync(cid, "meetings", store=store)
+    second = run_stream_sync(cid, "meetings", store=store)
+    assert first.status == second.status == "success"
+    assert first.counts["synced"] + second.counts["synced"] == 11
+    assert _one(store, "SELECT count(*) FROM sessions") == 11

@@ -297,3 +297,14 @@ def test_the_window_ends_at_the_end_of_the_utc_day(store: Any, project: tuple[Po
     end = datetime.strptime(values["end"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
     assert end == datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
     assert values["start"] == (end - timedelta(days=30)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def test_a_person_created_mid_sync_is_not_lost(store: Any, project: tuple[PostHog, str, str]) -> None:
+    fake, cid, _key = project
+    fake.before_request("/api/projects/{pid}/persons/", lambda req: fake.add_persons(1),
+                        when=lambda r: r.query.get("offset") == "100")
+    first = run_stream_sync(cid, "behavioral", store=store)
+    second = run_stream_sync(cid, "behavioral", store=store)
+    assert first.status == second.status == "success"
+    assert first.counts["synced"] + second.counts["synced"] == 151
+    assert _one(store, "SELECT count(*) FROM sessions") == 151
