@@ -55,7 +55,7 @@ class FathomClient:
         return self.http.paginate("GET", "/meetings", CursorPaginator("next_cursor", "cursor"), params=params,
                                   data_path="items", max_pages=MAX_PAGES)
 
-    def newest_meeting(self) -> dict[str, Any] | None:
+    def first_meeting(self) -> dict[str, Any] | None:
         """The first meeting of the first page (no content), or None for an account without meetings."""
         body = self.http.get_json("/meetings")
         items = body.get("items") if isinstance(body, dict) else None

@@ -49,8 +49,8 @@ def check_key(credentials: dict[str, Any], ctx: AuthCtx) -> AuthResult:
     is never stored outside the encrypted credentials. The label is only for people.
     """
     with ctx.http_client("API", auth=_auth(credentials)) as http:
-        newest = FathomClient(http).newest_meeting()
-    owner = (newest or {}).get("recorded_by") or {}
+        first = FathomClient(http).first_meeting()
+    owner = (first or {}).get("recorded_by") or {}
     ext = account_id(str(credentials["api_key"]))
     label = f"Fathom ({owner.get('email') or owner.get('name')})" if isinstance(owner, dict) and (
         owner.get("email") or owner.get("name")) else f"Fathom key {ext[-8:]}"

@@ -49,7 +49,9 @@ def host_label(host: str) -> str:
     """The host name of the instance, for the account id (``us.posthog.com``)."""
     if host in ("us", "eu"):
         return f"{host}.posthog.com"
-    return (urlsplit(host).hostname or host).lower()
+    parts = urlsplit(host)
+    # The port is part of the instance: two self-hosted PostHogs on one machine are two accounts.
+    return f"{parts.hostname}:{parts.port}" if parts.hostname and parts.port else (parts.hostname or host).lower()
 
 
 def check_project_id(raw: Any) -> str:
