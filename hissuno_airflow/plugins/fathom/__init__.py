@@ -1,0 +1,1 @@
+"""Fathom (fathom.ai meeting notetaker): recorded meetings with transcripts and summaries, as meeting sessions."""
