@@ -2,18 +2,21 @@
 
 Runs after authentication (an anonymous caller of a protected route learns nothing more than 401) and
 before any route body, so a NUL character, a lone surrogate or an oversized identifier never reaches
-PostgreSQL from a path segment or a query parameter; JSON bodies are checked where they are parsed
-(``kit.input_limits.loads_json``).
+PostgreSQL from a path segment or a query parameter. A body declared JSON is checked here too (depth
+before parsing, then what jsonb cannot hold), so even a route that ignores its body refuses a hostile one
+before acting; webhook bodies are checked after their signature (``runtime.webhooks.intake``), so an
+unsigned request stays a 401 and the size limit is enforced while reading.
 """
 
 from __future__ import annotations
 
 from flask import request
 
-from ..kit.input_limits import MAX_QUERY_CHARS, check_id, check_text
+from ..kit.input_limits import MAX_QUERY_CHARS, check_id, check_text, loads_json
 
 # Path segments that are not identifiers: the tail a connection-level handler receives.
 _FREE_SEGMENTS = frozenset({"rest"})
+_SIGNED_BODIES = frozenset({"hissuno.webhook_static", "hissuno.webhook_connection"})
 
 
 def _is_id(name: str) -> bool:
@@ -35,3 +38,7 @@ def check_request() -> None:
             check_id(value, name)
         else:
             check_text(value, name, max_chars=MAX_QUERY_CHARS)
+    if request.endpoint not in _SIGNED_BODIES and request.is_json:
+        raw = request.get_data(cache=True)
+        if raw.strip():
+            loads_json(raw, "body")
