@@ -10,7 +10,45 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from .kit.errors import HissunoError, InputError
+from .kit.errors import HissunoError, InputError, NotConfigured, NotFoundError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_NOT_FOUND = 3
+EXIT_RETRY = 4
+EXIT_NOT_CONFIGURED = 5
+EXIT_CODES = f"""\
+exit codes:
+  {EXIT_OK}  ok
+  {EXIT_FAILED}  failed: a sync run ended in an error that retrying alone will not fix, the provider refused
+     (credentials, a bad answer), the store failed; fix the cause, then run again
+  {EXIT_BAD_INPUT}  bad input: an argument, option or value is wrong (the message names it); also an
+     account that is connected already (name it with --update)
+  {EXIT_NOT_FOUND}  not found: the named connection, stream, plugin or project does not exist
+  {EXIT_RETRY}  busy or temporary: a sync of the stream is already running, the provider rate-limited or
+     was unavailable (also when that ended a run), the store could not be reached; the same command
+     can succeed later
+  {EXIT_NOT_CONFIGURED}  not configured: a server-side setting is missing (the message names it)
+  130  interrupted (Ctrl-C)
+"""
+
+
+def exit_code(exc: HissunoError) -> int:
+    """The exit code of a command that raised ``exc`` (the kit's error tree, most specific first).
+
+    Retriable comes first: ``SyncAlreadyRunning`` is an ``InputError`` for the web (409), but a caller
+    must tell "try again later" from "fix your input".
+    """
+    if exc.retriable:
+        return EXIT_RETRY
+    if isinstance(exc, NotFoundError):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, InputError):
+        return EXIT_BAD_INPUT
+    if isinstance(exc, NotConfigured):
+        return EXIT_NOT_CONFIGURED
+    return EXIT_FAILED
 
 _data_out: list[TextIO] = []
 
@@ -142,7 +180,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
                                redirect_uri=f"{base}/api/plugins/oauth/{plugin.id}/callback")
     except AccountExists as exc:
         print(f"error: {exc} (run again with --update {exc.connection['id']})", file=sys.stderr)
-        return 2
+        return exit_code(exc)
     why = _install_host()
     if why and result.get("connection_id") and os.environ.get("HISSUNO_CREDENTIALS_BACKEND", "auto") == "auto":
         print(f"note: {why}; the credentials are kept encrypted in the hissuno store instead of an Airflow "
@@ -296,7 +334,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     text = (f"{result.status}: {c['synced']} synced, {c['skipped']} skipped, {c['failed']} failed "
             f"({c['found']} found)" + (f"\nerror: {result.error}" if result.error else ""))
     _out(args, result.to_json(), text)
-    return 0 if result.status == "success" else 1
+    if result.status == "success":
+        return EXIT_OK
+    return EXIT_RETRY if result.retriable else EXIT_FAILED
 
 
 def _progress_bar() -> tuple[Any, Any]:
@@ -356,7 +396,8 @@ def _positive(value: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used by the docs)."""
-    p = argparse.ArgumentParser(prog="hissuno", description="Hissuno integrations for Airflow")
+    p = argparse.ArgumentParser(prog="hissuno", description="Hissuno integrations for Airflow", epilog=EXIT_CODES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name: str, fn: Any, help_: str) -> argparse.ArgumentParser:
@@ -447,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.fn(args))
     except HissunoError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, InputError) else 1
+        return exit_code(exc)
     except KeyboardInterrupt:
         return 130
     finally:

@@ -358,10 +358,11 @@ class Request:
     body: bytes
 
     def json(self) -> Any:
-        """The body parsed as JSON (None when empty)."""
-        import json
+        """The body parsed as JSON (None when empty); a body that is not JSON, nests too deep or holds what
+        the store cannot (NUL, lone surrogates) is an ``InputError`` naming ``body``."""
+        from .input_limits import loads_json
 
-        return json.loads(self.body) if self.body else None
+        return loads_json(self.body, "body") if self.body else None
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,13 @@ Credentials never appear in the store in plaintext.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 from typing import Any
 
-from .. import settings
 from ..kit.errors import NotConfigured
 from ..store import connections as repo
+from ..store import sealed
 from ..store.connections import ConnectionRow
 from ..store.db import Store
 from .host import CredentialStore, current_host
@@ -26,10 +24,8 @@ __all__ = ["CredentialStore", "DbCredentialStore", "configured_backend", "creden
 
 
 def _fernet() -> Any:
-    from cryptography.fernet import Fernet
-
-    key = base64.urlsafe_b64encode(hashlib.sha256(b"hissuno-credentials:" + settings.secret_key()).digest())
-    return Fernet(key)
+    # One key derivation for every secret at rest (credentials here, secret settings in store.sealed).
+    return sealed.fernet()
 
 
 class DbCredentialStore:

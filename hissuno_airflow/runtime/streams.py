@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from .. import registry
 from ..kit.context import ListCtx
 from ..kit.errors import InputError, NotFoundError
+from ..kit.input_limits import check_id, check_json_value
 from ..kit.streams import StreamInstance, build_stream_id
 from ..store import connections as repo
 from ..store.connections import StreamRow
@@ -32,6 +33,8 @@ def enable_stream(
     Raises:
         InputError: names the field (``stream_id``, ``frequency``, ``filters.<name>``, ``settings.<name>``).
     """
+    check_id(connection_id, "connection_id")
+    check_id(stream_id, "stream_id")  # indexed with its connection: bounded, and text PostgreSQL can hold
     conn = repo.get_connection(store, connection_id)
     plugin = registry.get_plugin(conn.plugin_id)
     key, instance, stream = resolve_stream(plugin, stream_id)
@@ -47,8 +50,10 @@ def enable_stream(
         msg = f"frequency: expected one of {', '.join(stream.allowed_frequencies)}; got {frequency!r}"
         raise InputError(msg, field="frequency")
     if filters is not None:
+        check_json_value(filters, "filters")
         filters = validated_config(stream.filters, filters, "filters", stream_key=key)
     if settings is not None:
+        check_json_value(settings, "settings")
         settings = validated_config(stream.settings, settings, "settings", stream_key=key)
     row = repo.upsert_stream(
         store, connection_id=connection_id, plugin_id=plugin.id, stream_id=build_stream_id(key, instance),

@@ -11,11 +11,15 @@ from psycopg.types.json import Jsonb
 
 from ..kit.errors import NotFoundError
 from .db import Db, use
+from .sealed import mask_settings, open_settings, seal_settings
 
 
 @dataclass(frozen=True)
 class ConnectionRow:
-    """A connected provider account (credentials live elsewhere: see ``hissuno_airflow.runtime.credentials``)."""
+    """A connected provider account (credentials live elsewhere: see ``hissuno_airflow.runtime.credentials``).
+
+    ``settings`` holds secret settings opened (decrypted); ``public()`` masks them.
+    """
 
     id: str
     project_id: str
@@ -29,11 +33,11 @@ class ConnectionRow:
     updated_at: datetime
 
     def public(self) -> dict[str, Any]:
-        """JSON-safe view without credentials."""
+        """JSON-safe view without credentials; secret settings (``webhook_secret``, ...) are masked."""
         return {
             "id": self.id, "project_id": str(self.project_id), "plugin_id": self.plugin_id,
             "external_account_id": self.external_account_id, "account_label": self.account_label,
-            "settings": self.settings, "created_at": self.created_at.isoformat(),
+            "settings": mask_settings(self.plugin_id, self.settings), "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
         }
 
@@ -77,6 +81,11 @@ def _iso(d: datetime | None) -> str | None:
     return d.isoformat() if d else None
 
 
+def _conn_row(row: dict[str, Any]) -> ConnectionRow:
+    """A connection row as read, its secret settings opened."""
+    return ConnectionRow(**{**row, "settings": open_settings(row["settings"])})
+
+
 _CONN_COLS = (
     "id, project_id::text AS project_id, plugin_id, external_account_id, account_label, "
     "credentials_backend, credentials_ref, settings, created_at, updated_at"
@@ -113,12 +122,12 @@ def _insert_connection(store: Db, on_conflict: str, project_id: str, plugin_id: 
         row = conn.execute(
             _INSERT_CONNECTION.format(on_conflict=on_conflict, cols=_CONN_COLS),
             (new_connection_id(plugin_id), project_id, plugin_id, external_account_id, account_label,
-             Jsonb(settings or {}), credentials_backend),
+             Jsonb(seal_settings(plugin_id, settings)), credentials_backend),
         ).fetchone()
     if row is None:
         return None
     created = bool(row.pop("created"))
-    return ConnectionRow(**row), created
+    return _conn_row(row), created
 
 
 def upsert_connection(
@@ -153,7 +162,7 @@ def find_connection(store: Db, *, project_id: str, plugin_id: str, external_acco
             " WHERE project_id = %s AND plugin_id = %s AND external_account_id = %s",
             (project_id, plugin_id, external_account_id),
         ).fetchone()
-    return ConnectionRow(**row) if row is not None else None
+    return _conn_row(row) if row is not None else None
 
 
 def set_credentials_ref(
@@ -188,7 +197,7 @@ def get_connection(store: Db, connection_id: str, *, plugin_id: str | None = Non
         ).fetchone()
     if row is None or (plugin_id is not None and row["plugin_id"] != plugin_id):
         raise NotFoundError(f"connection {connection_id!r} not found", field="connection_id")
-    return ConnectionRow(**row)
+    return _conn_row(row)
 
 
 def list_connections(
@@ -207,7 +216,7 @@ def list_connections(
         sql += " WHERE " + " AND ".join(where)
     with use(store) as conn:
         rows = conn.execute(sql + " ORDER BY created_at DESC, id", args).fetchall()
-    return [ConnectionRow(**r) for r in rows]
+    return [_conn_row(r) for r in rows]
 
 
 def find_connections_by_account(store: Db, plugin_id: str, external_account_id: str) -> list[ConnectionRow]:
@@ -218,7 +227,7 @@ def find_connections_by_account(store: Db, plugin_id: str, external_account_id: 
             " ORDER BY created_at",
             (plugin_id, external_account_id),
         ).fetchall()
-    return [ConnectionRow(**r) for r in rows]
+    return [_conn_row(r) for r in rows]
 
 
 def update_connection(
@@ -231,17 +240,20 @@ def update_connection(
     if account_label is not None:
         sets.append("account_label = %s")
         args.append(account_label)
-    if settings is not None:
-        sets.append("settings = %s" if replace_settings else "settings = settings || %s")
-        args.append(Jsonb(settings))
     with use(store) as conn:
+        if settings is not None:
+            owner = conn.execute("SELECT plugin_id FROM integration_connections WHERE id = %s",
+                                 (connection_id,)).fetchone()
+            sealed = seal_settings(owner["plugin_id"] if owner else "", settings)
+            sets.append("settings = %s" if replace_settings else "settings = settings || %s")
+            args.append(Jsonb(sealed))
         row = conn.execute(
             f"UPDATE integration_connections SET {', '.join(sets)} WHERE id = %s RETURNING {_CONN_COLS}",
             (*args, connection_id),
         ).fetchone()
     if row is None:
         raise NotFoundError(f"connection {connection_id!r} not found", field="connection_id")
-    return ConnectionRow(**row)
+    return _conn_row(row)
 
 
 def delete_connection(store: Db, connection_id: str) -> bool:

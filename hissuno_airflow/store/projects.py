@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from ..kit.errors import InputError, NotFoundError
+from ..kit.input_limits import check_text
 from .db import Store
 
 
@@ -52,7 +53,7 @@ def list_projects(store: Store) -> list[ProjectRow]:
 
 def create_project(store: Store, name: str) -> ProjectRow:
     """A new project named ``name`` (1-200 characters after trimming)."""
-    name = (name or "").strip()
+    name = check_text((name or "").strip(), "name")
     if not 1 <= len(name) <= 200:
         raise InputError("name: expected 1 to 200 characters", field="name")
     with store.connection() as conn:

@@ -25,7 +25,6 @@ Relative to the mount (``/hissuno``):
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -40,16 +39,19 @@ from ..kit.context import Response as KitResponse
 from ..kit.context import RouteCtx
 from ..kit.define import PluginDef
 from ..kit.errors import InputError, NotFoundError
+from ..kit.input_limits import check_label, loads_json
 from ..kit.streams import build_stream_id
 from ..store import connections as repo
 from ..store.db import Store
 from ..store.projects import create_project, get_project, list_projects, parse_project_id
 from . import catalog
 from .access import current_user, require_user
+from .input_checks import check_request
 
 bp = Blueprint("hissuno", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static")
 bp.before_request(require_user)
+bp.before_request(check_request)  # after authentication: path and query values the store can hold
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
@@ -65,10 +67,7 @@ def _json_body(optional: bool = True) -> dict[str, Any]:
         if optional:
             return {}
         raise InputError("body: expected a JSON object", field="body")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise InputError("body: expected a JSON object", field="body") from None
+    body = loads_json(raw, "body")  # depth, NUL, lone surrogates, NaN: a 400 naming the body
     if not isinstance(body, dict):
         raise InputError("body: expected a JSON object", field="body")
     return body
@@ -311,6 +310,8 @@ def plugin_item(plugin_id: str, item: str) -> Any:
         label = body.get("account_label")
         if label is not None and (not isinstance(label, str) or not label.strip()):
             raise InputError("account_label: expected non-empty text", field="account_label")
+        if label is not None:
+            check_label(label, "account_label")
         sets = body.get("settings")
         if sets is not None and not isinstance(sets, dict):
             raise InputError("settings: expected an object", field="settings")

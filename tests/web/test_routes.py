@@ -84,8 +84,23 @@ def test_custom_connect_reads_body_and_has_a_return_leg(web: Web) -> None:
     assert count(web.store, "integration_connections") == 1
     # Replaying the return leg is refused.
     r = httpx.get(f"{web.url}/api/plugins/webcustom/connect/callback?state={state3}&code=c0de2",
-                  follow_redirects=False)
+                  cookies={"hissuno_token": ADMIN_TOKEN}, follow_redirects=False)
     assert r.status_code == 400 and r.json()["field"] == "state"
+
+
+def test_custom_return_leg_is_bound_to_the_user_who_started_it(web: Web) -> None:
+    """A state started by the admin cannot be finished by an anonymous request (or anyone else) holding the
+    URL: 401 user_mismatch, nothing written, and the rightful user's state is not used up by the attempt."""
+    start = web.client.post("/api/plugins/webcustom/connect", json={"workspace": "green"}).json()
+    state = parse_qs(urlsplit(start["authorize_url"]).query)["state"][0]
+    url = f"{web.url}/api/plugins/webcustom/connect/callback?state={state}&code=stolen"
+    r = httpx.get(url, follow_redirects=False)  # anonymous: no token, no cookie
+    assert r.status_code == 401, r.text
+    assert r.json()["error"] == "user_mismatch" and r.json()["field"] == "state"
+    assert count(web.store, "integration_connections") == 0
+    back = _back(web, f"{web.url}/api/plugins/webcustom/connect/callback?state={state}&code=mine")
+    assert back.get("connected") == ["1"]
+    assert load_credentials(web.store, repo.get_connection(web.store, back["connection"][0])) == {"code": "mine"}
 
 
 def test_custom_direct_save_of_a_connected_account_needs_the_connection_named(web: Web) -> None:

@@ -22,6 +22,7 @@ from ...kit.auth import ApiKeyAuth, GitHubAppAuth, OAuth2Auth
 from ...kit.context import Request
 from ...kit.define import PluginDef
 from ...kit.errors import AccountExists, ConflictError, ConnectFailed, InputError, NotConfigured
+from ...kit.input_limits import check_id
 from ...store.db import Store
 from ...store.projects import get_project
 from .accounts import (
@@ -70,6 +71,8 @@ def start_connect(
     reconnect = body.get("connection_id") or body.get("connectionId")
     if reconnect is not None and not isinstance(reconnect, str):
         raise InputError("connection_id: expected a string", field="connection_id")
+    if reconnect:
+        check_id(reconnect, "connection_id")
     auth = plugin.auth
     if isinstance(auth, ApiKeyAuth):
         return connect_api_key(plugin, store, project_id=project_id, user_id=user_id,

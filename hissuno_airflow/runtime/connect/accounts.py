@@ -9,12 +9,13 @@ from ...kit.auth import AuthResult
 from ...kit.context import AuthCtx
 from ...kit.define import PluginDef
 from ...kit.errors import AccountExists, ConflictError, NotFoundError, StoreError
+from ...kit.input_limits import check_id, check_json_value, check_label
 from ...store import connections as repo
 from ...store.connections import ConnectionRow
 from ...store.db import Store
 from ..credentials import configured_backend, credential_store
 from ..services import ConnectionServices
-from .state import StateError, consume_state, issue_state
+from .state import StateError, UserMismatch, consume_state, issue_state, read_state
 
 
 def as_auth_result(value: Any, plugin: PluginDef) -> AuthResult:
@@ -45,6 +46,10 @@ def save_auth_result(
         ConflictError: the reconnect changed provider account, or ``multi_instance=False`` is violated.
     """
     res = as_auth_result(result, plugin)
+    # What the provider names the account is indexed (external id) or shown (label): bounded, storable text.
+    check_id(res.external_account_id, "external_account_id")
+    check_label(res.account_label, "account_label")
+    check_json_value(dict(res.settings or {}), "settings")
     if reconnect_id:
         target = reconnect_target(store, plugin, project_id, reconnect_id)
         if target.external_account_id != res.external_account_id:
@@ -116,6 +121,10 @@ class AuthServices(ConnectionServices):
         if str(row.project_id) != str(self.project_id):
             raise NotFoundError(f"connection {connection_id!r} not found", field="connection_id")
         creds = changes.pop("credentials", None)
+        if changes.get("account_label") is not None:
+            check_label(str(changes["account_label"]), "account_label")
+        if changes.get("settings") is not None:
+            check_json_value(dict(changes["settings"]), "settings")
         repo.update_connection(self.auth_store, connection_id, account_label=changes.get("account_label"),
                                settings=changes.get("settings"))
         if creds is not None:
@@ -131,11 +140,14 @@ class AuthServices(ConnectionServices):
                                              "u": self.user_id, "c": self.reconnect_id, "d": dict(data)})
 
     def verify_state(self, token: str) -> dict[str, Any]:
-        data = consume_state(self.auth_store, token)
+        # Binding is checked before the nonce is used up, so a stranger holding the URL can neither finish
+        # the flow (an anonymous finisher is a stranger too) nor burn the rightful user's state.
+        data = read_state(token)
         if data.get("k") != "custom" or data.get("p") != self.plugin.id:
             raise StateError("invalid_state")
-        if data.get("u") and self.user_id and data["u"] != self.user_id:
-            raise StateError("user_mismatch")
+        if data.get("u") and data["u"] != self.user_id:
+            raise UserMismatch()
+        consume_state(self.auth_store, token)
         self.project_id = data.get("prj") or self.project_id
         self.reconnect_id = data.get("c") or self.reconnect_id
         return dict(data.get("d") or {})

@@ -27,6 +27,16 @@ class StateError(InputError):
         super().__init__(f"state: {reason.replace('_', ' ')}", field="state")
 
 
+class UserMismatch(StateError):
+    """The state was issued to a user and another one (or an anonymous request) presents it: 401."""
+
+    code = "user_mismatch"
+    http_status = 401
+
+    def __init__(self) -> None:
+        super().__init__("user_mismatch")
+
+
 def _fernet() -> Any:
     from cryptography.fernet import Fernet
 
