@@ -83,7 +83,7 @@ def test_bad_input_names_the_field_and_exits_nonzero(cli):
     proc = cli("sync", cid, "nope", ok=False)
     assert proc.returncode == 2 and "has no stream 'nope'" in proc.stderr
     proc = cli("connect", "nosuch", ok=False)
-    assert proc.returncode == 2 and "unknown plugin 'nosuch'" in proc.stderr
+    assert proc.returncode == 3 and "unknown plugin 'nosuch'" in proc.stderr  # not found
     proc = cli("enable", cid, "knowledge:help-centre", ok=False)
     assert proc.returncode == 2
     assert "'help-centre' is not an instance of 'knowledge' on this connection; expected one of help-center" in proc.stderr
@@ -99,7 +99,7 @@ def test_failed_sync_exits_nonzero(cli):
     cid = json.loads(cli("connect", "sample", "--set", "workspace=failing", "--json").stdout)["connection_id"]
     cli("enable", cid, "sessions", "--filters", '{"size": 10, "fail_after": 2}')
     proc = cli("sync", cid, "sessions", "--json", ok=False)
-    assert proc.returncode == 1
+    assert proc.returncode == 4  # the provider's 503 is retriable: a caller may try again
     assert json.loads(proc.stdout)["status"] == "error"
 
 
@@ -122,10 +122,10 @@ def test_projects_scope_connections_and_a_bad_project_is_named(cli, store):
     scoped = json.loads(cli("connections", "--project", pid, "--json").stdout)
     assert [c["id"] for c in scoped] == [there["connection_id"]]
 
-    for bad, expected in (("nope", "project_id: expected a project id (a UUID); got 'nope'"),
-                          ("00000000-0000-0000-0000-00000000dead", "project_id: no project")):
+    for bad, expected, code in (("nope", "project_id: expected a project id (a UUID); got 'nope'", 2),
+                                ("00000000-0000-0000-0000-00000000dead", "project_id: no project", 3)):
         proc = cli("connect", "sample", "--set", "workspace=other", "--project", bad, ok=False)
-        assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.returncode == code and expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     proc = cli("connections", "--project", "nope", ok=False)
     assert proc.returncode == 2 and "--project: expected a project id" in proc.stderr
     assert cli("projects", "--add", "  ", ok=False).returncode == 2
@@ -142,7 +142,7 @@ def test_disconnect_forgets_the_connection_but_keeps_ingested_data(cli, store):
     assert _count(store, "integration_streams") == 0 and _count(store, "integration_synced_records") == 0
     assert _count(store, "sessions") == 5
     proc = cli("disconnect", cid, ok=False)
-    assert proc.returncode == 2 and f"connection {cid!r} not found" in proc.stderr
+    assert proc.returncode == 3 and f"connection {cid!r} not found" in proc.stderr
 
 
 def test_runs_show_the_history_newest_first_with_backfill_windows(cli):
