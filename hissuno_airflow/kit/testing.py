@@ -160,6 +160,9 @@ def _arity_problem(where: str, fn: Callable[..., Any], nargs: int) -> str | None
     return None
 
 
+_WHOLE_URL_TEMPLATE = re.compile(r"^\{[A-Za-z_][A-Za-z0-9_]*\}(/|$)")
+
+
 def definition_valid(plugin: PluginDef) -> None:
     """Check what ``define_plugin`` checks, plus promises it cannot see.
 
@@ -208,7 +211,8 @@ def definition_valid(plugin: PluginDef) -> None:
             problems.append(f"auth.fields.{f.id}: the name says it is a secret; expected secret=True")
 
     for name, url in plugin.base_urls.items():
-        if not url.startswith(("http://", "https://")):
+        # A leading ``{field}`` is a whole URL from the connection (kit.urls validates it when filled).
+        if not url.startswith(("http://", "https://")) and not _WHOLE_URL_TEMPLATE.match(url):
             problems.append(f"base_urls.{name}: expected an absolute http(s) URL; got {url!r}")
     _raise("definition_valid", plugin, problems)
 
