@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from .errors import WebhookSignatureError
 
@@ -386,8 +387,10 @@ class SharedSecretHeader(_Scheme):
 class JwtSignature(_Scheme):
     """An RS256 JWT in ``Authorization`` whose ``body_sha256`` claim hashes the raw body (Gong).
 
-    The secret is the PEM public key. ``exp`` is enforced with ``leeway_seconds``; ``webhook_url`` must
-    equal the request URL when ``check_url`` is set.
+    The secret is the public key: PEM, or the bare base64 body of one (as a user may copy it from the
+    provider's UI without the ``-----BEGIN PUBLIC KEY-----`` lines). ``exp`` is enforced with
+    ``leeway_seconds``; when ``check_url`` is set, ``webhook_url`` must name the request URL, compared
+    as Gong does: scheme, lower-cased host and path without a trailing slash (no query).
     """
 
     header: str = "Authorization"
@@ -408,7 +411,8 @@ class JwtSignature(_Scheme):
             raise SignatureFailure("missing_header", f"missing header {self.header!r}")
         token = sent.split(" ", 1)[1] if sent.lower().startswith("bearer ") else sent
         try:
-            decoded = jwt.decode(token.strip(), RSAKey.import_key(secret), algorithms=list(self.algorithms))
+            decoded = jwt.decode(token.strip(), RSAKey.import_key(_pem_public_key(secret)),
+                                 algorithms=list(self.algorithms))
             claims = decoded.claims
             jwt.JWTClaimsRegistry(now=int(now), leeway=self.leeway_seconds, exp={"essential": True}).validate(claims)
         except ExpiredTokenError:
@@ -418,9 +422,26 @@ class JwtSignature(_Scheme):
         body_hash = hashlib.sha256(req.body).hexdigest()
         if not hmac.compare_digest(str(claims.get("body_sha256", "")).encode(), body_hash.encode()):
             raise SignatureFailure("bad_signature", "JWT body_sha256 does not match the body")
-        if self.check_url and claims.get("webhook_url") != req.url:
+        claimed = claims.get("webhook_url")
+        if self.check_url and (not isinstance(claimed, str) or _url_key(claimed) != _url_key(req.url)):
             raise SignatureFailure("bad_signature", "JWT webhook_url does not match this endpoint")
         return Verified(event_id=None, timestamp=float(claims["iat"]) if "iat" in claims else None)
+
+
+def _url_key(url: str) -> str:
+    """``scheme://host[:port]/path`` with scheme and host lower-cased, no trailing slash, no query."""
+    parts = urlsplit(url.strip())
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+
+
+def _pem_public_key(secret: bytes) -> bytes:
+    """``secret`` as PEM: a bare base64 key body is wrapped in ``PUBLIC KEY`` armour."""
+    text = secret.strip()
+    if text.startswith(b"-----BEGIN"):
+        return text
+    body = b"".join(text.split())
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return b"\n".join([b"-----BEGIN PUBLIC KEY-----", *lines, b"-----END PUBLIC KEY-----"]) + b"\n"
 
 
 SignatureScheme = HmacSignature | HubSpotV1 | SharedSecretHeader | JwtSignature

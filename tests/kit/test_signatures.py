@@ -200,3 +200,34 @@ def test_error_text_never_contains_secret_or_expected() -> None:
         verify(sig.GitHubSignature(), "whsec-test", r, now=0)
     assert "whsec-test" not in str(ei.value)
     assert "dd6de9189" not in str(ei.value)
+
+
+def test_gong_jwt_url_compared_as_gong_does_and_bare_base64_key_accepted() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from joserfc import jwt
+    from joserfc.jwk import RSAKey
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    priv = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+    pub = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    bare = "".join(line for line in pub.splitlines() if not line.startswith("-----"))
+    now = int(time.time())
+
+    def token(url: str) -> str:
+        claims = {"body_sha256": hashlib.sha256(B).hexdigest(), "webhook_url": url, "iat": now, "exp": now + 300}
+        return jwt.encode({"alg": "RS256"}, claims, RSAKey.import_key(priv))
+
+    scheme = sig.JwtSignature(check_url=True)
+    here = "https://hooks.example.com/hissuno/api/plugins/webhook/gong/c1"
+    # Host case, a trailing slash and a query do not matter; the key may be pasted without its PEM lines.
+    for claimed in ("https://HOOKS.example.com/hissuno/api/plugins/webhook/gong/c1/", here + "?x=1"):
+        verify(scheme, bare, SignedRequest(B, {"Authorization": token(claimed)}, url=here), now=now)
+    for other in ("https://hooks.example.com/hissuno/api/plugins/webhook/gong/c2",
+                  "http://hooks.example.com/hissuno/api/plugins/webhook/gong/c1",
+                  "https://evil.example.com/hissuno/api/plugins/webhook/gong/c1"):
+        with pytest.raises(SignatureFailure) as ei:
+            verify(scheme, pub, SignedRequest(B, {"Authorization": token(other)}, url=here), now=now)
+        assert ei.value.reason == "bad_signature" and "webhook_url" in str(ei.value)

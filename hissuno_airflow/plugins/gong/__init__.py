@@ -1,0 +1,1 @@
+"""Gong: recorded calls and their transcripts as meeting sessions, by sync and by automation-rule webhook."""
