@@ -72,3 +72,31 @@ def test_a_finished_run_leaves_nothing_pending(store, sample_connection):
     r = run_stream_sync(cid, "sessions", store=store)
     assert r.status == "success" and "repaired" not in r.counts
     assert _n(store, "SELECT count(*) n FROM enrich_pending") == 0
+
+
+def test_a_webhook_drain_killed_during_enrichment_is_finished_by_the_next_drain(web, monkeypatch):
+    import json
+
+    from hissuno_airflow.runtime.webhooks import process_inbox
+    from tests.fixtures.web import sign, verification_secret
+    from tests.web.test_webhooks import make_connection
+
+    cid = make_connection(web.store, "wh-github", verification_secret("github"))
+    path = f"/api/plugins/webhook/wh-github/{cid}"
+    body = json.dumps({"id": "i1", "title": "one"}).encode()
+    assert web.anon.post(path, content=body, headers=sign("github", body, web.url + path)).status_code == 200
+
+    def die(self, *args, **kwargs):
+        raise Killed
+
+    with monkeypatch.context() as m:
+        m.setattr(Enricher, "_write", die)
+        with pytest.raises(Killed):
+            process_inbox(cid, "events", store=web.store)
+    # The event and its issue committed together; the issue's vector did not.
+    assert _n(web.store, "SELECT count(*) n FROM webhook_events WHERE status = 'done'") == 1
+    assert _n(web.store, "SELECT count(*) n FROM embeddings WHERE entity_type = 'issue'") == 0
+    res = process_inbox(cid, "events", store=web.store)
+    assert (res.done, res.failed) == (0, 0)
+    assert _n(web.store, "SELECT count(*) n FROM embeddings WHERE entity_type = 'issue'") == 1
+    assert _n(web.store, "SELECT count(*) n FROM enrich_pending") == 0

@@ -188,13 +188,15 @@ def test_a_record_that_failed_in_the_store_is_re_ingested_as_kept(store, cid, mo
 
 
 def test_secret_values_are_masked_in_kept_records_even_under_innocent_keys(store, cid, web, capsys):
+    hook_secret = "whsec_replay_abcdef0123456789"
+    repo.update_connection(store, cid, settings={"webhook_secret": hook_secret})
     P.convs["c2"]["note"] = f"customer pasted {SECRET} here"
-    P.convs["c2"]["subject"] = SECRET
+    P.convs["c2"]["subject"] = f"{SECRET} and {hook_secret}"
     run_stream_sync(cid, "tickets", store=store)
     (err,) = _rows(store, "SELECT record::text AS record, reason, redacted FROM ingest_errors")
-    assert SECRET not in err["record"] and SECRET not in err["reason"]
+    assert SECRET not in err["record"] and SECRET not in err["reason"] and hook_secret not in err["record"]
     kept = json.loads(err["record"])
-    assert kept["custom_fields"]["note"] == "customer pasted *** here" and kept["name"] == "***"
+    assert kept["custom_fields"]["note"] == "customer pasted *** here" and kept["name"] == "*** and ***"
     assert err["redacted"] is True
     # A redacted kept record is not written back with its masks: without a fetch hook it stays open.
     rc, out = _cli(capsys, "errors", cid, "--json")
@@ -212,8 +214,11 @@ def test_a_record_failing_again_keeps_one_open_row_and_a_later_sync_resolves_it(
     run_stream_sync(cid, "sessions", store=store)
     from hissuno_airflow.runtime.sync import SyncPlan
 
-    run_stream_sync(cid, "sessions", SyncPlan.full(), store=store)
-    assert [r["status"] for r in _rows(store, "SELECT status FROM ingest_errors")] == ["open"]
+    again = run_stream_sync(cid, "sessions", SyncPlan.full(), store=store)
+    assert again.counts["failed"] == 1
+    # One row for the record, naming the latest run that failed it.
+    assert [(r["status"], r["run"]) for r in _rows(store, "SELECT status, run_id::text AS run FROM ingest_errors")] \
+        == [("open", again.run_id)]
     P.senders["bot"] = "ai"
     r = run_stream_sync(cid, "sessions", SyncPlan.full(), store=store)
     assert r.counts["failed"] == 0
