@@ -267,6 +267,38 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_errors(args: argparse.Namespace) -> int:
+    """``errors <connection>`` lists failed records; ``errors replay <connection> [ids] [--all]`` replays."""
+    from .runtime.replay import list_failed_records, replay_failed
+    from .store import connections as repo
+
+    target = list(args.target)
+    store = _store()
+    if target[0] == "replay" and len(target) > 1:
+        conn = repo.get_connection(store, target[1])
+        ids = target[2:]
+        if ids and args.all:
+            raise InputError("--all: give either record ids or --all, not both", field="--all")
+        report = replay_failed(conn.id, ids, all_open=args.all, stream_id=args.stream, store=store)
+        lines = [f"{r['id']}  {r['stream_id']:<16} {r['kind']:<10} {r['external_id'] or '-':<24} {r['status']}"
+                 + (f"\n    {r['error']}" if r["error"] else "") for r in report.records]
+        lines.append(f"{report.resolved} resolved, {report.still_failing} still failing")
+        _out(args, report.to_json(), "\n".join(lines))
+        return 0 if report.still_failing == 0 else 1
+    if len(target) > 1:
+        raise InputError(f"errors: expected a connection, or replay <connection> [ids]; got {' '.join(target)!r}",
+                         field="connection")
+    conn = repo.get_connection(store, target[0])
+    status = None if args.status == "all" else args.status
+    rows = list_failed_records(store, conn.id, stream_id=args.stream, status=status, limit=args.limit)
+    lines = [f"{r['id']}  {r['created_at'][:19]}  {r['stream_id']:<16} {r['kind']:<10} "
+             f"{r['external_id'] or '-':<24} {r['status']:<8} attempts={r['attempts']} "
+             f"replay={r['replay'] or 'no'}\n    {r['reason']}"
+             + (f"\n    last replay: {r['last_error']}" if r["last_error"] else "") for r in rows]
+    _out(args, rows, "\n".join(lines) or "(no failed records)")
+    return 0
+
+
 def cmd_connections(args: argparse.Namespace) -> int:
     from .store import connections as repo
     from .store.projects import get_project
@@ -332,7 +364,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
         finish()
     c = result.counts
     text = (f"{result.status}: {c['synced']} synced, {c['skipped']} skipped, {c['failed']} failed "
-            f"({c['found']} found)" + (f"\nerror: {result.error}" if result.error else ""))
+            f"({c['found']} found)" + (f"; finished {c['repaired']} pending enrichments" if c.get("repaired") else "")
+            + (f"\nerror: {result.error}" if result.error else "")
+            + (f"\nfailed records are kept: hissuno errors {args.connection}" if c["failed"] else ""))
     _out(args, result.to_json(), text)
     if result.status == "success":
         return EXIT_OK
@@ -458,6 +492,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("stream_id", nargs="?")
     sp.add_argument("--status", choices=["in_progress", "success", "error", "cancelled"])
     sp.add_argument("--limit", type=_positive, default=20)
+    sp = add("errors", cmd_errors, "failed records of a connection: `errors <connection>` lists them, "
+                                   "`errors replay <connection> [ids...|--all]` replays them")
+    sp.add_argument("target", nargs="+", metavar="[replay] connection [ids]",
+                    help="the connection; `replay <connection> [ids]` replays the named records")
+    sp.add_argument("--stream", help="only this stream's records")
+    sp.add_argument("--status", choices=["open", "resolved", "superseded", "all"], default="open",
+                    help="listing: which records (default open)")
+    sp.add_argument("--limit", type=_positive, default=100)
+    sp.add_argument("--all", action="store_true", help="replay: every open record (of --stream, if given)")
     sp = add("serve", cmd_serve, "serve the web routes without Airflow")
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=8765)

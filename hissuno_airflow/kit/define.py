@@ -17,7 +17,8 @@ PLUGIN_ID_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 STREAM_KEY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 BASE_NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 RESERVED_PLUGIN_IDS = frozenset({"catalog", "oauth", "webhook", "connections", "runs", "health", "static"})
-RESERVED_HANDLERS = frozenset({"streams", "sync", "connect", "callback", "instances", "runs", "events"})
+RESERVED_HANDLERS = frozenset({"streams", "sync", "connect", "callback", "instances", "runs", "events",
+                               "errors"})
 
 
 class Icon(BaseModel):
@@ -157,6 +158,8 @@ def define_plugin(**definition: Any) -> PluginDef:
             continue
         if st.sync is None and st.webhook is None:
             problems.append(f"{where}: a stream needs a sync or a webhook handler; got neither")
+        if st.fetch is not None and not callable(st.fetch):
+            problems.append(f"{where}.fetch: expected a function (ctx, external_id); got {type(st.fetch).__name__}")
         if st.kind not in STREAM_KINDS:
             problems.append(f"{where}.kind: expected one of {', '.join(STREAM_KINDS)}; got {st.kind!r}")
         if st.frequencies is not None:

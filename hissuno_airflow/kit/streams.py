@@ -45,6 +45,10 @@ class Stream:
     """``sync(ctx: SyncCtx)``: scheduled or manual pull."""
     webhook: Handler | None = None
     """``webhook(ctx: WebhookCtx)``: handles one verified event."""
+    fetch: Handler | None = None
+    """``fetch(ctx: SyncCtx, external_id: str)``: re-fetch one record of the stream's kind by its external id
+    and ingest it with ``ctx.ingest`` (as ``sync`` would). Optional; a replay of a failed record uses it
+    when present (so a fixed mapping or fixed provider data is read again), else re-ingests the kept record."""
     instances: Handler | None = None
     """``instances(ctx: ListCtx) -> list[StreamInstance]`` for parameterized streams."""
     frequencies: tuple[Frequency, ...] | None = None

@@ -104,7 +104,8 @@ class ConnectionServices:
         self.store = store
         self.connection = connection
         self.signal = signal
-        self.secrets: list[str] = []
+        # Secret settings (``webhook_secret``) are masked like credentials wherever this connection writes.
+        self.secrets: list[str] = secret_values(connection.settings) if connection is not None else []
         self.logger = PluginLogger(f"{plugin.id}:{label}", self.secrets, logger)
         self._creds: dict[str, Any] | None = None
         self._lock = threading.Lock()

@@ -26,12 +26,13 @@ from ..kit.context import CancelSignal, ProgressEvent, SyncCtx
 from ..kit.define import PluginDef
 from ..kit.errors import HissunoError, InputError, ProviderAuthError, SyncAlreadyRunning, SyncCancelled
 from ..kit.redaction import redact_text
-from ..kit.streams import Stream, parse_stream_id
+from ..kit.streams import Handler, Stream, parse_stream_id
 from ..kit.types import SyncMode, TriggerSource
 from ..store import connections as repo
 from ..store import runs
 from ..store.connections import ConnectionRow
 from ..store.db import Store, get_store
+from ..store.enrich import Enricher
 from ..store.ingest import StreamIngest
 from .handlers import call_handler
 from .services import ConnectionServices
@@ -68,6 +69,10 @@ class SyncPlan:
     """Write the new high-water mark on success (False for backfill windows)."""
     external_run_id: str | None = None
     """The orchestrator's id of this run (Airflow ``dag/run/try``), recorded on the run row."""
+    handler: Handler | None = None
+    """Run this instead of the stream's ``sync``, with the same context (a replay of failed records)."""
+    run_trigger: str | None = None
+    """``triggered_by`` of the run row when it differs from the context's (``replay``)."""
 
     @classmethod
     def backfill(cls, since: datetime, until: datetime, **kw: Any) -> SyncPlan:
@@ -211,7 +216,7 @@ def run_stream_sync(
     connection = repo.get_connection(store, connection_id)
     plugin = registry.get_plugin(connection.plugin_id)
     key, instance, stream = resolve_stream(plugin, stream_id)
-    if stream.sync is None:
+    if stream.sync is None and plan.handler is None:
         msg = f"stream {key!r} of plugin {plugin.id!r} has no sync handler (it is webhook-only)"
         raise InputError(msg, field="stream_id")
     row = repo.get_stream(store, connection_id, stream_id)
@@ -268,7 +273,8 @@ class _Run:
         with self.store.connection() as c:
             run_id = runs.start_run(
                 c, connection_id=connection.id, plugin_id=plugin.id, stream_id=stream_id,
-                triggered_by=plan.triggered_by, sync_mode=plan.sync_mode, cursor_before=self.cursor_before,
+                triggered_by=plan.run_trigger or plan.triggered_by, sync_mode=plan.sync_mode,
+                cursor_before=self.cursor_before,
                 window=(window_lo, plan.until), external_run_id=plan.external_run_id,
             )
         conn_services = ConnectionServices(plugin, store=self.store, connection=connection, label=stream_id,
@@ -282,12 +288,14 @@ class _Run:
                 self.store, project_id=connection.project_id, connection_id=connection.id, stream_id=stream_id,
                 run_id=run_id, window=(window_lo, plan.until),
                 primary_kind=self.stream.kind if self.stream.kind in _ENTITY_KINDS else None,
+                secrets=secrets,
             )
             services = _SyncServices(conn=conn_services, ingest=ingest, on_progress=on_progress,
                                      store=self.store, run_id=run_id)
             ingest._on_event = services.progress
             ingest._on_timestamp = services.advance_cursor
-            sync_fn = self.stream.sync
+            _resume_enrichment(self.store, connection, stream_id, services)
+            sync_fn = plan.handler or self.stream.sync
             assert sync_fn is not None  # checked before the run started
             ctx = SyncCtx(
                 plugin_id=plugin.id, project_id=connection.project_id, connection_id=connection.id,
@@ -340,6 +348,21 @@ class _Run:
         return SyncResult(run_id=run_id, status=status, counts=counts, cursor_before=self.cursor_before,
                           cursor_after=cursor_after if ok else self.cursor_before,
                           error=error, error_code=code, retriable=retriable)
+
+
+def _resume_enrichment(store: Store, connection: ConnectionRow, stream_id: str, services: _SyncServices) -> None:
+    """Finish the enrichment a stopped run or drain of the connection left pending (its entities count as
+    unchanged, so nothing else would), and report it as ``repaired``. Best effort: what fails stays pending."""
+    try:
+        repaired = Enricher(store, connection.project_id).resume(connection.id, stream_id=stream_id)
+    except Exception:
+        log.warning("resuming pending enrichment of %s failed", connection.id, exc_info=True)
+        return
+    if repaired:
+        with services.lock:
+            services.counts["repaired"] = repaired
+        services.progress(ProgressEvent(
+            type="repaired", message=f"finished the enrichment of {repaired} entities a stopped run left pending"))
 
 
 def connection_services(store: Store, connection: ConnectionRow, label: str = "connection") -> ConnectionServices:

@@ -9,7 +9,9 @@ from metadata emails, contact<->company by email domain (done at upsert time in 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -42,6 +44,10 @@ class _Item:
     text: str
     graph: bool
     email: str | None
+    tokens: list[str] = field(default_factory=list)
+    """``enrich_pending`` rows this item stands for (deleted once its enrichment committed)."""
+    resumed: bool = False
+    """Taken over from a run that did not finish: link it even when its vector is current."""
 
 
 class Enricher:
@@ -52,6 +58,7 @@ class Enricher:
         self.project_id = project_id
         self.embedder = embedder
         self._items: dict[tuple[str, str], _Item] = {}
+        self._unsaved: dict[tuple[str, str], _Item] = {}  # queued but not yet in enrich_pending
         self.embedded = 0
 
     def __len__(self) -> int:
@@ -60,8 +67,52 @@ class Enricher:
     def queue(self, entity_type: str, entity_id: str, text: str, *, graph: bool = True,
               email: str | None = None) -> None:
         """Ask for ``entity`` to be embedded from ``text`` (and linked, when ``graph``)."""
-        self._items[(entity_type, entity_id)] = _Item(entity_type, entity_id, text.strip() or entity_type,
-                                                      graph, email)
+        key = (entity_type, entity_id)
+        prev = self._items.get(key)
+        # Queued again (new text): one item, carrying the pending rows already written for it.
+        self._items[key] = self._unsaved[key] = _Item(entity_type, entity_id, text.strip() or entity_type,
+                                                      graph, email, tokens=prev.tokens if prev else [])
+
+    def save_pending(self, cur: Any, *, connection_id: str | None, stream_id: str | None,
+                     run_id: str | None) -> None:
+        """Write what was queued since the last call to ``enrich_pending`` on ``cur`` (the caller's
+        transaction, the one that writes the entities)."""
+        items = list(self._unsaved.values())
+        self._unsaved.clear()
+        if not items:
+            return
+        with cur.copy("COPY enrich_pending (token, project_id, connection_id, stream_id, run_id, entity_type,"
+                      " entity_id, text, graph, email) FROM STDIN") as cp:
+            for i in items:
+                token = str(uuid.uuid4())
+                i.tokens.append(token)
+                cp.write_row((token, self.project_id, connection_id, stream_id, run_id, i.entity_type,
+                              i.entity_id, i.text, i.graph, i.email))
+
+    def resume(self, connection_id: str, *, stream_id: str | None = None) -> int:
+        """Finish the enrichment a stopped run or drain of ``connection_id`` left pending; returns how
+        many entities it enriched. Rows of a live run of another stream are left to that run; rows of
+        ``stream_id`` are taken whatever their run (the caller holds that stream's lock)."""
+        with self.store.connection() as conn:
+            rows = conn.execute(
+                "SELECT p.entity_type, p.entity_id::text AS id,"
+                " (array_agg(p.text ORDER BY p.queued_at DESC))[1] AS text,"
+                " bool_or(p.graph) AS graph, (array_agg(p.email ORDER BY p.queued_at DESC))[1] AS email,"
+                " array_agg(p.token::text) AS tokens"
+                " FROM enrich_pending p WHERE p.connection_id = %s AND p.project_id = %s"
+                " AND (p.run_id IS NULL OR p.stream_id IS NOT DISTINCT FROM %s OR NOT EXISTS ("
+                "  SELECT 1 FROM integration_sync_runs r WHERE r.id = p.run_id AND r.status = 'in_progress'))"
+                " GROUP BY p.entity_type, p.entity_id",
+                (connection_id, self.project_id, stream_id),
+            ).fetchall()
+        for r in rows:
+            key = (r["entity_type"], r["id"])
+            prev = self._items.get(key)
+            self._items[key] = _Item(r["entity_type"], r["id"], r["text"], r["graph"], r["email"],
+                                     tokens=[*r["tokens"], *(prev.tokens if prev else [])], resumed=True)
+        if rows:
+            self.run()
+        return len(rows)
 
     def run(self) -> int:
         """Embed what changed, then evaluate the graph; returns the number of vectors written."""
@@ -69,6 +120,7 @@ class Enricher:
             return 0
         items = list(self._items.values())
         self._items.clear()
+        self._unsaved.clear()
         embedder = self.embedder or get_embedder()
         hashes = {(i.entity_type, i.entity_id): text_hash(i.text) for i in items}
         with self.store.connection() as conn:
@@ -90,9 +142,17 @@ class Enricher:
                          for i, v in zip(batch, vectors, strict=True)])
             written += len(batch)
         self.embedded += written
-        self._link([i for i in todo if i.graph], embedder.model)
+        fresh = {id(i) for i in todo}
+        self._link([i for i in items if i.graph and (id(i) in fresh or i.resumed)], embedder.model)
         self._link_emails([i for i in items if i.email and i.entity_type == "session"])
+        self._done([t for i in items for t in i.tokens])
         return written
+
+    def _done(self, tokens: Sequence[str]) -> None:
+        if not tokens:
+            return
+        with self.store.connection() as conn:
+            conn.execute("DELETE FROM enrich_pending WHERE token = ANY(%s::uuid[])", (list(tokens),))
 
     def _write(self, rows: list[tuple[Any, ...]]) -> None:
         # Binary COPY into a scratch table, then one upsert: vectors are not rendered and parsed as

@@ -7,8 +7,11 @@ a new one inserts. Sessions, issues and knowledge are buffered and written in bu
 ``executemany``) at ``flush``; contacts and companies upsert at once because their id depends on
 rows other streams may have written (unique by lower-cased email / domain).
 
-A record that fails validation or writing goes to ``ingest_errors`` and the run continues.
-Embedding and graph work is queued to ``Enricher`` (``store/enrich.py``) and runs after the writes.
+A record that fails validation or writing goes to ``ingest_errors`` and the run continues: kept as
+JSON (dates as ISO text) with secrets masked, by key name and by the run's known secret values, one open
+row per record; ingesting that record later (a replay, or any sync) marks the row resolved in the same
+transaction. Embedding and graph work is queued to ``Enricher`` (``store/enrich.py``), recorded in
+``enrich_pending`` in the transaction of the entity writes, and runs after the writes.
 
 ``delete`` is a soft delete: the synced record and (once no live source points at it) the entity get a
 ``deleted_at`` time, buffered like the writes and applied after them at ``flush``. The entity keeps
@@ -21,17 +24,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ValidationError
+from pydantic_core import to_jsonable_python
 
 from ..kit.context import IngestResult, ProgressEvent
 from ..kit.errors import InputError
 from ..kit.records import CompanyRecord, ContactRecord, IssueRecord, KnowledgeRecord, SessionRecord
-from ..kit.redaction import redact
+from ..kit.redaction import redact, redact_text
 from .chunking import chunk_markdown
 from .classify import classify
 from .db import Db, Store, use
@@ -84,6 +88,7 @@ class StreamIngest:
         on_timestamp: Callable[[datetime], None] | None = None,
         window: tuple[datetime | None, datetime | None] = (None, None),
         enricher: Enricher | None = None, batch_size: int = 500, primary_kind: str | None = None,
+        secrets: Sequence[str] = (),
     ) -> None:
         self.store = store
         self.project_id = project_id
@@ -103,6 +108,9 @@ class StreamIngest:
             enricher = Enricher(store, project_id)
         self.enricher = enricher
         self.batch_size = batch_size
+        # The run's known secret values (a live list: a refresh adds tokens), masked in kept records.
+        self.secrets = secrets
+        self._open_errors: set[tuple[str, str]] = set()  # records of this stream with an open ingest error
         self._synced: dict[tuple[str, str], tuple[str, str]] | None = None
         self._deleted: set[tuple[str, str]] = set()  # synced records whose source deleted them
         self._models: dict[tuple[str, str], str | None] = {}
@@ -127,6 +135,10 @@ class StreamIngest:
             self._synced = {(r["hissuno_kind"], r["external_id"]): (r["hid"], r["content_hash"]) for r in rows}
             self._models = {(r["hissuno_kind"], r["external_id"]): r["model"] for r in rows}
             self._deleted = {(r["hissuno_kind"], r["external_id"]) for r in rows if r["deleted"]}
+            with use(self.store) as conn:
+                self._open_errors |= {(r["kind"], r["external_id"]) for r in conn.execute(
+                    "SELECT kind, external_id FROM ingest_errors WHERE connection_id = %s AND stream_id = %s"
+                    " AND status = 'open' AND external_id IS NOT NULL", (self.connection_id, self.stream_id))}
         return self._synced
 
     def is_synced(self, external_id: str) -> bool:
@@ -152,6 +164,7 @@ class StreamIngest:
         self._synced_rows: list[tuple[Any, ...]] = []
         self._deletes: dict[tuple[str, str], str] = {}  # (kind, external id) -> hissuno id
         self._errors: list[tuple[Any, ...]] = []
+        self._resolved: set[tuple[str, str]] = set()  # open errors whose record this batch ingested
         self._pending = 0
         self._buffered: set[tuple[str, str]] = set()  # (kind, external id) written since the last flush
 
@@ -177,14 +190,26 @@ class StreamIngest:
         ext = None
         if isinstance(raw, BaseModel):
             ext = getattr(raw, "external_id", None)
-            raw = raw.model_dump(mode="json")
         elif isinstance(raw, dict):
             ext = raw.get("external_id")
-        self._errors.append((self.connection_id, self.stream_id, self.run_id, kind,
-                             None if ext is None else str(ext), reason[:2000], Jsonb(redact(raw))))
-        self._on_event(ProgressEvent(type="failed", external_id=None if ext is None else str(ext),
-                                     message=f"{kind}: {reason[:300]}"))
+        ext = None if ext is None else str(ext)
+        # Whatever the plugin passed (datetimes, decimals, bytes, models) is kept as JSON; what cannot be
+        # serialised is kept as its text, so the failure itself is never lost.
+        kept = to_jsonable_python(raw, fallback=str)
+        masked = redact(kept, secrets=self.secrets)
+        reason = redact_text(reason, self.secrets)
+        self._errors.append((self.connection_id, self.stream_id, self.run_id, kind, ext, reason[:2000],
+                             Jsonb(masked), masked != kept))
+        if ext is not None:
+            self._open_errors.add((kind, ext))
+            self._resolved.discard((kind, ext))
+        self._on_event(ProgressEvent(type="failed", external_id=ext, message=f"{kind}: {reason[:300]}"))
         return IngestResult(id=None, kind=kind, action="failed", error=reason)
+
+    def _resolve(self, kind: str, ext: str) -> None:
+        if (kind, ext) in self._open_errors:
+            self._open_errors.discard((kind, ext))
+            self._resolved.add((kind, ext))
 
     def _validate(self, model: type[BaseModel], kind: str, record: Any, fields: dict[str, Any]) -> Any:
         if record is None:
@@ -231,6 +256,7 @@ class StreamIngest:
         return self.primary_kind is None or kind == self.primary_kind
 
     def _done(self, kind: str, rec: Any, hid: str, action: str) -> IngestResult:
+        self._resolve(kind, rec.external_id)
         if rec.updated_at is not None:
             self._on_timestamp(rec.updated_at)
         if not self._counts(kind):
@@ -388,6 +414,7 @@ class StreamIngest:
         ext = str(external_id)
         key = (entity_kind, ext)
         prev = self._map().get(key)
+        self._resolve(entity_kind, ext)  # gone at its source: nothing left to recover
         if prev is None or key in self._deleted:
             action = "missing" if prev is None else "unchanged"
             if self._counts(entity_kind):
@@ -478,7 +505,7 @@ class StreamIngest:
 
     def flush(self) -> None:
         """Write every buffered row in one transaction, then run queued enrichment."""
-        if self._pending == 0 and not self._errors and not self._deletes:
+        if self._pending == 0 and not self._errors and not self._deletes and not self._resolved:
             return
         with use(self.store) as conn, conn.transaction(), conn.cursor() as cur:
             if self._new_sessions:
@@ -537,11 +564,26 @@ class StreamIngest:
                     (self.project_id, issue_id, self.connection_id, session_ext),
                 )
             if self._errors:
+                # One open row per record: a record that fails again updates it.
                 cur.executemany(
                     "INSERT INTO ingest_errors (connection_id, stream_id, run_id, kind, external_id, reason,"
-                    " record) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    " record, redacted) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (connection_id, stream_id, kind, external_id) WHERE status = 'open'"
+                    " DO UPDATE SET run_id = EXCLUDED.run_id, reason = EXCLUDED.reason, record = EXCLUDED.record,"
+                    " redacted = EXCLUDED.redacted, updated_at = now()",
                     self._errors,
                 )
+            if self._resolved:
+                cur.execute(
+                    "UPDATE ingest_errors e SET status = 'resolved', resolved_at = now(), resolved_run_id = %s,"
+                    " updated_at = now() FROM unnest(%s::text[], %s::text[]) AS d(kind, ext)"
+                    " WHERE e.connection_id = %s AND e.stream_id = %s AND e.status = 'open'"
+                    " AND e.kind = d.kind AND e.external_id = d.ext",
+                    (self.run_id, [k for k, _ in self._resolved], [e for _, e in self._resolved],
+                     self.connection_id, self.stream_id),
+                )
+            self.enricher.save_pending(cur, connection_id=self.connection_id, stream_id=self.stream_id,
+                                       run_id=self.run_id)
         self._reset_buffers()
         if len(self.enricher) >= 20_000:
             self.enricher.run()

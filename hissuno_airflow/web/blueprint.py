@@ -17,6 +17,8 @@ Relative to the mount (``/hissuno``):
     GET  /api/plugins/<plugin>/<connection>/instances/<stream_key>
     GET  /api/plugins/<plugin>/<connection>/runs        run history (stream_id, status, limit)
     GET  /api/plugins/<plugin>/<connection>/events      webhook events (failed ones stay visible)
+    GET  /api/plugins/<plugin>/<connection>/errors      failed records (stream_id, status, limit)
+    POST /api/plugins/<plugin>/<connection>/errors/replay    replay failed records ({"ids": [...]} or {"all": true})
     POST /api/plugins/<plugin>/<connection>/events/process   drain the inbox now
     GET  /api/plugins/<plugin>/<connection>/sync?stream_id=&mode=   manual sync, Server-Sent Events
     *    /api/plugins/<plugin>/<handler>                plugin-level custom handler
@@ -446,6 +448,46 @@ def events_process(plugin_id: str, connection_id: str) -> Any:
         raise InputError("stream_id: required", field="stream_id")
     res = process_inbox(conn.id, sid, store=store())
     return jsonify({"done": res.done, "failed": res.failed, "errors": res.errors})
+
+
+# -- failed records -------------------------------------------------------------------------------
+
+
+@bp.get("/api/plugins/<plugin_id>/<connection_id>/errors")
+def errors_list(plugin_id: str, connection_id: str) -> Any:
+    """Failed records of the connection, newest first, with their redacted record and error and how a replay
+    would treat them (``stream_id``, ``status`` = open|resolved|superseded|all, ``limit``)."""
+    from ..runtime.replay import list_failed_records
+
+    conn = _connection(registry.get_plugin(plugin_id), connection_id)
+    raw_limit = request.args.get("limit", "100")
+    if not raw_limit.isdigit():
+        raise InputError(f"limit: expected a whole number; got {raw_limit[:20]!r}", field="limit")
+    status = request.args.get("status") or "open"
+    return jsonify({"errors": list_failed_records(store(), conn.id, stream_id=request.args.get("stream_id") or None,
+                                                  status=None if status == "all" else status,
+                                                  limit=int(raw_limit))})
+
+
+@bp.post("/api/plugins/<plugin_id>/<connection_id>/errors/replay")
+def errors_replay(plugin_id: str, connection_id: str) -> Any:
+    """Replay failed records now: ``{"ids": [...]}`` or ``{"all": true, "stream_id": optional}``; answers each
+    record's outcome and the replay runs (409 while a sync of the stream runs)."""
+    from ..runtime.replay import replay_failed
+
+    conn = _connection(registry.get_plugin(plugin_id), connection_id)
+    body = _json_body(optional=False)
+    ids = body.get("ids")
+    if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids)):
+        raise InputError("ids: expected a list of failed record ids", field="ids")
+    all_open = body.get("all", False)
+    if not isinstance(all_open, bool):
+        raise InputError("all: expected true or false", field="all")
+    sid = body.get("stream_id")
+    if sid is not None and not isinstance(sid, str):
+        raise InputError("stream_id: expected text", field="stream_id")
+    report = replay_failed(conn.id, ids or None, all_open=all_open, stream_id=sid or None, store=store())
+    return jsonify(report.to_json())
 
 
 # -- manual sync with progress --------------------------------------------------------------------

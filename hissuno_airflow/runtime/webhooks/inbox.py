@@ -105,6 +105,10 @@ def process_inbox(
     conn_services = connection_services(store, connection, label=stream_id)
     credentials = conn_services.credentials()
     secrets, logger = conn_services.secrets, conn_services.logger
+    try:  # first finish the enrichment a stopped run or drain of this connection left pending
+        Enricher(store, connection.project_id).resume(connection_id)
+    except Exception:
+        log.warning("resuming pending enrichment of %s failed", connection_id, exc_info=True)
     result = InboxResult()
     seen: list[str] = []
     while limit is None or result.done + result.failed < limit:
@@ -120,7 +124,8 @@ def process_inbox(
                 seen.append(current)
                 # The event's writes join this transaction, which also marks it done: all or nothing.
                 ingest = StreamIngest(conn, project_id=connection.project_id,
-                                      connection_id=connection_id, stream_id=stream_id, enricher=enricher)
+                                      connection_id=connection_id, stream_id=stream_id, enricher=enricher,
+                                      secrets=secrets)
                 services = _WebhookServices(conn_services, ingest)
                 ctx = WebhookCtx(
                     plugin_id=plugin.id, project_id=connection.project_id, connection_id=connection_id,

@@ -431,6 +431,35 @@
     return panel;
   }
 
+  // Records that failed to ingest stay listed with their (redacted) error until a replay or a later sync
+  // ingests them; Replay re-fetches each by id where the plugin can, else re-ingests the kept record.
+  function failedPanel(plugin, conn) {
+    const panel = el("div", { class: "failed-records muted", "data-failed": conn.id });
+    const load = async () => {
+      const res = await api(`/plugins/${plugin.id}/${conn.id}/errors?status=open&limit=50`);
+      panel.replaceChildren();
+      if (!res.errors.length) { panel.textContent = "Failed records: none"; return; }
+      panel.append(el("strong", { text: `${res.errors.length} failed record(s)` }));
+      const list = el("ul");
+      const replay = async (json) => {
+        const out = await api(`/plugins/${plugin.id}/${conn.id}/errors/replay`, { json });
+        toast(`Replay: ${out.resolved} resolved, ${out.failed} still failing`, out.failed > 0);
+        await load();
+      };
+      for (const e of res.errors.slice(0, 20)) {
+        const how = e.replay ? `replay by ${e.replay}` : (e.replay_blocked || "cannot be replayed");
+        const item = el("li", { "data-error": e.id, text: `${e.stream_id} · ${e.kind} ${e.external_id || "(no id)"} · ${e.reason}` +
+          (e.attempts ? ` · ${e.attempts} replay(s), last: ${e.last_error || ""}` : "") + ` · ${how} ` });
+        if (e.replay) item.append(el("button", { text: "Replay", onclick: () => replay({ ids: [e.id] }).catch((x) => toast(x.message, true)) }));
+        list.append(item);
+      }
+      panel.append(list);
+      panel.append(el("button", { text: "Replay all", onclick: () => replay({ all: true }).catch((x) => toast(x.message, true)) }));
+    };
+    load().catch((e) => { panel.textContent = e.message; });
+    return panel;
+  }
+
   function renderConnections() {
     const root = $("#connections");
     root.replaceChildren();
@@ -449,6 +478,7 @@
             await refresh();
           } })));
       if (plugin.webhooks) box.append(eventsPanel(plugin, conn));
+      box.append(failedPanel(plugin, conn));
       for (const def of plugin.streams) {
         const rows = conn.streams.filter((s) => s.stream_id.split(":")[0] === def.key);
         if (!def.parameterized) box.append(streamWidget(plugin, conn, def, rows[0] || null));
