@@ -123,6 +123,9 @@ class Store:
             max_size=max_size,
             open=False,
             configure=_configure,
+            # A pooled connection is checked before it is handed out: after a store restart every idle
+            # one is dead, and each would otherwise fail one write.
+            check=ConnectionPool.check_connection,
             kwargs={"row_factory": dict_row},
             name="hissuno",
         )
@@ -138,9 +141,22 @@ class Store:
             msg = f"cannot reach the hissuno store: {type(exc).__name__}"
             raise StoreUnavailable(msg) from exc
         self._opened = True
+        self._close_expired_runs()
         # Close before interpreter shutdown: left to the pool's __del__, Python 3.13 cannot join its
         # worker threads and every process (each CLI call, each Airflow task) hangs 5 s on exit.
         atexit.register(self.close)
+
+    def _close_expired_runs(self) -> None:
+        # Every process that opens the store (CLI call, web server, Airflow task) closes the runs whose
+        # lease lapsed, so a killed run does not wait for the next run of its stream to be closed.
+        from .runs import close_expired_runs
+
+        try:
+            close_expired_runs(self)
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
+            pass  # not migrated yet: there are no runs to close
+        except psycopg.Error as exc:
+            log.warning("could not close expired sync runs: %s", type(exc).__name__)
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
@@ -178,7 +194,8 @@ class Store:
             self._opened = False
             self.pool = ConnectionPool(
                 self.url, min_size=self.pool.min_size, max_size=self.pool.max_size, open=False,
-                configure=_configure, kwargs={"row_factory": dict_row}, name="hissuno",
+                configure=_configure, check=ConnectionPool.check_connection, kwargs={"row_factory": dict_row},
+                name="hissuno",
             )
 
     def migrate(self) -> list[str]:
