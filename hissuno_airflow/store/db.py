@@ -154,10 +154,11 @@ class Store:
     def _close_expired_runs(self) -> None:
         # Every process that opens the store (CLI call, web server, Airflow task) closes the runs whose
         # lease lapsed, so a killed run does not wait for the next run of its stream to be closed.
-        from .runs import close_expired_runs
+        from .leases import close_expired
 
         try:
-            close_expired_runs(self)
+            with self.connection() as conn:
+                close_expired(conn)
         except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
             pass  # not migrated yet: there are no runs to close
         except psycopg.Error as exc:

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..kit.errors import InputError, LeaseLost, SyncAlreadyRunning
 from .db import Db, Store, use
+from .leases import close_expired
 
 MAX_RUNS = 500
 _COLS = ("id::text AS id, connection_id, stream_id, triggered_by, sync_mode, status, counts, error_message,"
@@ -36,35 +37,15 @@ def list_runs(store: Store, connection_id: str, *, stream_id: str | None = None,
 # -- writing run rows (the runner's side) ----------------------------------------------------------
 
 
-EXPIRED_MESSAGE = ("run abandoned: its lease lapsed (its process stopped, or could not reach the store, for"
-                   " longer than the lease); the records it committed stay")
-
-
 def close_expired_runs(db: Db, connection_id: str | None = None, stream_id: str | None = None) -> int:
     """Close every ``in_progress`` run whose lease lapsed (of one stream, or all) as failed, and its stream's
-    ``last_sync_status`` with it; returns how many were closed.
+    ``last_sync_status`` with it; returns how many were closed (see ``leases.close_expired``).
 
     Cheap (an index over live runs only), so it is called wherever someone may look: every store open,
     every run listing, every Airflow DAG parse (a periodic pass while Airflow runs) and every run start.
-    The counts stay what the run committed with its writes. A run still alive but unable to renew for that
-    long finds itself closed at its next write (``renew_lease``) and stops.
     """
-    where, args = "", []
-    if connection_id is not None:
-        where, args = " AND connection_id = %s AND stream_id = %s", [connection_id, stream_id]
     with use(db) as conn:
-        row = conn.execute(
-            "WITH closed AS (UPDATE integration_sync_runs SET status = 'error', completed_at = now(),"
-            " progress = NULL, lease_expires_at = NULL, error_message = %s WHERE status = 'in_progress'"
-            " AND (lease_expires_at IS NULL OR lease_expires_at < now())" + where +
-            " RETURNING connection_id, stream_id),"
-            " streams AS (UPDATE integration_streams s SET last_sync_status = 'error', last_sync_error = %s,"
-            " updated_at = now() FROM closed c WHERE s.connection_id = c.connection_id"
-            " AND s.stream_id = c.stream_id AND s.last_sync_status = 'in_progress' RETURNING 1)"
-            " SELECT count(*) AS n FROM closed",
-            [EXPIRED_MESSAGE, *args, EXPIRED_MESSAGE],
-        ).fetchone()
-    return int(row["n"]) if row else 0
+        return close_expired(conn, connection_id, stream_id)
 
 
 def start_run(conn: Any, *, connection_id: str, plugin_id: str, stream_id: str, triggered_by: str,
