@@ -534,6 +534,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_code(exc)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # The store failing under a command that does not wrap it: one line, no traceback.
+        if not type(exc).__module__.startswith(("psycopg", "psycopg_pool")):
+            raise
+        print(f"error: the hissuno store failed ({type(exc).__name__}); retry the command", file=sys.stderr)
+        return 1
     finally:
         sys.stdout = _data_out.pop()
 

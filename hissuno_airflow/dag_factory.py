@@ -59,10 +59,14 @@ def _query_manifest() -> list[dict[str, Any]]:
 
     from .store import connections as repo
     from .store.db import resolve_url
+    from .store.runs import close_expired_runs
 
     timeout = int(os.environ.get("HISSUNO_PARSE_CONNECT_TIMEOUT", "5"))
     with psycopg.connect(resolve_url(), connect_timeout=timeout, row_factory=dict_row,
                          autocommit=True) as conn:
+        # Each parse (every ~30 s in a running Airflow) is also the periodic pass that closes runs whose
+        # lease lapsed, so a killed run's stream does not show in_progress until its next run.
+        close_expired_runs(conn)
         conns = {c.id: c for c in repo.list_connections(conn)}
         streams = repo.list_streams(conn, enabled_only=True)
     rows = []

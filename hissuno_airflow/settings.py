@@ -51,3 +51,18 @@ def secret_key() -> bytes:
 def default_project_id() -> str:
     """Id of the project used when a caller names none."""
     return os.environ.get("HISSUNO_PROJECT_ID", "00000000-0000-0000-0000-000000000001")
+
+
+def run_lease_seconds() -> float:
+    """``HISSUNO_RUN_LEASE_SECONDS`` (default 120): how long a sync run's lease lasts without renewal.
+
+    A running sync renews it every quarter of this; a run whose process died (or lost the store for
+    longer) is closed as failed once it lapses, and its stream can run again.
+    """
+    return max(1.0, float(os.environ.get("HISSUNO_RUN_LEASE_SECONDS") or 120))
+
+
+def store_retry_seconds() -> float:
+    """``HISSUNO_STORE_RETRY_SECONDS`` (default 30): how long a write is retried in place through a store
+    blip (restart, lost connection, deadlock) before the run fails retriably; 0 fails at the first error."""
+    return max(0.0, float(os.environ.get("HISSUNO_STORE_RETRY_SECONDS") or 30))

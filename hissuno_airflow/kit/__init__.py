@@ -27,6 +27,7 @@ from .define import Icon, PluginDef, PluginUI, define_plugin
 from .errors import (
     HissunoError,
     InputError,
+    LeaseLost,
     NotFoundError,
     PluginDefinitionError,
     ProviderAuthError,
@@ -68,6 +69,7 @@ __all__ = [
     "InputError",
     "IssueRecord",
     "KnowledgeRecord",
+    "LeaseLost",
     "ListCtx",
     "Message",
     "NotFoundError",

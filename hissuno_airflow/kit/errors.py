@@ -18,7 +18,8 @@
     │       └── SearchCapExceeded      more records share one timestamp than a capped search returns
     ├── WebhookSignatureError          401: nothing is written
     ├── StoreError                     the store failed
-    │   └── StoreUnavailable           the store cannot be reached (retriable)
+    │   ├── StoreUnavailable           the store cannot be reached (retriable)
+    │   └── LeaseLost                  a run lost its stream's lease and stopped writing (retriable)
     └── SyncCancelled                  a run was cancelled through ``ctx.signal``
 """
 
@@ -202,6 +203,15 @@ class StoreUnavailable(StoreError):
     """The store cannot be reached."""
 
     code = "store_unavailable"
+    http_status = 503
+    retriable = True
+
+
+class LeaseLost(StoreError):
+    """The run no longer holds its stream's lease (it expired while the run could not renew it, and the
+    run was closed); the run wrote nothing after that and the next run takes over."""
+
+    code = "lease_lost"
     http_status = 503
     retriable = True
 

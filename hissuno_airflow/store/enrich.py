@@ -114,6 +114,13 @@ class Enricher:
             self.run()
         return len(rows)
 
+    def rename(self, entity_type: str, old_id: str, new_id: str) -> None:
+        """Re-point a queued item at another entity id (an ingest batch adopted an existing entity)."""
+        item = self._items.pop((entity_type, old_id), None)
+        if item is not None:
+            item.entity_id = new_id
+            self._items[(entity_type, new_id)] = item
+
     def run(self) -> int:
         """Embed what changed, then evaluate the graph; returns the number of vectors written."""
         if not self._items:

@@ -10,8 +10,17 @@ rows other streams may have written (unique by lower-cased email / domain).
 A record that fails validation or writing goes to ``ingest_errors`` and the run continues: kept as
 JSON (dates as ISO text) with secrets masked, by key name and by the run's known secret values, one open
 row per record; ingesting that record later (a replay, or any sync) marks the row resolved in the same
-transaction. Embedding and graph work is queued to ``Enricher`` (``store/enrich.py``), recorded in
-``enrich_pending`` in the transaction of the entity writes, and runs after the writes.
+transaction. A store blip (restart, lost connection, deadlock) is not the record's fault: the write is
+retried in place and, when the store stays away, the run fails retriably (``store/transient.py``).
+
+Exactly once under concurrency: a new session, issue or knowledge source is written only after its
+``integration_synced_records`` key (connection, stream, kind, external id) was inserted in the same
+transaction; when another writer holds the key already, the buffered entity becomes an update of that
+writer's entity, so no second entity is ever made for one external id. A record seen twice before a
+flush is buffered once (the later version wins). ``fence`` (the run's lease check) runs in every flush
+transaction, so a run that lost its lease writes nothing more.
+Embedding and graph work is queued to ``Enricher`` (``store/enrich.py``), recorded in ``enrich_pending``
+in the transaction of the entity writes, and runs after the writes.
 
 ``delete`` is a soft delete: the synced record and (once no live source points at it) the entity get a
 ``deleted_at`` time, buffered like the writes and applied after them at ``flush``. The entity keeps
@@ -41,6 +50,7 @@ from .classify import classify
 from .db import Db, Store, use
 from .embedder import get_embedder
 from .enrich import Enricher
+from .transient import is_transient, retry_transient
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +99,7 @@ class StreamIngest:
         window: tuple[datetime | None, datetime | None] = (None, None),
         enricher: Enricher | None = None, batch_size: int = 500, primary_kind: str | None = None,
         secrets: Sequence[str] = (),
+        fence: Callable[[Any], None] | None = None,
     ) -> None:
         self.store = store
         self.project_id = project_id
@@ -111,6 +122,8 @@ class StreamIngest:
         # The run's known secret values (a live list: a refresh adds tokens), masked in kept records.
         self.secrets = secrets
         self._open_errors: set[tuple[str, str]] = set()  # records of this stream with an open ingest error
+        self.fence = fence
+        """Called with the connection inside every flush transaction, before its writes (the run's lease)."""
         self._synced: dict[tuple[str, str], tuple[str, str]] | None = None
         self._deleted: set[tuple[str, str]] = set()  # synced records whose source deleted them
         self._models: dict[tuple[str, str], str | None] = {}
@@ -152,39 +165,42 @@ class StreamIngest:
     # -- buffers ---------------------------------------------------------------------------
 
     def _reset_buffers(self) -> None:
-        self._new_sessions: list[tuple[Any, ...]] = []
-        self._upd_sessions: list[tuple[Any, ...]] = []
-        self._messages: list[tuple[Any, ...]] = []
-        self._new_issues: list[tuple[Any, ...]] = []
-        self._upd_issues: list[tuple[Any, ...]] = []
-        self._issue_links: list[tuple[str, str]] = []
-        self._new_knowledge: list[tuple[Any, ...]] = []
-        self._upd_knowledge: list[tuple[Any, ...]] = []
-        self._chunks: list[tuple[Any, ...]] = []
-        self._synced_rows: list[tuple[Any, ...]] = []
+        # Keyed by entity id (rows are lists: a claim may re-point them), so a record seen twice before
+        # a flush is written once, in its later version; ``True`` marks an entity this batch creates.
+        self._sessions: dict[str, tuple[list[Any], bool]] = {}
+        self._messages: dict[str, list[list[Any]]] = {}
+        self._issues: dict[str, tuple[list[Any], bool]] = {}
+        self._issue_links: list[list[Any]] = []
+        self._knowledge: dict[str, tuple[list[Any], bool]] = {}
+        self._chunks: dict[str, list[list[Any]]] = {}
+        self._synced_rows: dict[tuple[str, str], list[Any]] = {}
         self._deletes: dict[tuple[str, str], str] = {}  # (kind, external id) -> hissuno id
         self._errors: list[tuple[Any, ...]] = []
         self._resolved: set[tuple[str, str]] = set()  # open errors whose record this batch ingested
         self._pending = 0
-        self._buffered: set[tuple[str, str]] = set()  # (kind, external id) written since the last flush
-
-    def _flush_if_buffered(self, kind: str, ext: str) -> None:
-        """A record already waiting in this batch (the provider listed it again with new content, as a
-        record updated while a sync pages through it is): write the batch first, so the second version
-        updates the row the first one made instead of colliding with it."""
-        if (kind, ext) in self._buffered:
-            self.flush()
 
     def _record(self, kind: str, hid: str, ext: str, h: str, ts: datetime | None) -> None:
-        self._buffered.add((kind, ext))
-        self._synced_rows.append((self.connection_id, self.stream_id, ext, hid, kind, h, ts))
+        self._synced_rows[(kind, ext)] = [self.connection_id, self.stream_id, ext, hid, kind, h, ts]
         self._map()[(kind, ext)] = (hid, h)
         self._models[(kind, ext)] = self._model
         self._deleted.discard((kind, ext))  # a restore: the write clears deleted_at
         self._deletes.pop((kind, ext), None)
         self._pending += 1
+
+    def _maybe_flush(self) -> None:
+        # After the record's progress event, so the counts a flush stores include every record it writes.
         if self._pending >= self.batch_size:
             self.flush()
+
+    def _write(self, fn: Callable[[], Any], what: str) -> Any:
+        """An immediate write, retried in place through a store blip (on the store's own connections)."""
+        return retry_transient(fn, what) if isinstance(self.store, Store) else fn()
+
+    @staticmethod
+    def _buffer(buf: dict[str, tuple[list[Any], bool]], row: list[Any], action: str) -> None:
+        # Created earlier in this batch and changed since: still a creation, of the later version.
+        prev = buf.get(row[0])
+        buf[row[0]] = (row, action == "created" or (prev is not None and prev[1]))
 
     def _fail(self, kind: str, raw: Any, reason: str) -> IngestResult:
         ext = None
@@ -259,12 +275,12 @@ class StreamIngest:
         self._resolve(kind, rec.external_id)
         if rec.updated_at is not None:
             self._on_timestamp(rec.updated_at)
-        if not self._counts(kind):
-            return IngestResult(id=hid, kind=kind, action=action)  # type: ignore[arg-type]
-        self._on_event(ProgressEvent(
-            type="skipped" if action == "unchanged" else "synced", external_id=rec.external_id,
-            hissuno_id=hid, message=f"{kind} {action}",
-        ))
+        if self._counts(kind):
+            self._on_event(ProgressEvent(
+                type="skipped" if action == "unchanged" else "synced", external_id=rec.external_id,
+                hissuno_id=hid, message=f"{kind} {action}",
+            ))
+        self._maybe_flush()
         return IngestResult(id=hid, kind=kind, action=action)  # type: ignore[arg-type]
 
     # -- primitives ------------------------------------------------------------------------
@@ -276,7 +292,6 @@ class StreamIngest:
             return rec
         if not self._in_window(rec, "sessions"):
             return IngestResult(id=None, kind="sessions", action="unchanged")
-        self._flush_if_buffered("sessions", rec.external_id)
         h, action, hid = self._classify_existing("sessions", rec)
         if action == "unchanged":
             assert hid is not None
@@ -285,9 +300,10 @@ class StreamIngest:
             contact_id = None
             email = rec.contact_email or _metadata_email(rec.user_metadata)
             if rec.contact_email:
-                contact_id = self._upsert_contact_row(
-                    ContactRecord(external_id=f"session-contact:{rec.contact_email.lower()}",
-                                  email=rec.contact_email, name=rec.contact_name), None)[0]
+                contact = ContactRecord(external_id=f"session-contact:{rec.contact_email.lower()}",
+                                        email=rec.contact_email, name=rec.contact_name)
+                contact_id = self._write(lambda: self._upsert_contact_row(contact, None),
+                                         "writing a session's contact")[0]
             hid = hid or str(uuid.uuid4())
             now = datetime.now(UTC)
             msgs = rec.messages
@@ -297,18 +313,19 @@ class StreamIngest:
                 or rec.updated_at or first
             pairs = [(m.sender_type, m.content) for m in msgs]
             tags = classify(pairs)
-            row = (hid, self.project_id, contact_id, rec.name, rec.description, rec.status, rec.source,
+            row = [hid, self.project_id, contact_id, rec.name, rec.description, rec.status, rec.source,
                    rec.session_type, tags, len(msgs), Jsonb(rec.user_metadata), Jsonb(rec.custom_fields),
-                   first if msgs else rec.first_message_at, last, rec.created_at or first, now)
-            (self._new_sessions if action == "created" else self._upd_sessions).append(row)
-            for pos, m in enumerate(msgs):
-                self._messages.append((hid, self.project_id, pos, m.sender_type, m.sender_name, m.content,
-                                       m.created_at or first))
+                   first if msgs else rec.first_message_at, last, rec.created_at or first, now]
+            self._buffer(self._sessions, row, action)
+            self._messages[hid] = [[hid, self.project_id, pos, m.sender_type, m.sender_name, m.content,
+                                    m.created_at or first] for pos, m in enumerate(msgs)]
             text = "\n\n".join(filter(None, [rec.name, rec.description,
                                              "\n".join(c for s, c in pairs if s == "user")[:3000]]))
             self.enricher.queue("session", hid, text, email=email)
             self._record("sessions", hid, rec.external_id, h, rec.updated_at)
-        except Exception as exc:  # one bad record must not end the run
+        except Exception as exc:  # one bad record must not end the run; a store blip is not a bad record
+            if is_transient(exc):
+                raise
             return self._fail("sessions", rec, f"{type(exc).__name__}: {exc}")
         return self._done("sessions", rec, hid, action)
 
@@ -319,18 +336,17 @@ class StreamIngest:
             return rec
         if not self._in_window(rec, "issues"):
             return IngestResult(id=None, kind="issues", action="unchanged")
-        self._flush_if_buffered("issues", rec.external_id)
         h, action, hid = self._classify_existing("issues", rec)
         if action == "unchanged":
             assert hid is not None
             return self._done("issues", rec, hid, action)
         hid = hid or str(uuid.uuid4())
         now = datetime.now(UTC)
-        row = (hid, self.project_id, rec.name, rec.description, rec.type, rec.status, rec.priority,
-               Jsonb(rec.custom_fields), rec.updated_at or now, now)
-        (self._new_issues if action == "created" else self._upd_issues).append(row)
+        row = [hid, self.project_id, rec.name, rec.description, rec.type, rec.status, rec.priority,
+               Jsonb(rec.custom_fields), rec.updated_at or now, now]
+        self._buffer(self._issues, row, action)
         if rec.session_external_id:
-            self._issue_links.append((hid, rec.session_external_id))
+            self._issue_links.append([hid, rec.session_external_id])
         self.enricher.queue("issue", hid, f"{rec.name}\n\n{rec.description}")
         self._record("issues", hid, rec.external_id, h, rec.updated_at)
         return self._done("issues", rec, hid, action)
@@ -342,7 +358,6 @@ class StreamIngest:
             return rec
         if not self._in_window(rec, "knowledge"):
             return IngestResult(id=None, kind="knowledge", action="unchanged")
-        self._flush_if_buffered("knowledge", rec.external_id)
         h, action, hid = self._classify_existing("knowledge", rec)
         if action == "unchanged":
             assert hid is not None
@@ -354,16 +369,17 @@ class StreamIngest:
             prev = self._map().get(("knowledge", rec.parent_external_id))
             parent = prev[0] if prev else None
         status = "done" if rec.content or rec.type == "folder" else "pending"
-        row = (hid, self.project_id, parent, rec.name, rec.description, rec.type, status, rec.url,
+        row = [hid, self.project_id, parent, rec.name, rec.description, rec.type, status, rec.url,
                rec.content, rec.origin, Jsonb(rec.custom_fields), rec.enabled,
-               now if rec.content else None, rec.updated_at or now, now)
-        (self._new_knowledge if action == "created" else self._upd_knowledge).append(row)
+               now if rec.content else None, rec.updated_at or now, now]
+        self._buffer(self._knowledge, row, action)
+        chunks = self._chunks[hid] = []
         self.enricher.queue("knowledge_source", hid,
                             "\n\n".join(filter(None, [rec.name, rec.description, (rec.content or "")[:3000]])))
         for ch in chunk_markdown(rec.content or ""):
             cid = str(uuid.uuid5(uuid.UUID(hid), str(ch.index)))
-            self._chunks.append((cid, hid, self.project_id, ch.index, ch.text, ch.start_line, ch.end_line,
-                                 ch.heading, list(ch.parents)))
+            chunks.append([cid, hid, self.project_id, ch.index, ch.text, ch.start_line, ch.end_line,
+                           ch.heading, list(ch.parents)])
             heading = " > ".join((*ch.parents, ch.heading)) if ch.heading else ""
             self.enricher.queue("knowledge_chunk", cid, f"{heading}\n{ch.text}".strip(), graph=False)
         self._record("knowledge", hid, rec.external_id, h, rec.updated_at)
@@ -381,8 +397,10 @@ class StreamIngest:
             assert hid is not None
             return self._done("contacts", rec, hid, action)
         try:
-            cid, created = self._upsert_contact_row(rec, h, restore=True)
+            cid, created = self._write(lambda: self._upsert_contact_row(rec, h, restore=True), "writing a contact")
         except Exception as exc:
+            if is_transient(exc):
+                raise
             return self._fail("contacts", rec, f"{type(exc).__name__}: {exc}")
         self._record("contacts", cid, rec.external_id, h, rec.updated_at)
         return self._done("contacts", rec, cid, "created" if created and action == "created" else "updated")
@@ -399,8 +417,10 @@ class StreamIngest:
             assert hid is not None
             return self._done("companies", rec, hid, action)
         try:
-            cid, created = self._upsert_company_row(rec, restore=True)
+            cid, created = self._write(lambda: self._upsert_company_row(rec, restore=True), "writing a company")
         except Exception as exc:
+            if is_transient(exc):
+                raise
             return self._fail("companies", rec, f"{type(exc).__name__}: {exc}")
         self._record("companies", cid, rec.external_id, h, rec.updated_at)
         return self._done("companies", rec, cid, "created" if created and action == "created" else "updated")
@@ -430,8 +450,7 @@ class StreamIngest:
             self._on_event(ProgressEvent(type="deleted", external_id=ext, hissuno_id=prev[0],
                                          message=f"{entity_kind} deleted"))
         self._pending += 1
-        if self._pending >= self.batch_size:
-            self.flush()
+        self._maybe_flush()
         return IngestResult(id=prev[0], kind=entity_kind, action="deleted")
 
     # -- immediate upserts -----------------------------------------------------------------
@@ -504,45 +523,61 @@ class StreamIngest:
     # -- bulk flush ------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Write every buffered row in one transaction, then run queued enrichment."""
+        """Write every buffered row in one transaction (retried in place through a store blip), then run
+        queued enrichment once enough is queued."""
         if self._pending == 0 and not self._errors and not self._deletes and not self._resolved:
             return
+        self._write(self._flush_once, "writing a batch of records")
+        self._reset_buffers()
+        if len(self.enricher) >= 20_000:
+            self.enricher.run()
+
+    def _flush_once(self) -> None:
         with use(self.store) as conn, conn.transaction(), conn.cursor() as cur:
-            if self._new_sessions:
-                _copy(cur, "sessions", _SESSION_COLS, self._new_sessions)
-            if self._upd_sessions:
+            if self.fence is not None:
+                self.fence(conn)
+            self._claim(cur)
+            new = [r for r, created in self._sessions.values() if created]
+            upd = [r for r, created in self._sessions.values() if not created]
+            if new:
+                _copy(cur, "sessions", _SESSION_COLS, new)
+            if upd:
                 cur.executemany(
                     "UPDATE sessions SET contact_id = coalesce(%s, contact_id), name = %s, description = %s, "
                     "status = %s, source = %s, session_type = %s, tags = %s, message_count = %s, "
                     "user_metadata = %s, custom_fields = %s, first_message_at = %s, last_activity_at = %s, "
                     "updated_at = %s, deleted_at = NULL WHERE id = %s",
-                    [(*r[2:14], r[15], r[0]) for r in self._upd_sessions],
+                    [(*r[2:14], r[15], r[0]) for r in upd],
                 )
-                cur.execute("DELETE FROM session_messages WHERE session_id = ANY(%s)",
-                            ([r[0] for r in self._upd_sessions],))
-            if self._messages:
-                _copy(cur, "session_messages", _MESSAGE_COLS, self._messages)
-            if self._new_issues:
-                _copy(cur, "issues", _ISSUE_COLS, self._new_issues)
-            if self._upd_issues:
+                cur.execute("DELETE FROM session_messages WHERE session_id = ANY(%s)", ([r[0] for r in upd],))
+            messages = [m for ms in self._messages.values() for m in ms]
+            if messages:
+                _copy(cur, "session_messages", _MESSAGE_COLS, messages)
+            new = [r for r, created in self._issues.values() if created]
+            upd = [r for r, created in self._issues.values() if not created]
+            if new:
+                _copy(cur, "issues", _ISSUE_COLS, new)
+            if upd:
                 cur.executemany(
                     "UPDATE issues SET name = %s, description = %s, type = %s, status = %s, priority = %s, "
                     "custom_fields = %s, updated_at = %s, deleted_at = NULL WHERE id = %s",
-                    [(*r[2:8], r[9], r[0]) for r in self._upd_issues],
+                    [(*r[2:8], r[9], r[0]) for r in upd],
                 )
-            if self._new_knowledge:
-                _copy(cur, "knowledge_sources", _KNOWLEDGE_COLS, self._new_knowledge)
-            if self._upd_knowledge:
+            new = [r for r, created in self._knowledge.values() if created]
+            upd = [r for r, created in self._knowledge.values() if not created]
+            if new:
+                _copy(cur, "knowledge_sources", _KNOWLEDGE_COLS, new)
+            if upd:
                 cur.executemany(
                     "UPDATE knowledge_sources SET parent_id = %s, name = %s, description = %s, type = %s, "
                     "status = %s, url = %s, content = %s, origin = %s, custom_fields = %s, enabled = %s, "
                     "analyzed_at = %s, updated_at = %s, deleted_at = NULL WHERE id = %s",
-                    [(*r[2:13], r[14], r[0]) for r in self._upd_knowledge],
+                    [(*r[2:13], r[14], r[0]) for r in upd],
                 )
-                cur.execute("DELETE FROM knowledge_chunks WHERE source_id = ANY(%s)",
-                            ([r[0] for r in self._upd_knowledge],))
-            if self._chunks:
-                _copy(cur, "knowledge_chunks", ("id", *_CHUNK_COLS), self._chunks)
+                cur.execute("DELETE FROM knowledge_chunks WHERE source_id = ANY(%s)", ([r[0] for r in upd],))
+            chunks = [c for cs in self._chunks.values() for c in cs]
+            if chunks:
+                _copy(cur, "knowledge_chunks", ("id", *_CHUNK_COLS), chunks)
             if self._synced_rows:
                 cur.executemany(
                     "INSERT INTO integration_synced_records (connection_id, stream_id, external_id, hissuno_id,"
@@ -550,7 +585,7 @@ class StreamIngest:
                     " ON CONFLICT (connection_id, stream_id, hissuno_kind, external_id) DO UPDATE SET"
                     " hissuno_id = EXCLUDED.hissuno_id, content_hash = EXCLUDED.content_hash,"
                     " source_updated_at = EXCLUDED.source_updated_at, updated_at = now(), deleted_at = NULL",
-                    self._synced_rows,
+                    list(self._synced_rows.values()),
                 )
             if self._deletes:
                 self._apply_deletes(cur)
@@ -584,9 +619,63 @@ class StreamIngest:
                 )
             self.enricher.save_pending(cur, connection_id=self.connection_id, stream_id=self.stream_id,
                                        run_id=self.run_id)
-        self._reset_buffers()
-        if len(self.enricher) >= 20_000:
-            self.enricher.run()
+
+    def _claim(self, cur: Any) -> None:
+        """Insert-or-get the synced record of every entity this batch creates, before the entity itself.
+
+        The key's uniqueness makes a second entity for one external id impossible: a key another writer
+        holds already (a concurrent webhook, a run that lost its lease, or this batch's own earlier commit
+        whose acknowledgement a blip swallowed) turns the buffered creation into an update of that entity.
+        """
+        buffers = {"sessions": self._sessions, "issues": self._issues, "knowledge": self._knowledge}
+        fresh = [row for (kind, _), row in self._synced_rows.items()
+                 if kind in buffers and buffers[kind].get(row[3], (None, False))[1]]
+        if not fresh:
+            return
+        cur.execute(
+            "INSERT INTO integration_synced_records (connection_id, stream_id, external_id, hissuno_id,"
+            " hissuno_kind, content_hash, source_updated_at)"
+            " SELECT %s, %s, x.e, x.h::uuid, x.k, x.c, x.t"
+            " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[]) AS x(e, h, k, c, t)"
+            " ON CONFLICT (connection_id, stream_id, hissuno_kind, external_id) DO UPDATE"
+            " SET updated_at = integration_synced_records.updated_at"
+            " RETURNING hissuno_kind, external_id, hissuno_id::text AS hid, (xmax = 0) AS inserted",
+            (self.connection_id, self.stream_id, [r[2] for r in fresh], [r[3] for r in fresh],
+             [r[4] for r in fresh], [r[5] for r in fresh], [r[6] for r in fresh]),
+        )
+        for held in cur.fetchall():
+            if not held["inserted"]:
+                self._adopt(held["hissuno_kind"], held["external_id"], held["hid"])
+
+    def _adopt(self, kind: str, ext: str, existing: str) -> None:
+        """Re-point this batch's creation of (kind, ext) at the entity ``existing`` that holds its key."""
+        synced = self._synced_rows[(kind, ext)]
+        ours = synced[3]
+        synced[3] = existing
+        self._map()[(kind, ext)] = (existing, synced[5])
+        etype = {"sessions": "session", "issues": "issue", "knowledge": "knowledge_source"}[kind]
+        self.enricher.rename(etype, ours, existing)
+        buf = {"sessions": self._sessions, "issues": self._issues, "knowledge": self._knowledge}[kind]
+        row, _ = buf.pop(ours)
+        row[0] = existing
+        buf[existing] = (row, False)
+        if kind == "sessions":
+            msgs = self._messages[existing] = self._messages.pop(ours, [])
+            for m in msgs:
+                m[0] = existing
+        elif kind == "issues":
+            for link in self._issue_links:
+                if link[0] == ours:
+                    link[0] = existing
+        else:
+            for other, _ in self._knowledge.values():
+                if other[2] == ours:
+                    other[2] = existing
+            chunks = self._chunks[existing] = self._chunks.pop(ours, [])
+            for c in chunks:
+                cid = str(uuid.uuid5(uuid.UUID(existing), str(c[3])))
+                self.enricher.rename("knowledge_chunk", c[0], cid)
+                c[0], c[1] = cid, existing
 
     def _apply_deletes(self, cur: Any) -> None:
         """Mark the buffered deletions (after this flush's writes, so a record made and deleted in one
@@ -619,7 +708,7 @@ class StreamIngest:
         self.enricher.run()
 
 
-def _copy(cur: Any, table: str, cols: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+def _copy(cur: Any, table: str, cols: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> None:
     with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as cp:
         for r in rows:
             cp.write_row(r)
