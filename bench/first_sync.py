@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
+from pathlib import Path
 
 PROJECT = "00000000-0000-0000-0000-000000000001"
 
@@ -41,14 +42,14 @@ def _server_cpu() -> float | None:
     home = os.environ.get("HISSUNO_HOME")
     if os.environ.get("HISSUNO_DATABASE_URL") or not home:
         return None
-    pid = int(open(os.path.join(home, "pgdata", "postmaster.pid")).readline())
+    pid = int(Path(home, "pgdata", "postmaster.pid").read_text().split()[0])
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         if int(entry) == pid:
