@@ -431,8 +431,8 @@ class StreamIngest:
         return row["id"], bool(row["created"])
 
     def _session_contact(self, email: str, name: str | None) -> str:
-        """The contact a session names, upserted once per run and (email, name): a sync of 20,000
-        sessions from 3,000 people would otherwise write (and commit) every contact ~7 times."""
+        """The contact a session names, upserted once per run and (email, name) instead of once per
+        session: a first sync wrote and committed each person again for each of their conversations."""
         key = (email.lower(), name)
         cid = self._session_contacts.get(key)
         if cid is None:
