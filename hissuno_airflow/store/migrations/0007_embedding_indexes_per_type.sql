@@ -16,3 +16,6 @@ CREATE INDEX embeddings_hnsw_knowledge_source ON embeddings USING hnsw (embeddin
     WHERE entity_type = 'knowledge_source';
 CREATE INDEX embeddings_hnsw_knowledge_chunk ON embeddings USING hnsw (embedding vector_cosine_ops)
     WHERE entity_type = 'knowledge_chunk';
+-- A vector(1536) (6 KB) fits in a heap page: kept inline instead of split into TOAST chunks, its
+-- write skips the TOAST table and its index (new rows; existing ones move when rewritten).
+ALTER TABLE embeddings ALTER COLUMN embedding SET STORAGE PLAIN;
