@@ -117,6 +117,43 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.commit()
 
 
+STATEMENT_TIMEOUT_S = 300
+"""Default bound of one statement on the store's connections (``HISSUNO_STATEMENT_TIMEOUT_S``)."""
+IDLE_IN_TRANSACTION_TIMEOUT_S = 600
+"""Default bound of a transaction left open and idle (``HISSUNO_IDLE_IN_TRANSACTION_TIMEOUT_S``)."""
+CLIENT_CHECK_INTERVAL_S = 5
+"""How often a backend running a statement checks that its client is still there."""
+
+
+def _seconds(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"{name}: expected a whole number of seconds (0 for no bound); got {raw!r}")
+    return value
+
+
+def connection_kwargs() -> dict[str, Any]:
+    """Session settings of every pooled connection: statements and idle transactions are bounded, and
+    a backend notices a client that died (client check while a statement runs; TCP keepalives both
+    ways on TCP), so a killed sync's statement ends with it instead of running on for minutes."""
+    stmt = _seconds("HISSUNO_STATEMENT_TIMEOUT_S", STATEMENT_TIMEOUT_S)
+    idle = _seconds("HISSUNO_IDLE_IN_TRANSACTION_TIMEOUT_S", IDLE_IN_TRANSACTION_TIMEOUT_S)
+    options = " ".join([
+        f"-c statement_timeout={stmt * 1000}",
+        f"-c idle_in_transaction_session_timeout={idle * 1000}",
+        f"-c client_connection_check_interval={CLIENT_CHECK_INTERVAL_S * 1000}",
+        "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3",
+    ])
+    return {"row_factory": dict_row, "options": options, "keepalives": 1, "keepalives_idle": 30,
+            "keepalives_interval": 10, "keepalives_count": 3}
+
+
 class Store:
     """A pool of connections to one database."""
 
@@ -131,7 +168,7 @@ class Store:
             # A pooled connection is checked before it is handed out: after a store restart every idle
             # one is dead, and each would otherwise fail one write.
             check=ConnectionPool.check_connection,
-            kwargs={"row_factory": dict_row},
+            kwargs=connection_kwargs(),
             name="hissuno",
         )
         self._opened = False
@@ -200,7 +237,7 @@ class Store:
             self._opened = False
             self.pool = ConnectionPool(
                 self.url, min_size=self.pool.min_size, max_size=self.pool.max_size, open=False,
-                configure=_configure, check=ConnectionPool.check_connection, kwargs={"row_factory": dict_row},
+                configure=_configure, check=ConnectionPool.check_connection, kwargs=connection_kwargs(),
                 name="hissuno",
             )
 

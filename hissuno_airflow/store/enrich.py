@@ -22,6 +22,13 @@ from .db import Store
 from .embedder import Embedder, get_embedder, text_hash
 
 MAX_SEARCH_LIMIT = 100
+NEIGHBOURS = 10  # nearest vectors of other types considered per entity (edges need the threshold too)
+_WRITE_BATCH = 500
+_LINK_BATCH = 2000
+# An HNSW scan yields ``hnsw.ef_search`` (40) candidates before filters; iterative scans (pgvector >= 0.8)
+# go on until the project/model/deleted filters leave enough rows, in distance order.
+_ITERATIVE_SCAN = "SET LOCAL hnsw.iterative_scan = strict_order"
+LINK_STATEMENT_TIMEOUT_S = 300
 GRAPH_TYPES = ("session", "issue", "knowledge_source", "contact", "company")
 # Per embedded entity type: the condition under which an embedding belongs to a deleted entity
 # (a knowledge chunk is deleted with its source). Search leaves those out; the graph keeps their edges.
@@ -140,13 +147,21 @@ class Enricher:
         todo = [i for i in items
                 if current.get((i.entity_type, i.entity_id)) != (hashes[(i.entity_type, i.entity_id)],
                                                                   embedder.model)]
+        # Equal texts give equal vectors: embed each distinct text once (sample data, templated
+        # tickets and empty descriptions repeat a lot; a paid embedder is billed per text).
+        texts = {hashes[(i.entity_type, i.entity_id)]: i.text[:8000] for i in todo}
+        keys = list(texts)
+        vectors: dict[str, Vector] = {}
+        for start in range(0, len(keys), 100):
+            batch_keys = keys[start : start + 100]
+            for key, vec in zip(batch_keys, embedder.embed([texts[k] for k in batch_keys]), strict=True):
+                vectors[key] = Vector(vec)
         written = 0
-        for start in range(0, len(todo), 100):
-            batch = todo[start : start + 100]
-            vectors = embedder.embed([i.text[:8000] for i in batch])
+        for start in range(0, len(todo), _WRITE_BATCH):
+            batch = todo[start : start + _WRITE_BATCH]
             self._write([(UUID(self.project_id), i.entity_type, UUID(i.entity_id), embedder.model,
-                          hashes[(i.entity_type, i.entity_id)], Vector(v))
-                         for i, v in zip(batch, vectors, strict=True)])
+                          hashes[(i.entity_type, i.entity_id)], vectors[hashes[(i.entity_type, i.entity_id)]])
+                         for i in batch])
             written += len(batch)
         self.embedded += written
         fresh = {id(i) for i in todo}
@@ -181,40 +196,27 @@ class Enricher:
             )
 
     def _link(self, items: list[_Item], model: str) -> None:
+        """Semantic edges from each item to its nearest vectors of the other graph types.
+
+        Linear in the number of items: entities with equal text (hence equal vectors) share one
+        nearest-neighbour lookup, and each lookup is an index scan of one type's HNSW index
+        (``ORDER BY embedding <=> v LIMIT k`` under ``entity_type = '<literal>'`` matches that type's
+        partial index), never a comparison with every stored vector.
+        """
         if not items:
             return
         threshold = float(os.environ.get("HISSUNO_GRAPH_THRESHOLD", "0.6"))
-        with self.store.connection() as conn:
-            conn.execute(
-                """
-                INSERT INTO entity_relationships
-                    (project_id, source_type, source_id, target_type, target_id, strategy, similarity, metadata)
-                SELECT e.project_id,
-                       CASE WHEN (e.entity_type, e.entity_id::text) < (n.entity_type, n.entity_id::text)
-                            THEN e.entity_type ELSE n.entity_type END,
-                       CASE WHEN (e.entity_type, e.entity_id::text) < (n.entity_type, n.entity_id::text)
-                            THEN e.entity_id ELSE n.entity_id END,
-                       CASE WHEN (e.entity_type, e.entity_id::text) < (n.entity_type, n.entity_id::text)
-                            THEN n.entity_type ELSE e.entity_type END,
-                       CASE WHEN (e.entity_type, e.entity_id::text) < (n.entity_type, n.entity_id::text)
-                            THEN n.entity_id ELSE e.entity_id END,
-                       'semantic', n.sim, jsonb_build_object('model', e.model)
-                FROM embeddings e
-                CROSS JOIN LATERAL (
-                    SELECT o.entity_type, o.entity_id, 1 - (o.embedding <=> e.embedding) AS sim
-                    FROM embeddings o
-                    WHERE o.project_id = e.project_id AND o.model = e.model
-                      AND o.entity_type = ANY(%(types)s) AND o.entity_type <> e.entity_type
-                    ORDER BY o.embedding <=> e.embedding
-                    LIMIT 10
-                ) n
-                WHERE e.entity_id = ANY(%(ids)s::uuid[]) AND e.model = %(model)s AND n.sim >= %(t)s
-                ON CONFLICT (project_id, source_type, source_id, target_type, target_id) DO UPDATE
-                    SET similarity = EXCLUDED.similarity, updated_at = now()
-                """,
-                {"types": list(GRAPH_TYPES), "ids": [i.entity_id for i in items], "model": model,
-                 "t": threshold},
-            )
+        by_type: dict[str, list[str]] = {}
+        for i in items:
+            if i.entity_type in GRAPH_TYPES:
+                by_type.setdefault(i.entity_type, []).append(i.entity_id)
+        for entity_type, ids in by_type.items():
+            sql = link_sql(entity_type)
+            for start in range(0, len(ids), _LINK_BATCH):
+                with self.store.connection() as conn, conn.transaction():
+                    _bound_link_statement(conn)
+                    conn.execute(sql, {"type": entity_type, "ids": ids[start : start + _LINK_BATCH],
+                                       "model": model, "t": threshold})
 
     def _link_emails(self, items: list[_Item]) -> None:
         if not items:
@@ -240,6 +242,65 @@ class Enricher:
             )
 
 
+def _nearest(target: str) -> str:
+    # ``target`` is one of GRAPH_TYPES (a constant, never input): inlined so the planner matches the
+    # type's partial HNSW index, which a bound parameter would not.
+    assert target in GRAPH_TYPES
+    return (f"(SELECT o.entity_type, o.entity_id, o.embedding <=> r.embedding AS dist FROM embeddings o"
+            f" WHERE o.entity_type = '{target}' AND o.project_id = r.project_id AND o.model = r.model"
+            f" ORDER BY o.embedding <=> r.embedding LIMIT {NEIGHBOURS})")
+
+
+def link_sql(entity_type: str) -> str:
+    """The statement that links a batch (``ids``) of ``entity_type`` entities to their neighbours."""
+    union = "\n UNION ALL ".join(_nearest(t) for t in GRAPH_TYPES if t != entity_type)
+    first = "(e.entity_type, e.entity_id::text) < (n.entity_type, n.entity_id::text)"
+    return f"""
+        WITH reps AS MATERIALIZED (
+            -- One lookup per distinct vector: equal text hashes under one model are equal vectors.
+            SELECT DISTINCT ON (e.project_id, e.text_hash) e.project_id, e.text_hash, e.model, e.embedding
+            FROM embeddings e
+            WHERE e.entity_type = %(type)s AND e.entity_id = ANY(%(ids)s::uuid[]) AND e.model = %(model)s
+        ), near AS MATERIALIZED (
+            SELECT r.project_id, r.text_hash, n.entity_type, n.entity_id, n.sim
+            FROM reps r CROSS JOIN LATERAL (
+                SELECT u.entity_type, u.entity_id, 1 - u.dist AS sim
+                FROM ({union}) u
+                ORDER BY u.dist
+                LIMIT {NEIGHBOURS}
+            ) n
+            WHERE n.sim >= %(t)s
+        )
+        INSERT INTO entity_relationships
+            (project_id, source_type, source_id, target_type, target_id, strategy, similarity, metadata)
+        SELECT DISTINCT ON (1, 2, 3, 4, 5) e.project_id,
+               CASE WHEN {first} THEN e.entity_type ELSE n.entity_type END,
+               CASE WHEN {first} THEN e.entity_id ELSE n.entity_id END,
+               CASE WHEN {first} THEN n.entity_type ELSE e.entity_type END,
+               CASE WHEN {first} THEN n.entity_id ELSE e.entity_id END,
+               'semantic', n.sim, jsonb_build_object('model', e.model)
+        FROM embeddings e
+        JOIN near n ON n.project_id = e.project_id AND n.text_hash = e.text_hash
+        WHERE e.entity_type = %(type)s AND e.entity_id = ANY(%(ids)s::uuid[]) AND e.model = %(model)s
+        ON CONFLICT (project_id, source_type, source_id, target_type, target_id) DO UPDATE
+            SET similarity = EXCLUDED.similarity, updated_at = now()
+    """
+
+
+def _bound_link_statement(conn: Any) -> None:
+    # The linking statement is the store's heaviest: bounded on its own, so a runaway plan fails the
+    # run (retriably) instead of running for minutes after its client died.
+    conn.execute(f"SET LOCAL statement_timeout = '{LINK_STATEMENT_TIMEOUT_S}s'")
+    conn.execute(_ITERATIVE_SCAN)
+    # Before the first ANALYZE (a first sync) the planner prefers the (project, type, model) b-tree and
+    # a sort of every vector of the type: brute force per entity, quadratic over a sync. Sorting is the
+    # only step an HNSW scan avoids, so discouraging it leaves the index scan the cheapest plan.
+    conn.execute("SET LOCAL enable_sort = off")
+    # Likewise the fan-out of each lookup to the entities sharing its vector: estimated at one row
+    # per side, it became a nested loop over every pair of a batch; a hash join is linear.
+    conn.execute("SET LOCAL enable_nestloop = off")
+
+
 def search(store: Store, query: str, *, project_id: str, entity_type: str = "session", limit: int = 5,
            embedder: Embedder | None = None) -> list[tuple[str, float]]:
     """Entities of ``entity_type`` nearest to ``query`` as (id, similarity), best first; deleted entities
@@ -252,10 +313,12 @@ def search(store: Store, query: str, *, project_id: str, entity_type: str = "ses
     emb = embedder or get_embedder()
     vec = Vector(emb.embed([query])[0])
     with store.connection() as conn:
+        conn.execute(_ITERATIVE_SCAN)
         rows = conn.execute(
             "SELECT e.entity_id::text AS id, 1 - (e.embedding <=> %s) AS sim FROM embeddings e"
-            " WHERE e.project_id = %s AND e.entity_type = %s AND e.model = %s"
+            # The type is one of _DELETED's keys (checked above), inlined to match its partial HNSW index.
+            f" WHERE e.project_id = %s AND e.entity_type = '{entity_type}' AND e.model = %s"
             f" AND NOT {_DELETED[entity_type]} ORDER BY e.embedding <=> %s LIMIT %s",
-            (vec, project_id, entity_type, emb.model, vec, limit),
+            (vec, project_id, emb.model, vec, limit),
         ).fetchall()
     return [(r["id"], float(r["sim"])) for r in rows]

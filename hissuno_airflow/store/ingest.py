@@ -125,6 +125,7 @@ class StreamIngest:
         self.fence = fence
         """Called with the connection inside every flush transaction, before its writes (the run's lease)."""
         self._synced: dict[tuple[str, str], tuple[str, str]] | None = None
+        self._session_contacts: dict[tuple[str, str | None], str] = {}  # (email, name) -> contact id
         self._deleted: set[tuple[str, str]] = set()  # synced records whose source deleted them
         self._models: dict[tuple[str, str], str | None] = {}
         self._model = (self.enricher.embedder or get_embedder()).model
@@ -300,10 +301,7 @@ class StreamIngest:
             contact_id = None
             email = rec.contact_email or _metadata_email(rec.user_metadata)
             if rec.contact_email:
-                contact = ContactRecord(external_id=f"session-contact:{rec.contact_email.lower()}",
-                                        email=rec.contact_email, name=rec.contact_name)
-                contact_id = self._write(lambda: self._upsert_contact_row(contact, None),
-                                         "writing a session's contact")[0]
+                contact_id = self._session_contact(rec.contact_email, rec.contact_name)
             hid = hid or str(uuid.uuid4())
             now = datetime.now(UTC)
             msgs = rec.messages
@@ -402,6 +400,9 @@ class StreamIngest:
             if is_transient(exc):
                 raise
             return self._fail("contacts", rec, f"{type(exc).__name__}: {exc}")
+        # A session naming this person next (the usual order: customer, then conversation) would
+        # upsert the same row again to no effect (fill_nulls on a contact just written).
+        self._session_contacts[(rec.email.lower(), rec.name)] = cid
         self._record("contacts", cid, rec.external_id, h, rec.updated_at)
         return self._done("contacts", rec, cid, "created" if created and action == "created" else "updated")
 
@@ -486,10 +487,22 @@ class StreamIngest:
             rec.country and f"Country: {rec.country}", rec.notes and f"Notes: {rec.notes}"])), graph=False)
         return row["id"], bool(row["created"])
 
+    def _session_contact(self, email: str, name: str | None) -> str:
+        """The contact a session names, upserted once per run and (email, name) instead of once per
+        session: a first sync wrote and committed each person again for each of their conversations."""
+        key = (email.lower(), name)
+        cid = self._session_contacts.get(key)
+        if cid is None:
+            contact = ContactRecord(external_id=f"session-contact:{email.lower()}", email=email, name=name)
+            cid = self._write(lambda: self._upsert_contact_row(contact, None), "writing a session's contact")[0]
+            self._session_contacts[key] = cid
+        return cid
+
     def _upsert_contact_row(self, rec: ContactRecord, h: str | None, *, restore: bool = False) -> tuple[str, bool]:
         # ``restore``: the contact primitive itself clears a deletion; a session's contact does not.
         company_id = None
         domain = (rec.company_domain or "").lower() or email_domain(rec.email)
+        # One pooled connection and one commit for the lookup and the upsert (they were two).
         with use(self.store) as conn:
             if domain:
                 found = conn.execute(
@@ -497,12 +510,11 @@ class StreamIngest:
                     (self.project_id, domain),
                 ).fetchone()
                 company_id = found["id"] if found else None
-        if company_id is None and rec.company_domain:
-            company_id = self._upsert_company_row(
-                CompanyRecord(external_id=f"domain:{rec.company_domain}", domain=rec.company_domain))[0]
-        fields = {"name": rec.name, "phone": rec.phone, "title": rec.title, "company_id": company_id}
-        sets = _merge_sets(fields, rec.merge_strategy, "contacts") + (", deleted_at = NULL" if restore else "")
-        with use(self.store) as conn:
+            if company_id is None and rec.company_domain:
+                company_id = self._upsert_company_row(
+                    CompanyRecord(external_id=f"domain:{rec.company_domain}", domain=rec.company_domain))[0]
+            fields = {"name": rec.name, "phone": rec.phone, "title": rec.title, "company_id": company_id}
+            sets = _merge_sets(fields, rec.merge_strategy, "contacts") + (", deleted_at = NULL" if restore else "")
             row = conn.execute(
                 f"""
                 INSERT INTO contacts (project_id, name, email, phone, title, company_id, custom_fields)
