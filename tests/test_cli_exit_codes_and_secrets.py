@@ -50,20 +50,21 @@ def test_exit_codes_are_distinct_and_documented(cli, store) -> None:
     cli("enable", cid, "sessions", "--filters", '{"size": 30, "fail_after": 5}')
     failed = cli("sync", cid, "sessions", "--json", code=4)
     assert json.loads(failed.stdout)["error_code"] == "provider_unavailable"
-    # A sync of a stream that is already running (another process holds the stream's lock): 4 (busy,
+    # A sync of a stream that is already running (another process holds the stream's lease): 4 (busy,
     # retriable), not 2 (bad input).
-    from hissuno_airflow.runtime.sync import _lock_key
+    from hissuno_airflow.store import runs
 
-    holder = store.pool.getconn()
+    with store.connection() as c:
+        held = runs.start_run(c, connection_id=cid, plugin_id="sample", stream_id="sessions", triggered_by="manual",
+                              sync_mode="incremental", cursor_before=None, window=(None, None),
+                              external_run_id="another-process", lease_s=600)
     try:
-        holder.execute("SELECT pg_advisory_lock(%s)", (_lock_key(cid, "sessions"),))
-        holder.commit()
         busy = cli("sync", cid, "sessions", code=4)
         assert "already running" in busy.stderr
     finally:
-        holder.execute("SELECT pg_advisory_unlock_all()")
-        holder.commit()
-        store.pool.putconn(holder)
+        with store.connection() as c:
+            c.execute("UPDATE integration_sync_runs SET status = 'cancelled', completed_at = now() WHERE id = %s",
+                      (held,))
 
 
 def test_exit_code_of_a_provider_refusal_is_1() -> None:
