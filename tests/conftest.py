@@ -19,3 +19,19 @@ pytest_plugins = (
     "tests.fixtures.airflow",
     "tests.fixtures.web",
 )
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_host_per_test():
+    """Whatever a test installs (an in-process CLI call installs the Airflow host when the test Airflow is
+    usable) is undone afterwards, with the webhook dispatcher chosen from it."""
+    from hissuno_airflow.runtime.host import current_host, install_host
+    from hissuno_airflow.runtime.webhooks import set_default_dispatcher
+
+    previous = current_host()
+    yield
+    install_host(previous)
+    set_default_dispatcher(None)

@@ -40,6 +40,8 @@ def create_app(
     else:
         app.config["HISSUNO_STORE"] = store
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    # A path with an empty segment ("//") is not a route: answer the JSON 404, not Werkzeug's 308 redirect.
+    app.url_map.merge_slashes = False
     app.register_blueprint(bp, url_prefix=url_prefix or None)
     errors.register(app)
     return app

@@ -40,6 +40,10 @@ def test_a_kill_during_enrichment_is_repaired_by_the_next_incremental_run(store,
     assert _n(store, "SELECT count(*) n FROM entity_relationships WHERE strategy = 'metadata_email'") == 0
     assert _n(store, "SELECT count(*) n FROM entity_relationships WHERE strategy = 'semantic'") == 0
     assert _n(store, "SELECT count(*) n FROM enrich_pending WHERE entity_type = 'session'") == 30
+    # A killed process keeps its lease until it lapses (HISSUNO_RUN_LEASE_SECONDS): let it lapse now.
+    with store.connection() as c:
+        c.execute("UPDATE integration_sync_runs SET lease_expires_at = now() - interval '1 second'"
+                  " WHERE status = 'in_progress'")
 
     events = []
     r = run_stream_sync(cid, "sessions", store=store, on_progress=lambda e, c: events.append(e))
