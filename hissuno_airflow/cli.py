@@ -307,7 +307,10 @@ def cmd_connections(args: argparse.Namespace) -> int:
     project = get_project(store, args.project, field="--project").id if args.project else None
     rows = repo.list_connections(store, project_id=project, plugin_id=args.plugin)
     data = [r.public() for r in rows]
-    _out(args, data, "\n".join(f"{r.id:<24} {r.plugin_id:<10} {r.account_label}" for r in rows) or "(none)")
+    lines = [f"{r.id:<24} {r.plugin_id:<10} {r.account_label}"
+             + (f"  RECONNECT NEEDED (hissuno connect {r.plugin_id} --update {r.id})" if r.needs_reconnect else "")
+             for r in rows]
+    _out(args, data, "\n".join(lines) or "(none)")
     return 0
 
 

@@ -384,6 +384,10 @@ class _Run:
                           redact_text(traceback.format_exc(), secrets))
         if error:
             error = redact_text(error, secrets)[:2000]
+        if code == ProviderAuthError.code:
+            # Retrying cannot help: the person must reconnect. Say how, everywhere the error is shown.
+            error = (f"{error}; reconnect needed: run `hissuno connect {plugin.id} --update {connection.id}` "
+                     "or reconnect it on the Integrations page")
 
         counts = services.snapshot() if services else dict.fromkeys(COUNTED, 0)
         high = services.high_water if services else None
@@ -407,6 +411,7 @@ class _Run:
             # says so (the store records it failed once the lease lapses); the cursor did not move.
             status, error, code, retriable = "error", str(exc), exc.code, exc.retriable
         ok = status == "success"
+        _record_auth_state(self.store, connection, error if code == ProviderAuthError.code else None, ok)
         return SyncResult(run_id=run_id, status=status, counts=counts, cursor_before=self.cursor_before,
                           cursor_after=cursor_after if ok else self.cursor_before,
                           error=error, error_code=code, retriable=retriable)
@@ -425,6 +430,17 @@ def _resume_enrichment(store: Store, connection: ConnectionRow, stream_id: str, 
             services.counts["repaired"] = repaired
         services.progress(ProgressEvent(
             type="repaired", message=f"finished the enrichment of {repaired} entities a stopped run left pending"))
+
+
+def _record_auth_state(store: Store, connection: ConnectionRow, auth_error: str | None, ok: bool) -> None:
+    """A refused connection is marked "reconnect needed"; a successful run clears the mark. Best effort:
+    the run's own result is already recorded."""
+    if auth_error is None and not (ok and connection.needs_reconnect):
+        return
+    try:
+        repo.set_auth_error(store, connection.id, auth_error)
+    except Exception:
+        log.warning("could not record the connection's auth state", exc_info=True)
 
 
 def connection_services(store: Store, connection: ConnectionRow, label: str = "connection") -> ConnectionServices:

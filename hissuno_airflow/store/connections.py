@@ -31,6 +31,14 @@ class ConnectionRow:
     settings: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    auth_error: str | None = None
+    """Why the provider refused the connection's credentials (None: fine); a reconnect clears it."""
+    auth_error_at: datetime | None = None
+
+    @property
+    def needs_reconnect(self) -> bool:
+        """True after the provider refused the credentials, until a reconnect or a successful run."""
+        return self.auth_error is not None
 
     def public(self) -> dict[str, Any]:
         """JSON-safe view without credentials; secret settings (``webhook_secret``, ...) are masked."""
@@ -38,7 +46,9 @@ class ConnectionRow:
             "id": self.id, "project_id": str(self.project_id), "plugin_id": self.plugin_id,
             "external_account_id": self.external_account_id, "account_label": self.account_label,
             "settings": mask_settings(self.plugin_id, self.settings), "created_at": self.created_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(), "needs_reconnect": self.needs_reconnect,
+            "auth_error": self.auth_error,
+            "auth_error_at": self.auth_error_at.isoformat() if self.auth_error_at else None,
         }
 
 
@@ -88,7 +98,7 @@ def _conn_row(row: dict[str, Any]) -> ConnectionRow:
 
 _CONN_COLS = (
     "id, project_id::text AS project_id, plugin_id, external_account_id, account_label, "
-    "credentials_backend, credentials_ref, settings, created_at, updated_at"
+    "credentials_backend, credentials_ref, settings, created_at, updated_at, auth_error, auth_error_at"
 )
 _STREAM_COLS = (
     "id::text AS id, connection_id, plugin_id, stream_id, stream_kind, enabled, frequency, filter_config, "
@@ -340,3 +350,15 @@ def delete_stream(store: Db, connection_id: str, stream_id: str, *, forget_recor
                 (connection_id, stream_id),
             )
     return cur.rowcount > 0
+
+
+def set_auth_error(store: Db, connection_id: str, message: str | None) -> None:
+    """Record that the provider refused the connection (``message``: the redacted reason), or clear it
+    (None) after a reconnect or a successful run."""
+    with use(store) as conn:
+        conn.execute(
+            "UPDATE integration_connections SET auth_error = %s,"
+            " auth_error_at = CASE WHEN %s::text IS NULL THEN NULL ELSE now() END"
+            " WHERE id = %s AND auth_error IS DISTINCT FROM %s",
+            (message, message, connection_id, message),
+        )

@@ -91,6 +91,9 @@ def save_auth_result(
             repo.delete_connection(store, row.id)
         msg = f"could not store the credentials of {plugin.id!r}: {type(exc).__name__}"
         raise StoreError(msg) from exc
+    if row.needs_reconnect:
+        repo.set_auth_error(store, row.id, None)  # reconnected: the new credentials passed the plugin's test
+        row = repo.get_connection(store, row.id)
     return row, created
 
 

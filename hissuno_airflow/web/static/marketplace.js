@@ -470,7 +470,11 @@
       const box = el("div", { class: "connection", "data-connection": conn.id },
         el("div", { class: "head" }, icon(plugin),
           el("div", { class: "grow" }, el("strong", { text: conn.account_label }),
-            el("div", { class: "muted", text: `${plugin.name} · ${conn.external_account_id}` })),
+            el("div", { class: "muted", text: `${plugin.name} · ${conn.external_account_id}` }),
+            conn.needs_reconnect
+              ? el("div", { class: "reconnect-needed", role: "alert",
+                            text: `Reconnect needed: ${conn.auth_error || "the provider refused the credentials"}` })
+              : null),
           el("button", { text: "Reconnect", onclick: () => openConnect(plugin, conn.id) }),
           el("button", { class: "danger", text: "Disconnect", onclick: async () => {
             if (!confirm(`Disconnect ${conn.account_label}? Synced data is kept.`)) return;
