@@ -18,10 +18,8 @@ import pytest
 
 from hissuno_airflow import registry, settings
 from hissuno_airflow.kit import InputError, ProviderAuthError, WebhookSignatureError
-from hissuno_airflow.kit.http import RetryPolicy
 from hissuno_airflow.plugins.fathom.client import account_id
 from hissuno_airflow.runtime.connect import connect_api_key
-from hissuno_airflow.runtime.services import ConnectionServices
 from hissuno_airflow.runtime.streams import enable_stream
 from hissuno_airflow.runtime.sync import SyncPlan, run_stream_sync
 from hissuno_airflow.runtime.webhooks import IntakeRequest, receive_webhook
@@ -31,6 +29,7 @@ from tests.fakes import fathom as fakes
 from tests.fakes.fathom import Fathom
 from tests.fakes.server import FakeClock
 from tests.fakes.webhooks import Signer
+from tests.fixtures.fakes import retries_on
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 RETRY_AFTER = 9
@@ -40,13 +39,7 @@ RETRY_AFTER = 9
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     """The fake's clock; every HTTP client's retries wait on it instead of sleeping."""
     clock = FakeClock(T0.timestamp())
-    real = ConnectionServices.http_client
-
-    def http_client(self: ConnectionServices, base: str = "API", **kwargs: Any) -> Any:
-        kwargs.setdefault("retry", RetryPolicy(sleep=clock.sleep, clock=clock.time, jitter=lambda: 0.0))
-        return real(self, base, **kwargs)
-
-    monkeypatch.setattr(ConnectionServices, "http_client", http_client)
+    retries_on(monkeypatch, clock)
     return clock
 
 

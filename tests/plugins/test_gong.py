@@ -22,10 +22,9 @@ import pytest
 from hissuno_airflow import registry, settings
 from hissuno_airflow.kit import ProviderAuthError, RateLimited, WebhookSignatureError
 from hissuno_airflow.kit.errors import ConnectFailed
-from hissuno_airflow.kit.http import RateBudget, RetryPolicy
+from hissuno_airflow.kit.http import RateBudget
 from hissuno_airflow.plugins.gong.mapping import normalize_base_url
 from hissuno_airflow.runtime.connect import connect_api_key
-from hissuno_airflow.runtime.services import ConnectionServices
 from hissuno_airflow.runtime.streams import enable_stream
 from hissuno_airflow.runtime.sync import SyncPlan, run_stream_sync
 from hissuno_airflow.runtime.webhooks import IntakeRequest, receive_webhook
@@ -34,6 +33,7 @@ from hissuno_airflow.store import connections as repo
 from tests.fakes.gong import ACCESS_KEY, ACCESS_SECRET, BASE_URL, Gong, credentials
 from tests.fakes.server import FakeClock
 from tests.fakes.webhooks import Signer
+from tests.fixtures.fakes import retries_on
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 COUNT = 230
@@ -68,15 +68,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 @pytest.fixture
 def pacing(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> Pacing:
     pacing = Pacing(clock)
-    real = ConnectionServices.http_client
-
-    def http_client(self: ConnectionServices, base: str = "API", **kwargs: Any) -> Any:
-        kwargs.setdefault("retry", RetryPolicy(sleep=clock.sleep, clock=clock.time, jitter=lambda: 0.0))
-        if self.connection is not None:
-            kwargs.setdefault("rate_limiter", pacing.budget)
-        return real(self, base, **kwargs)
-
-    monkeypatch.setattr(ConnectionServices, "http_client", http_client)
+    retries_on(monkeypatch, clock, pacing.budget)
     return pacing
 
 

@@ -18,9 +18,7 @@ import pytest
 
 from hissuno_airflow import registry
 from hissuno_airflow.kit import InputError, ProviderAuthError, WebhookSignatureError
-from hissuno_airflow.kit.http import RetryPolicy
 from hissuno_airflow.kit.signatures import SignedRequest, verify
-from hissuno_airflow.runtime.services import ConnectionServices
 from hissuno_airflow.runtime.streams import enable_stream
 from hissuno_airflow.runtime.sync import SyncPlan, run_stream_sync
 from hissuno_airflow.runtime.webhooks import IntakeRequest, receive_webhook
@@ -30,6 +28,7 @@ from tests.fakes import intercom as fakes
 from tests.fakes.intercom import Intercom
 from tests.fakes.server import FakeClock
 from tests.fakes.webhooks import Signer
+from tests.fixtures.fakes import retries_on
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 TOKEN = "dG9rOmFiY2RlZjEyMzQ1Njc4OTA6MTowtest"
@@ -41,13 +40,7 @@ PER_PAGE = 5
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     """The fake's clock; every client's retries and rate-limit waits run on it instead of sleeping."""
     clock = FakeClock(T0.timestamp())
-    real = ConnectionServices.http_client
-
-    def http_client(self: ConnectionServices, base: str = "API", **kwargs: Any) -> Any:
-        kwargs.setdefault("retry", RetryPolicy(sleep=clock.sleep, clock=clock.time, jitter=lambda: 0.0))
-        return real(self, base, **kwargs)
-
-    monkeypatch.setattr(ConnectionServices, "http_client", http_client)
+    retries_on(monkeypatch, clock)
     return clock
 
 

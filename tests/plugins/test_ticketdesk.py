@@ -26,9 +26,7 @@ import pytest
 from hissuno_airflow import registry, settings
 from hissuno_airflow.kit import ProviderAuthError, WebhookSignatureError
 from hissuno_airflow.kit import testing as conformance
-from hissuno_airflow.kit.http import RetryPolicy
 from hissuno_airflow.runtime.connect import connect_api_key
-from hissuno_airflow.runtime.services import ConnectionServices
 from hissuno_airflow.runtime.streams import enable_stream
 from hissuno_airflow.runtime.sync import run_stream_sync
 from hissuno_airflow.runtime.webhooks import IntakeRequest, receive_webhook
@@ -38,6 +36,7 @@ from tests.fakes import ticketdesk as fakes
 from tests.fakes.server import FakeClock
 from tests.fakes.ticketdesk import TicketDesk
 from tests.fakes.webhooks import Signer
+from tests.fixtures.fakes import retries_on
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "docs" / "examples"
@@ -67,13 +66,7 @@ def example(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     """The fake's clock, starting at ``T0``; every HTTP client's retries wait on it instead of sleeping."""
     clock = FakeClock(T0.timestamp())
-    real = ConnectionServices.http_client
-
-    def http_client(self: ConnectionServices, base: str = "API", **kwargs: Any) -> Any:
-        kwargs.setdefault("retry", RetryPolicy(sleep=clock.sleep, clock=clock.time, jitter=lambda: 0.0))
-        return real(self, base, **kwargs)
-
-    monkeypatch.setattr(ConnectionServices, "http_client", http_client)
+    retries_on(monkeypatch, clock)
     return clock
 
 

@@ -20,9 +20,8 @@ import pytest
 
 from hissuno_airflow import registry, settings
 from hissuno_airflow.kit import HissunoError, ProviderAuthError, WebhookSignatureError
-from hissuno_airflow.kit.http import RateBudget, RetryPolicy
+from hissuno_airflow.kit.http import RateBudget
 from hissuno_airflow.runtime.connect import connect_api_key
-from hissuno_airflow.runtime.services import ConnectionServices
 from hissuno_airflow.runtime.streams import enable_stream
 from hissuno_airflow.runtime.sync import SyncPlan, run_stream_sync
 from hissuno_airflow.runtime.webhooks import IntakeRequest, receive_webhook
@@ -32,6 +31,7 @@ from tests.fakes import zendesk as fakes
 from tests.fakes.server import FakeClock
 from tests.fakes.webhooks import Signer
 from tests.fakes.zendesk import FakeZendesk
+from tests.fixtures.fakes import retries_on
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 TICKETS = 14
@@ -45,13 +45,7 @@ EXPORT = "/api/v2/incremental/tickets/cursor.json"
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     """The fake's clock at ``T0``; retries and the export pacing wait on it instead of sleeping."""
     clock = FakeClock(T0.timestamp())
-    real = ConnectionServices.http_client
-
-    def http_client(self: ConnectionServices, base: str = "API", **kwargs: Any) -> Any:
-        kwargs.setdefault("retry", RetryPolicy(sleep=clock.sleep, clock=clock.time, jitter=lambda: 0.0))
-        return real(self, base, **kwargs)
-
-    monkeypatch.setattr(ConnectionServices, "http_client", http_client)
+    retries_on(monkeypatch, clock)
     _pace_on(monkeypatch, FakeClock(T0.timestamp()))
     return clock
 
