@@ -79,7 +79,11 @@ def test_bad_credentials_fail_without_retry(store, probe, airflow_clean):
     with create_session() as s:
         ti = s.query(TaskInstance).filter_by(dag_id=run.dag_id, run_id=run.run_id).one()
         assert ti.state == "failed"  # fatal: not up_for_retry
-    assert repo.get_stream(store, conn.id, "people").last_sync_status == "error"
+    stream = repo.get_stream(store, conn.id, "people")
+    assert stream.last_sync_status == "error"
+    # The failed task and the connection say what to do: reconnect (not retry).
+    assert f"reconnect needed: run `hissuno connect afprobe --update {conn.id}`" in (stream.last_sync_error or "")
+    assert repo.get_connection(store, conn.id).needs_reconnect
 
 
 class _TaskInstance:

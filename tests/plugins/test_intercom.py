@@ -323,7 +323,9 @@ def test_a_revoked_token_fails_the_run_as_reconnect_needed_without_retrying(
     failed = run_stream_sync(cid, "conversations", store=store)
 
     assert failed.status == "error" and failed.error_code == ProviderAuthError.code and not failed.retriable
-    assert failed.error == "intercom POST /conversations/search: 401 Unauthorized (unauthorized)"
+    assert failed.error == ("intercom POST /conversations/search: 401 Unauthorized (unauthorized); reconnect needed: "
+                            f"run `hissuno connect intercom --update {failed_connection(store)}` or reconnect it "
+                            "on the Integrations page")
     assert fake.count("/conversations/search") == before + 1 and clock.sleeps == []
     stream = repo.get_stream(store, cid, "conversations")
     assert stream.last_sync_at == cursor and stream.last_sync_error == failed.error
@@ -460,7 +462,9 @@ def test_revoked_key_is_reported_by_the_cli_as_reconnect_needed(store: Any, fake
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     out = json.loads(proc.stdout)
-    assert out["status"] == "error" and out["error"] == "intercom POST /conversations/search: 401 Unauthorized (unauthorized)"
+    assert out["status"] == "error" and out["error"].startswith(
+        "intercom POST /conversations/search: 401 Unauthorized (unauthorized); reconnect needed: run `hissuno connect "
+        "intercom --update ")
     assert fake.count("/conversations/search") == 1, "a refused token is not retried"
 
 
@@ -470,3 +474,9 @@ def test_an_exclusive_until_becomes_an_inclusive_bound_a_second_below() -> None:
     until = T0 + timedelta(seconds=0.5)
     assert search_query(updated_before=until) == {"field": "updated_at", "operator": "<",
                                                   "value": int(T0.timestamp())}
+
+
+def failed_connection(store: Any) -> str:
+    """The id of the one intercom connection (the run's error names it in its reconnect advice)."""
+    (row,) = repo.list_connections(store, plugin_id="intercom")
+    return row.id

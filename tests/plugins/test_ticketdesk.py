@@ -167,7 +167,8 @@ def test_a_401_fails_the_run_with_provider_auth_error_and_keeps_the_cursor(
     failed = run_stream_sync(cid, "tickets", store=store)
 
     assert failed.status == "error" and failed.error_code == ProviderAuthError.code and not failed.retriable
-    assert failed.error == "ticketdesk GET /api/tickets: 401 Unauthorized"
+    assert failed.error == ("ticketdesk GET /api/tickets: 401 Unauthorized; reconnect needed: run "
+                            f"`hissuno connect ticketdesk --update {cid}` or reconnect it on the Integrations page")
     incremental_page2 = [r for r in fake.ticket_requests(str(PAGE_SIZE)) if "updated_since" in r.query]
     assert refused.hits == 1 and len(incremental_page2) == 1, "a 401 is not retried"
     assert clock.sleeps == []
