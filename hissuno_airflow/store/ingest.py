@@ -548,7 +548,7 @@ class StreamIngest:
         with use(self.store) as conn, conn.transaction(), conn.cursor() as cur:
             if self.fence is not None:
                 self.fence(conn)
-            self._claim(cur)
+            claimed = self._claim(cur)
             new = [r for r, created in self._sessions.values() if created]
             upd = [r for r, created in self._sessions.values() if not created]
             if new:
@@ -590,14 +590,19 @@ class StreamIngest:
             chunks = [c for cs in self._chunks.values() for c in cs]
             if chunks:
                 _copy(cur, "knowledge_chunks", ("id", *_CHUNK_COLS), chunks)
-            if self._synced_rows:
-                cur.executemany(
+            # Keys ``_claim`` inserted this transaction are written already; the rest in one statement.
+            rest = [r for key, r in self._synced_rows.items() if key not in claimed]
+            if rest:
+                cur.execute(
                     "INSERT INTO integration_synced_records (connection_id, stream_id, external_id, hissuno_id,"
-                    " hissuno_kind, content_hash, source_updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                    " hissuno_kind, content_hash, source_updated_at)"
+                    " SELECT %s, %s, x.e, x.h::uuid, x.k, x.c, x.t FROM unnest(%s::text[], %s::text[], %s::text[],"
+                    " %s::text[], %s::timestamptz[]) AS x(e, h, k, c, t)"
                     " ON CONFLICT (connection_id, stream_id, hissuno_kind, external_id) DO UPDATE SET"
                     " hissuno_id = EXCLUDED.hissuno_id, content_hash = EXCLUDED.content_hash,"
                     " source_updated_at = EXCLUDED.source_updated_at, updated_at = now(), deleted_at = NULL",
-                    list(self._synced_rows.values()),
+                    (self.connection_id, self.stream_id, [r[2] for r in rest], [r[3] for r in rest],
+                     [r[4] for r in rest], [r[5] for r in rest], [r[6] for r in rest]),
                 )
             if self._deletes:
                 self._apply_deletes(cur)
@@ -632,7 +637,7 @@ class StreamIngest:
             self.enricher.save_pending(cur, connection_id=self.connection_id, stream_id=self.stream_id,
                                        run_id=self.run_id)
 
-    def _claim(self, cur: Any) -> None:
+    def _claim(self, cur: Any) -> set[tuple[str, str]]:
         """Insert-or-get the synced record of every entity this batch creates, before the entity itself.
 
         The key's uniqueness makes a second entity for one external id impossible: a key another writer
@@ -643,7 +648,7 @@ class StreamIngest:
         fresh = [row for (kind, _), row in self._synced_rows.items()
                  if kind in buffers and buffers[kind].get(row[3], (None, False))[1]]
         if not fresh:
-            return
+            return set()
         cur.execute(
             "INSERT INTO integration_synced_records (connection_id, stream_id, external_id, hissuno_id,"
             " hissuno_kind, content_hash, source_updated_at)"
@@ -655,9 +660,13 @@ class StreamIngest:
             (self.connection_id, self.stream_id, [r[2] for r in fresh], [r[3] for r in fresh],
              [r[4] for r in fresh], [r[5] for r in fresh], [r[6] for r in fresh]),
         )
+        claimed: set[tuple[str, str]] = set()
         for held in cur.fetchall():
-            if not held["inserted"]:
+            if held["inserted"]:
+                claimed.add((held["hissuno_kind"], held["external_id"]))
+            else:
                 self._adopt(held["hissuno_kind"], held["external_id"], held["hid"])
+        return claimed
 
     def _adopt(self, kind: str, ext: str, existing: str) -> None:
         """Re-point this batch's creation of (kind, ext) at the entity ``existing`` that holds its key."""

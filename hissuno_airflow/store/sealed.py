@@ -11,6 +11,7 @@ when a row is read (so verification and handlers see the value), and masked in e
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections.abc import Mapping
 from typing import Any
@@ -24,10 +25,15 @@ SEALED_PREFIX = "sealed:v1:"
 
 def fernet() -> Any:
     """The Fernet of everything hissuno keeps secret in its store (credentials and secret settings)."""
+    return _fernet_for(settings.secret_key())
+
+
+@functools.lru_cache(maxsize=4)
+def _fernet_for(secret: bytes) -> Any:
+    # Built once per key: webhook intake opens a connection's sealed secret on every request.
     from cryptography.fernet import Fernet
 
-    key = base64.urlsafe_b64encode(hashlib.sha256(b"hissuno-credentials:" + settings.secret_key()).digest())
-    return Fernet(key)
+    return Fernet(base64.urlsafe_b64encode(hashlib.sha256(b"hissuno-credentials:" + secret).digest()))
 
 
 def declared_secret_settings(plugin_id: str) -> frozenset[str]:
