@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 from pathlib import Path
@@ -38,6 +39,12 @@ def secret_key() -> bytes:
     env = os.environ.get("HISSUNO_SECRET_KEY")
     if env:
         return env.encode()
+    return _home_key(os.environ.get("HISSUNO_HOME", ""))
+
+
+@functools.lru_cache(maxsize=8)
+def _home_key(home_env: str) -> bytes:
+    # Read once per HISSUNO_HOME: every sealed setting a request opens (webhook intake) needs the key.
     path = home() / "secret.key"
     if not path.exists():
         tmp = path.with_suffix(".tmp")

@@ -12,6 +12,8 @@ import fcntl
 import logging
 import os
 import threading
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -117,6 +119,24 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.commit()
 
 
+# A connection handed back this recently is alive; one idle longer may have died with a store restart.
+IDLE_CHECK_S = 2.0
+_returned_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+
+def _stamp_returned(conn: psycopg.Connection[Any]) -> None:
+    """Pool ``reset`` callback: remember when the connection came back."""
+    _returned_at[conn] = time.monotonic()
+
+
+def _check_if_idle(conn: psycopg.Connection[Any]) -> None:
+    """Pool ``check`` callback: check (one round trip) only a connection idle for ``IDLE_CHECK_S`` or more.
+    After a store restart every idle connection is dead and would fail one write; checking each
+    hand-out instead added a round trip to every short request (webhook intake, each ingest batch)."""
+    if time.monotonic() - _returned_at.get(conn, 0.0) >= IDLE_CHECK_S:
+        ConnectionPool.check_connection(conn)
+
+
 STATEMENT_TIMEOUT_S = 300
 """Default bound of one statement on the store's connections (``HISSUNO_STATEMENT_TIMEOUT_S``)."""
 IDLE_IN_TRANSACTION_TIMEOUT_S = 600
@@ -165,9 +185,8 @@ class Store:
             max_size=max_size,
             open=False,
             configure=_configure,
-            # A pooled connection is checked before it is handed out: after a store restart every idle
-            # one is dead, and each would otherwise fail one write.
-            check=ConnectionPool.check_connection,
+            check=_check_if_idle,
+            reset=_stamp_returned,
             kwargs=connection_kwargs(),
             name="hissuno",
         )
@@ -237,7 +256,7 @@ class Store:
             self._opened = False
             self.pool = ConnectionPool(
                 self.url, min_size=self.pool.min_size, max_size=self.pool.max_size, open=False,
-                configure=_configure, check=ConnectionPool.check_connection, kwargs=connection_kwargs(),
+                configure=_configure, check=_check_if_idle, reset=_stamp_returned, kwargs=connection_kwargs(),
                 name="hissuno",
             )
 
