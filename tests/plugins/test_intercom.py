@@ -238,8 +238,10 @@ def test_a_backfill_window_reads_only_its_updates(store: Any, fake: Intercom, ci
         {"field": "updated_at", "operator": ">", "value": int(since.timestamp()) - 1},
         {"field": "updated_at", "operator": "<", "value": int(until.timestamp()) - 1},
     ]}
-    ids = {r["external_id"] for r in store.connection().__enter__().execute(
-        "SELECT external_id FROM integration_synced_records WHERE connection_id = %s", (cid,)).fetchall()}
+    # A context left unexited would hand its connection back to the pool when garbage-collected, mid-query.
+    with store.connection() as c:
+        ids = {r["external_id"] for r in c.execute(
+            "SELECT external_id FROM integration_synced_records WHERE connection_id = %s", (cid,)).fetchall()}
     assert ids == {"1005", "1006", "1007", "1008"}
     assert repo.get_stream(store, cid, "conversations").last_sync_at is None, "a backfill leaves the cursor"
 
