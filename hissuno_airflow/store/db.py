@@ -304,3 +304,15 @@ def use(db: Db, *, autocommit: bool = False) -> Iterator[psycopg.Connection[dict
     else:
         with db.transaction():
             yield db
+
+
+def connection_filter(select: str, connection_id: str, *, stream_id: str | None,
+                      status: str | None) -> tuple[str, list[Any]]:
+    """``select`` narrowed to one connection and, when given, one stream and one status (the listings of
+    runs and of failed records)."""
+    sql, args = f"{select} WHERE connection_id = %s", [connection_id]
+    for column, value in (("stream_id", stream_id), ("status", status)):
+        if value:
+            sql += f" AND {column} = %s"
+            args.append(value)
+    return sql, args

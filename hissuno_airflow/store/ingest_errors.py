@@ -12,7 +12,7 @@ from typing import Any
 from uuid import UUID
 
 from ..kit.errors import InputError, NotFoundError
-from .db import Store
+from .db import Store, connection_filter
 
 MAX_ERRORS = 1000
 STATUSES = ("open", "resolved", "superseded")
@@ -56,13 +56,8 @@ def list_failed(store: Store, connection_id: str, *, stream_id: str | None = Non
         raise InputError(f"limit: expected 1 to {MAX_ERRORS}; got {limit}", field="limit")
     if status is not None and status not in STATUSES:
         raise InputError(f"status: expected one of {', '.join(STATUSES)} or all; got {status!r}", field="status")
-    sql, args = f"SELECT {_COLS} FROM ingest_errors WHERE connection_id = %s", [connection_id]
-    if stream_id:
-        sql += " AND stream_id = %s"
-        args.append(stream_id)
-    if status:
-        sql += " AND status = %s"
-        args.append(status)
+    sql, args = connection_filter(f"SELECT {_COLS} FROM ingest_errors", connection_id, stream_id=stream_id,
+                                  status=status)
     with store.connection() as conn:
         rows = conn.execute(sql + " ORDER BY created_at DESC, id LIMIT %s", [*args, limit]).fetchall()
     return [_row(r) for r in rows]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..kit.errors import InputError, LeaseLost, SyncAlreadyRunning
-from .db import Db, Store, use
+from .db import Db, Store, connection_filter, use
 from .leases import close_expired
 
 MAX_RUNS = 500
@@ -21,13 +21,8 @@ def list_runs(store: Store, connection_id: str, *, stream_id: str | None = None,
     statuses = ("in_progress", "success", "error", "cancelled")
     if status is not None and status not in statuses:
         raise InputError(f"status: expected one of {', '.join(statuses)}; got {status!r}", field="status")
-    sql, args = f"SELECT {_COLS} FROM integration_sync_runs WHERE connection_id = %s", [connection_id]
-    if stream_id:
-        sql += " AND stream_id = %s"
-        args.append(stream_id)
-    if status:
-        sql += " AND status = %s"
-        args.append(status)
+    sql, args = connection_filter(f"SELECT {_COLS} FROM integration_sync_runs", connection_id, stream_id=stream_id,
+                                  status=status)
     close_expired_runs(store)  # what a person reads is never a dead run shown as running
     with store.autocommit() as conn:
         rows = conn.execute(sql + " ORDER BY started_at DESC, id LIMIT %s", [*args, limit]).fetchall()
