@@ -271,3 +271,24 @@ def test_auth_and_client_errors_are_not_retried(
     assert api.count("/api/v2/me") == 1
     assert api.count("/nope") == 1
     assert fake_clock.sleeps == []
+
+
+def test_a_spent_complexity_budget_delays_the_next_request_until_its_reset(
+    api: PagedApi, make_client: Callable[..., ProviderClient], fake_clock: FakeClock
+) -> None:
+    # Linear reports two budgets: requests (plenty left) and query complexity (spent), resets in epoch ms.
+    now = fake_clock.time()
+    headers = {"X-RateLimit-Requests-Remaining": "4990", "X-RateLimit-Requests-Reset": str(int((now + 3) * 1000)),
+               "X-RateLimit-Complexity-Remaining": "0", "X-RateLimit-Complexity-Reset": str(int((now + 40) * 1000))}
+    client = make_client(api.url)
+    api.inject("/api/v2/me", 200, json={"ok": 1}, headers=headers)
+    assert client.get_json("/api/v2/me") == {"ok": 1}
+    client.get_json("/api/v2/me")
+    assert fake_clock.sleeps == [pytest.approx(40.0, abs=0.01)]
+
+
+def test_a_rate_limited_answer_waits_for_the_reset_of_the_spent_budget() -> None:
+    headers = {"x-ratelimit-requests-remaining": "12", "x-ratelimit-requests-reset": str(int(NOW + 5)),
+               "x-ratelimit-complexity-remaining": "0", "x-ratelimit-complexity-reset": str(int((NOW + 30) * 1000))}
+    d = policy().classify(1, resp(429, headers))
+    assert (d.action, d.kind) == ("retry", "rate_limited") and d.delay == pytest.approx(30.0)

@@ -52,7 +52,14 @@ DEFAULT_RETRY_STATUSES: frozenset[int] = frozenset({429, 500, 502, 503, 504})
 # Transport errors worth another try; the rest (unsupported scheme, a malformed request we built)
 # fail the same way every time.
 _RETRIABLE_TRANSPORT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
-_RESET_HEADERS = ("x-ratelimit-reset", "x-ratelimit-requests-reset", "ratelimit-reset")
+_RESET_HEADERS = ("x-ratelimit-reset", "x-ratelimit-requests-reset", "x-ratelimit-complexity-reset", "ratelimit-reset")
+# (remaining, reset) header pairs of one budget each: the generic window, and Linear's separate request
+# and query-complexity budgets. Any of them at zero means the next request waits for that budget's reset.
+_BUDGETS = (
+    ("x-ratelimit-remaining", "x-ratelimit-reset"),
+    ("x-ratelimit-requests-remaining", "x-ratelimit-requests-reset"),
+    ("x-ratelimit-complexity-remaining", "x-ratelimit-complexity-reset"),
+)
 _CODE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
@@ -234,7 +241,7 @@ class RetryPolicy:
         if status >= 400 or said == "client_error":
             return Decision("raise", "client_error")
         cooldown = None
-        if _header(response, "x-ratelimit-remaining") == "0":
+        if _spent(response):
             reset = self._reset_wait(response)
             if reset is not None and reset > 0:
                 cooldown = self.clock() + reset
@@ -251,11 +258,17 @@ class RetryPolicy:
             wait = self._parse_wait(retry_after, delta_below=math.inf)
             if wait is not None:
                 return wait
-        if rate_limited or response.status_code == 429 or _header(response, "x-ratelimit-remaining") == "0":
+        if rate_limited or response.status_code == 429 or _spent(response):
             return self._reset_wait(response)
         return None
 
     def _reset_wait(self, response: httpx.Response) -> float | None:
+        # The reset of a spent budget first (the longest, when several are spent): the one that limits.
+        spent = [w for remaining, reset in _BUDGETS if _header(response, remaining) == "0"
+                 and (value := _header(response, reset)) is not None
+                 and (w := self._parse_wait(value, delta_below=1e8)) is not None]
+        if spent:
+            return max(spent)
         for name in _RESET_HEADERS:
             value = _header(response, name)
             if value is not None:
@@ -433,6 +446,11 @@ def _is_rate_limited(response: httpx.Response) -> bool:
     return response.status_code == 403 and (
         _header(response, "x-ratelimit-remaining") == "0" or _header(response, "retry-after") is not None
     )
+
+
+def _spent(response: httpx.Response) -> bool:
+    """Whether any budget the response reports is at zero."""
+    return any(_header(response, remaining) == "0" for remaining, _ in _BUDGETS)
 
 
 def _header(response: httpx.Response, name: str) -> str | None:
