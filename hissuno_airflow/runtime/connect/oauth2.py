@@ -66,8 +66,12 @@ def _tokens(token: Mapping[str, Any]) -> OAuthTokens:
         expires_at = datetime.fromtimestamp(float(token["expires_at"]), UTC).isoformat()
     elif isinstance(token.get("expires_in"), (int, float)):
         expires_at = (datetime.now(UTC) + timedelta(seconds=float(token["expires_in"]))).isoformat()
+    scope = token.get("scope")
+    if isinstance(scope, list):  # Linear answered a JSON array of scopes (older apps); others a string
+        scope = " ".join(str(s) for s in scope)
     return OAuthTokens(access_token=access, refresh_token=token.get("refresh_token"), expires_at=expires_at,
-                       token_type=token.get("token_type"), scope=token.get("scope"), raw=dict(token))
+                       token_type=token.get("token_type"), scope=scope if isinstance(scope, str) else None,
+                       raw=dict(token))
 
 
 def exchange_code(plugin: PluginDef, auth: OAuth2Auth, code: str, data: Mapping[str, Any]) -> OAuthTokens:
