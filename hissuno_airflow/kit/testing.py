@@ -47,6 +47,7 @@ from .define import PluginDef, define_plugin
 from .errors import AccountExists, HissunoError, NotFoundError
 from .redaction import is_sensitive_key
 from .signatures import HmacSignature, JwtSignature, SharedSecretHeader, SignatureFailure
+from .streams import parse_stream_id
 
 __all__ = [
     "ENTITY_TABLES",
@@ -669,6 +670,9 @@ class WebhookTarget:
     """Builds a distinct payload per event id, which the plugin resolves to the connection."""
     url: str | None = None
     """The public webhook URL the provider posts to; default, the route under ``https://hissuno.invalid``."""
+    stream_ids: tuple[str, ...] = ()
+    """Webhook streams of parameterized keys to enable (``issues:<team id>``): an instance stream cannot be
+    guessed, so a plugin whose webhook handlers sit on instance streams names them here."""
 
 
 def has_freshness_window(scheme: Any) -> bool:
@@ -718,8 +722,14 @@ def webhook_signature_enforced(
         _raise(check, plugin, ["the plugin declares no webhook_signature"])
     assert scheme is not None
     hooks = [key for key, st in plugin.streams.items() if st.webhook is not None and st.instances is None]
+    for sid in target.stream_ids:
+        stream = plugin.streams.get(parse_stream_id(sid)[0])
+        if stream is None or stream.webhook is None:
+            _raise(check, plugin, [f"WebhookTarget.stream_ids: {sid!r} is not a stream with a webhook handler"])
+        hooks.append(sid)
     if not hooks:
-        _raise(check, plugin, ["no webhook stream without instances to receive the events"])
+        _raise(check, plugin, ["no webhook stream without instances to receive the events, and the target names"
+                               " no instance stream (WebhookTarget.stream_ids)"])
     if target.connection_id is not None:
         for key in hooks:
             _ensure_stream(store, target.connection_id, key)

@@ -51,6 +51,7 @@ from hissuno_airflow.kit import (
     Icon,
     PluginDef,
     Stream,
+    StreamInstance,
     SyncCtx,
     define_plugin,
 )
@@ -476,3 +477,27 @@ def test_auth_check_wants_a_hissuno_error_from_on_token_exchanged(store: Any) ->
     with pytest.raises(ConformanceError, match="bad token raised KeyError, not a hissuno error"):
         conformance.auth_test_rejects_bad_credentials(
             plugin, store, AuthTarget(good={"access_token": "good"}, bad={"access_token": "bad"}))
+
+
+def test_webhook_check_takes_named_instance_streams(store: Any, register_plugin: Any) -> None:
+    # Webhook handlers on a parameterized stream (one per team): the target names the instance to enable.
+    scheme = sig.LinearSignature()
+    provider = Signer(scheme)
+    plugin = define_plugin(
+        id="selftest-teams", name="Teams", description="conformance self-test", category="issues", icon=Icon(),
+        auth=ApiKeyAuth(fields=(), test=lambda c, x: AuthResult(external_account_id="a", account_label="A")),
+        webhook_signature=scheme,
+        streams={"issues": Stream(kind="issues", label="Issues", webhook=lambda ctx: None,
+                                  instances=lambda ctx: [StreamInstance(id="team-1", label="Team 1")])},
+    )
+    cid = register_plugin(plugin)
+    repo.update_connection(store, cid, settings={"webhook_secret": provider.secret})
+    with pytest.raises(ConformanceError, match="names no instance stream"):
+        conformance.webhook_signature_enforced(plugin, store, WebhookTarget(provider, provider.forged(), cid))
+    with pytest.raises(ConformanceError, match="'events:x' is not a stream with a webhook handler"):
+        conformance.webhook_signature_enforced(plugin, store, WebhookTarget(provider, provider.forged(), cid,
+                                                                            stream_ids=("events:x",)))
+    done = conformance.webhook_signature_enforced(plugin, store, WebhookTarget(provider, provider.forged(), cid,
+                                                                               stream_ids=("issues:team-1",)))
+    assert done["valid"] == "stored 1"
+    assert [s.stream_id for s in repo.list_streams(store, cid)] == ["issues:team-1"]
