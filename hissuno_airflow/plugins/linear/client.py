@@ -110,9 +110,9 @@ class LinearClient:
         nodes = (data.get("teams") or {}).get("nodes") or []
         return dict(nodes[0]) if nodes else None
 
-    def issues(self, flt: dict[str, Any], *, page_size: int = PAGE_SIZE) -> Iterator[dict[str, Any]]:
+    def issues(self, flt: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Issues (archived ones included) matching ``flt``, oldest update first, across all pages."""
-        yield from self.gql.nodes(ISSUES, "issues", {"filter": flt, "first": page_size})
+        yield from self.gql.nodes(ISSUES, "issues", {"filter": flt, "first": PAGE_SIZE})
 
     def issue(self, issue_id: str) -> dict[str, Any] | None:
         """One issue (archived included) by id, or None when Linear no longer has it."""
