@@ -156,3 +156,23 @@ def test_the_operator_override_may_point_anywhere_and_connect_uses_it(
                               credentials={"subdomain": "acme", "token": "secret-token-1"})
         assert out["account_label"] == fake.url.rstrip("/")
         assert [r.path for r in fake.requests] == ["/api/me"]
+
+
+def test_a_refused_refresh_is_not_asked_again_in_the_same_run(
+    store: Any, svc_plugin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with oauth_probe.TokenServer("refresh-0") as fake:
+        monkeypatch.setenv("HISSUNO_SVCOAUTH_AUTH_URL", fake.url)
+        first = fake.seed_tokens()
+        row, _ = repo.upsert_connection(store, project_id=default_project_id(), plugin_id=paged.id,
+                                        external_account_id="o", account_label="O", settings={})
+        future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        credential_store(store, "db").save(row, {"access_token": first["access_token"], "refresh_token": "revoked-rt",
+                                                 "expires_at": future})
+        enable_stream(store, row.id, "pages")
+        fake.expire_access_token(first["access_token"])  # a 401, and the grant behind it is gone
+        result = run_stream_sync(row.id, "pages", store=store)
+        assert result.status == "error" and result.error_code == "provider_auth" and not result.retriable
+        # One refresh grant, refused; the run does not present the dead refresh token a second time.
+        assert fake.count("/oauth/token") == 1
+        assert repo.get_connection(store, row.id).needs_reconnect
