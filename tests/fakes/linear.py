@@ -61,6 +61,8 @@ STATES = {
 LABELS = ({"id": "lb-bug", "name": "Bug"}, {"id": "lb-feat", "name": "Feature"},
           {"id": "lb-imp", "name": "Improvement"})
 HOUR = 3600.0
+_NESTED = ("state", "team", "labels", "assignee", "project")
+"""Issue fields that are objects: answered only when the query selects them."""
 _OPERATION = re.compile(r"^\s*(?:query|mutation)\s+([A-Za-z_]\w*)")
 
 
@@ -245,7 +247,7 @@ class FakeLinear(FakeOAuthServer):
         variables = body.get("variables") or {}
         op = match.group(1) if match else ""
         try:
-            data, cost = self._answer(op, variables)
+            data, cost = self._answer(op, {**variables, "_document": body.get("query")})
         except ValueError as exc:
             return FakeResponse(400, gql_error(str(exc), "invalid input", "INVALID_INPUT"))
         refused = self._spend(cost)
@@ -294,6 +296,10 @@ class FakeLinear(FakeOAuthServer):
                 raise ValueError("after: not a cursor")
             rows = [i for i in rows if (_ts(i["updatedAt"]), i["id"]) > key]
         page, more = rows[:first], len(rows) > first
+        # What the document does not select is not answered (the state, labels, team of each issue).
+        document = str(variables.get("_document") or "")
+        page = [{k: v for k, v in i.items() if k not in _NESTED or re.search(rf"\b{k}\b[^{{]*{{", document)}
+                for i in page]
         end = _cursor((_ts(page[-1]["updatedAt"]), page[-1]["id"])) if page else None
         # Linear costs a connection by the nodes it may return (and their nested connections).
         cost = 1 + first * 2

@@ -310,3 +310,19 @@ def test_cursor_is_a_provider_time_not_the_clock(store: Any, linear: tuple[FakeL
     _fake, cid = linear
     result = run_stream_sync(cid, f"issues:{ENG}", store=store)
     assert result.cursor_after is not None and result.cursor_after < T0 + timedelta(minutes=20)
+
+
+def test_a_budget_spent_to_zero_waits_before_the_next_page_without_a_refusal(
+        store: Any, serve_fake: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Team query (2 points) and two pages (7 each) spend exactly 16: the answer to page two says the
+    # complexity budget is at 0, so page three waits for its reset instead of being refused.
+    monkeypatch.setattr("hissuno_airflow.plugins.linear.client.PAGE_SIZE", PAGE)
+    fake = fakes.serve(monkeypatch, serve_fake, PER_TEAM, clock=clock.time, complexity_limit=16)
+    cid = fakes.connect(store, fake)
+    enable_stream(store, cid, f"issues:{ENG}")
+    clock.advance(T0.timestamp() + 3570 - clock.time())  # 09:59:30: the window resets in 30 s
+    sleeps = len(clock.sleeps)
+    fake.requests_used = fake.complexity_used = 0
+    result = run_stream_sync(cid, f"issues:{ENG}", store=store)
+    assert result.status == "success", result.error
+    assert fake.limited == 0 and clock.sleeps[sleeps:] == [pytest.approx(30, abs=1)]
