@@ -135,23 +135,15 @@ def test_teams_handler_and_instances_on_the_web(web: Web, fake: FakeLinear) -> N
     assert plugin_level.status_code == 400 and plugin_level.json()["field"] == "connection_id"
 
 
-def test_connect_from_the_cli_through_its_loopback_listener(store: Any, database_url: str, fake: FakeLinear,
-                                                            tmp_path: Any) -> None:
-    env = {**os.environ, "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
-           "HISSUNO_CREDENTIALS_BACKEND": "db", "HISSUNO_LINEAR_API_URL": fake.url,
-           "HISSUNO_LINEAR_AUTH_URL": fake.url, "LINEAR_CLIENT_ID": fake.client_id,
-           "LINEAR_CLIENT_SECRET": fake.client_secret, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "hissuno_airflow.cli", "connect", "linear", "--json"], env=env,
+def _cli_connect(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """``hissuno connect linear ...`` as a subprocess; the test's browser follows its URL to the loopback."""
+    proc = subprocess.Popen([sys.executable, "-m", "hissuno_airflow.cli", "connect", "linear", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None
-        url = ""
-        for line in proc.stderr:
-            if line.startswith("http"):
-                url = line.strip()
-                break
+        url = next((line.strip() for line in proc.stderr if line.startswith("http")), "")
         q = parse_qs(urlsplit(url).query)
-        assert q["scope"] == [SCOPES] and q["prompt"] == ["consent"]
+        assert q["scope"] == [SCOPES] and q["prompt"] == ["consent"], url
         assert urlsplit(q["redirect_uri"][0]).hostname == "127.0.0.1"
         page = httpx.get(_browser(url), timeout=30)
         assert page.status_code == 200 and "Connected" in page.text
@@ -159,16 +151,39 @@ def test_connect_from_the_cli_through_its_loopback_listener(store: Any, database
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, err
+    return proc.returncode, out, err
+
+
+def test_connect_and_reconnect_from_the_cli_through_its_loopback_listener(
+    store: Any, database_url: str, fake: FakeLinear, tmp_path: Any,
+) -> None:
+    env = {**os.environ, "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
+           "HISSUNO_CREDENTIALS_BACKEND": "db", "HISSUNO_LINEAR_API_URL": fake.url,
+           "HISSUNO_LINEAR_AUTH_URL": fake.url, "LINEAR_CLIENT_ID": fake.client_id,
+           "LINEAR_CLIENT_SECRET": fake.client_secret, "PYTHONUNBUFFERED": "1"}
+    rc, out, err = _cli_connect(env, "--json")
+    assert rc == 0, err
     cid = json.loads(out)["connection_id"]
     row = repo.get_connection(store, cid)
     assert (row.external_account_id, row.account_label) == (ORG["id"], ORG["name"])
     creds = load_credentials(store, row)
     assert creds["access_token"] not in out + err and creds["refresh_token"] not in out + err
-
-    # The connection it made syncs (in process: a second CLI start costs Airflow's import again).
+    # The connection it made syncs (in process: every CLI start costs Airflow's import again).
     enable_stream(store, cid, STREAM)
-    assert run_stream_sync(cid, STREAM, store=store).counts["synced"] == 7
+    first = run_stream_sync(cid, STREAM, store=store)
+    assert first.counts["synced"] == 7
+
+    # Revoked at Linear: reconnect needed; `hissuno connect linear --update` restores the same connection.
+    fake.revoke_token(creds["access_token"])
+    fake.revoke_token(creds["refresh_token"])
+    assert run_stream_sync(cid, STREAM, store=store).error_code == "provider_auth"
+    assert repo.get_connection(store, cid).needs_reconnect
+    rc, out, err = _cli_connect(env, "--update", cid, "--json")
+    assert rc == 0, err
+    assert json.loads(out)["connection_id"] == cid and count(store, "integration_connections") == 1
+    assert not repo.get_connection(store, cid).needs_reconnect
+    assert repo.get_stream(store, cid, STREAM).last_sync_at == first.cursor_after
+    assert run_stream_sync(cid, STREAM, store=store).counts["synced"] == 0
 
 
 # -- refresh ---------------------------------------------------------------------------------------
