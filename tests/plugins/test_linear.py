@@ -326,3 +326,17 @@ def test_a_budget_spent_to_zero_waits_before_the_next_page_without_a_refusal(
     result = run_stream_sync(cid, f"issues:{ENG}", store=store)
     assert result.status == "success", result.error
     assert fake.limited == 0 and clock.sleeps[sleeps:] == [pytest.approx(30, abs=1)]
+
+
+def test_a_failed_record_is_replayed_by_reading_the_issue_again(store: Any, linear: tuple[FakeLinear, str]) -> None:
+    from hissuno_airflow.runtime.replay import replay_failed
+
+    fake, cid = linear
+    bad = fake.team_issues(ENG)[3]["id"]
+    fake.update_issue(bad, title="   ")
+    assert run_stream_sync(cid, f"issues:{ENG}", store=store).counts["failed"] == 1
+    fake.update_issue(bad, title="Fixed at Linear")
+    replay_failed(cid, all_open=True, store=store)
+    assert _issues(store, f"issues:{ENG}")[bad]["name"] == "Fixed at Linear"
+    assert _one(store, "SELECT status FROM ingest_errors WHERE external_id = %s", bad) == "resolved"
+    assert fake.graphql_bodies("Issues")[-1]["variables"]["filter"] == {"id": {"eq": bad}}
