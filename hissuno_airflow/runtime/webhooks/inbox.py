@@ -9,7 +9,7 @@ from typing import Any
 
 from ... import registry
 from ...kit.context import WebhookCtx
-from ...kit.errors import HissunoError, InputError
+from ...kit.errors import HissunoError, InputError, ProviderAuthError
 from ...kit.knowledge import KnowledgeHit
 from ...kit.redaction import redact_text
 from ...kit.streams import parse_stream_id
@@ -157,6 +157,9 @@ def process_inbox(
             with store.connection() as conn:
                 conn.execute("UPDATE webhook_events SET status = 'failed', attempts = attempts + 1, error = %s,"
                              " processed_at = now() WHERE id = %s", (err, current))
+            if isinstance(exc, ProviderAuthError):
+                # As after a refused sync: the connection is marked "reconnect needed", and says how.
+                _mark_reconnect(store, connection_id, plugin.id, err)
             result.failed += 1
             result.errors.append(err)
             logger.warning(f"webhook event failed: {err}")
@@ -171,6 +174,15 @@ def process_inbox(
         except Exception:
             log.exception("enrichment after a webhook event failed")
     return result
+
+
+def _mark_reconnect(store: Store, connection_id: str, plugin_id: str, err: str) -> None:
+    advice = (f"{err}; reconnect needed: run `hissuno connect {plugin_id} --update {connection_id}` "
+              "or reconnect it on the Integrations page")
+    try:
+        repo.set_auth_error(store, connection_id, advice[:2000])
+    except Exception:
+        log.warning("could not record the connection's auth state", exc_info=True)
 
 
 def _describe(exc: BaseException, secrets: list[str]) -> str:
