@@ -397,3 +397,87 @@ def webhook_target(store: Any, monkeypatch: pytest.MonkeyPatch, serve_fake: Any)
 
 def body(payload: Any) -> bytes:
     return jsonlib.dumps(payload).encode()
+
+
+# --- a connected workspace for tests: deliver signed events through the real intake, drain the inbox --------
+
+
+class Workspace:
+    """A workspace connected through the real OAuth flow, its ``events`` stream enabled."""
+
+    URL = "https://hissuno.invalid/hissuno/api/plugins/webhook/slack"
+
+    def __init__(self, store: Any, fake: FakeSlack, *, settings: dict[str, Any] | None = None) -> None:
+        from hissuno_airflow.runtime.streams import enable_stream
+
+        self.store, self.fake = store, fake
+        page = connect(store, fake)
+        assert page.get("connected") == "1", page
+        self.connection_id = page["connection"]
+        enable_stream(store, self.connection_id, "events", settings=settings)
+        self.signer = Signer(registry.get_plugin("slack").webhook_signature).with_secret(SIGNING_SECRET)
+
+    def configure(self, **settings: Any) -> None:
+        from hissuno_airflow.runtime.streams import enable_stream
+
+        enable_stream(self.store, self.connection_id, "events", settings=settings)
+
+    def delivery(self, payload: Any, *, timestamp: float | None = None, signer: Any = None) -> Any:
+        return (signer or self.signer)(payload, url=self.URL, timestamp=timestamp)
+
+    def post(self, payload: Any, *, timestamp: float | None = None, headers: dict[str, str] | None = None,
+             signer: Any = None) -> Any:
+        """The intake's answer to a signed delivery (events stay queued until ``drain``)."""
+        from hissuno_airflow.runtime.webhooks import IntakeRequest, NullDispatcher, receive_webhook
+
+        d = self.delivery(payload, timestamp=timestamp, signer=signer)
+        return receive_webhook("slack", IntakeRequest("POST", d.url, {**d.headers, **(headers or {})}, d.body),
+                               store=self.store, dispatcher=NullDispatcher())
+
+    def drain(self) -> Any:
+        from hissuno_airflow.runtime.webhooks import process_inbox
+
+        return process_inbox(self.connection_id, "events", store=self.store)
+
+    def send(self, inner: dict[str, Any]) -> Any:
+        """Deliver one inner event and process it; the drain's result."""
+        answer = self.post(self.fake.event(inner))
+        assert answer.status == 200 and answer.body.get("queued") == 1, answer.body
+        return self.drain()
+
+    def say(self, channel: str, user: str, text: str, *, thread_ts: str | None = None) -> dict[str, Any]:
+        """A person writes in Slack; Slack sends the ``message`` event; it is processed."""
+        msg = self.fake.say(channel, user, text, thread_ts=thread_ts)
+        result = self.send(self.fake.message_event(msg, channel))
+        assert result.failed == 0, result.errors
+        return msg
+
+    def mention(self, channel: str, user: str, text: str, *, thread_ts: str | None = None) -> dict[str, Any]:
+        """A person mentions the bot: Slack sends ``app_mention`` (and ``message`` when in a thread)."""
+        msg = self.fake.say(channel, user, f"<@{BOT_USER}> {text}", thread_ts=thread_ts)
+        result = self.send(self.fake.mention_event(msg, channel))
+        assert result.failed == 0, result.errors
+        return msg
+
+    def session(self, channel: str, thread_ts: str) -> dict[str, Any] | None:
+        """The thread's session row with its messages (None when never captured or deleted)."""
+        ext = f"{TEAM_ID}:{channel}:{thread_ts}"
+        with self.store.connection() as conn:
+            row = conn.execute(
+                "SELECT s.* FROM sessions s JOIN integration_synced_records r ON r.hissuno_id = s.id"
+                " WHERE r.connection_id = %s AND r.external_id = %s AND s.deleted_at IS NULL",
+                (self.connection_id, ext)).fetchone()
+            if row is None:
+                return None
+            msgs = conn.execute("SELECT sender_type, sender_name, content FROM session_messages"
+                                " WHERE session_id = %s ORDER BY position", (row["id"],)).fetchall()
+        return {**row, "messages": msgs}
+
+    def sessions(self) -> int:
+        with self.store.connection() as conn:
+            return int(conn.execute("SELECT count(*) AS n FROM sessions WHERE source = 'slack' AND deleted_at IS NULL"
+                                    ).fetchone()["n"])
+
+    def replies_in(self, thread_ts: str) -> list[str]:
+        """Texts the bot posted in the thread."""
+        return [p["text"] for p in self.fake.posted if p.get("thread_ts") == thread_ts]

@@ -117,9 +117,9 @@ plugin = define_plugin(
     webhook_signature=SlackSignature(),
     resolve_connection=resolve_connection,
     custom_handlers={"verify_signing": verify_signing},
-    # chat.postMessage is about 1 per second per channel; Tier 3 reads 50+/min.
-    rate_limit_per_minute=50,
-    rate_limit_burst=10,
+    # No connection-wide budget: Slack limits per method (Tier 2 to 4, chat.postMessage about 1/s per
+    # channel), so one shared pace would either starve the bot or exceed nothing; a 429 is waited out by
+    # its Retry-After in the runtime's client.
     docs_url="https://docs.slack.dev/apis/events-api/",
     streams={
         "events": Stream(

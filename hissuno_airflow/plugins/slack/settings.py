@@ -13,6 +13,8 @@ Scope = Literal["external_only", "all"]
 class ChannelConfig(BaseModel):
     """How the bot behaves in one channel."""
 
+    id: str = ""
+    """The channel's id (``C...``)."""
     mode: Mode = "interactive"
     """``interactive``: the bot answers in threads it takes part in; ``passive``: capture only, never answer."""
     capture_scope: Scope = "external_only"
@@ -23,8 +25,8 @@ class ChannelConfig(BaseModel):
 class EventSettings(BaseModel):
     """Channel modes (per channel id, with defaults) and the workspace's own email domains."""
 
-    channels: dict[str, ChannelConfig] = Field(default_factory=dict)
-    """Channel id (``C...``) -> its mode and capture scope."""
+    channels: list[ChannelConfig] = Field(default_factory=list)
+    """Channels with their own mode and capture scope (``[{"id": "C...", "mode": "passive"}]``)."""
     default_mode: Mode = "interactive"
     """Mode of a channel not listed in ``channels``."""
     default_capture_scope: Scope = "external_only"
@@ -34,5 +36,7 @@ class EventSettings(BaseModel):
 
     def channel(self, channel_id: str) -> ChannelConfig:
         """The configuration in force for ``channel_id``."""
-        return self.channels.get(channel_id) or ChannelConfig(mode=self.default_mode,
-                                                               capture_scope=self.default_capture_scope)
+        for ch in self.channels:
+            if ch.id == channel_id:
+                return ch
+        return ChannelConfig(id=channel_id, mode=self.default_mode, capture_scope=self.default_capture_scope)
