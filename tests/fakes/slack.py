@@ -282,6 +282,8 @@ class FakeSlack(FakeOAuthServer):
         cid = a.get("channel", "")
         if cid not in self.channels:
             return {"ok": False, "error": "channel_not_found"}
+        if not self.channels[cid]["is_member"]:
+            return {"ok": False, "error": "not_in_channel"}
         oldest = float(a.get("oldest") or 0)
         top = [m for m in self.messages[cid] if (not m.get("thread_ts") or m["thread_ts"] == m["ts"])
                and float(m["ts"]) > oldest]

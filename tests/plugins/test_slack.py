@@ -161,6 +161,9 @@ def test_webhook_valid_once_forged_stale_and_replayed(store: Any, fake: FakeSlac
     # Slack's retry of the same event (X-Slack-Retry-Num) is a duplicate: stored once, never processed twice.
     retry = ws.post(payload, headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"})
     assert retry.body["duplicate"] is True and retry.body["queued"] == 0
+    # Same event id, bytes serialized differently (a redelivery is not promised to be byte-identical).
+    reordered = dict(reversed(list(payload.items())))
+    assert ws.post(reordered, headers={"X-Slack-Retry-Num": "2"}).body["duplicate"] is True
     assert _events(store) == 1
     assert ws.drain().done == 1 and ws.drain().done == 0
     # Forged: another secret.
@@ -249,7 +252,9 @@ def test_backfill_captures_the_workspaces_threads_and_a_second_run_writes_nothin
     fake.add_channel("C0STAFF", "staff")
     staff = fake.say("C0STAFF", "USTAFF01", "internal only")
     fake.say("C0STAFF", "USTAFF01", "yes", thread_ts=staff["ts"])
-    fake.add_channel("C0NOTIN", "not-joined", member=False)
+    fake.add_channel("C0NOTIN", "not-joined", member=False)  # its history answers not_in_channel
+    outside = fake.say("C0NOTIN", "UCUST001", "anyone?")
+    fake.say("C0NOTIN", "UCUST001", "hello?", thread_ts=outside["ts"])
     ws = Workspace(store, fake)
     fake.inject_429("/api/conversations.replies", retry_after=7)
     first = run_stream_sync(ws.connection_id, "events", SyncPlan(), store=store)
