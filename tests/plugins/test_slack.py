@@ -263,7 +263,15 @@ def test_backfill_captures_the_workspaces_threads_and_a_second_run_writes_nothin
     assert 7 in [round(w) for w in clock.sleeps]  # Slack's Retry-After was waited out
     again = run_stream_sync(ws.connection_id, "events", SyncPlan(sync_mode="full"), store=store)
     assert again.status == "success" and again.counts["synced"] == 0
+    # Incremental: only the thread started since the last run is read and written.
+    new = fake.say(CH, "UCUST001", "Question 9: billing page is blank")
+    fake.say(CH, "USTAFF01", "checking billing", thread_ts=new["ts"])
+    replies_before = fake.count("/api/conversations.replies")
+    step = run_stream_sync(ws.connection_id, "events", SyncPlan(), store=store)
+    assert step.status == "success" and step.counts["synced"] == 1 and ws.sessions() == 6
+    assert fake.count("/api/conversations.replies") == replies_before + 1
+    assert ws.session(CH, new["ts"]) is not None
     enable_stream(store, ws.connection_id, "events",
                   settings={"channels": [{"id": "C0STAFF", "mode": "passive", "capture_scope": "all"}]})
     third = run_stream_sync(ws.connection_id, "events", SyncPlan(sync_mode="full"), store=store)
-    assert third.counts["synced"] == 1 and ws.sessions() == 6
+    assert third.counts["synced"] == 1 and ws.sessions() == 7

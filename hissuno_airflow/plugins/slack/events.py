@@ -26,6 +26,7 @@ from .mapping import (
     conversation,
     readable,
     session_fields,
+    slack_time,
     thread_external_id,
     ts_key,
 )
@@ -276,3 +277,6 @@ def sync_threads(ctx: SyncCtx) -> None:
                     thread.capture()
                 else:
                     ctx.progress("skipped", external_id=thread.external_id, message="no external participant")
+                    seen = slack_time(parent.get("latest_reply") or parent.get("ts"))
+                    if seen is not None:
+                        ctx.advance_cursor(seen)  # read and left out: the next incremental run starts after it
