@@ -81,6 +81,16 @@ def test_a_mention_gets_eyes_then_a_reply_in_thread_then_a_check_mark(ws: Worksp
     assert session["name"] == "Slack: #support"
 
 
+def test_the_acknowledgement_links_the_session_where_sessions_are_shown(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HISSUNO_SLACK_SESSION_URL", "https://app.example.com/sessions/{session_id}")
+    msg = ws.mention(CH, "UCUST001", "hello")
+    session = ws.session(CH, msg["ts"])
+    assert session is not None
+    assert f"<https://app.example.com/sessions/{session['id']}|session {session['id']}>" in ws.replies_in(msg["ts"])[0]
+
+
 def test_the_same_mention_as_app_mention_and_as_message_is_answered_once(ws: Workspace) -> None:
     parent = ws.fake.say(CH, "UCUST001", "Our sync is stuck")
     ws.mention(CH, "USTAFF01", "can you help here?", thread_ts=parent["ts"])

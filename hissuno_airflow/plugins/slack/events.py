@@ -204,11 +204,12 @@ class EventHandler:
         session_id = thread.capture()
         authors = thread.authors()
         author = authors.get(_str(event.get("user")))
-        base = os.environ.get("HISSUNO_PUBLIC_URL", "").rstrip("/")
+        # Hissuno has no session page of its own: an operator with one names it by a template.
+        template = os.environ.get("HISSUNO_SLACK_SESSION_URL", "").strip()
         inp = ResponderInput(
             question=readable(_str(event.get("text")), authors, self.bot_user_id),
             thread=self._roles(thread, [m for m in thread.messages if ts_key(m.get("ts")) <= ts_key(ts)]),
-            session_id=session_id, session_url=f"{base}/?session={session_id}" if base and session_id else None,
+            session_id=session_id, session_url=template.replace("{session_id}", session_id) if template and session_id else None,
             author_name=author.name if author else None, author_email=author.email if author else None,
             external=bool(author and author.external), search=getattr(self.ctx, "search_knowledge", lambda q, n: []),
         )

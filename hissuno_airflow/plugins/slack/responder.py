@@ -2,8 +2,9 @@
 
 The default responder answers from the project's knowledge (the nearest knowledge chunks, found through
 ``WebhookCtx.search_knowledge``) through an OpenAI-compatible ``/chat/completions`` endpoint when one is
-configured, and otherwise posts a short acknowledgement naming (and, with ``HISSUNO_PUBLIC_URL``, linking)
-the session the thread was captured as. Configuration, shared with the session classifier:
+configured, and otherwise posts a short acknowledgement naming the session the thread was captured as,
+linked when ``HISSUNO_SLACK_SESSION_URL`` (a template with ``{session_id}``) says where sessions are shown.
+Configuration, shared with the session classifier:
 ``HISSUNO_LLM_BASE_URL`` (default OpenAI), ``HISSUNO_LLM_API_KEY`` or ``OPENAI_API_KEY``, ``HISSUNO_LLM_MODEL``
 (default ``gpt-4o-mini``); a model counts as configured when the base URL or a key is set.
 
@@ -41,7 +42,7 @@ class ResponderInput:
     session_id: str | None
     """Hissuno id of the session the thread is captured as."""
     session_url: str | None
-    """Where a person can see that session, when ``HISSUNO_PUBLIC_URL`` is set."""
+    """Where a person can see that session (``HISSUNO_SLACK_SESSION_URL`` filled in), else None."""
     author_name: str | None = None
     author_email: str | None = None
     external: bool = False
