@@ -262,6 +262,10 @@ def test_a_revoked_token_marks_the_connection_reconnect_needed(ws: Workspace) ->
     assert result.failed == 1 and "token_revoked" in result.errors[0]
     row = repo.get_connection(ws.store, ws.connection_id)
     assert row.needs_reconnect and "reconnect needed" in (row.auth_error or "")
+    with ws.store.connection() as conn:
+        stored = conn.execute("SELECT error FROM webhook_events WHERE status = 'failed'").fetchone()["error"]
+    for token in ws.fake.token_accounts:  # the dead token is named nowhere
+        assert token not in (row.auth_error or "") and token not in stored and token not in result.errors[0]
 
 
 def test_app_uninstalled_marks_the_connection_reconnect_needed(ws: Workspace) -> None:
