@@ -12,7 +12,7 @@ def test_all_is_sorted_and_complete():
     assert kit.__all__ == sorted(kit.__all__)
     public = {n for n in dir(kit) if not n.startswith("_")} - {
         "annotations", "auth", "context", "define", "errors", "records", "streams", "types", "redaction", "http",
-        "signatures", "testing", "github_app", "urls", "input_limits",
+        "signatures", "testing", "github_app", "urls", "input_limits", "knowledge",
     }
     assert public == set(kit.__all__)
 

@@ -43,6 +43,7 @@ from .errors import (
     UnknownPluginError,
     WebhookSignatureError,
 )
+from .knowledge import KnowledgeHit, KnowledgeSearch
 from .records import (
     CompanyRecord,
     ContactRecord,
@@ -68,7 +69,9 @@ __all__ = [
     "IngestResult",
     "InputError",
     "IssueRecord",
+    "KnowledgeHit",
     "KnowledgeRecord",
+    "KnowledgeSearch",
     "LeaseLost",
     "ListCtx",
     "Message",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from .errors import SyncCancelled
+from .knowledge import KnowledgeHit, search_knowledge
 from .records import CompanyRecord, ContactRecord, IssueRecord, KnowledgeRecord, SessionRecord
 from .types import SyncMode, TriggerSource
 
@@ -262,6 +263,10 @@ class WebhookCtx:
     def base_url(self, name: str) -> str:
         """Resolved base URL by name (honours ``HISSUNO_<PLUGIN>_<NAME>_URL``)."""
         return self.services.base_url(name)
+
+    def search_knowledge(self, query: str, limit: int = 5) -> list[KnowledgeHit]:
+        """The project's knowledge chunks nearest to ``query``, best first ([] when the runtime has none)."""
+        return search_knowledge(self.services, query, limit)
 
 
 @dataclass

@@ -9,7 +9,8 @@ from typing import Any
 
 from ... import registry
 from ...kit.context import WebhookCtx
-from ...kit.errors import HissunoError, InputError
+from ...kit.errors import HissunoError, InputError, ProviderAuthError
+from ...kit.knowledge import KnowledgeHit
 from ...kit.redaction import redact_text
 from ...kit.streams import parse_stream_id
 from ...store import connections as repo
@@ -34,9 +35,12 @@ class InboxResult:
 class _WebhookServices:
     """The runtime side of a WebhookCtx: the connection's services plus this event's ingest."""
 
-    def __init__(self, conn: ConnectionServices, ingest: Any) -> None:
+    def __init__(self, conn: ConnectionServices, ingest: Any, store: Store | None = None,
+                 project_id: str | None = None) -> None:
         self.conn = conn
         self.ingest = ingest
+        self.store = store
+        self.project_id = project_id
 
     def is_synced(self, external_id: str) -> bool:
         return bool(self.ingest.is_synced(external_id))
@@ -58,6 +62,14 @@ class _WebhookServices:
 
     def http_client(self, base: str = "API", **kwargs: Any) -> Any:
         return self.conn.http_client(base, **kwargs)
+
+    def search_knowledge(self, query: str, limit: int = 5) -> list[KnowledgeHit]:
+        """Knowledge chunks of the connection's project nearest to ``query`` (a bot grounding a reply)."""
+        if self.store is None or self.project_id is None:
+            return []
+        from ...store.knowledge_search import search_chunks
+
+        return search_chunks(self.store, self.project_id, query, limit=limit)
 
 
 _SELECT_NEXT = (
@@ -126,7 +138,7 @@ def process_inbox(
                 ingest = StreamIngest(conn, project_id=connection.project_id,
                                       connection_id=connection_id, stream_id=stream_id, enricher=enricher,
                                       secrets=secrets)
-                services = _WebhookServices(conn_services, ingest)
+                services = _WebhookServices(conn_services, ingest, store, connection.project_id)
                 ctx = WebhookCtx(
                     plugin_id=plugin.id, project_id=connection.project_id, connection_id=connection_id,
                     stream_id=stream_id, stream_key=key, instance_id=instance, credentials=credentials,
@@ -145,6 +157,9 @@ def process_inbox(
             with store.connection() as conn:
                 conn.execute("UPDATE webhook_events SET status = 'failed', attempts = attempts + 1, error = %s,"
                              " processed_at = now() WHERE id = %s", (err, current))
+            if isinstance(exc, ProviderAuthError):
+                # As after a refused sync: the connection is marked "reconnect needed", and says how.
+                _mark_reconnect(store, connection_id, plugin.id, err)
             result.failed += 1
             result.errors.append(err)
             logger.warning(f"webhook event failed: {err}")
@@ -159,6 +174,15 @@ def process_inbox(
         except Exception:
             log.exception("enrichment after a webhook event failed")
     return result
+
+
+def _mark_reconnect(store: Store, connection_id: str, plugin_id: str, err: str) -> None:
+    advice = (f"{err}; reconnect needed: run `hissuno connect {plugin_id} --update {connection_id}` "
+              "or reconnect it on the Integrations page")
+    try:
+        repo.set_auth_error(store, connection_id, advice[:2000])
+    except Exception:
+        log.warning("could not record the connection's auth state", exc_info=True)
 
 
 def _describe(exc: BaseException, secrets: list[str]) -> str:
