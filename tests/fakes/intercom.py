@@ -12,7 +12,10 @@ with ``unauthorized``):
   to the end of an ascending search and is listed again, never skipped;
 - ``GET /conversations/{id}``: the conversation with its 500 most recent parts, bodies as plain text
   with ``display_as=plaintext`` (HTML otherwise); 404 once deleted;
-- ``GET /contacts/{id}``.
+- ``GET /contacts/{id}``;
+- OAuth (``tests/fakes/oauth.py`` with Intercom's knobs): ``GET /oauth`` (the authorize page of
+  app.intercom.com; grants at once) and ``POST /auth/eagle/token`` (``client_secret`` in the body; answers
+  ``token`` and ``access_token``, the same never-expiring value, and no refresh token).
 
 Rate limits as Intercom enforces them: a request budget per 10-second window on the fake's clock
 (``window_limit``), ``X-RateLimit-Limit/Remaining/Reset`` (reset as epoch seconds) on every authenticated
@@ -41,7 +44,8 @@ import pytest
 from hissuno_airflow import registry, settings
 from hissuno_airflow.kit.testing import AuthTarget, ConformanceTarget, WebhookTarget
 from hissuno_airflow.store import connections as repo
-from tests.fakes.server import FakeClock, FakeProvider, FakeRequest, FakeResponse, RecordSet, Reply, get, post
+from tests.fakes.oauth import FakeOAuthServer
+from tests.fakes.server import FakeClock, FakeRequest, FakeResponse, RecordSet, Reply, get, post
 from tests.fakes.webhooks import Signer
 
 APP = {"type": "app", "id_code": "abc12xyz", "name": "Acme Support", "created_at": 1_600_000_000, "secure": True,
@@ -127,11 +131,23 @@ def matches(query: dict[str, Any], record: dict[str, Any]) -> bool:
     return {"~": sub in text, "!~": sub not in text, "^": text.startswith(sub), "$": text.endswith(sub)}[op]
 
 
-class Intercom(FakeProvider):
+class Intercom(FakeOAuthServer):
     """Conversations, contacts and the admin of one workspace; see the module docstring."""
 
     name = "intercom"
     require_auth = True
+    # OAuth as Intercom runs it (providers.md 5.1): authorize on app.intercom.com at /oauth, no scopes,
+    # the code exchanged at /auth/eagle/token with the client secret in the body, and a token that never
+    # expires (no refresh token, no expires_in). Who-am-I is the API's own /me below.
+    client_id = "intercom-app-client"
+    client_secret = "intercom-app-secret-4f1c"
+    authorize_path = "/oauth"
+    token_path = "/auth/eagle/token"
+    revoke_path = None
+    userinfo_path = None
+    access_ttl = None
+    issue_refresh_tokens = False
+    access_prefix = "dG9rOm"
 
     def __init__(self, count: int = 0, *, window_limit: int = 1000, max_per_page: int = 150,
                  app: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -230,7 +246,15 @@ class Intercom(FakeProvider):
 
     # -- auth and rate limits ----------------------------------------------------------------------
 
+    def _issue(self, account: dict[str, Any], scopes: tuple[str, ...], *, refresh: bool = True) -> dict[str, Any]:
+        # Intercom answers the token twice: {"token_type": "Bearer", "token": t, "access_token": t}.
+        body = super()._issue(account, scopes, refresh=refresh)
+        body["token"] = body["access_token"]
+        return body
+
     def check_auth(self, req: FakeRequest) -> Reply | None:
+        if req.path in (self.authorize_path, self.token_path):
+            return None  # the OAuth legs authenticate the client themselves
         denied = self.check_bearer(req)
         if denied is not None:
             return FakeResponse(401, error_list("unauthorized", "Access Token Invalid"))

@@ -9,7 +9,13 @@ Every route wants ``Authorization: Bearer <personal key>`` (``issue_token``); a 
 - ``POST /api/projects/{id}/query/``: a ``HogQLQuery``. The fake runs the one query shape the plugin
   sends (per person and event over ``events``, placeholders ``{start} {end} {d7} {d14} {d15}`` in
   ``values``, ``LIMIT n OFFSET m`` in the text) over its own events, and answers like PostHog
-  (``{results, columns, types, hasMore, limit, offset, ...}``); any other query is a 400.
+  (``{results, columns, types, hasMore, limit, offset, ...}``); any other query is a 400. A ``LIMIT``
+  above ``max_rows`` (PostHog's MAX_SELECT_RETURNED_ROWS, 50,000) is clamped to it. ``has_more=False``
+  leaves ``hasMore`` out of the answer (whether raw HogQL answers carry it is unconfirmed);
+- asynchronous queries (``async_polls`` > 0): ``POST .../query/`` answers **202** with ``{query_status:
+  {id, complete: false, ...}}`` and ``GET /api/projects/{id}/query/{query_id}/`` answers 202 (still
+  running) ``async_polls`` times, then 200 with ``complete: true`` and the response in
+  ``query_status.results`` (or ``error``/``error_message`` when ``async_error`` is set).
 
 Persons and definitions are ``RecordSet``s on the fake's clock; events are rows with wall-clock times
 (the plugin's window ends at the end of the current UTC day). Faults (429 + Retry-After as DRF's
@@ -55,6 +61,13 @@ class PostHog(FakeProvider):
         self.event_definitions = RecordSet(self.clock, resolution=60)
         self.property_definitions = RecordSet(self.clock, resolution=60)
         self.queries: list[dict[str, Any]] = []
+        self.max_rows = 50_000
+        self.has_more = True
+        self.async_polls = 0
+        """Polls an asynchronous query answers 202 before it completes; 0 answers every query at once."""
+        self.async_error: str | None = None
+        self.running: dict[str, dict[str, Any]] = {}
+        """Asynchronous query id -> ``{"polls": left, "response": ...}``."""
         self.add_persons(persons)
         self.add_definitions(definitions)
         for i, (name, type_) in enumerate((("plan", "String"), ("email", "String"), ("$current_url", "String"))):
@@ -158,12 +171,39 @@ class PostHog(FakeProvider):
                          sum(e["timestamp"] >= v["d14"] for e in evs), sum(e["timestamp"] >= v["d15"] for e in evs),
                          min(e["timestamp"] for e in evs).strftime("%Y-%m-%d %H:%M:%S"),
                          last["timestamp"].strftime("%Y-%m-%d %H:%M:%S"), last["url"]])
-        limit, offset = int(m.group(1)), int(m.group(2))
+        limit, offset = min(int(m.group(1)), self.max_rows), int(m.group(2))
         columns = ["person_id", "event", "total", "last_7d", "last_14d", "last_15d", "first_seen", "last_seen",
                    "last_url"]
-        return {"results": rows[offset : offset + limit], "columns": columns,
-                "types": [[c, "String"] for c in columns], "hasMore": offset + limit < len(rows),
-                "limit": limit, "offset": offset, "hogql": text, "is_cached": False, "error": None}
+        response: dict[str, Any] = {"results": rows[offset : offset + limit], "columns": columns,
+                                    "types": [[c, "String"] for c in columns], "limit": limit, "offset": offset,
+                                    "hogql": text, "is_cached": False, "error": None}
+        if self.has_more:
+            response["hasMore"] = offset + limit < len(rows)
+        if not self.async_polls:
+            return response
+        query_id = uuid.uuid4().hex
+        self.running[query_id] = {"polls": self.async_polls, "response": response}
+        return 202, {"query_status": self._status(query_id, complete=False)}
+
+    def _status(self, query_id: str, *, complete: bool, **extra: Any) -> dict[str, Any]:
+        return {"id": query_id, "team_id": int(PROJECT_ID), "complete": complete, "error": False,
+                "error_message": None, "query_async": True, "results": None, **extra}
+
+    @get("/api/projects/{pid}/query/{query_id}/")
+    def query_status(self, req: FakeRequest, pid: str, query_id: str) -> Reply:
+        denied = self._project(pid)
+        if denied:
+            return denied
+        job = self.running.get(query_id)
+        if job is None:
+            return 404, {"type": "invalid_request", "code": "not_found", "detail": "Not found.", "attr": None}
+        if job["polls"] > 0:
+            job["polls"] -= 1
+            return 202, {"query_status": self._status(query_id, complete=False)}
+        if self.async_error:
+            return {"query_status": self._status(query_id, complete=True, error=True,
+                                                 error_message=self.async_error)}
+        return {"query_status": self._status(query_id, complete=True, results=job["response"])}
 
 
 # -- conformance factories (see tests/plugins/test_conformance.py) -----------------------------------

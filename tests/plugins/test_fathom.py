@@ -159,9 +159,10 @@ def test_second_sync_writes_nothing_then_new_meetings_are_added_exactly(
     assert _one(store, "SELECT count(*) FROM sessions") == 13
     assert _one(store, "SELECT count(*) FROM sessions WHERE updated_at > %s", stamp) == 3
     asked = fake.requests_to("/meetings")[-1].query["created_after"]
-    assert asked == (first.cursor_after - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # The cursor less the 7-day re-scan window (and the one-second boundary overlap).
+    assert asked == (first.cursor_after - timedelta(days=7, seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    # Fathom lists by creation only: an edit reaches the store on a full resync, which changes just it.
+    # A full resync reads every meeting again and changes just the edited one.
     fake.meetings.update(1002, title="Rollout check-in (renamed)")
     full = run_stream_sync(cid, "meetings", SyncPlan.full(), store=store)
     assert full.status == "success" and full.counts["synced"] == 1
@@ -178,6 +179,8 @@ def test_a_backfill_window_reads_only_its_meetings_and_keeps_the_cursor(
     assert result.status == "success" and result.counts["synced"] == 3
     asked = fake.requests_to("/meetings")[-1].query
     assert asked["created_before"] == created[5].strftime("%Y-%m-%dT%H:%M:%SZ")
+    # No re-scan window: a backfill lists exactly its interval (less the one-second boundary overlap).
+    assert asked["created_after"] == (created[2] - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert repo.get_stream(store, cid, "meetings").last_sync_at is None
 
 
@@ -306,3 +309,33 @@ def test_a_meeting_created_mid_sync_is_not_lost(store: Any, account: tuple[Fatho
     assert first.status == second.status == "success"
     assert first.counts["synced"] + second.counts["synced"] == 11
     assert _one(store, "SELECT count(*) FROM sessions") == 11
+
+
+def test_incremental_runs_rescan_a_week_before_the_cursor_so_recent_edits_arrive(
+    store: Any, account: tuple[Fathom, str, str], clock: FakeClock,
+) -> None:
+    """Fathom has no update time or filter (providers.md 10.2): an edit to a meeting created within
+    ``rescan_days`` (default 7) of the cursor reaches its session on the next incremental run; an older
+    one waits for a full resync. Unchanged meetings re-listed write nothing."""
+    fake, cid, _key = account
+    clock.advance(10 * 86400)
+    recent = fake.add_meetings(2)
+    first = run_stream_sync(cid, "meetings", store=store)
+    assert first.status == "success" and first.counts["synced"] == 12
+    assert first.cursor_after == datetime.fromisoformat(recent[-1]["created_at"].replace("Z", "+00:00"))
+
+    fake.meetings.update(recent[0]["recording_id"], title="Rollout check-in (renamed)")
+    fake.meetings.update(1002, title="Old meeting (renamed)")  # created ten days before the cursor
+    again = run_stream_sync(cid, "meetings", store=store)
+
+    assert again.status == "success" and again.counts["synced"] == 1, again
+    assert _session(store, str(recent[0]["recording_id"]))["name"] == "Rollout check-in (renamed)"
+    assert _session(store, "1002")["name"] != "Old meeting (renamed)"
+    assert again.counts["found"] == 2, "only the window's meetings were listed again"
+    assert again.cursor_after == first.cursor_after
+    asked = fake.requests_to("/meetings")[-1].query["created_after"]
+    assert asked == (first.cursor_after - timedelta(days=7, seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert run_stream_sync(cid, "meetings", store=store).counts["synced"] == 0
+
+    full = run_stream_sync(cid, "meetings", SyncPlan.full(), store=store)
+    assert full.counts["synced"] == 1 and _session(store, "1002")["name"] == "Old meeting (renamed)"

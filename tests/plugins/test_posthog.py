@@ -301,3 +301,78 @@ def test_a_person_created_mid_sync_is_not_lost(store: Any, project: tuple[PostHo
     assert first.status == second.status == "success"
     assert first.counts["synced"] + second.counts["synced"] == 151
     assert _one(store, "SELECT count(*) FROM sessions") == 151
+
+
+# -- HogQL paging and asynchronous queries -------------------------------------------------------------
+
+CLIENT = "hissuno_airflow.plugins.posthog.client"
+
+
+def _events_counted(store: Any) -> int:
+    """Every event the behavioural sessions account for (``posthog_event_count`` summed)."""
+    return int(_one(store, "SELECT coalesce(sum((custom_fields->>'posthog_event_count')::int), 0) FROM sessions"))
+
+
+def _offsets(fake: PostHog) -> list[int]:
+    return [int(q["query"]["query"].rsplit("OFFSET", 1)[1]) for q in fake.queries]
+
+
+@pytest.mark.parametrize("has_more", [True, False], ids=["hasMore", "no-hasMore"])
+def test_hogql_rows_are_read_page_after_page_until_the_last(
+    store: Any, project: tuple[PostHog, str, str], monkeypatch: pytest.MonkeyPatch, has_more: bool
+) -> None:
+    """Pages of 50 rows here (10,000 in production): every (person, event) row of the window counts, with
+    or without PostHog's ``hasMore`` (a full page is always followed by one more query)."""
+    fake, cid, _key = project
+    fake.has_more = has_more
+    monkeypatch.setattr(f"{CLIENT}.QUERY_PAGE_ROWS", 50)
+    with_email = sum(1 for e in fake.events if e["person_id"] != "anon")
+    rows = len({(e["person_id"], e["event"]) for e in fake.events})
+
+    result = run_stream_sync(cid, "behavioral", store=store)
+
+    assert result.status == "success" and result.counts["synced"] == 150, result.error
+    assert _events_counted(store) == with_email
+    assert _offsets(fake) == list(range(0, rows + 1, 50)), "LIMIT 50 OFFSET 0, 50, ... to the last row"
+    assert all("LIMIT 50 OFFSET" in q["query"]["query"] for q in fake.queries)
+
+
+def test_more_rows_than_the_query_cap_fail_the_run_instead_of_dropping_rows(
+    store: Any, project: tuple[PostHog, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, cid, _key = project
+    monkeypatch.setattr(f"{CLIENT}.QUERY_PAGE_ROWS", 50)
+    monkeypatch.setattr(f"{CLIENT}.MAX_QUERY_PAGES", 3)
+    result = run_stream_sync(cid, "behavioral", store=store)
+    assert result.status == "error" and "more than 150 (person, event) rows in the window" in (result.error or "")
+    assert len(fake.queries) == 3 and _one(store, "SELECT count(*) FROM sessions") == 0
+    assert repo.get_stream(store, cid, "behavioral").last_sync_at is None
+
+
+def test_an_asynchronous_query_is_polled_until_complete_on_the_clients_clock(
+    store: Any, project: tuple[PostHog, str, str], clock: FakeClock
+) -> None:
+    fake, cid, _key = project
+    fake.async_polls = 3  # 202 on the POST, then three "still running" answers
+    result = run_stream_sync(cid, "behavioral", store=store)
+    assert result.status == "success" and result.counts["synced"] == 150, result.error
+    assert _events_counted(store) == sum(1 for e in fake.events if e["person_id"] != "anon")
+    polls = fake.requests_to("/api/projects/{pid}/query/{query_id}/")
+    assert len(polls) == 4 and clock.sleeps == [1.0, 2.0, 4.0, 8.0], "waits double, on the retry sleeper"
+
+
+def test_an_asynchronous_query_that_fails_or_never_finishes_fails_the_run_and_keeps_the_cursor(
+    store: Any, project: tuple[PostHog, str, str], clock: FakeClock
+) -> None:
+    fake, cid, _key = project
+    first = run_stream_sync(cid, "behavioral", store=store)
+    fake.async_polls, fake.async_error = 1, "Query exceeded memory limit"
+    failed = run_stream_sync(cid, "behavioral", store=store)
+    assert failed.status == "error" and "Query exceeded memory limit" in (failed.error or "")
+    assert not failed.retriable
+
+    fake.async_polls, fake.async_error = 10_000, None
+    stuck = run_stream_sync(cid, "behavioral", store=store)
+    assert stuck.status == "error" and stuck.retriable and "still running after 600 s" in (stuck.error or "")
+    assert sum(clock.sleeps[-70:]) >= 600 and max(clock.sleeps) == 10.0
+    assert repo.get_stream(store, cid, "behavioral").last_sync_at == first.cursor_after

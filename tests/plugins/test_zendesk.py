@@ -342,6 +342,33 @@ def test_the_export_is_paced_to_ten_requests_a_minute(store: Any, desk: tuple[Fa
     assert clock.sleeps == [pytest.approx(6.0)] * (TICKETS - 1)
 
 
+class _CountingBudget:
+    """The account's shared budget as the runtime hands it to every client: counts what it lets out."""
+
+    def __init__(self) -> None:
+        self.acquired = 0
+
+    def acquire(self) -> float:
+        self.acquired += 1
+        return 0.0
+
+
+def test_export_requests_also_spend_the_accounts_shared_budget(
+    store: Any, desk: tuple[FakeZendesk, str, str], clock: FakeClock, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Zendesk's account limit counts the export too: its pacing adds to the shared budget, never
+    replaces it (else a run's export pages would go out on top of a full account budget)."""
+    fake, cid, _ = desk
+    shared = _CountingBudget()
+    retries_on(monkeypatch, clock, rate_limiter=shared)
+    before = len(fake.requests)
+    result = run_stream_sync(cid, "tickets", store=store)
+    assert result.status == "success" and _counts(store)[0] == SESSIONS
+    sent = fake.requests[before:]
+    assert len([r for r in sent if r.path == EXPORT]) == 3  # 14 tickets, five a page
+    assert shared.acquired == len(sent), "every request, export pages included, went through the shared budget"
+
+
 def _starts(fake: FakeZendesk) -> list[str]:
     """The ``start_time`` of every run's first export request, in order."""
     return [r.query["start_time"] for r in fake.export_requests() if "start_time" in r.query]

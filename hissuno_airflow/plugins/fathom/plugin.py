@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic import Field as PField
 
 from hissuno_airflow.kit import (
     ApiKeyAuth,
@@ -33,6 +34,16 @@ class MeetingFilters(BaseModel):
     """Ignore meetings created before this time."""
     to_date: datetime | None = None
     """Ignore meetings created at or after this time."""
+
+
+class MeetingSettings(BaseModel):
+    """How incremental runs look back."""
+
+    rescan_days: int = PField(default=7, ge=0, le=90)
+    """Each incremental run lists again the meetings created this many days before the cursor. Fathom
+    lists by creation time only and stamps no update time, so this is how edits to recent meetings (a
+    renamed title, a regenerated summary, speakers matched later) reach their sessions; unchanged
+    meetings write nothing. 0 reads only meetings newer than the cursor."""
 
 
 def _auth(credentials: Any) -> HeaderAuth:
@@ -76,12 +87,24 @@ def _ingest_meeting(ctx: SyncCtx | WebhookCtx, client: FathomClient, meeting: di
     ctx.ingest.session(**session_fields(meeting, transcript if isinstance(transcript, list) else None, summary))
 
 
+def _created_after(ctx: SyncCtx) -> datetime | None:
+    """Where the listing starts: the cursor (or ``from_date``), and on an incremental run ``rescan_days``
+    before the cursor, never before ``from_date``. A backfill reads exactly its window."""
+    since = ctx.since(ctx.filters.from_date)
+    rescan: int = ctx.settings.rescan_days
+    if ctx.sync_mode != "incremental" or ctx.triggered_by == "backfill" or ctx.last_sync_at is None or not rescan:
+        return since
+    start = ctx.last_sync_at - timedelta(days=rescan)
+    return max(start, ctx.filters.from_date) if ctx.filters.from_date is not None else start
+
+
 def sync_meetings(ctx: SyncCtx) -> None:
-    """Meetings created since the cursor (or the filters' window), with transcript and summary."""
+    """Meetings created since the cursor less the re-scan window (or the filters' window), with
+    transcript and summary."""
     until = min((d for d in (ctx.until, ctx.filters.to_date) if d is not None), default=None)
     with ctx.http_client("API", auth=_auth(ctx.credentials)) as http:
         client = FathomClient(http)
-        for meeting in client.meetings(created_after=ctx.since(ctx.filters.from_date), created_before=until):
+        for meeting in client.meetings(created_after=_created_after(ctx), created_before=until):
             ctx.signal.raise_if_cancelled()
             ctx.progress("found", external_id=str(meeting.get("recording_id")))
             _ingest_meeting(ctx, client, meeting)
@@ -119,7 +142,7 @@ plugin = define_plugin(
     streams={
         "meetings": Stream(
             kind="sessions", label="Meetings", description="Recorded meetings with transcripts.",
-            sync=sync_meetings, webhook=on_meeting_ready, filters=MeetingFilters,
+            sync=sync_meetings, webhook=on_meeting_ready, filters=MeetingFilters, settings=MeetingSettings,
             frequencies=("manual", "1h", "6h", "24h", "webhook"),
         ),
     },

@@ -8,22 +8,17 @@ from typing import Any
 from pydantic import BaseModel
 
 from hissuno_airflow.kit import (
-    ApiKeyAuth,
-    AuthCtx,
-    AuthResult,
-    Field,
     Icon,
-    ProviderResponseError,
     Response,
     Stream,
     SyncCtx,
     WebhookCtx,
     define_plugin,
 )
-from hissuno_airflow.kit.http import ProviderClient
 from hissuno_airflow.kit.signatures import IntercomSignature, WebhookEvent
 
-from .client import ContactCache, IntercomClient, base_for, client_options, region_of, search_query
+from .auth import auth_mode, connected_client
+from .client import ContactCache, IntercomClient, search_query
 from .mapping import first_contact, session_fields
 
 CONVERSATION_TOPICS = ("conversation.", "conversation_part.")
@@ -37,28 +32,6 @@ class ConversationFilters(BaseModel):
     """Skip conversations created before this time."""
     to_date: datetime | None = None
     """Skip conversations created after this time."""
-
-
-def _http(ctx: Any, credentials: Any) -> ProviderClient:
-    client: ProviderClient = ctx.http_client(base_for(credentials.get("region")),
-                                             **client_options(credentials["access_token"]))
-    return client
-
-
-def check_token(credentials: dict[str, Any], ctx: AuthCtx) -> AuthResult:
-    """Connect: ``GET /me`` on the region's host names the workspace; a refused token is a 400."""
-    region = region_of(credentials.get("region"))  # a bad region is named before any request
-    with _http(ctx, credentials) as http:
-        me = IntercomClient(http).me()
-    app = me.get("app") if isinstance(me, dict) else None
-    if not isinstance(app, dict) or not app.get("id_code"):
-        msg = "intercom GET /me: the answer names no workspace (app.id_code); is this an Intercom access token?"
-        raise ProviderResponseError(msg, provider="intercom")
-    return AuthResult(
-        external_account_id=str(app["id_code"]),
-        account_label=str(app.get("name") or app["id_code"]),
-        credentials={"access_token": credentials["access_token"], "region": region},
-    )
 
 
 class _Conversations:
@@ -92,7 +65,7 @@ def sync_conversations(ctx: SyncCtx) -> None:
     """Every conversation updated since the cursor (and within the filters), oldest update first."""
     query = search_query(updated_from=ctx.since(), updated_before=ctx.until,
                          created_from=ctx.filters.from_date, created_to=ctx.filters.to_date)
-    with _http(ctx, ctx.credentials) as http:
+    with connected_client(ctx, ctx.credentials) as http:
         reader = _Conversations(ctx, IntercomClient(http))
         n = 0
         for conversations, total in reader.api.search_pages(query):
@@ -118,7 +91,7 @@ def on_notification(ctx: WebhookCtx) -> None:
     if not conversation_id:
         ctx.logger.warning(f"intercom notification {topic} names no conversation; ignored")
         return
-    with _http(ctx, ctx.credentials) as http:
+    with connected_client(ctx, ctx.credentials) as http:
         _Conversations(ctx, IntercomClient(http)).ingest(str(conversation_id))
 
 
@@ -139,16 +112,9 @@ plugin = define_plugin(
     icon=Icon(),
     multi_instance=True,
     base_urls={"API": "https://api.intercom.io", "API_EU": "https://api.eu.intercom.io",
-               "API_AU": "https://api.au.intercom.io"},
-    auth=ApiKeyAuth(
-        fields=(
-            Field(id="access_token", label="Access token", secret=True, required=True,
-                  help_text="Developer Hub -> your app -> Configure -> Authentication -> Access token"),
-            Field(id="region", label="Workspace region", placeholder="US",
-                  help_text="US (default), EU or AU: where your Intercom workspace is hosted"),
-        ),
-        test=check_token,
-    ),
+               "API_AU": "https://api.au.intercom.io", "AUTH": "https://app.intercom.com"},
+    # OAuth install when the server has an Intercom app (INTERCOM_CLIENT_ID), else the pasted access token.
+    auth=auth_mode(),
     # The app's client secret signs every notification (X-Hub-Signature, HMAC-SHA1 of the body); it is
     # the connection's webhook_secret, or INTERCOM_CLIENT_SECRET for the app-wide URL.
     webhook_signature=IntercomSignature(),

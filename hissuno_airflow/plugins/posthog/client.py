@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from hissuno_airflow.kit import InputError, ProviderResponseError
+from hissuno_airflow.kit import InputError, ProviderResponseError, ProviderUnavailable
 from hissuno_airflow.kit.http import NextUrlPaginator, ProviderClient
 
 US_CLOUD = "https://us.posthog.com"
@@ -32,6 +32,12 @@ QUERY_PAGE_ROWS = 10_000
 MAX_QUERY_PAGES = 10
 """HogQL queries per run. A personal key may run 120 HogQL queries an hour (providers.md 11.3), so one
 run never spends more than a twelfth of that."""
+
+POLL_FIRST_SECONDS = 1.0
+"""First wait before polling an asynchronous query; doubles per poll up to ``POLL_MAX_SECONDS``."""
+POLL_MAX_SECONDS = 10.0
+POLL_LIMIT_SECONDS = 600.0
+"""How long a run waits for one asynchronous query before failing (retriable)."""
 
 
 def normalize_host(raw: Any) -> str:
@@ -109,33 +115,80 @@ class PostHogClient:
     def hogql(self, query: str, values: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         """Rows of a HogQL query (``{limit}``/``{offset}`` in its text), page by page, as ``{column: value}``.
 
-        Blocking mode, so PostHog answers with the rows (200) rather than a query id to poll.
+        Pages by ``LIMIT``/``OFFSET`` while PostHog says ``hasMore`` or a page comes back full (a full page
+        without ``hasMore`` may still be followed by rows: asking once more costs one query, dropping them
+        would lose data). Blocking mode, so PostHog normally answers with the rows (200); a 202 (the
+        query ran asynchronously) is polled to completion (``_await``).
 
         Raises:
-            ProviderResponseError: PostHog answered without rows (a query still running, or an error),
-                or more than ``MAX_QUERY_PAGES`` pages would be needed.
+            ProviderResponseError: PostHog answered without rows (an error), or more than
+                ``MAX_QUERY_PAGES`` pages would be needed: a run never silently drops rows past the cap.
+            ProviderUnavailable: An asynchronous query did not finish within ``POLL_LIMIT_SECONDS``.
         """
         offset = 0
         for _page in range(MAX_QUERY_PAGES):
-            body = self.http.post_json(f"{self.project}/query/", json={
+            body = self._query({
                 "query": {"kind": "HogQLQuery", "query": query.format(limit=QUERY_PAGE_ROWS, offset=offset),
                           "values": dict(values)},
                 "refresh": "blocking", "name": "hissuno behavioral sync",
             })
-            rows = body.get("results") if isinstance(body, dict) else None
+            rows = body.get("results")
             if not isinstance(rows, list) or body.get("error"):
-                status = (body or {}).get("query_status") if isinstance(body, dict) else None
-                msg = (f"posthog POST {self.project}/query/: no rows"
-                       f" ({'query still running' if status else (body or {}).get('error') or 'unexpected body'})")
+                msg = f"posthog POST {self.project}/query/: no rows ({body.get('error') or 'unexpected body'})"
                 raise ProviderResponseError(msg, provider="posthog", status=200)
             columns = [str(c) for c in body.get("columns") or []]
             yield from (dict(zip(columns, row, strict=False)) for row in rows)
-            if not body.get("hasMore"):
+            if not body.get("hasMore") and len(rows) < QUERY_PAGE_ROWS:
                 return
+            if not rows:
+                return  # hasMore with an empty page: nothing further to read at this offset
             offset += len(rows)
         msg = (f"posthog HogQL: more than {MAX_QUERY_PAGES * QUERY_PAGE_ROWS} (person, event) rows in the window;"
                " narrow it with the from_date filter")
         raise ProviderResponseError(msg, provider="posthog", status=200)
+
+    def _query(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /query/``: the query response, waiting for it when PostHog ran the query asynchronously."""
+        resp = self.http.post(f"{self.project}/query/", json=dict(payload))
+        body = self.http.parse_json(resp)
+        if not isinstance(body, dict):
+            msg = f"posthog POST {self.project}/query/: expected a JSON object"
+            raise ProviderResponseError(msg, provider="posthog", status=resp.status_code)
+        status = body.get("query_status")
+        if resp.status_code == 202 or (isinstance(status, dict) and status.get("complete") is False):
+            return self._await(status if isinstance(status, dict) else {})
+        return body
+
+    def _await(self, status: Mapping[str, Any]) -> dict[str, Any]:
+        """Poll ``GET /query/{id}/`` (202 while running, 200 when done) until the query completes.
+
+        Waits go through the client's retry sleeper (the one Retry-After waits use), doubling from
+        ``POLL_FIRST_SECONDS`` to ``POLL_MAX_SECONDS``; every poll is a request within the rate budget.
+        """
+        query_id = str(status.get("id") or "")
+        if not query_id:
+            msg = f"posthog POST {self.project}/query/: an asynchronous answer without query_status.id"
+            raise ProviderResponseError(msg, provider="posthog", status=202)
+        delay, waited = POLL_FIRST_SECONDS, 0.0
+        while waited < POLL_LIMIT_SECONDS:
+            self.http.retry.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, POLL_MAX_SECONDS)
+            body = self.http.get_json(f"{self.project}/query/{query_id}/")
+            current = body.get("query_status") if isinstance(body, dict) else None
+            if not isinstance(current, dict) or not current.get("complete"):
+                continue
+            if current.get("error"):
+                detail = str(current.get("error_message") or "failed")[:200]
+                msg = f"posthog HogQL query {query_id}: {detail}"
+                raise ProviderResponseError(msg, provider="posthog", status=200)
+            results = current.get("results")
+            if not isinstance(results, dict):
+                msg = f"posthog GET {self.project}/query/{query_id}/: expected the query response in query_status.results"
+                raise ProviderResponseError(msg, provider="posthog", status=200)
+            return results
+        msg = f"posthog HogQL query {query_id}: still running after {POLL_LIMIT_SECONDS:g} s; the next run asks again"
+        raise ProviderUnavailable(msg, provider="posthog", status=202)
 
 
 def hogql_time(ts: datetime) -> str:

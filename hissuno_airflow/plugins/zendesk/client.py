@@ -37,7 +37,7 @@ def basic_auth(credentials: Mapping[str, Any]) -> BasicAuth:
 def export_budget(connection_id: str) -> RateBudget:
     """The account's budget for the incremental export (10 a minute), one per connection in this process.
 
-    The export is the only endpoint with its own, much lower limit; pacing it here (one request every six
+    The export is the only endpoint with its own, much lower limit; pacing it (one request every six
     seconds, no burst, so no sliding minute ever holds more than ten) keeps a run with many export pages
     from discovering the limit through 429s, which it would still survive.
     """
@@ -48,11 +48,26 @@ def export_budget(connection_id: str) -> RateBudget:
         return budget
 
 
+def export_pacing(budget: RateBudget) -> dict[str, Any]:
+    """``ctx.http_client`` options for the export: the client keeps the account's shared budget (every
+    export request also counts against the account's per-minute limit, which covers the export too), and
+    each attempt, retries included, additionally waits for its turn in the export's own budget.
+
+    The wait hooks ``on_request`` (called before every attempt, after the shared budget) rather than
+    replacing ``rate_limiter``, which would take the export out of the account's budget.
+    """
+
+    def pace(_method: str, _url: str) -> None:
+        budget.acquire()
+
+    return {"on_request": pace}
+
+
 class ZendeskClient:
     """The Zendesk endpoints the plugin uses.
 
-    ``export`` is a client for the incremental export (its own rate budget); every other endpoint goes
-    through ``http`` (the account's budget). Closing this closes both.
+    ``export`` is a client for the incremental export (the account's budget, then the export's own);
+    every other endpoint goes through ``http`` (the account's budget). Closing this closes both.
     """
 
     def __init__(self, http: ProviderClient, export: ProviderClient | None = None) -> None:
