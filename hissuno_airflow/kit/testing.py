@@ -669,6 +669,9 @@ class WebhookTarget:
     """Builds a distinct payload per event id, which the plugin resolves to the connection."""
     url: str | None = None
     """The public webhook URL the provider posts to; default, the route under ``https://hissuno.invalid``."""
+    stream_ids: tuple[str, ...] = ()
+    """Webhook streams to enable on the connection (``key`` or ``key:instance``): a plugin whose webhook
+    handler sits on a parameterized stream names an instance. Default: every webhook stream without instances."""
 
 
 def has_freshness_window(scheme: Any) -> bool:
@@ -717,9 +720,11 @@ def webhook_signature_enforced(
     if scheme is None:
         _raise(check, plugin, ["the plugin declares no webhook_signature"])
     assert scheme is not None
-    hooks = [key for key, st in plugin.streams.items() if st.webhook is not None and st.instances is None]
+    hooks = list(target.stream_ids) or [key for key, st in plugin.streams.items()
+                                        if st.webhook is not None and st.instances is None]
     if not hooks:
-        _raise(check, plugin, ["no webhook stream without instances to receive the events"])
+        _raise(check, plugin, ["no webhook stream without instances to receive the events (or name one"
+                               " in WebhookTarget.stream_ids)"])
     if target.connection_id is not None:
         for key in hooks:
             _ensure_stream(store, target.connection_id, key)
