@@ -28,7 +28,7 @@ def parse_time(value: Any) -> datetime | None:
 
 def obj(value: Any) -> dict[str, Any]:
     """``value`` when it is a JSON object, else an empty one (Jira leaves unset fields null)."""
-    return obj(value)
+    return value if isinstance(value, dict) else {}
 
 
 def _name(value: Any) -> str:
