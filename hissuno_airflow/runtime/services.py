@@ -109,6 +109,9 @@ class ConnectionServices:
         self.logger = PluginLogger(f"{plugin.id}:{label}", self.secrets, logger)
         self._creds: dict[str, Any] | None = None
         self._lock = threading.Lock()
+        self.refresh_refused = False
+        """The provider refused this connection's refresh (a revoked grant): asking again cannot help, and
+        presenting a dead rotating refresh token twice looks like token theft to some providers."""
         if credentials is not None:
             self._remember(dict(credentials))
 
@@ -146,10 +149,7 @@ class ConnectionServices:
         creds = self.stored_credentials()
         if not self.can_refresh:
             return creds
-        from .refresh import ensure_fresh
-
-        assert self.connection is not None and self.store is not None
-        fresh = ensure_fresh(self.plugin, self.connection, _TokenSource(self), self.store, creds=creds)
+        fresh = self._ensure_fresh(creds, force=False)
         with self._lock:
             return dict(self._remember(fresh))
 
@@ -159,14 +159,23 @@ class ConnectionServices:
         creds = self.stored_credentials()
         if not self.can_refresh:
             return creds
+        if seen_token is not None:
+            creds = {**creds, "access_token": seen_token}
+        fresh = self._ensure_fresh(creds, force=True)
+        with self._lock:
+            return dict(self._remember(fresh))
+
+    def _ensure_fresh(self, creds: dict[str, Any], *, force: bool) -> dict[str, Any]:
+        from ..kit.errors import ProviderAuthError
         from .refresh import ensure_fresh
 
         assert self.connection is not None and self.store is not None
-        if seen_token is not None:
-            creds = {**creds, "access_token": seen_token}
-        fresh = ensure_fresh(self.plugin, self.connection, _TokenSource(self), self.store, creds=creds, force=True)
-        with self._lock:
-            return dict(self._remember(fresh))
+        try:
+            return ensure_fresh(self.plugin, self.connection, _TokenSource(self), self.store, creds=creds,
+                                force=force)
+        except ProviderAuthError:
+            self.refresh_refused = True
+            raise
 
     def load(self) -> dict[str, Any]:
         """Read the stored credentials again (another process may have refreshed them)."""

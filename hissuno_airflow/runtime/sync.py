@@ -349,8 +349,9 @@ class _Run:
             try:
                 call_handler(sync_fn, ctx)
             except ProviderAuthError:
-                # One forced refresh and retry when a token died early (revoked, clock skew, app permissions).
-                if not conn_services.can_refresh:
+                # One forced refresh and retry when a token died early (revoked, clock skew, app permissions);
+                # not when the refresh itself was refused: the grant is gone, the user must reconnect.
+                if not conn_services.can_refresh or conn_services.refresh_refused:
                     raise
                 ctx.credentials = conn_services.refresh(seen_token=ctx.credentials.get("access_token"))
                 call_handler(sync_fn, ctx)
