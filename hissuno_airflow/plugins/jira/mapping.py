@@ -73,11 +73,13 @@ def issue_fields(issue: dict[str, Any], site: dict[str, Any]) -> dict[str, Any]:
     project = obj(fields.get("project"))
     out: dict[str, Any] = {
         "external_id": str(issue["id"]),
-        "name": str(fields.get("summary") or issue.get("key") or issue["id"]),
+        "name": str(fields.get("summary") or "").strip() or str(issue.get("key") or issue["id"]),
         "description": adf_to_text(fields.get("description")),
         "type": issue_type(fields),
         "status": issue_status(fields),
-        "updated_at": parse_time(fields.get("updated")),
+        # An unreadable time is passed as it came, so the record fails validation naming updated_at (and
+        # lands in ingest_errors) instead of being ingested without feeding the cursor.
+        "updated_at": parse_time(fields.get("updated")) or fields.get("updated") or None,
         "custom_fields": {
             "jira_key": issue.get("key"),
             "jira_project_key": project.get("key"),
