@@ -5,7 +5,7 @@ A JQL date literal (``"2024-05-01 12:34"``) has minute precision and no zone: Ji
 incremental run asked for issues updated since two hours after the cursor and missed them. Here an
 instant is rendered in the user's zone (``/myself`` ``timeZone``) and rounded *down* to the minute for
 a lower bound (``updated >= ...`` then re-reads at most a minute of issues, which ingest skips as
-unchanged) and *up* for an upper bound (the exact bound is applied to the parsed ``updated`` after).
+unchanged) and *up* for an upper bound (the run's window then drops issues updated at or after ``until``).
 Around a daylight-saving fall-back a wall time names two instants; the literal is moved an hour
 earlier (lower) or later (upper) until both readings are on the safe side. Without a usable zone,
 the bound is widened by 14 hours, the largest UTC offset.

@@ -37,7 +37,7 @@ from hissuno_airflow.kit.signatures import JiraSignature
 
 from .client import JiraClient
 from .jql import PROJECT_KEY, issues_jql, user_zone
-from .mapping import issue_fields, obj, parse_time
+from .mapping import issue_fields, obj
 
 LOGO = (
     "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 32 32'><rect width='32' height='32' rx='7' fill='#0052cc'/>"
@@ -179,11 +179,8 @@ def _sync_issues(ctx: SyncCtx) -> None:
             issue_id = str(issue.get("id") or "")
             ctx.progress("found", external_id=issue_id)
             seen.add(issue_id)
-            updated = parse_time(obj(issue.get("fields")).get("updated"))
-            # The literals are minute-rounded to the safe side; the exact window is applied here.
-            if updated is not None and ctx.until is not None and updated >= ctx.until:
-                ctx.progress("skipped", "updated after the window", external_id=issue_id)
-                continue
+            # The literals are minute-rounded to the safe side; the run's window (the ingest layer) drops an
+            # issue updated at or after ``until`` that the rounded-up bound let through.
             ctx.ingest.issue(**issue_fields(issue, site))
         complete = (ctx.sync_mode == "full" and ctx.until is None and not ctx.filters.from_date
                     and not ctx.filters.jql and not ctx.filters.issue_type_names
