@@ -274,7 +274,15 @@ def test_a_429_waits_retry_after_on_the_shared_client(store: Any, jira: tuple[Fa
     assert result.status == "success" and result.counts["synced"] == ENG
     assert limited.hits == 1 and 11 in clock.sleeps
     page2 = [r for r in fake.requests_to(SEARCH_A) if "nextPageToken" in r.query]
-    assert page2[1].at - page2[0].at == pytest.approx(11)
+    assert page2[1].at - page2[0].at == 11
+
+    # Without Retry-After, Jira's X-RateLimit-Reset (an ISO minute, yyyy-MM-ddTHH:mmZ) says when to come back.
+    reset = datetime.fromtimestamp(clock.time(), UTC).replace(second=0) + timedelta(minutes=2)
+    fake.inject_429(SEARCH_A, retry_after=None, headers={"X-RateLimit-Reset": reset.strftime("%Y-%m-%dT%H:%MZ")})
+    before = clock.time()
+    assert _sync(store, cid, sync_mode="full").status == "success"
+    retried = fake.requests_to(SEARCH_A)[-4:]  # page 1 (429), page 1 again, pages 2 and 3
+    assert [r.at for r in retried[:2]] == [before, reset.timestamp()] and "nextPageToken" not in retried[1].query
 
 
 def test_a_listing_failure_fails_the_run_and_keeps_the_cursor(store: Any, jira: tuple[FakeJira, str],
