@@ -83,9 +83,13 @@ def _sync(store: Any, cid: str, stream_id: str = ENG_A, **plan: Any) -> Any:
 # -- instances, first sync, mapping ----------------------------------------------------------------
 
 
-def test_instances_are_the_projects_of_every_accessible_jira_site(store: Any, jira: tuple[FakeJira, str]) -> None:
+def test_instances_are_the_projects_of_every_accessible_jira_site(store: Any, jira: tuple[FakeJira, str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     fake, cid = jira
+    monkeypatch.setattr(jira_client, "PROJECT_PAGE_SIZE", 1)  # every page is read, not only the first
     instances = {i.id: i for i in list_instances(store, cid, "issues")}
+    pages = fake.requests_to(f"/ex/jira/{SITE_A['id']}/rest/api/3/project/search")
+    assert [r.query["startAt"] for r in pages[-2:]] == ["0", "1"]
     assert set(instances) == {f"{SITE_A['id']}/ENG", f"{SITE_A['id']}/OPS", f"{SITE_B['id']}/ENG"}
     assert instances[f"{SITE_B['id']}/ENG"].label == "Beta Engineering (ENG) · beta-labs"
     assert instances[f"{SITE_A['id']}/OPS"].metadata["url"] == SITE_A["url"]
