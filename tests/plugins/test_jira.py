@@ -314,6 +314,15 @@ def test_a_record_that_fails_goes_to_ingest_errors_and_the_run_goes_on(store: An
     assert "updated_at" in errors[0]["reason"]
     assert _issues(store, cid, ENG_A)["10002"]["name"] == "ENG-2"
 
+    # Jira's data is fixed: a replay reads the issue again (the stream's fetch) and resolves the record.
+    from hissuno_airflow.runtime.replay import replay_failed
+
+    fake.update_issue("10003", summary="fixed upstream")
+    replay_failed(cid, all_open=True, store=store)
+    assert _one(store, "SELECT status FROM ingest_errors WHERE external_id = '10003'") == "resolved"
+    assert _issues(store, cid, ENG_A)["10003"]["name"] == "fixed upstream"
+    assert fake.count(f"/ex/jira/{SITE_A['id']}/rest/api/3/issue/10003") == 1
+
 
 def test_site_no_longer_granted_is_a_clear_error(store: Any, jira: tuple[FakeJira, str]) -> None:
     fake, cid = jira
