@@ -184,7 +184,10 @@ def test_cli_connect_sync_revoked_grant_and_reconnect_keeps_streams_and_cursors(
 
 
 def test_web_reconnect_restores_a_revoked_connection(web: Web, fake: FakeJira) -> None:
+    fake.granted = [SITE_A["id"]]  # the user consented to one site first
     cid = _web_connect(web)["connection"][0]
+    assert [s["name"] for s in repo.get_connection(web.store, cid).settings["sites"]] == ["acme"]
+    repo.update_connection(web.store, cid, settings={"webhook_secret": "s3cret-for-jira-hooks"})
     enable_stream(web.store, cid, ENG_A)
     assert run_stream_sync(cid, ENG_A, store=web.store).status == "success"
     cursor = repo.get_stream(web.store, cid, ENG_A).last_sync_at
@@ -194,8 +197,12 @@ def test_web_reconnect_restores_a_revoked_connection(web: Web, fake: FakeJira) -
     assert run_stream_sync(cid, ENG_A, store=web.store).error_code == "provider_auth"
     assert web.client.get(f"/api/plugins/jira/{cid}").json()["needs_reconnect"] is True
 
+    fake.granted = [SITE_A["id"], SITE_B["id"]]  # and adds the second site on the consent screen of Reconnect
     back = _web_connect(web, {"connection_id": cid})
     assert back.get("connected") == ["1"] and back["connection"] == [cid]
     row = repo.get_connection(web.store, cid)
     assert not row.needs_reconnect and repo.get_stream(web.store, cid, ENG_A).last_sync_at == cursor
+    assert row.account_label == "Ada Atlas (acme, beta-labs)" and row.settings["webhook_secret"]
+    listed = web.client.get(f"/api/plugins/jira/{cid}/instances/issues").json()["instances"]
+    assert f"{SITE_B['id']}/ENG" in {i["id"] for i in listed}
     assert run_stream_sync(cid, ENG_A, store=web.store).status == "success"
