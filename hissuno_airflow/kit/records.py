@@ -22,6 +22,22 @@ from .types import (
 )
 
 
+def _without_nul(v: Any) -> Any:
+    """``v`` with NUL characters removed from every string in it.
+
+    PostgreSQL text and jsonb cannot hold U+0000, and providers do send it (binary pasted into a ticket, a
+    C string from an old export): one such field would fail the record's whole batch. The character carries
+    no meaning in text, so it is dropped here, once, for every plugin.
+    """
+    if isinstance(v, str):
+        return v.replace("\x00", "") if "\x00" in v else v
+    if isinstance(v, dict):
+        return {_without_nul(k): _without_nul(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return type(v)(_without_nul(x) for x in v)
+    return v
+
+
 def _aware(v: datetime | None) -> datetime | None:
     if v is not None and v.tzinfo is None:
         return v.replace(tzinfo=UTC)
@@ -41,6 +57,11 @@ class _Record(BaseModel):
     def _id_to_str(cls, v: Any) -> Any:
         return str(v) if isinstance(v, int) else v
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _nul(cls, v: Any) -> Any:
+        return _without_nul(v)
+
     @field_validator("*", mode="after")
     @classmethod
     def _tz(cls, v: Any) -> Any:
@@ -51,6 +72,11 @@ class Message(BaseModel):
     """One message of a session."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _nul(cls, v: Any) -> Any:
+        return _without_nul(v)
 
     sender_type: SenderType
     """Who wrote it: ``user`` (the customer), ``human_agent``, ``ai`` or ``system``."""

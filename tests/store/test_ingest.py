@@ -85,6 +85,22 @@ def test_invalid_record_goes_to_ingest_errors_and_the_run_continues(store, sampl
     assert [(r["kind"], r["external_id"]) for r in rows] == [("sessions", "x1")]
 
 
+def test_nul_characters_from_a_provider_do_not_fail_the_batch(store, sample_connection):
+    # PostgreSQL text and jsonb refuse U+0000: one such field used to fail the whole batch write.
+    ing = _ingest(store, sample_connection.id)
+    rec = ing.session(external_id="n\x001", source="sample", name="bin\x00ary", user_metadata={"k\x00": "v\x00"},
+                      messages=[{"sender_type": "user", "content": "pasted \x00 bytes"}])
+    other = ing.session(_session(2))
+    ing.close()
+    assert (rec.action, other.action) == ("created", "created")
+    with store.connection() as c:
+        row = c.execute("SELECT s.name, s.user_metadata, m.content FROM sessions s JOIN session_messages m"
+                        " ON m.session_id = s.id WHERE s.name LIKE 'bin%'").fetchone()
+        errors = c.execute("SELECT count(*) AS n FROM ingest_errors").fetchone()["n"]
+    assert (row["name"], row["user_metadata"], row["content"]) == ("binary", {"k": "v"}, "pasted  bytes")
+    assert errors == 0
+
+
 def test_contacts_unique_by_lower_email_and_linked_to_company_by_domain(store, sample_connection):
     ing = _ingest(store, sample_connection.id, stream="contacts")
     a = ing.contact(ContactRecord(external_id="c1", email="Ana@Acme.com", name="Ana"))
