@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from .auth import ApiKeyAuth, AuthResult, CustomAuth, OAuth2Auth, OAuthTokens
+from .auth import ApiKeyAuth, AuthResult, CustomAuth, GitHubAppAuth, OAuth2Auth, OAuthTokens
 from .context import CancelSignal, ProgressEvent
 from .define import PluginDef, define_plugin
 from .errors import AccountExists, HissunoError, NotFoundError
@@ -572,7 +572,8 @@ def auth_test_rejects_bad_credentials(plugin: PluginDef, store: Store, target: A
     auth = plugin.auth
     problems: list[str] = []
     bad_secrets = [str(v) for v in target.bad.values() if isinstance(v, (str, int)) and str(v)]
-    if isinstance(auth, ApiKeyAuth):
+    # A GitHub App's token alternative (``fields`` + ``test``) connects exactly like an api_key.
+    if isinstance(auth, ApiKeyAuth) or (isinstance(auth, GitHubAppAuth) and auth.test is not None):
         before = _no_connection_rows(store, plugin.id)
         try:
             connect.connect_api_key(plugin, store, project_id=project_id, user_id="conformance",
@@ -669,6 +670,9 @@ class WebhookTarget:
     """Builds a distinct payload per event id, which the plugin resolves to the connection."""
     url: str | None = None
     """The public webhook URL the provider posts to; default, the route under ``https://hissuno.invalid``."""
+    stream_ids: tuple[str, ...] = ()
+    """Parameterized webhook streams (``key:instance``) the factory enabled to receive the events, for a
+    plugin whose webhook streams all have instances (GitHub's per-repository streams)."""
 
 
 def has_freshness_window(scheme: Any) -> bool:
@@ -718,8 +722,8 @@ def webhook_signature_enforced(
         _raise(check, plugin, ["the plugin declares no webhook_signature"])
     assert scheme is not None
     hooks = [key for key, st in plugin.streams.items() if st.webhook is not None and st.instances is None]
-    if not hooks:
-        _raise(check, plugin, ["no webhook stream without instances to receive the events"])
+    if not hooks and not target.stream_ids:
+        _raise(check, plugin, ["no webhook stream without instances (nor target.stream_ids) to receive the events"])
     if target.connection_id is not None:
         for key in hooks:
             _ensure_stream(store, target.connection_id, key)
