@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -39,10 +40,26 @@ def secondary_limited(response: httpx.Response) -> bool:
     return "secondary rate limit" in message.lower() or "abuse detection" in message.lower()
 
 
+@dataclass(frozen=True)
+class GitHubRetryPolicy(RetryPolicy):
+    """GitHub's rules for a limited answer (providers.md §2.3): ``retry-after`` when present; else, when
+    ``x-ratelimit-remaining`` is 0, until ``x-ratelimit-reset``; else (a secondary limit with budget left)
+    at least a minute. The shared policy would wait for the reset of the hour window in that last case."""
+
+    def announced_wait(self, response: httpx.Response, *, rate_limited: bool = False) -> float | None:
+        """Seconds GitHub asks for; None when it asks for nothing (the minimum wait applies)."""
+        remaining = response.headers.get("x-ratelimit-remaining")
+        if response.headers.get("retry-after") is None and remaining is not None and remaining.strip() != "0":
+            return None
+        return super().announced_wait(response, rate_limited=rate_limited)
+
+
 def retry_policy(base: RetryPolicy | None = None) -> RetryPolicy:
-    """The runtime's policy (or ``base``), recognising secondary limits and waiting a minute on them."""
+    """The runtime's policy (or ``base``: its sleeper and clock kept) with GitHub's rate-limit rules."""
     policy = base or RetryPolicy()
-    return policy.replace(rate_limited_when=secondary_limited, rate_limit_min_wait=SECONDARY_LIMIT_MIN_WAIT)
+    kept = {f.name: getattr(policy, f.name) for f in fields(policy)}
+    kept.update(rate_limited_when=secondary_limited, rate_limit_min_wait=SECONDARY_LIMIT_MIN_WAIT)
+    return GitHubRetryPolicy(**kept)
 
 
 def iso_z(ts: datetime) -> str:
