@@ -298,7 +298,7 @@ class FakeGitHub(FakeGitHubApp):
         if full not in self.files or m is None or m.group(1) not in self.files[full]:
             return 404, {"message": "Not Found"}
         files = self.files[full][m.group(1)]
-        prefix = (m.group(3) + "/") if m.group(3) else ""
+        prefix = (m.group(3).replace("~", "/") + "/") if m.group(3) else ""  # a subtree's "sha" names its path
         entries: dict[str, dict[str, Any]] = {}
         for path, data in sorted(files.items()):
             if not path.startswith(prefix):
@@ -308,7 +308,7 @@ class FakeGitHub(FakeGitHubApp):
             for depth in range(1, len(parts)):
                 d = "/".join(parts[:depth])
                 entries.setdefault(d, {"path": d, "mode": "040000", "type": "tree",
-                                       "sha": f"tree-{m.group(1)}-{m.group(2)}:{prefix}{d}"})
+                                       "sha": f"tree-{m.group(1)}-{m.group(2)}:{(prefix + d).replace('/', '~')}"})
             sha_ = blob_sha(data)
             self.blobs[sha_] = data
             entries[rest] = {"path": rest, "mode": "100644", "type": "blob", "sha": sha_, "size": len(data)}
