@@ -87,8 +87,12 @@ class GitHubClient:
     # -- accounts ------------------------------------------------------------------------------------
 
     def installation(self, installation_id: int) -> dict[str, Any]:
-        """``GET /app/installations/{id}`` (the client must sign with the app JWT)."""
-        body = self.http.get_json(f"/app/installations/{int(installation_id)}")
+        """``GET /app/installations/{id}`` (the client must sign with the app JWT); empty when this app has
+        no such installation (404)."""
+        response = self.http.get(f"/app/installations/{int(installation_id)}", allow_statuses={404})
+        if response.status_code == 404:
+            return {}
+        body = self.http.parse_json(response)
         return dict(body) if isinstance(body, Mapping) else {}
 
     def user(self) -> dict[str, Any]:
