@@ -12,7 +12,11 @@ from urllib.parse import parse_qs, urlsplit
 
 from hissuno_airflow.runtime.connect import finish_callback
 from tests.fakes.github import INSTALLATION, FakeGitHub
-from tests.plugins.github_env import clock, gh, one  # noqa: F401
+from tests.plugins import github_env
+
+# The shared fixtures (a conftest here would be shared with every provider's tests).
+clock = github_env.clock
+gh = github_env.gh
 
 
 def _cli(database_url: str, home: Any) -> Any:

@@ -9,7 +9,8 @@ from typing import Any
 from hissuno_airflow.plugins.github.codebase import matches
 from hissuno_airflow.runtime.sync import run_stream_sync
 from tests.fakes.github import FakeGitHub, blob_sha
-from tests.plugins.github_env import app, clock, enable, gh, one, rows  # noqa: F401
+from tests.plugins import github_env
+from tests.plugins.github_env import enable, one, rows
 
 CODEBASE = "codebase:acme/api"
 LONG = "\n\n".join(f"## Section {i}\n\n" + ("Exports are written in batches of a thousand rows. " * 12)
@@ -26,6 +27,11 @@ FILES = {
 }
 SETTINGS = {"include_globs": ["src/**", "*.md", "data/**"], "exclude_globs": ["**/vendor/**"]}
 """Read: README.md, docs/guide.md, src/app.py, src/util/strings.py (data/blob.txt is binary)."""
+
+# The shared fixtures (a conftest here would be shared with every provider's tests).
+app = github_env.app
+clock = github_env.clock
+gh = github_env.gh
 
 
 def _sources(store: Any) -> dict[str, dict[str, Any]]:

@@ -14,10 +14,16 @@ from hissuno_airflow.runtime.sync import run_stream_sync
 from hissuno_airflow.store import connections as repo
 from tests.fakes.github import AUTHOR, FakeGitHub
 from tests.fakes.server import FakeClock
-from tests.plugins.github_env import app, clock, enable, gh, one, rows  # noqa: F401
+from tests.plugins import github_env
+from tests.plugins.github_env import enable, rows
 
 FEEDBACK = "feedback:acme/api"
 ISSUES = "/repos/{o}/{r}/issues"
+
+# The shared fixtures (a conftest here would be shared with every provider's tests).
+app = github_env.app
+clock = github_env.clock
+gh = github_env.gh
 
 
 def _sessions(store: Any) -> dict[str, dict[str, Any]]:

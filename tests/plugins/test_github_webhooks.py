@@ -17,10 +17,16 @@ from hissuno_airflow.store import connections as repo
 from tests.fakes.github import INSTALLATION, WEBHOOK_SECRET, FakeGitHub
 from tests.fakes.webhooks import Signer
 from tests.fixtures.web import ADMIN_TOKEN, Web, count
-from tests.plugins.github_env import app, clock, enable, gh, one, rows  # noqa: F401
+from tests.plugins import github_env
+from tests.plugins.github_env import enable, rows
 
 FEEDBACK, CODEBASE = "feedback:acme/api", "codebase:acme/api"
 SIGNER = Signer(GitHubSignature(fallback=None)).with_secret(WEBHOOK_SECRET)
+
+# The shared fixtures (a conftest here would be shared with every provider's tests).
+app = github_env.app
+clock = github_env.clock
+gh = github_env.gh
 
 
 def _post(web: Web, payload: Any, headers: dict[str, str], *, signer: Signer = SIGNER,

@@ -86,9 +86,14 @@ class CodebaseSettings(BaseModel):
 # -- auth ------------------------------------------------------------------------------------------
 
 
+def _obj(value: Any) -> Mapping[str, Any]:
+    """``value`` when it is a JSON object, else an empty one (webhook payloads are provider input)."""
+    return value if isinstance(value, Mapping) else {}
+
+
 def _http(ctx: Any, **kwargs: Any) -> ProviderClient:
     """A client for the API with GitHub's headers; its retry policy also recognises secondary limits."""
-    client = ctx.http_client("API", headers=HEADERS, **kwargs)
+    client: ProviderClient = ctx.http_client("API", headers=HEADERS, **kwargs)
     client.retry = retry_policy(client.retry)
     return client
 
@@ -97,7 +102,7 @@ def _on_installation(installation_id: int, ctx: AuthCtx) -> AuthResult:
     """The install came back: look the installation up as the app (JWT) and name its account."""
     with GitHubClient(_http(ctx, auth=BearerAuth(ctx.app_jwt()))) as gh:
         found = gh.installation(installation_id)
-    account = found.get("account") if isinstance(found.get("account"), Mapping) else {}
+    account = _obj(found.get("account"))
     login = str(account.get("login") or "")
     if str(found.get("id")) != str(installation_id) or not login:
         msg = f"installation_id: GitHub did not return installation {installation_id} of this app"
@@ -199,8 +204,8 @@ def _on_feedback_event(ctx: WebhookCtx) -> None:
     """``issues`` and ``issue_comment`` events of this stream's repository: the issue is read again with its
     comments and its session updated; ``issues`` ``deleted`` (or ``transferred`` away) deletes it."""
     event = str(ctx.headers.get("x-github-event") or "")
-    payload = ctx.payload if isinstance(ctx.payload, Mapping) else {}
-    repository = payload.get("repository") if isinstance(payload.get("repository"), Mapping) else {}
+    payload = _obj(ctx.payload)
+    repository = _obj(payload.get("repository"))
     if event not in ("issues", "issue_comment") or repository.get("full_name") != _repo_of(ctx):
         return  # another repository's stream, or an event this stream does not take
     issue = payload.get("issue")
@@ -270,8 +275,8 @@ def _refresh_codebase(ctx: SyncCtx | WebhookCtx) -> None:
 
 def _on_codebase_event(ctx: WebhookCtx) -> None:
     """A ``push`` to the tracked branch of this stream's repository refreshes the codebase knowledge."""
-    payload = ctx.payload if isinstance(ctx.payload, Mapping) else {}
-    repository = payload.get("repository") if isinstance(payload.get("repository"), Mapping) else {}
+    payload = _obj(ctx.payload)
+    repository = _obj(payload.get("repository"))
     if ctx.headers.get("x-github-event") != "push" or repository.get("full_name") != _repo_of(ctx):
         return
     settings = ctx.settings if isinstance(ctx.settings, CodebaseSettings) else CodebaseSettings()
@@ -287,8 +292,8 @@ def _on_codebase_event(ctx: WebhookCtx) -> None:
 
 def _resolve(event: WebhookEvent, ctx: Any) -> Any:
     """The app posts every installation's events to one URL: the installation id names the connections."""
-    payload = event.payload if isinstance(event.payload, Mapping) else {}
-    installation = payload.get("installation") if isinstance(payload.get("installation"), Mapping) else {}
+    payload = _obj(event.payload)
+    installation = _obj(payload.get("installation"))
     if installation.get("id") is None:
         if "zen" in payload:  # the ping GitHub sends when the webhook is set up
             return Response(body={"success": True, "ping": True})
