@@ -106,7 +106,7 @@ def test_a_push_to_the_tracked_branch_refreshes_the_codebase(web: Web, gh: FakeG
     store = web.store
     gh.push("acme/api", {"src/app.py": "print(1)\n"})
     gh.push("acme/api", {"src/app.py": "print(1)\n"}, branch="dev")
-    enable(store, app, CODEBASE)
+    enable(store, app, CODEBASE, filters={"exclude_globs": ["**/skip/**"]})
     assert run_stream_sync(app, CODEBASE, store=store).status == "success"
     names = lambda: {r["name"] for r in rows(  # noqa: E731
         store, "SELECT k.name FROM knowledge_sources k JOIN integration_synced_records r ON r.hissuno_id = k.id"
@@ -120,7 +120,7 @@ def test_a_push_to_the_tracked_branch_refreshes_the_codebase(web: Web, gh: FakeG
     assert process_inbox(app, CODEBASE, store=store).done == 1
     assert names() == {"acme/api", "src/app.py"}  # not the tracked branch
 
-    gh.push("acme/api", {"src/new.py": "y = 2\n"})
+    gh.push("acme/api", {"src/new.py": "y = 2\n", "src/skip/gen.py": "z = 3\n"})  # the stream's globs apply
     p, h = gh.event("push", None, "acme/api", ref="refs/heads/main")
     assert _post(web, p, h).status_code == 200
     assert process_inbox(app, CODEBASE, store=store).done == 1
