@@ -18,7 +18,7 @@ from tests.fakes.github import INSTALLATION, WEBHOOK_SECRET, FakeGitHub
 from tests.fakes.webhooks import Signer
 from tests.fixtures.web import ADMIN_TOKEN, Web, count
 from tests.plugins import github_env
-from tests.plugins.github_env import enable, rows
+from tests.plugins.github_env import enable, one, rows
 
 FEEDBACK, CODEBASE = "feedback:acme/api", "codebase:acme/api"
 SIGNER = Signer(GitHubSignature(fallback=None)).with_secret(WEBHOOK_SECRET)
@@ -77,6 +77,7 @@ def test_issue_events_update_and_delete_sessions_once_each(web: Web, gh: FakeGit
     done = process_inbox(app, FEEDBACK, store=store)
     assert (done.done, done.failed) == (1, 0)
     assert process_inbox(app, "feedback:acme/web", store=store).done == 1  # another repository: ignored
+    assert one(store, "SELECT count(*) FROM integration_synced_records WHERE stream_id = 'feedback:acme/web'") == 0
     assert _session(store, other["id"]) is None
     assert _session(store, issue["id"])["name"] == "#1 Export crashes"  # type: ignore[index]
 
@@ -93,7 +94,9 @@ def test_issue_events_update_and_delete_sessions_once_each(web: Web, gh: FakeGit
     deleted = gh.delete_issue("acme/api", 1)
     p3, h3 = gh.event("issues", "deleted", "acme/api", issue=deleted)
     assert _post(web, p3, h3).status_code == 200
+    reads = len(gh.requests)
     assert process_inbox(app, FEEDBACK, store=store).done == 1
+    assert len(gh.requests) == reads  # the event says it all: nothing is asked of GitHub
     assert _session(store, issue["id"])["deleted_at"] is not None  # type: ignore[index]
 
     # The ping GitHub sends when the webhook is created.
@@ -117,8 +120,9 @@ def test_a_push_to_the_tracked_branch_refreshes_the_codebase(web: Web, gh: FakeG
     p, h = gh.event("push", None, "acme/api", ref="refs/heads/dev")
     assert _post(web, p, h).status_code == 200
     assert (app, CODEBASE) in web.dispatcher.targets  # the stream's consumer is woken (a queued run)
+    reads = len(gh.requests)
     assert process_inbox(app, CODEBASE, store=store).done == 1
-    assert names() == {"acme/api", "src/app.py"}  # not the tracked branch
+    assert names() == {"acme/api", "src/app.py"} and len(gh.requests) == reads  # not the tracked branch
 
     gh.push("acme/api", {"src/new.py": "y = 2\n", "src/skip/gen.py": "z = 3\n"})  # the stream's globs apply
     p, h = gh.event("push", None, "acme/api", ref="refs/heads/main")
