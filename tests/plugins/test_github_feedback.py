@@ -185,7 +185,12 @@ def test_a_personal_access_token_connects_syncs_and_a_revoked_one_needs_reconnec
     assert AUTHOR["login"] == "octocat"
 
 
-def test_installation_tokens_are_cached_until_shortly_before_expiry(store: Any, gh: FakeGitHub, app: str) -> None:
+def test_installation_tokens_are_cached_until_shortly_before_expiry(store: Any, gh: FakeGitHub, app: str,
+                                                                   caplog: Any, monkeypatch: Any) -> None:
+    import logging
+
+    monkeypatch.setenv("HISSUNO_DEBUG_INTEGRATIONS", "1")  # per-request lines too
+    caplog.set_level(logging.DEBUG)
     gh.add_issue("acme/api")
     enable(store, app, FEEDBACK)
     enable(store, app, "feedback:acme/web")
@@ -202,3 +207,7 @@ def test_installation_tokens_are_cached_until_shortly_before_expiry(store: Any, 
     assert run_stream_sync(app, FEEDBACK, store=store).status == "success"
     assert gh.mints == 2
     assert load_credentials(store, conn)["access_token"].endswith("_2")
+    # No installation token, app JWT or key in any log line.
+    jwts = [r.bearer_token for r in gh.requests_to("/app/installations/{id}/access_tokens")]
+    assert caplog.text and all(t and t not in caplog.text for t in jwts)
+    assert "ghs_77_" not in caplog.text and "PRIVATE KEY" not in caplog.text

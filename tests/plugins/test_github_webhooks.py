@@ -132,6 +132,10 @@ def test_a_push_to_the_tracked_branch_refreshes_the_codebase(web: Web, gh: FakeG
 
 
 def test_install_return_through_the_web_routes(web: Web, gh: FakeGitHub) -> None:
+    # The token alternative through the same route: a refused token is a 400 naming the problem, no row.
+    bad = web.client.post("/api/plugins/github/connect", json={"credentials": {"pat": "ghp_nope"}})
+    assert bad.status_code == 400 and "Invalid or expired personal access token" in bad.text
+    assert "ghp_nope" not in bad.text and count(web.store, "integration_connections") == 0
     r = web.client.post("/api/plugins/github/connect", json={})
     url = r.json()["authorize_url"]
     assert url.startswith("https://github.invalid/apps/hissuno-test/installations/new?state=")
