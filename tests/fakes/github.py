@@ -154,7 +154,6 @@ class FakeGitHub(FakeGitHubApp):
             else:
                 tree[path] = content.encode() if isinstance(content, str) else content
         self.commits[(repo, branch)] = self.commits.get((repo, branch), 0) + 1
-        self.clock_tick = self.clock()
 
     def blob_requests(self) -> list[FakeRequest]:
         return self.requests_to("/repos/{o}/{r}/git/blobs/{sha}")
