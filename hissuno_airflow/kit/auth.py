@@ -109,6 +109,12 @@ class GitHubAppAuth(_Frozen):
     """Mint a new installation token this long before the current one expires (they live one hour)."""
     on_installation: AuthHandler
     """``(installation_id: int, ctx) -> AuthResult``; ``ctx.app_jwt()`` authenticates as the app."""
+    fields: tuple[Field, ...] = ()
+    """Optional alternative to installing the app: fields of a token the user pastes (a personal access
+    token). A connect request carrying ``credentials`` takes this path, checked by ``test``."""
+    test: AuthHandler | None = None
+    """``(credentials, ctx) -> AuthResult`` for ``fields``, as an ``api_key`` test; the result's
+    credentials should hold the token as ``access_token`` (it is sent as the bearer and never minted)."""
 
 
 class CustomAuth(_Frozen):

@@ -242,6 +242,9 @@ class WebhookCtx:
     event_id: str | None
     services: SyncServices
     logger: Logger = field(default_factory=lambda: _StdLogger("hissuno.webhook"))
+    filters: Any = None
+    """The stream's validated filters, as a sync sees them (a handler that re-reads the provider, such
+    as a code refresh on a push, applies the same choice); None when the stream declares none."""
 
     @property
     def ingest(self) -> Ingest:

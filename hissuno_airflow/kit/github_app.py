@@ -20,6 +20,10 @@ def app_jwt(app_id: str, private_key_pem: str, *, now: float | None = None) -> s
     from joserfc.jwk import RSAKey
 
     try:
+        if private_key_pem.startswith("base64:"):  # as the original accepted it: base64 of the PEM file
+            import base64
+
+            private_key_pem = base64.b64decode(private_key_pem.removeprefix("base64:")).decode()
         # Keys kept in a one-line environment variable often carry literal "\n" sequences.
         key = RSAKey.import_key(private_key_pem.replace("\\n", "\n"))
     except Exception:

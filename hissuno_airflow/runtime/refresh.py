@@ -173,6 +173,10 @@ def _installation_token(
     from ..kit.errors import ProviderResponseError
     from ..kit.http.auth import BearerAuth
     installation = str(creds.get("installation_id") or "")
+    if not installation.isdigit() and creds.get("access_token"):
+        # The token alternative (a personal access token) cannot be minted again: it was revoked or expired.
+        msg = f"{plugin.id}: the provider refused the stored access token (revoked or expired); reconnect"
+        raise ProviderAuthError(msg, provider=plugin.id, status=401)
     if not installation.isdigit():
         msg = f"{plugin.id}: no installation id is stored; reconnect {connection.id!r}"
         raise ProviderAuthError(msg, provider=plugin.id, status=401)

@@ -81,6 +81,10 @@ def start_connect(
         return start_oauth(plugin, store, project_id=project_id, user_id=user_id, redirect_uri=redirect_uri,
                            reconnect_id=reconnect)
     if isinstance(auth, GitHubAppAuth):
+        if auth.test is not None and body.get("credentials"):
+            # The token alternative (a personal access token): checked and saved like an api_key.
+            return connect_api_key(plugin, store, project_id=project_id, user_id=user_id,
+                                   credentials=body.get("credentials"), reconnect_id=reconnect)
         return start_github_app(plugin, store, project_id=project_id, user_id=user_id, reconnect_id=reconnect)
     assert request is not None
     answer, _ = connect_custom(plugin, store, request, project_id=project_id, user_id=user_id, reconnect_id=reconnect)

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ...kit.auth import ApiKeyAuth, CustomAuth
+from ...kit.auth import ApiKeyAuth, CustomAuth, GitHubAppAuth
 from ...kit.define import PluginDef
 from ...kit.errors import ConnectFailed, InputError, StoreError
 from ...kit.redaction import redact_text, secret_values
@@ -15,7 +15,7 @@ from ..handlers import call_handler
 from .accounts import as_auth_result, auth_ctx, reconnect_target, save_auth_result
 
 
-def check_fields(auth: ApiKeyAuth | CustomAuth, raw: Any) -> dict[str, Any]:
+def check_fields(auth: ApiKeyAuth | CustomAuth | GitHubAppAuth, raw: Any) -> dict[str, Any]:
     """The submitted credential fields, trimmed and checked against the declared ones (unknown ones refused)."""
     if raw is None:
         raw = {}
@@ -52,12 +52,14 @@ def connect_api_key(
 ) -> dict[str, Any]:
     """Run the plugin's ``test``; on success upsert the connection. A failed test writes nothing.
 
+    Also the token alternative of a ``github_app`` plugin (its ``fields`` and ``test``).
+
     Raises:
         InputError: a field is missing or malformed (names it).
         ConnectFailed: (400) ``test`` raised; the message is the plugin's, with secrets masked.
     """
     auth = plugin.auth
-    assert isinstance(auth, ApiKeyAuth)
+    assert isinstance(auth, (ApiKeyAuth, GitHubAppAuth)) and auth.test is not None
     creds = check_fields(auth, credentials)
     secret_vals = [str(v) for k, v in creds.items() if k in plugin.secret_fields] + secret_values(creds)
     if reconnect_id:

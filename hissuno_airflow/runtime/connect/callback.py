@@ -55,11 +55,18 @@ def finish_callback(
             base = {k: v for k, v in tokens.model_dump(exclude={"raw"}).items() if v is not None}
             result = result.model_copy(update={"credentials": {**base, **result.credentials}})
         elif isinstance(auth, GitHubAppAuth):
+            setup_action = query.get("setup_action", "")
+            if setup_action == "request":
+                # An organization member asked an owner to approve the install: no installation exists yet.
+                return {**out, "error": "install_requested"}
             raw_id = query.get("installation_id", "")
             if not raw_id.isdigit():
                 raise InputError("installation_id: expected a number", field="installation_id")
             result = as_auth_result(call_handler(auth.on_installation, int(raw_id), ctx), plugin)
-            result = result.model_copy(update={"credentials": {"installation_id": int(raw_id), **result.credentials}})
+            result = result.model_copy(update={
+                "credentials": {"installation_id": int(raw_id), **result.credentials},
+                "settings": {**(result.settings or {}), "installation_id": int(raw_id),
+                             "setup_action": setup_action if setup_action in ("install", "update") else None}})
         else:
             raise StateError("plugin_mismatch")
         row, _ = save_auth_result(store, plugin, project_id, result, reconnect_id=data.get("c"))

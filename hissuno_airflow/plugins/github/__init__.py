@@ -1,0 +1,1 @@
+"""GitHub: repository issues as feedback sessions and repository content as codebase knowledge."""
