@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from .auth import ApiKeyAuth, AuthResult, CustomAuth, OAuth2Auth, OAuthTokens
+from .auth import ApiKeyAuth, AuthResult, CustomAuth, GitHubAppAuth, OAuth2Auth, OAuthTokens
 from .context import CancelSignal, ProgressEvent
 from .define import PluginDef, define_plugin
 from .errors import AccountExists, HissunoError, NotFoundError
@@ -573,7 +573,8 @@ def auth_test_rejects_bad_credentials(plugin: PluginDef, store: Store, target: A
     auth = plugin.auth
     problems: list[str] = []
     bad_secrets = [str(v) for v in target.bad.values() if isinstance(v, (str, int)) and str(v)]
-    if isinstance(auth, ApiKeyAuth):
+    # A GitHub App's token alternative (``fields`` + ``test``) connects exactly like an api_key.
+    if isinstance(auth, ApiKeyAuth) or (isinstance(auth, GitHubAppAuth) and auth.test is not None):
         before = _no_connection_rows(store, plugin.id)
         try:
             connect.connect_api_key(plugin, store, project_id=project_id, user_id="conformance",
