@@ -241,6 +241,8 @@ class WebhookCtx:
     event_id: str | None
     services: SyncServices
     logger: Logger = field(default_factory=lambda: _StdLogger("hissuno.webhook"))
+    filters: Any = None
+    """The stream's validated filters, as its ``sync`` sees them (so both apply the same policies)."""
 
     @property
     def ingest(self) -> Ingest:

@@ -101,6 +101,7 @@ def process_inbox(
         raise InputError(f"stream {stream_id!r} of plugin {plugin.id!r} has no webhook handler", field="stream_id")
     row = repo.get_stream(store, connection_id, stream_id)
     settings_ = validate_config(stream.settings, row.settings, "settings")
+    filters = validate_config(stream.filters, row.filter_config, "filters")
     # Handlers may call the provider: hand them a live token (refreshed or minted once, under the lock).
     conn_services = connection_services(store, connection, label=stream_id)
     credentials = conn_services.credentials()
@@ -132,7 +133,7 @@ def process_inbox(
                     stream_id=stream_id, stream_key=key, instance_id=instance, credentials=credentials,
                     settings=settings_, payload=ev["payload"], raw_body=bytes(ev["raw_body"]),
                     headers=dict(ev["headers"] or {}), event_id=ev["event_id"],
-                    services=services, logger=logger,
+                    services=services, logger=logger, filters=filters,
                 )
                 call_handler(stream.webhook, ctx)
                 ingest.flush()
