@@ -147,7 +147,7 @@ def _on_events(ctx: WebhookCtx, object_type: str) -> None:
     actions = _latest_actions(ctx.payload, object_type)
     if not actions:
         return
-    policy: OverwritePolicy = "fill_nulls"
+    policy: OverwritePolicy = ctx.filters.overwrite_policy if ctx.filters is not None else "fill_nulls"
     with ctx.http_client("API") as http:
         api = HubSpotClient(http)
         live: list[dict[str, Any]] = []
