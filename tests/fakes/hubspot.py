@@ -45,7 +45,7 @@ INDUSTRIES = ("COMPUTER_SOFTWARE", "RETAIL", None)
 
 def iso_ms(ts: float) -> str:
     """Epoch seconds as HubSpot writes times: ``2023-11-14T22:13:20.123Z``."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(round(ts * 1000)) % 1000:03d}Z"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{round(ts * 1000) % 1000:03d}Z"
 
 
 def _error(status: int, message: str, category: str, **extra: Any) -> FakeResponse:
@@ -362,7 +362,6 @@ def auth_target(store: Any, monkeypatch: pytest.MonkeyPatch, serve_fake: Any) ->
 def webhook_target(store: Any, monkeypatch: pytest.MonkeyPatch, serve_fake: Any) -> WebhookTarget:
     """The app's client secret signs; each payload is a ``contact.propertyChange`` batch of the portal."""
     from hissuno_airflow.kit.signatures import HubSpotV3
-
     from hissuno_airflow.runtime.streams import enable_stream
 
     fake = serve(monkeypatch, serve_fake, 1, 1)

@@ -110,7 +110,7 @@ def test_a_signed_batch_updates_creates_and_deletes_once_and_the_next_sync_agree
 def test_forged_stale_tampered_and_foreign_deliveries_are_refused_and_write_nothing(
     store: Any, web: Web, hooked: tuple[FakeHubSpot, str, Signer],
 ) -> None:
-    fake, cid, signer = hooked
+    fake, _cid, signer = hooked
     url = web.url + ROUTE
     batch = [fake.event("contact.propertyChange", "1001", event_id=21, propertyName="email")]
     now = time.time()
