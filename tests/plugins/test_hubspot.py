@@ -8,6 +8,7 @@ browser legs are in ``test_hubspot_oauth.py``, webhooks in ``test_hubspot_webhoo
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -335,3 +336,23 @@ def test_a_token_about_to_expire_is_refreshed_before_the_first_request(
     assert all(r.bearer_token == fresh["access_token"] for r in fake.searches("companies"))
     # Refreshed tokens are saved with HubSpot's 30-minute lifetime.
     assert datetime.fromisoformat(fresh["expires_at"]) > datetime.now(UTC) + timedelta(minutes=25)
+
+
+def test_no_token_reaches_logs_progress_or_run_rows(store: Any, serve_fake: Any, clock: FakeClock, caplog: Any,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    monkeypatch.setenv("HISSUNO_DEBUG_INTEGRATIONS", "1")  # per-request debug lines too
+    caplog.set_level(logging.DEBUG)
+    fake = fakes.serve(monkeypatch, serve_fake, 3, 4, clock.time)
+    cid = fakes.connect(store, fake)  # the identity check puts the token in a URL path
+    enable_stream(store, cid, "contacts")
+    events: list[str] = []
+    fake.expire_access_token()  # and a refresh mid-run
+    result = run_stream_sync(cid, "contacts", store=store, on_progress=lambda e, counts: events.append(e.model_dump_json()))
+    assert result.status == "success", result.error
+    runs = json.dumps(_rows(store, "SELECT * FROM integration_sync_runs WHERE connection_id = %s", cid), default=str)
+    secrets = [*fake.access_issued, *fake.used_refresh_tokens, *fake.live_refresh_tokens, fakes.CLIENT_SECRET]
+    assert len(secrets) >= 5 and fake.count("/oauth/v1/access-tokens/" + fake.access_issued[0]) == 1
+    for secret in secrets:
+        assert secret not in caplog.text and secret not in "".join(events) and secret not in runs
