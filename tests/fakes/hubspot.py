@@ -142,6 +142,11 @@ class FakeHubSpot(FakeOAuthServer):
         self.archived[object_type][object_id] = record
         return record
 
+    def purge(self, object_type: str, object_id: str) -> None:
+        """Delete for good (a GDPR deletion, a merged-away record): no archive is left behind."""
+        self.objects[object_type].delete(object_id)
+        self.links.pop(object_id, None)
+
     def restore(self, object_type: str, object_id: str) -> dict[str, Any]:
         """Un-archive: back in search with a new modification time."""
         record = self.archived[object_type].pop(object_id)

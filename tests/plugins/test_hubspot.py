@@ -240,6 +240,19 @@ def test_archived_records_are_deleted_and_restored_ones_come_back(store: Any, hu
     assert _one(store, "SELECT count(*) FROM companies WHERE deleted_at IS NOT NULL") == 0
 
 
+def test_a_full_sync_deletes_what_hubspot_purged_without_an_archive(store: Any, hub: tuple[FakeHubSpot, str]) -> None:
+    fake, cid = hub
+    assert run_stream_sync(cid, "contacts", store=store).status == "success"
+    fake.purge("contacts", "1004")  # a GDPR deletion: gone, not archived
+    fake.purge("contacts", "1007")  # never ingested (no email)
+    incremental = run_stream_sync(cid, "contacts", store=store)
+    assert incremental.counts["deleted"] == 0, "an incremental run cannot tell a purge from no change"
+    full = run_stream_sync(cid, "contacts", SyncPlan.full(), store=store)
+    assert full.status == "success" and full.counts["deleted"] == 1 and full.counts["synced"] == 0
+    assert [r["email"] for r in _rows(store, "SELECT email FROM contacts WHERE deleted_at IS NOT NULL")] == [
+        "ada4@mail.example"]
+
+
 def test_429s_are_waited_out_as_hubspot_says(store: Any, hub: tuple[FakeHubSpot, str], clock: FakeClock) -> None:
     fake, cid = hub
     told = fake.inject_429("/crm/v3/objects/contacts/search", retry_after=7)

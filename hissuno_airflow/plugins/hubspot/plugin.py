@@ -94,31 +94,45 @@ def _pages(objects: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
         yield page
 
 
-def _delete_archived(ctx: SyncCtx, api: HubSpotClient, object_type: str) -> None:
-    """Archived objects this stream ingested are deleted (a restore brings them back through the search)."""
+def _delete_gone(ctx: SyncCtx, api: HubSpotClient, object_type: str, seen: set[str]) -> None:
+    """Archived objects this stream ingested are deleted (a restore brings them back through the search).
+    A full run also deletes what it ingested before and no longer finds at all (GDPR deletions and
+    merged-away records leave no archive behind)."""
     synced = ctx.get_synced_ids()
     for obj in api.archived(object_type):
         if str(obj["id"]) in synced:
             ctx.ingest.delete(KINDS[object_type], str(obj["id"]))
+            synced.discard(str(obj["id"]))
+    if ctx.sync_mode == "full" and ctx.until is None:
+        for object_id in sorted(synced - seen):
+            ctx.ingest.delete(KINDS[object_type], object_id)
+
+
+def _seen(objects: Iterator[dict[str, Any]], seen: set[str]) -> Iterator[dict[str, Any]]:
+    for obj in objects:
+        seen.add(str(obj["id"]))
+        yield obj
 
 
 def sync_companies(ctx: SyncCtx) -> None:
     """Companies modified since the cursor, oldest first; then archived ones are deleted."""
+    seen: set[str] = set()
     with ctx.http_client("API") as http:
         api = HubSpotClient(http)
-        for page in _pages(_found(ctx, api.modified("companies", ctx.since(), ctx.until))):
+        for page in _pages(_found(ctx, _seen(api.modified("companies", ctx.since(), ctx.until), seen))):
             _ingest_companies(ctx, page, ctx.filters.overwrite_policy)
-        _delete_archived(ctx, api, "companies")
+        _delete_gone(ctx, api, "companies", seen)
 
 
 def sync_contacts(ctx: SyncCtx) -> None:
     """Contacts modified since the cursor with their associated company's domain; then archived ones are deleted."""
+    seen: set[str] = set()
     with ctx.http_client("API") as http:
         api = HubSpotClient(http)
         domains = CompanyDomains(api)
-        for page in _pages(_found(ctx, api.modified("contacts", ctx.since(), ctx.until))):
+        for page in _pages(_found(ctx, _seen(api.modified("contacts", ctx.since(), ctx.until), seen))):
             _ingest_contacts(ctx, api, domains, page, ctx.filters.overwrite_policy)
-        _delete_archived(ctx, api, "contacts")
+        _delete_gone(ctx, api, "contacts", seen)
 
 
 def _object_type(event: dict[str, Any]) -> str | None:
