@@ -71,9 +71,13 @@ class FakeHubSpot(FakeOAuthServer):
     """Search requests allowed per second of the fake clock (None: unlimited)."""
 
     def __init__(self, companies: int = 0, contacts: int = 0, *, search_cap: int = 10_000,
-                 search_per_second: int | None = None, **knobs: Any) -> None:
+                 search_per_second: int | None = None, ten_second_limit: int = 110, **knobs: Any) -> None:
         super().__init__(**knobs)
         self.search_cap, self.search_per_second = search_cap, search_per_second
+        self.ten_second_limit = ten_second_limit
+        """Non-search CRM requests allowed per rolling 10 s of the fake clock (HubSpot: 110 for OAuth apps)."""
+        self.limited = 0
+        """429s answered for the 10-second limit."""
         self.objects = {t: RecordSet(self.clock, created_field="createdAt", updated_field="updatedAt", fmt=iso_ms,
                                      resolution=1.0) for t in ("contacts", "companies")}
         self.archived: dict[str, dict[str, dict[str, Any]]] = {"contacts": {}, "companies": {}}
@@ -177,13 +181,23 @@ class FakeHubSpot(FakeOAuthServer):
         return None
 
     def handle(self, req: FakeRequest) -> FakeResponse:
-        resp = super().handle(req)
         if req.path.endswith("/search") or req.path.startswith("/oauth/"):
-            return resp  # search answers carry no rate-limit headers
+            return super().handle(req)  # search answers carry no rate-limit headers
+        now = self.clock()
+        with self._lock:
+            used = 1 + sum(1 for r in self.requests if now - 10 < r.at <= now and not r.path.endswith("/search")
+                           and not r.path.startswith("/oauth/"))
+        if used > self.ten_second_limit:
+            self.requests.append(req)
+            req.at = now
+            self.limited += 1
+            return _error(429, "You have reached your ten_secondly_rolling limit.", "RATE_LIMITS",
+                          errorType="RATE_LIMIT", policyName="TEN_SECONDLY_ROLLING")
+        resp = super().handle(req)
         headers = dict(resp.headers)
         headers.setdefault("X-HubSpot-RateLimit-Interval-Milliseconds", "10000")
-        headers.setdefault("X-HubSpot-RateLimit-Max", "110")
-        headers.setdefault("X-HubSpot-RateLimit-Remaining", "109")
+        headers.setdefault("X-HubSpot-RateLimit-Max", str(self.ten_second_limit))
+        headers.setdefault("X-HubSpot-RateLimit-Remaining", str(max(0, self.ten_second_limit - used)))
         return FakeResponse(resp.status, resp.json, headers, resp.body, resp.content_type)
 
     # -- routes --------------------------------------------------------------------------------------

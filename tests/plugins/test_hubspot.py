@@ -280,6 +280,20 @@ def test_the_search_rate_of_five_a_second_is_respected_after_429s(
     assert result.counts["found"] == 20 and clock.sleeps == [10.0]
 
 
+def test_a_spent_ten_second_budget_waits_for_the_next_window_instead_of_a_429(
+    store: Any, serve_fake: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two non-search requests per 10 s: associations, then company domains, then the archive list.
+    fake = fakes.serve(monkeypatch, serve_fake, 4, 6, clock.time, ten_second_limit=2)
+    cid = fakes.connect(store, fake)
+    enable_stream(store, cid, "contacts")
+    result = run_stream_sync(cid, "contacts", store=store)
+    assert result.status == "success", result.error
+    assert fake.limited == 0 and clock.sleeps == [10.0]
+    archive_list = fake.requests_to("/crm/v3/objects/contacts")[-1]
+    assert archive_list.at - fake.requests_to("/crm/v3/objects/companies/batch/read")[-1].at == 10.0
+
+
 def test_a_bad_record_goes_to_ingest_errors_and_the_run_goes_on(store: Any, hub: tuple[FakeHubSpot, str]) -> None:
     fake, cid = hub
     fake.update("companies", "1004", domain="not a domain")

@@ -74,7 +74,12 @@ class HubSpotClient:
 
     def __init__(self, http: ProviderClient) -> None:
         self.http = http
-        http.retry = http.retry.replace(rate_limit_min_wait=max(http.retry.rate_limit_min_wait, RATE_LIMIT_WAIT))
+        http.retry = http.retry.replace(
+            rate_limit_min_wait=max(http.retry.rate_limit_min_wait, RATE_LIMIT_WAIT),
+            # A spent 10-second budget (remaining 0) waits for the next window instead of drawing a 429.
+            remaining_header="X-HubSpot-RateLimit-Remaining",
+            window_ms_header="X-HubSpot-RateLimit-Interval-Milliseconds",
+        )
 
     def token_info(self, token: str) -> dict[str, Any]:
         """``GET /oauth/v1/access-tokens/{token}``: the portal (``hub_id``, ``hub_domain``) a token acts for.
