@@ -78,6 +78,8 @@ class FakeHubSpot(FakeOAuthServer):
         """Non-search CRM requests allowed per rolling 10 s of the fake clock (HubSpot: 110 for OAuth apps)."""
         self.limited = 0
         """429s answered for the 10-second limit."""
+        self.refused_tokens: list[str | None] = []
+        """Bearer tokens the CRM answered 401 to, in order."""
         self.objects = {t: RecordSet(self.clock, created_field="createdAt", updated_field="updatedAt", fmt=iso_ms,
                                      resolution=1.0) for t in ("contacts", "companies")}
         self.archived: dict[str, dict[str, dict[str, Any]]] = {"contacts": {}, "companies": {}}
@@ -176,6 +178,7 @@ class FakeHubSpot(FakeOAuthServer):
             return None
         refused = super().check_auth(req)
         if refused is not None:
+            self.refused_tokens.append(req.bearer_token)
             status = refused.status if isinstance(refused, FakeResponse) else 401
             return _error(status, "Authentication credentials not found.", "INVALID_AUTHENTICATION")
         return None

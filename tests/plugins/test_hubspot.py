@@ -337,9 +337,10 @@ def test_token_expiry_mid_sync_is_one_refresh_grant_and_the_old_refresh_token_is
     assert before["refresh_token"] in fake.used_refresh_tokens
     assert after["refresh_token"] in fake.live_refresh_tokens and after["refresh_token"] != before["refresh_token"]
     assert after["access_token"] != before["access_token"] and (datetime.fromisoformat(after["expires_at"])
-                                                              >= datetime.fromisoformat(before["expires_at"]))
+                                                              > datetime.now(UTC) + timedelta(minutes=25))
     tokens = [r.bearer_token for r in fake.searches("contacts")]
     # Page 3 was refused once with the old token and resent once with the new one.
+    assert fake.refused_tokens == [before["access_token"]], (tokens, fake.refused_tokens)
     assert tokens == [before["access_token"]] * 3 + [after["access_token"]]
     # A second run uses the saved token: no further grant, the old refresh token is never presented again.
     assert run_stream_sync(cid, "contacts", store=store).status == "success"
