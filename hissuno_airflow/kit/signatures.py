@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -290,13 +291,38 @@ def StandardWebhooks(**overrides: Any) -> HmacSignature:
 
 
 def HubSpotV3(**overrides: Any) -> HmacSignature:
-    """HubSpot v3: base64 HMAC-SHA256 of ``{METHOD}{url}{body}{timestamp_ms}``, 300 s window."""
+    """HubSpot v3: base64 HMAC-SHA256 of ``{METHOD}{url}{body}{timestamp_ms}``, 300 s window.
+
+    HubSpot signs the URI with some percent-escapes decoded (``%3A`` -> ``:``, ``%2F`` -> ``/``, ...), and
+    posts a JSON array of up to 100 events: the delivery's id is derived from every ``eventId`` in it.
+    """
     base: dict[str, Any] = {
         "header": "X-HubSpot-Signature-v3", "encoding": "base64", "message": "{method}{url}{body}{timestamp}",
         "timestamp_header": "X-HubSpot-Request-Timestamp", "timestamp_format": "ms", "tolerance_seconds": 300,
-        "secret_env": "HUBSPOT_CLIENT_SECRET", "event_id_field": "0.eventId",
+        "secret_env": "HUBSPOT_CLIENT_SECRET",
     }
-    return HmacSignature(**{**base, **overrides})
+    return _HubSpotV3Scheme(**{**base, **overrides})
+
+
+_HUBSPOT_DECODED = {"%3A": ":", "%2F": "/", "%3F": "?", "%40": "@", "%21": "!", "%24": "$", "%27": "'",
+                    "%28": "(", "%29": ")", "%2A": "*", "%2C": ",", "%3B": ";"}
+_HUBSPOT_ESCAPE = re.compile("|".join(_HUBSPOT_DECODED), re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class _HubSpotV3Scheme(HmacSignature):
+    def _message(self, req: SignedRequest, raw_ts: str | None) -> bytes:
+        url = _HUBSPOT_ESCAPE.sub(lambda m: _HUBSPOT_DECODED[m.group(0).upper()], req.url)
+        return super()._message(SignedRequest(req.body, req.headers, req.method, url), raw_ts)
+
+    def event_id(self, req: SignedRequest, payload: Any, verified: Verified) -> str | None:
+        """``hubspot:<sha256 of the sorted eventIds>``: a resent batch (same events, a higher
+        ``attemptNumber``) is the same delivery, while two batches sharing one event are not."""
+        if isinstance(payload, list):
+            ids = sorted(str(e["eventId"]) for e in payload if isinstance(e, Mapping) and e.get("eventId") is not None)
+            if ids and len(ids) == len(payload):
+                return "hubspot:" + hashlib.sha256(",".join(ids).encode()).hexdigest()[:40]
+        return super().event_id(req, payload, verified)
 
 
 def LinearSignature(**overrides: Any) -> HmacSignature:

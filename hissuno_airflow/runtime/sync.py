@@ -43,6 +43,7 @@ from ..store.enrich import Enricher
 from ..store.ingest import StreamIngest
 from ..store.transient import is_transient, retry_transient, unavailable
 from .handlers import call_handler
+from .refresh import RefreshRefused
 from .services import ConnectionServices
 
 log = logging.getLogger(__name__)
@@ -348,6 +349,8 @@ class _Run:
             )
             try:
                 call_handler(sync_fn, ctx)
+            except RefreshRefused:
+                raise  # the grant itself is dead: a second refresh would only be refused again
             except ProviderAuthError:
                 # One forced refresh and retry when a token died early (revoked, clock skew, app permissions);
                 # not when the refresh itself was refused: the same refresh token would be refused again.

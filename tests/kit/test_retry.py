@@ -74,6 +74,16 @@ def test_github_403_with_spent_budget_is_a_rate_limit_not_an_auth_error() -> Non
     assert policy().classify(1, resp(401)).action == "raise"
 
 
+def test_a_providers_own_remaining_header_at_zero_cools_down_for_one_window() -> None:
+    hubspot = policy(remaining_header="X-HubSpot-RateLimit-Remaining",
+                     window_ms_header="X-HubSpot-RateLimit-Interval-Milliseconds")
+    spent = {"X-HubSpot-RateLimit-Remaining": "0", "X-HubSpot-RateLimit-Interval-Milliseconds": "10000"}
+    assert hubspot.classify(1, resp(200, spent)).cooldown_until == pytest.approx(NOW + 10)
+    left = {**spent, "X-HubSpot-RateLimit-Remaining": "3"}
+    assert hubspot.classify(1, resp(200, left)).cooldown_until is None
+    assert policy().classify(1, resp(200, spent)).cooldown_until is None  # not declared: not read
+
+
 def test_retry_after_beyond_the_cap_raises_at_once() -> None:
     d = policy(max_retry_after=60).classify(1, resp(429, {"Retry-After": "3600"}))
     assert (d.action, d.kind, d.retry_after) == ("raise", "rate_limited", 3600.0)

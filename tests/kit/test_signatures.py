@@ -95,6 +95,20 @@ def test_hubspot_v3_vector() -> None:
         verify(sig.HubSpotV3(), "hs-secret", SignedRequest(B, r.headers, url="https://evil.example/x"), now=1700000000)
 
 
+def test_hubspot_v3_decodes_escapes_in_the_uri_and_ids_a_batch_by_its_events() -> None:
+    scheme = sig.HubSpotV3()
+    headers = {"X-HubSpot-Request-Timestamp": "1700000000000"}
+    # HubSpot signs the URI with %3A, %2F, ... decoded; the receiver sees them encoded.
+    decoded = scheme.sign("hs-secret", SignedRequest(B, headers, "POST", "https://example.com/h?next=a:b/c"))
+    encoded = SignedRequest(B, {**headers, "X-HubSpot-Signature-v3": decoded}, "POST",
+                            "https://example.com/h?next=a%3Ab%2Fc")
+    verify(scheme, "hs-secret", encoded, now=1700000000)
+    one = scheme.event_id(encoded, [{"eventId": 2, "attemptNumber": 0}, {"eventId": 1}], sig.Verified(None, None))
+    resent = scheme.event_id(encoded, [{"eventId": 1}, {"eventId": 2, "attemptNumber": 1}], sig.Verified(None, None))
+    other = scheme.event_id(encoded, [{"eventId": 1}, {"eventId": 3}], sig.Verified(None, None))
+    assert one == resent and one is not None and one.startswith("hubspot:") and other != one
+
+
 def test_hubspot_v1_vector() -> None:
     r = SignedRequest(B, {"X-HubSpot-Signature": "3ad2c094a17e7029caf9518168b9c1f0d4154afe7201b5ca0354e762346ff360",
                           "X-HubSpot-Signature-Version": "v1"})

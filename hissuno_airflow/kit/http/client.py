@@ -39,6 +39,11 @@ from .retry import CallInfo, LogSink, RateState, ResponseCheck, RetryPolicy
 OnRequest = Callable[[str, str], object]
 """Hook called before every attempt with the method and the sanitized URL."""
 
+# httpx logs each request's raw URL at INFO ("HTTP Request: GET <url>"), outside this client's redaction:
+# a token in a path (HubSpot's GET /oauth/v1/access-tokens/{token}) or a query would reach the web
+# server's and the workers' logs. This client writes its own redacted request lines instead.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
 
 class RateLimiter(Protocol):
     """A shared budget; ``acquire`` blocks until one request may go out (see ``RateBudget``)."""

@@ -165,6 +165,13 @@ class RetryPolicy:
     rate_limit_min_wait: float = 0.0
     """Shortest wait after a rate-limited answer that announces none (GitHub asks for at least 60 s);
     the exponential backoff applies when it is longer."""
+    remaining_header: str | None = None
+    """A provider's own remaining-requests header, read on successful answers besides the standard
+    ``X-RateLimit-Remaining`` (HubSpot's ``X-HubSpot-RateLimit-Remaining``)."""
+    window_ms_header: str | None = None
+    """Header with the length of that budget's rolling window in milliseconds
+    (``X-HubSpot-RateLimit-Interval-Milliseconds``): when the remaining count reaches 0 and no reset time
+    is announced, the next request waits one window instead of drawing a 429."""
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -245,7 +252,22 @@ class RetryPolicy:
             reset = self._reset_wait(response)
             if reset is not None and reset > 0:
                 cooldown = self.clock() + reset
+        elif self.remaining_header and _header(response, self.remaining_header.lower()) == "0":
+            window = self._window_wait(response)
+            if window is not None:
+                cooldown = self.clock() + window
         return Decision("return", "ok", cooldown_until=cooldown)
+
+    def _window_wait(self, response: httpx.Response) -> float | None:
+        reset = self._reset_wait(response)
+        if reset is not None and reset > 0:
+            return reset
+        raw = _header(response, self.window_ms_header.lower()) if self.window_ms_header else None
+        try:
+            window = float(raw) / 1000 if raw is not None else None
+        except ValueError:
+            return None
+        return window if window is not None and math.isfinite(window) and window > 0 else None
 
     def announced_wait(self, response: httpx.Response, *, rate_limited: bool = False) -> float | None:
         """Seconds the provider asks us to wait, from ``Retry-After`` or a rate-limit reset header.

@@ -1,0 +1,1 @@
+"""HubSpot CRM: companies and contacts, by last-modified search and by signed webhooks."""
