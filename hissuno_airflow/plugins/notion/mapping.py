@@ -25,12 +25,12 @@ class FieldMapping(BaseModel):
     description: str | None = None
     """Property holding the description; else the page's own content as markdown."""
     type: str | None = None
-    typeValueMap: dict[str, str] = Field(default_factory=dict)  # noqa: N815 - the reference's setting names
+    typeValueMap: dict[str, str] = Field(default_factory=dict)
     priority: str | None = None
-    priorityValueMap: dict[str, str] = Field(default_factory=dict)  # noqa: N815
+    priorityValueMap: dict[str, str] = Field(default_factory=dict)
     status: str | None = None
-    statusValueMap: dict[str, str] = Field(default_factory=dict)  # noqa: N815
-    customFields: list[str] = Field(default_factory=list)  # noqa: N815
+    statusValueMap: dict[str, str] = Field(default_factory=dict)
+    customFields: list[str] = Field(default_factory=list)
     """Properties copied into the issue's custom fields (key: the name lower-cased, non ``[a-z0-9_]`` -> ``_``)."""
 
 
@@ -71,7 +71,8 @@ def property_value(prop: Mapping[str, Any] | None) -> Any:
     if kind in ("number", "checkbox", "url", "email", "phone_number", "created_time", "last_edited_time",
                 "unique_id", "relation", "files"):
         if kind == "unique_id" and isinstance(value, Mapping):
-            return f"{value.get('prefix') + '-' if value.get('prefix') else ''}{value.get('number')}"
+            prefix = value.get("prefix")
+            return f"{prefix}-{value.get('number')}" if prefix else value.get("number")
         if kind == "relation":
             return [r.get("id") for r in value or [] if isinstance(r, Mapping)]
         if kind == "files":
