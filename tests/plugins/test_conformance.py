@@ -476,3 +476,12 @@ def test_auth_check_wants_a_hissuno_error_from_on_token_exchanged(store: Any) ->
     with pytest.raises(ConformanceError, match="bad token raised KeyError, not a hissuno error"):
         conformance.auth_test_rejects_bad_credentials(
             plugin, store, AuthTarget(good={"access_token": "good"}, bad={"access_token": "bad"}))
+
+
+def test_auth_check_covers_a_custom_connects_token_path(store: Any) -> None:
+    """``custom``: the bodies go through ``connect_custom``; a plugin taking any token fails the check."""
+    register_test_plugins()
+    plugin = registry.get_plugin("webcustom")  # connects whatever token it is given
+    with pytest.raises(ConformanceError, match="bad credentials were accepted"):
+        conformance.auth_test_rejects_bad_credentials(plugin, store, AuthTarget(good={"token": "good-1"},
+                                                                                bad={"token": "bad-1"}))
