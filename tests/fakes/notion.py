@@ -39,7 +39,7 @@ from urllib.parse import urlencode
 import pytest
 
 from hissuno_airflow import registry
-from hissuno_airflow.kit.testing import ConformanceTarget, WebhookTarget
+from hissuno_airflow.kit.testing import AuthTarget, ConformanceTarget, WebhookTarget
 from hissuno_airflow.store import connections as repo
 from tests.fakes.server import FakeClock, FakeProvider, FakeRequest, FakeResponse, RecordSet, Reply, get, post
 from tests.fakes.webhooks import Signer
@@ -489,9 +489,22 @@ def webhook_target(store: Any, monkeypatch: pytest.MonkeyPatch, serve_fake: Any)
     cid = connect_token(store, fake.issue_internal_token())
     signer = Signer(registry.get_plugin("notion").webhook_signature)
     repo.update_connection(store, cid, settings={"webhook_secret": signer.secret})
+    from hissuno_airflow.runtime.streams import enable_stream
+
+    enable_stream(store, cid, f"issues:{fake.roadmap}", settings={"fieldMapping": FIELD_MAPPING})
     row = fake.pages[0]["id"]
 
     def payload(event_id: str) -> dict[str, Any]:
         return fake.event("page.properties_updated", row, event_id=event_id)
 
     return WebhookTarget(sign=signer, forge=signer.forged(), connection_id=cid, payload=payload)
+
+
+def auth_target(store: Any, monkeypatch: pytest.MonkeyPatch, serve_fake: Any) -> AuthTarget:
+    """The custom connect's token path: a token the fake issued, and one it revoked."""
+    clock = FakeClock(T0.timestamp())
+    fake = serve(monkeypatch, serve_fake, rows=1, clock=clock.time)
+    _paced(monkeypatch, fake, clock)
+    revoked = fake.issue_internal_token()
+    fake.revoke_token(revoked)
+    return AuthTarget(good={"access_token": fake.issue_internal_token()}, bad={"access_token": revoked})

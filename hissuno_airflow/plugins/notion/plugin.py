@@ -16,9 +16,9 @@ from .streams import (
     sync_knowledge,
 )
 
-WEBHOOK_TOLERANCE = 24 * 3600
-"""Deliveries whose signed ``timestamp`` is older than a day are refused as stale; Notion retries a
-failed delivery up to eight times with backoff, well inside that."""
+WEBHOOK_TOLERANCE = 30 * 60
+"""Deliveries whose signed ``timestamp`` is further than 30 minutes from now are refused as stale (a
+replay); Notion's events are signals only, so a late retry refused here is caught by the next sync."""
 
 plugin = define_plugin(
     id="notion",
