@@ -104,9 +104,10 @@ def callback(request: Request, ctx: AuthCtx) -> AuthResult:
                              headers={"Accept": "application/json"}) as http:
             tokens = http.post_json("/oauth/token", json=body)
     except HissunoError as exc:
-        raise ConnectFailed(f"Notion OAuth token exchange failed: {exc.code}", field="code") from None
+        # Worded without "token": the redaction of messages masks what follows that word.
+        raise ConnectFailed(f"Notion OAuth code exchange failed: {exc.code}", field="code") from None
     if not isinstance(tokens, Mapping) or not isinstance(tokens.get("access_token"), str):
-        raise ProviderResponseError("Notion OAuth token exchange: no access_token in the answer", provider="notion")
+        raise ProviderResponseError("Notion OAuth code exchange: no access_token in the answer", provider="notion")
     me = _bot(ctx, tokens["access_token"])
     ext, label, settings = account(me, tokens)
     creds = {"access_token": tokens["access_token"], "bot_id": tokens.get("bot_id") or me.get("id"),

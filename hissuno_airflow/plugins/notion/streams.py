@@ -22,7 +22,16 @@ from hissuno_airflow.kit import InputError, ListCtx, StreamInstance, SyncCtx, We
 from hissuno_airflow.kit.http import ProviderClient
 
 from .client import NotionClient, client_options
-from .mapping import FieldMapping, database_title, issue_fields, knowledge_fields, page_title, trashed
+from .mapping import (
+    FieldMapping,
+    as_text,
+    database_title,
+    issue_fields,
+    knowledge_fields,
+    page_title,
+    prop,
+    trashed,
+)
 from .markdown import blocks_markdown, page_url
 
 DESCRIPTION_BLOCKS = 500
@@ -102,8 +111,7 @@ def _ingest_row(ctx: SyncCtx | WebhookCtx, api: NotionClient, row: Mapping[str, 
         ctx.ingest.delete("issues", str(row["id"]))
         return
     description = ""
-    mapped = mapping.description and (row.get("properties") or {}).get(mapping.description)
-    if not mapped:
+    if not as_text(prop(row, mapping.description)).strip():  # unmapped or empty: the page content
         description = blocks_markdown(api.block_tree(str(row["id"]), max_blocks=DESCRIPTION_BLOCKS))
     ctx.ingest.issue(**issue_fields(row, mapping, database_id, description))
 
