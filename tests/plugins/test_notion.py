@@ -320,6 +320,12 @@ def test_knowledge_resync_is_free_edits_update_in_place_and_trashed_pages_are_de
     edited = run_stream_sync(cid, sid, store=store)
     assert edited.counts["synced"] == 1, edited.counts
     assert _source(store, fake.first_week)["content"] == "Now with a checklist."
+    # The cursor is now past the handbook's minute: its top-level blocks are read again (to walk the
+    # tree), its nested ones (the toggle's) are not: only edited pages are converted.
+    toggle = next(b for b in fake.blocks[fake.handbook] if b["type"] == "toggle")
+    nested = fake.count(f"/v1/blocks/{toggle['id']}/children")
+    assert run_stream_sync(cid, sid, store=store).counts["synced"] == 0
+    assert fake.count(f"/v1/blocks/{toggle['id']}/children") == nested
     assert len(_rows(store, "SELECT id FROM knowledge_sources")) == 5
     fake.trash(fake.onboarding)  # its child page leaves the tree with it
     trashed = run_stream_sync(cid, sid, store=store)
