@@ -8,6 +8,7 @@ asserted, not taken.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -162,9 +163,11 @@ def test_a_refused_consent_and_a_bad_client_secret_save_nothing(
 
 
 def test_first_sync_maps_every_row_as_the_reference_and_sends_the_version_header(
-    store: Any, fake: Notion, cid: str, token: str
+    store: Any, fake: Notion, cid: str, token: str, caplog: Any
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     result = run_stream_sync(cid, _issues_stream(fake), store=store)
+    assert "/v1/databases/" in caplog.text and token not in caplog.text  # per-request debug lines, redacted
     assert result.status == "success", result.error
     assert result.counts["synced"] == ROWS and result.counts["failed"] == 0
     assert len(_rows(store, "SELECT id FROM issues")) == ROWS
@@ -415,9 +418,9 @@ def test_custom_handlers_list_databases_schema_pages_and_child_pages(web: Web, f
 
 
 def test_connect_sync_and_reconnect_needed_through_the_cli(store: Any, serve_fake: Any, database_url: str,
-                                                          tmp_path: Any) -> None:
+                                                          tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     # Real time here: the CLI is another process; keep the dataset small.
-    fake = serve_fake(Notion(rows=4, clock=FakeClock(T0.timestamp()).time))
+    fake = nf.serve(monkeypatch, serve_fake, rows=4, clock=FakeClock(T0.timestamp()).time)
     token = fake.issue_internal_token()
     env = {**os.environ, "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
            "HISSUNO_CREDENTIALS_BACKEND": "db", "HISSUNO_NOTION_API_URL": fake.url + "/v1",
@@ -427,6 +430,13 @@ def test_connect_sync_and_reconnect_needed_through_the_cli(store: Any, serve_fak
         return subprocess.run([sys.executable, "-m", "hissuno_airflow.cli", *args], env=env, capture_output=True,
                               text=True, timeout=120)
 
+    oauth = cli("connect", "notion", "--json")  # no token: the OAuth path, to finish in a browser
+    assert oauth.returncode != 0 and "NOTION_CLIENT_ID" in oauth.stderr and "Traceback" not in oauth.stderr
+    env.update(NOTION_CLIENT_ID=nf.CLIENT_ID, NOTION_CLIENT_SECRET=nf.CLIENT_SECRET,
+               HISSUNO_PUBLIC_URL="https://hissuno.example/hissuno")
+    url = json.loads(cli("connect", "notion", "--json").stdout)["authorize_url"]
+    assert url.startswith(fake.url + "/v1/oauth/authorize?") and "owner=user" in url
+    assert parse_qs(urlsplit(url).query)["redirect_uri"] == ["https://hissuno.example/hissuno/api/plugins/notion/connect/callback"]
     bad = cli("connect", "notion", "--set", "access_token=ntn_unknown", "--json")
     assert bad.returncode != 0 and "401" in bad.stderr + bad.stdout and "Traceback" not in bad.stderr
     made = cli("connect", "notion", "--set", f"access_token={token}", "--json")
