@@ -93,6 +93,24 @@ class _Scheme:
     """Header carrying a delivery id used for dedupe."""
     event_id_field: str | None = None
     """Dotted JSON path of an event id in the payload (used when no header id is present)."""
+    handshake_field: str | None = None
+    """Field of an unsigned setup POST whose body is only ``{<field>: "<secret>"}`` (Notion's
+    ``verification_token``): the provider hands over the secret it will sign every later delivery with.
+    On the connection-scoped route the intake keeps it as the connection's secret while none is set."""
+
+    def handshake_secret(self, body: bytes) -> str | None:
+        """The secret a setup handshake hands over, or None when ``body`` is not exactly one."""
+        if not self.handshake_field:
+            return None
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(payload, Mapping) or set(payload) != {self.handshake_field}:
+            return None
+        value = payload[self.handshake_field]
+        ok = isinstance(value, str) and 8 <= len(value) <= 512 and value.isprintable() and not value.isspace()
+        return value if ok else None
 
     def check(self, secret: bytes, req: SignedRequest, now: float) -> Verified:  # pragma: no cover
         raise NotImplementedError
@@ -346,8 +364,10 @@ def ZendeskSignature(**overrides: Any) -> HmacSignature:
 
 
 def NotionSignature(**overrides: Any) -> HmacSignature:
-    """Notion: ``X-Notion-Signature: sha256=<hex>`` keyed by the verification token."""
-    base: dict[str, Any] = {"header": "X-Notion-Signature", "prefix": "sha256=", "event_id_field": "id"}
+    """Notion: ``X-Notion-Signature: sha256=<hex>`` keyed by the verification token, which Notion first
+    posts unsigned as ``{"verification_token": ...}`` (``handshake_field``)."""
+    base: dict[str, Any] = {"header": "X-Notion-Signature", "prefix": "sha256=", "event_id_field": "id",
+                            "handshake_field": "verification_token"}
     return HmacSignature(**{**base, **overrides})
 
 

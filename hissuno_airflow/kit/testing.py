@@ -42,7 +42,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from .auth import ApiKeyAuth, AuthResult, CustomAuth, GitHubAppAuth, OAuth2Auth, OAuthTokens
-from .context import CancelSignal, ProgressEvent
+from .context import CancelSignal, ProgressEvent, Request
 from .define import PluginDef, define_plugin
 from .errors import AccountExists, HissunoError, NotFoundError
 from .redaction import is_sensitive_key
@@ -509,7 +509,8 @@ class AuthTarget:
 
     For ``api_key`` plugins both are credential field dicts, checked through the real connect flow. For
     ``oauth2`` plugins both are token responses (at least ``access_token``) handed to
-    ``on_token_exchanged``, as the callback does after the code exchange.
+    ``on_token_exchanged``, as the callback does after the code exchange. For ``custom`` plugins both are
+    JSON bodies of ``POST .../connect`` that connect without a redirect (a token path).
     """
 
     good: Mapping[str, Any]
@@ -629,8 +630,55 @@ def auth_test_rejects_bad_credentials(plugin: PluginDef, store: Store, target: A
             problems.append("a good token gave no external account id")
         _raise(check, plugin, problems)
         return str(result.external_account_id)
-    _raise(check, plugin, [f"auth type {auth.type!r}: this check covers api_key and oauth2"])
+    if isinstance(auth, CustomAuth):
+        return _custom_auth_check(plugin, store, target, project_id, bad_secrets)
+    _raise(check, plugin, [f"auth type {auth.type!r}: this check covers api_key, oauth2 and custom"])
     raise AssertionError("unreachable")
+
+
+def _custom_auth_check(plugin: PluginDef, store: Store, target: AuthTarget, project_id: str,
+                       bad_secrets: list[str]) -> str:
+    """``custom``: ``good`` and ``bad`` are JSON bodies of ``POST .../connect`` that connect at once (a
+    token path); checked as ``api_key`` is, through ``connect_custom``."""
+
+
+    check = "auth_test_rejects_bad_credentials"
+    connect = _platform("runtime.connect")
+    problems: list[str] = []
+
+    def post(body: Mapping[str, Any], reconnect_id: str | None = None) -> Any:
+        request = Request(method="POST", path=f"/api/plugins/{plugin.id}/connect", query={},
+                          headers={"content-type": "application/json"}, body=json.dumps(dict(body)).encode())
+        answer, _ = connect.connect_custom(plugin, store, request, project_id=project_id, user_id="conformance",
+                                           reconnect_id=reconnect_id)
+        return answer
+
+    before = _no_connection_rows(store, plugin.id)
+    try:
+        post(target.bad)
+        problems.append("bad credentials were accepted")
+    except HissunoError as exc:
+        if exc.http_status != 400:
+            problems.append(f"bad credentials: answered {exc.http_status} ({exc.code}); expected 400")
+        problems.extend(f"bad credentials: {p}" for p in _unclear(exc, bad_secrets))
+    if _no_connection_rows(store, plugin.id) != before:
+        problems.append("bad credentials left a connection row")
+    try:
+        first = post(target.good)
+    except Exception as exc:
+        _raise(check, plugin, [*problems, f"good credentials were refused: {type(exc).__name__}: {exc}"])
+        raise
+    if not isinstance(first, Mapping) or not first.get("connection_id"):
+        _raise(check, plugin, [*problems, f"good credentials did not connect: {type(first).__name__}"])
+    try:
+        post(target.good)
+        problems.append("connecting the same account again, without naming it, was accepted")
+    except AccountExists:
+        pass
+    if post(target.good, first["connection_id"])["connection_id"] != first["connection_id"]:
+        problems.append("connecting the same account twice made a second connection")
+    _raise(check, plugin, problems)
+    return str(first["connection_id"])
 
 
 # -- webhooks ------------------------------------------------------------------------------------
@@ -674,6 +722,13 @@ class WebhookTarget:
     stream_ids: tuple[str, ...] = ()
     """Webhook streams of parameterized keys to enable (``issues:<team id>``): an instance stream cannot be
     guessed, so a plugin whose webhook handlers sit on instance streams names them here."""
+
+
+def _enabled_streams(store: Store, connection_id: str, keys: list[str]) -> int:
+    with store.connection() as conn:
+        row = conn.execute("SELECT count(*) AS n FROM integration_streams WHERE connection_id = %s AND enabled"
+                           " AND split_part(stream_id, ':', 1) = ANY(%s)", (connection_id, keys)).fetchone()
+    return int(row["n"])
 
 
 def has_freshness_window(scheme: Any) -> bool:
@@ -728,12 +783,14 @@ def webhook_signature_enforced(
         if stream is None or stream.webhook is None:
             _raise(check, plugin, [f"WebhookTarget.stream_ids: {sid!r} is not a stream with a webhook handler"])
         hooks.append(sid)
-    if not hooks:
-        _raise(check, plugin, ["no webhook stream without instances to receive the events, and the target names"
-                               " no instance stream (WebhookTarget.stream_ids)"])
+    keyed = [key for key, st in plugin.streams.items() if st.webhook is not None]
     if target.connection_id is not None:
         for key in hooks:
             _ensure_stream(store, target.connection_id, key)
+    # Parameterized webhook streams (one per database, per page tree) count when the target enabled one.
+    if not hooks and not (target.connection_id and _enabled_streams(store, target.connection_id, keyed)):
+        _raise(check, plugin, ["no webhook stream without instances to receive the events, and the target names"
+                               " no instance stream (WebhookTarget.stream_ids) nor enabled one"])
     intake = _platform("runtime.webhooks")
     at = time.time() if now is None else now
     route = f"/hissuno/api/plugins/webhook/{plugin.id}" + (f"/{target.connection_id}" if target.connection_id else "")

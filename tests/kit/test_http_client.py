@@ -164,6 +164,23 @@ def test_rate_budget_throttles_a_client(api: PagedApi, make_client: Make, fake_c
     assert times[3] - times[0] == pytest.approx(2.0)
 
 
+def test_rate_budget_ends_on_a_large_clock_with_a_float_residue() -> None:
+    """Three a second on an epoch-seconds clock leaves token residues like 0.9999999: the wait for the
+    rest must still move the clock (it did not: acquire looped for ever)."""
+    clock = FakeClock(1_772_442_000.0)
+    budget = RateBudget(180, burst=3, clock=clock.time, sleep=clock.sleep)
+    done = threading.Event()
+
+    def spend() -> None:
+        for _ in range(60):
+            budget.acquire()
+        done.set()
+
+    threading.Thread(target=spend, daemon=True).start()
+    assert done.wait(10), "acquire never returned"
+    assert clock.now - 1_772_442_000.0 == pytest.approx(19.0, abs=0.1)  # 57 paced at 1/3 s after the burst
+
+
 def test_rate_budget_is_thread_safe() -> None:
     clock = FakeClock()
     budget = RateBudget(600, burst=50, clock=clock.time, sleep=clock.sleep)

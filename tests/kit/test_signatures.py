@@ -245,3 +245,14 @@ def test_gong_jwt_url_compared_as_gong_does_and_bare_base64_key_accepted() -> No
         with pytest.raises(SignatureFailure) as ei:
             verify(scheme, pub, SignedRequest(B, {"Authorization": token(other)}, url=here), now=now)
         assert ei.value.reason == "bad_signature" and "webhook_url" in str(ei.value)
+
+
+def test_notion_handshake_secret_only_from_a_bare_verification_body() -> None:
+    scheme = sig.NotionSignature()
+    assert scheme.handshake_secret(b'{"verification_token": "secret_abc123456"}') == "secret_abc123456"
+    # Anything else is an ordinary delivery (verified as usual): extra fields, other shapes, junk tokens.
+    for body in (b'{"verification_token": "secret_abc123456", "type": "page.created"}', b'{"id": "x"}',
+                 b'["verification_token"]', b"not json", b'{"verification_token": 12345678}',
+                 b'{"verification_token": "short"}', b'{"verification_token": "has\\nnewline-123"}'):
+        assert scheme.handshake_secret(body) is None, body
+    assert sig.GitHubSignature().handshake_secret(b'{"verification_token": "secret_abc123456"}') is None

@@ -501,3 +501,12 @@ def test_webhook_check_takes_named_instance_streams(store: Any, register_plugin:
                                                                                stream_ids=("issues:team-1",)))
     assert done["valid"] == "stored 1"
     assert [s.stream_id for s in repo.list_streams(store, cid)] == ["issues:team-1"]
+
+
+def test_auth_check_covers_a_custom_connects_token_path(store: Any) -> None:
+    """``custom``: the bodies go through ``connect_custom``; a plugin taking any token fails the check."""
+    register_test_plugins()
+    plugin = registry.get_plugin("webcustom")  # connects whatever token it is given
+    with pytest.raises(ConformanceError, match="bad credentials were accepted"):
+        conformance.auth_test_rejects_bad_credentials(plugin, store, AuthTarget(good={"token": "good-1"},
+                                                                                bad={"token": "bad-1"}))

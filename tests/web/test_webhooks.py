@@ -248,3 +248,25 @@ def prop_web(web: Web, monkeypatch: pytest.MonkeyPatch) -> Any:
                                 account=f"a-{p}")
              for p in ["wh-github", "wh-slack", "wh-standard", "wh-jwt", "wh-shared", "webkey"]}
     return web, conns
+
+
+def test_handshake_secret_captured_once_then_deliveries_verify_with_it(web: Web) -> None:
+    """Notion posts ``{"verification_token"}`` unsigned first: the connection keeps it as its secret."""
+    cid = make_connection(web.store, "wh-notion", None)
+    path = f"/api/plugins/webhook/wh-notion/{cid}"
+    token = "secret_handshake_0123456789"
+    first = web.anon.post(path, json={"verification_token": token})
+    assert first.status_code == 200, first.text
+    assert token not in first.text and events(web.store) == 0
+    assert repo.get_connection(web.store, cid).settings["webhook_secret"] == token
+    assert web.anon.post(path, json={"verification_token": token}).status_code == 200  # Notion resends it
+    # Someone else's token, once one is kept: refused, and the kept one stays.
+    assert web.anon.post(path, json={"verification_token": "secret_attacker_0123456"}).status_code == 401
+    assert repo.get_connection(web.store, cid).settings["webhook_secret"] == token
+    # Deliveries are signed with the token: accepted with it, refused with another.
+    body = json.dumps({"id": "evt-1", "title": "Page"}).encode()
+    good = web.anon.post(path, content=body, headers=sign("notion", body, "x", secret=token))
+    assert good.status_code == 200 and good.json()["queued"] == 1, good.text
+    forged = json.dumps({"id": "evt-2", "title": "Page"}).encode()
+    assert web.anon.post(path, content=forged, headers=sign("notion", forged, "x")).status_code == 401
+    assert events(web.store) == 1

@@ -75,7 +75,9 @@ class RateBudget:
                 if self._tokens >= 1:
                     self._tokens -= 1
                     return waited
-                wait = (1 - self._tokens) / self._rate
+                # At least a millisecond: a float residue (tokens 0.9999999...) would ask for a wait too
+                # small to move a large clock value (epoch seconds), and the loop would never end.
+                wait = max((1 - self._tokens) / self._rate, 0.001)
             # Sleep outside the lock so other threads can still refill and compete fairly.
             self._sleep(wait)
             waited += wait

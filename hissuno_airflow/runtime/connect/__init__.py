@@ -86,6 +86,11 @@ def start_connect(
             return connect_api_key(plugin, store, project_id=project_id, user_id=user_id,
                                    credentials=body.get("credentials"), reconnect_id=reconnect)
         return start_github_app(plugin, store, project_id=project_id, user_id=user_id, reconnect_id=reconnect)
-    assert request is not None
+    if request is None:
+        # A caller without an HTTP request (the CLI): the plugin reads the same body as JSON.
+        import json
+
+        request = Request(method="POST", path=f"/api/plugins/{plugin.id}/connect", query={},
+                          headers={"content-type": "application/json"}, body=json.dumps(dict(body)).encode())
     answer, _ = connect_custom(plugin, store, request, project_id=project_id, user_id=user_id, reconnect_id=reconnect)
     return answer

@@ -16,7 +16,7 @@ from ...kit.define import PluginDef
 from ...kit.errors import InputError, NotFoundError
 from ...kit.input_limits import check_id, loads_json
 from ...kit.redaction import redact
-from ...kit.signatures import SignedRequest, WebhookEvent, resolve_secret, verify
+from ...kit.signatures import SignatureFailure, SignedRequest, WebhookEvent, resolve_secret, verify
 from ...store import connections as repo
 from ...store.db import Store, get_store
 from ..handlers import call_handler
@@ -149,6 +149,9 @@ def receive_webhook(
         # The only read before verification: the connection's own row, for its secret.
         connection = repo.get_connection(the_store(), connection_id, plugin_id=plugin.id)
         conn_settings = connection.settings
+        handed = scheme.handshake_secret(req.body)
+        if handed is not None:
+            return _capture_handshake(the_store(), connection, scheme, handed)
         verified = verify(scheme, resolve_secret(scheme, settings=conn_settings), signed, now=now)
 
     payload = _payload(req.body)
@@ -180,6 +183,23 @@ def receive_webhook(
         (dispatcher or default_dispatcher()).dispatch(queued)
     return IntakeResult(200, {"success": True, "event_id": event_id, "queued": len(queued),
                               "duplicate": duplicates > 0 and not queued})
+
+
+def _capture_handshake(store: Store, connection: repo.ConnectionRow, scheme: Any, secret: str) -> IntakeResult:
+    """Keep the secret an unsigned setup handshake hands over (Notion's verification token) as the
+    connection's secret, once: while the connection has none, or when the same one arrives again.
+
+    A different one while a secret is set is refused like a bad signature (anyone may post to the URL;
+    only the first handshake after the secret is cleared is trusted, and the user confirms it at the
+    provider by pasting the same token back).
+    """
+    current = resolve_secret(scheme, settings=connection.settings)
+    if current is None and scheme.secret_setting:
+        repo.update_connection(store, connection.id, settings={scheme.secret_setting: secret})
+    elif current != secret:
+        raise SignatureFailure("bad_signature", "a verification token is already kept for this connection; "
+                               f"clear its {scheme.secret_setting} setting to accept a new one")
+    return IntakeResult(200, {"success": True, "verification_token_received": True})
 
 
 _ENQUEUE = """
