@@ -542,7 +542,7 @@ class StreamIngest:
         self._write(self._flush_once, "writing a batch of records")
         self._reset_buffers()
         if len(self.enricher) >= 20_000:
-            self.enricher.run()
+            self.enricher.run(keep_deferred=True)  # ``close`` runs the rest and builds deferred indexes
 
     def _flush_once(self) -> None:
         with use(self.store) as conn, conn.transaction(), conn.cursor() as cur:
