@@ -37,6 +37,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
@@ -545,14 +547,21 @@ class StreamIngest:
             """
         params = {"p": self.project_id, "email": rec.email, "cf": Jsonb(rec.custom_fields), **fields}
         if isinstance(self.store, Store):
-            with self.store.connection() as conn:
-                # Sent with its BEGIN in one round trip. Committed without waiting for the disk: nothing
-                # durable depends on the row before this batch's flush, whose synchronous commit writes
-                # the log up to it; a crash before then loses the row together with its synced record,
-                # and the next run writes both (contacts are upserted by email).
-                with conn.pipeline():
-                    conn.execute("SET LOCAL synchronous_commit = off")
-                    cur = conn.execute(sql, params)
+            with self.store.autocommit() as conn:
+                # BEGIN, the statement and COMMIT in one round trip. Committed without waiting for the
+                # disk: nothing durable depends on the row before this batch's flush, whose synchronous
+                # commit writes the log up to it; a crash before then loses the row together with its
+                # synced record, and the next run writes both (contacts are upserted by email).
+                try:
+                    with conn.pipeline():
+                        conn.execute("BEGIN")
+                        conn.execute("SET LOCAL synchronous_commit = off")
+                        cur = conn.execute(sql, params)
+                        conn.execute("COMMIT")
+                except psycopg.Error:
+                    if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+                        conn.execute("ROLLBACK")
+                    raise
                 row = cur.fetchone()
         else:
             with use(self.store) as conn:
