@@ -689,22 +689,22 @@ class StreamIngest:
         if not fresh:
             return set()
         cur.execute(
-            "INSERT INTO integration_synced_records (connection_id, stream_id, external_id, hissuno_id,"
-            " hissuno_kind, content_hash, source_updated_at)"
+            "WITH claim AS (INSERT INTO integration_synced_records (connection_id, stream_id, external_id,"
+            " hissuno_id, hissuno_kind, content_hash, source_updated_at)"
             " SELECT %s, %s, x.e, x.h::uuid, x.k, x.c, x.t"
             " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[]) AS x(e, h, k, c, t)"
             " ON CONFLICT (connection_id, stream_id, hissuno_kind, external_id) DO UPDATE"
             " SET updated_at = integration_synced_records.updated_at"
-            " RETURNING hissuno_kind, external_id, hissuno_id::text AS hid, (xmax = 0) AS inserted",
+            " RETURNING hissuno_kind, external_id, hissuno_id::text AS hid, (xmax = 0) AS inserted)"
+            # Only the keys another writer holds come back (none on a first sync): the rest are ours.
+            " SELECT hissuno_kind, external_id, hid FROM claim WHERE NOT inserted",
             (self.connection_id, self.stream_id, [r[2] for r in fresh], [r[3] for r in fresh],
              [r[4] for r in fresh], [r[5] for r in fresh], [r[6] for r in fresh]),
         )
-        claimed: set[tuple[str, str]] = set()
+        claimed = {(r[4], r[2]) for r in fresh}  # (kind, external id)
         for held in cur.fetchall():
-            if held["inserted"]:
-                claimed.add((held["hissuno_kind"], held["external_id"]))
-            else:
-                self._adopt(held["hissuno_kind"], held["external_id"], held["hid"])
+            claimed.discard((held["hissuno_kind"], held["external_id"]))
+            self._adopt(held["hissuno_kind"], held["external_id"], held["hid"])
         return claimed
 
     def _adopt(self, kind: str, ext: str, existing: str) -> None:
