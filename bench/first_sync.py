@@ -116,7 +116,7 @@ def _profile(base_url: str, n: int) -> None:
     elapsed, _ = _first_sync(store, n)
     prof.disable()
     print(f"first sync of {n} sessions: {elapsed:.2f} s ({n / elapsed:.0f} sessions/s)")
-    pstats.Stats(prof).sort_stats("cumulative").print_stats(35)
+    pstats.Stats(prof).sort_stats(os.environ.get("SORT", "cumulative")).print_stats(35)
 
 
 def _run(base_url: str, sizes: list[int]) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from pgvector import Vector
 
 from ..kit.errors import InputError
@@ -30,6 +31,14 @@ _LINK_BATCH = 2000
 _ITERATIVE_SCAN = "SET LOCAL hnsw.iterative_scan = strict_order"
 LINK_STATEMENT_TIMEOUT_S = 300
 GRAPH_TYPES = ("session", "issue", "knowledge_source", "contact", "company")
+EMBEDDED_TYPES = ("session", "contact", "company", "issue", "knowledge_source", "knowledge_chunk")
+"""Each has its own partial HNSW index ``embeddings_hnsw_<type>`` (migration 0007)."""
+BULK_MIN = 1000
+"""A run writing at least this many vectors of a type that holds fewer stored vectors than it writes (a
+first sync) loads them without that type's HNSW index and builds the index afterwards: one build costs
+about a quarter of the CPU of inserting the same vectors one by one into the graph."""
+_BUILD_MEMORY = "256MB"  # an in-memory graph build of ~35,000 vectors; beyond, pgvector goes on on disk
+_BUILD_TIMEOUT_S = 3600  # the build is bounded on its own (its client's liveness is checked as for any statement)
 # Per embedded entity type: the condition under which an embedding belongs to a deleted entity
 # (a knowledge chunk is deleted with its source). Search leaves those out; the graph keeps their edges.
 _DELETED = {
@@ -67,6 +76,7 @@ class Enricher:
         self._items: dict[tuple[str, str], _Item] = {}
         self._unsaved: dict[tuple[str, str], _Item] = {}  # queued but not yet in enrich_pending
         self.embedded = 0
+        self._deferred: set[str] = set()  # types whose HNSW index this enricher dropped for a bulk load
 
     def __len__(self) -> int:
         return len(self._items)
@@ -128,10 +138,17 @@ class Enricher:
             item.entity_id = new_id
             self._items[(entity_type, new_id)] = item
 
-    def run(self) -> int:
-        """Embed what changed, then evaluate the graph; returns the number of vectors written."""
+    def run(self, *, keep_deferred: bool = False) -> int:
+        """Embed what changed, then evaluate the graph; returns the number of vectors written.
+
+        ``keep_deferred``: more of the same load follows (an ingest's intermediate run), so a type whose
+        index this run deferred stays without it, unless this run's linking looks that type up; ``finish``
+        (or a run without it) builds the rest."""
         if not self._items:
+            if not keep_deferred:
+                self.finish()
             return 0
+        self._repair_indexes()
         items = list(self._items.values())
         self._items.clear()
         self._unsaved.clear()
@@ -156,6 +173,7 @@ class Enricher:
             batch_keys = keys[start : start + 100]
             for key, vec in zip(batch_keys, embedder.embed([texts[k] for k in batch_keys]), strict=True):
                 vectors[key] = Vector(vec)
+        self._defer_indexes(todo)
         written = 0
         for start in range(0, len(todo), _WRITE_BATCH):
             batch = todo[start : start + _WRITE_BATCH]
@@ -165,10 +183,64 @@ class Enricher:
             written += len(batch)
         self.embedded += written
         fresh = {id(i) for i in todo}
-        self._link([i for i in items if i.graph and (id(i) in fresh or i.resumed)], embedder.model)
+        linked = [i for i in items if i.graph and (id(i) in fresh or i.resumed)]
+        if keep_deferred:
+            # Linking looks up the nearest vectors of every other graph type through their indexes.
+            looked_up = {t for i in linked for t in GRAPH_TYPES if t != i.entity_type}
+            self._build_indexes(self._deferred & looked_up)
+        else:
+            self.finish()
+        self._link(linked, embedder.model)
         self._link_emails([i for i in items if i.email and i.entity_type == "session"])
         self._done([t for i in items for t in i.tokens])
         return written
+
+    def finish(self) -> None:
+        """Build the HNSW indexes this enricher deferred for a bulk load."""
+        self._build_indexes(set(self._deferred))
+
+    def _defer_indexes(self, todo: Sequence[_Item]) -> None:
+        """Drop the (empty or nearly empty) index of each type this run writes in bulk; built again by
+        ``_build_indexes`` before any lookup needs it, and by ``_repair_indexes`` if this process dies."""
+        counts: dict[str, int] = {}
+        for i in todo:
+            counts[i.entity_type] = counts.get(i.entity_type, 0) + 1
+        for entity_type, k in counts.items():
+            if k < BULK_MIN or entity_type in self._deferred or entity_type not in EMBEDDED_TYPES:
+                continue
+            try:
+                with self.store.connection() as conn, conn.transaction():
+                    # Dropping waits for readers of the table: never more than a moment (else no bulk load).
+                    conn.execute("SET LOCAL lock_timeout = '1s'")
+                    stored = conn.execute(
+                        "SELECT count(*) AS n FROM (SELECT 1 FROM embeddings WHERE entity_type = %s LIMIT %s) s",
+                        (entity_type, k),
+                    ).fetchone()
+                    if stored is None or stored["n"] >= k:
+                        continue
+                    conn.execute(f"DROP INDEX IF EXISTS {_index_name(entity_type)}")
+            except psycopg.errors.LockNotAvailable:
+                continue
+            self._deferred.add(entity_type)
+
+    def _build_indexes(self, types: set[str]) -> None:
+        for entity_type in sorted(types):
+            try:
+                with self.store.connection() as conn, conn.transaction():
+                    conn.execute(f"SET LOCAL maintenance_work_mem = '{_BUILD_MEMORY}'")
+                    conn.execute(f"SET LOCAL statement_timeout = '{_BUILD_TIMEOUT_S}s'")
+                    conn.execute(_index_ddl(entity_type))
+            except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
+                pass  # another process built it at the same moment
+            self._deferred.discard(entity_type)
+
+    def _repair_indexes(self) -> None:
+        """Build the per-type indexes a stopped bulk load left dropped (this enricher's own excepted)."""
+        with self.store.connection() as conn:
+            present = {r["indexname"] for r in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'embeddings'")}
+        self._build_indexes({t for t in EMBEDDED_TYPES
+                             if _index_name(t) not in present and t not in self._deferred})
 
     def _done(self, tokens: Sequence[str]) -> None:
         if not tokens:
@@ -240,6 +312,17 @@ class Enricher:
                 """,
                 ([i.entity_id for i in items], [i.email for i in items], self.project_id),
             )
+
+
+def _index_name(entity_type: str) -> str:
+    assert entity_type in EMBEDDED_TYPES  # a constant, never input: part of DDL
+    return f"embeddings_hnsw_{entity_type}"
+
+
+def _index_ddl(entity_type: str) -> str:
+    """The type's partial HNSW index, as migration 0007 made it."""
+    return (f"CREATE INDEX IF NOT EXISTS {_index_name(entity_type)} ON embeddings"
+            f" USING hnsw (embedding vector_cosine_ops) WHERE entity_type = '{entity_type}'")
 
 
 def _nearest(target: str) -> str:

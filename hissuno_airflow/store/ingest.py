@@ -37,6 +37,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
@@ -126,6 +128,7 @@ class StreamIngest:
         """Called with the connection inside every flush transaction, before its writes (the run's lease)."""
         self._synced: dict[tuple[str, str], tuple[str, str]] | None = None
         self._session_contacts: dict[tuple[str, str | None], str] = {}  # (email, name) -> contact id
+        self._company_ids: dict[str, str] = {}  # lower-cased domain -> company id
         self._deleted: set[tuple[str, str]] = set()  # synced records whose source deleted them
         self._models: dict[tuple[str, str], str | None] = {}
         self._model = (self.enricher.embedder or get_embedder()).model
@@ -482,6 +485,8 @@ class StreamIngest:
             ).fetchall()
             for c in linked:
                 _edge(conn, self.project_id, "contact", c["id"], "company", row["id"], "email_domain")
+        if isinstance(self.store, Store):  # committed (a caller's transaction may still roll back)
+            self._company_ids[rec.domain.lower()] = row["id"]
         self.enricher.queue("company", row["id"], "\n".join(filter(None, [
             rec.name or rec.domain, rec.domain, rec.industry and f"Industry: {rec.industry}",
             rec.country and f"Country: {rec.country}", rec.notes and f"Notes: {rec.notes}"])), graph=False)
@@ -498,36 +503,70 @@ class StreamIngest:
             self._session_contacts[key] = cid
         return cid
 
-    def _upsert_contact_row(self, rec: ContactRecord, h: str | None, *, restore: bool = False) -> tuple[str, bool]:
-        # ``restore``: the contact primitive itself clears a deletion; a session's contact does not.
-        company_id = None
-        domain = (rec.company_domain or "").lower() or email_domain(rec.email)
-        # One pooled connection and one commit for the lookup and the upsert (they were two).
-        with use(self.store) as conn:
-            if domain:
+    def _company_id(self, domain: str) -> str | None:
+        """The id of the project's company with ``domain`` (lower case), looked up once per run: companies
+        are never removed (a deletion is a mark) and the domain is their key, so an id once seen stays."""
+        cid = self._company_ids.get(domain)
+        if cid is None:
+            with use(self.store) as conn:
                 found = conn.execute(
                     "SELECT id::text FROM companies WHERE project_id = %s AND lower(domain) = %s",
                     (self.project_id, domain),
                 ).fetchone()
-                company_id = found["id"] if found else None
-            if company_id is None and rec.company_domain:
-                company_id = self._upsert_company_row(
-                    CompanyRecord(external_id=f"domain:{rec.company_domain}", domain=rec.company_domain))[0]
-            fields = {"name": rec.name, "phone": rec.phone, "title": rec.title, "company_id": company_id}
-            sets = _merge_sets(fields, rec.merge_strategy, "contacts") + (", deleted_at = NULL" if restore else "")
-            row = conn.execute(
-                f"""
+            cid = found["id"] if found else None
+            if cid is not None and isinstance(self.store, Store):
+                self._company_ids[domain] = cid
+        return cid
+
+    def _upsert_contact_row(self, rec: ContactRecord, h: str | None, *, restore: bool = False) -> tuple[str, bool]:
+        # ``restore``: the contact primitive itself clears a deletion; a session's contact does not.
+        domain = (rec.company_domain or "").lower() or email_domain(rec.email)
+        company_id = self._company_id(domain) if domain else None
+        if company_id is None and rec.company_domain:
+            company_id = self._upsert_company_row(
+                CompanyRecord(external_id=f"domain:{rec.company_domain}", domain=rec.company_domain))[0]
+        fields = {"name": rec.name, "phone": rec.phone, "title": rec.title, "company_id": company_id}
+        sets = _merge_sets(fields, rec.merge_strategy, "contacts") + (", deleted_at = NULL" if restore else "")
+        # One statement: the upsert and its contact<->company edge (they were a lookup, two statements
+        # and a commit, each a round trip, for each new person of a first sync).
+        sql = f"""
+            WITH up AS (
                 INSERT INTO contacts (project_id, name, email, phone, title, company_id, custom_fields)
                 VALUES (%(p)s, coalesce(%(name)s, %(email)s), %(email)s, %(phone)s, %(title)s,
                         %(company_id)s, %(cf)s)
                 ON CONFLICT (project_id, lower(email)) DO UPDATE SET {sets}
-                RETURNING id::text AS id, company_id::text AS company_id, (xmax = 0) AS created
-                """,
-                {"p": self.project_id, "email": rec.email, "cf": Jsonb(rec.custom_fields), **fields},
-            ).fetchone()
-            assert row is not None
-            if row["company_id"]:
-                _edge(conn, self.project_id, "contact", row["id"], "company", row["company_id"], "email_domain")
+                RETURNING id, company_id, (xmax = 0) AS created
+            ), edge AS (
+                INSERT INTO entity_relationships (project_id, source_type, source_id, target_type, target_id,
+                                                  strategy)
+                SELECT %(p)s, 'company', company_id, 'contact', id, 'email_domain' FROM up
+                WHERE company_id IS NOT NULL
+                ON CONFLICT DO NOTHING
+            )
+            SELECT id::text AS id, company_id::text AS company_id, created FROM up
+            """
+        params = {"p": self.project_id, "email": rec.email, "cf": Jsonb(rec.custom_fields), **fields}
+        if isinstance(self.store, Store):
+            with self.store.autocommit() as conn:
+                # BEGIN, the statement and COMMIT in one round trip. Committed without waiting for the
+                # disk: nothing durable depends on the row before this batch's flush, whose synchronous
+                # commit writes the log up to it; a crash before then loses the row together with its
+                # synced record, and the next run writes both (contacts are upserted by email).
+                try:
+                    with conn.pipeline():
+                        conn.execute("BEGIN")
+                        conn.execute("SET LOCAL synchronous_commit = off")
+                        cur = conn.execute(sql, params)
+                        conn.execute("COMMIT")
+                except psycopg.Error:
+                    if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+                        conn.execute("ROLLBACK")
+                    raise
+                row = cur.fetchone()
+        else:
+            with use(self.store) as conn:
+                row = conn.execute(sql, params).fetchone()
+        assert row is not None
         self.enricher.queue("contact", row["id"], "\n".join(filter(None, [
             rec.name, rec.email, rec.title and f"Title: {rec.title}"])), graph=False)
         return row["id"], bool(row["created"])
@@ -542,7 +581,7 @@ class StreamIngest:
         self._write(self._flush_once, "writing a batch of records")
         self._reset_buffers()
         if len(self.enricher) >= 20_000:
-            self.enricher.run()
+            self.enricher.run(keep_deferred=True)  # ``close`` runs the rest and builds deferred indexes
 
     def _flush_once(self) -> None:
         with use(self.store) as conn, conn.transaction(), conn.cursor() as cur:
@@ -650,22 +689,22 @@ class StreamIngest:
         if not fresh:
             return set()
         cur.execute(
-            "INSERT INTO integration_synced_records (connection_id, stream_id, external_id, hissuno_id,"
-            " hissuno_kind, content_hash, source_updated_at)"
+            "WITH claim AS (INSERT INTO integration_synced_records (connection_id, stream_id, external_id,"
+            " hissuno_id, hissuno_kind, content_hash, source_updated_at)"
             " SELECT %s, %s, x.e, x.h::uuid, x.k, x.c, x.t"
             " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[]) AS x(e, h, k, c, t)"
             " ON CONFLICT (connection_id, stream_id, hissuno_kind, external_id) DO UPDATE"
             " SET updated_at = integration_synced_records.updated_at"
-            " RETURNING hissuno_kind, external_id, hissuno_id::text AS hid, (xmax = 0) AS inserted",
+            " RETURNING hissuno_kind, external_id, hissuno_id::text AS hid, (xmax = 0) AS inserted)"
+            # Only the keys another writer holds come back (none on a first sync): the rest are ours.
+            " SELECT hissuno_kind, external_id, hid FROM claim WHERE NOT inserted",
             (self.connection_id, self.stream_id, [r[2] for r in fresh], [r[3] for r in fresh],
              [r[4] for r in fresh], [r[5] for r in fresh], [r[6] for r in fresh]),
         )
-        claimed: set[tuple[str, str]] = set()
+        claimed = {(r[4], r[2]) for r in fresh}  # (kind, external id)
         for held in cur.fetchall():
-            if held["inserted"]:
-                claimed.add((held["hissuno_kind"], held["external_id"]))
-            else:
-                self._adopt(held["hissuno_kind"], held["external_id"], held["hid"])
+            claimed.discard((held["hissuno_kind"], held["external_id"]))
+            self._adopt(held["hissuno_kind"], held["external_id"], held["hid"])
         return claimed
 
     def _adopt(self, kind: str, ext: str, existing: str) -> None:

@@ -253,7 +253,9 @@ def _theme(title: str) -> list[tuple[str, str]]:
     # Without customer messages the whole conversation is read.
     ([("human_agent", "Our export is broken for this account, escalating.")], ["bug"]),
     ([("user", "Love the new search! Please add saved filters too.")], ["feature_request", "wins"]),
+    # Case does not matter (the rules read lower-cased text).
+    ([("user", "The Export CRASHED again; WE ARE CANCELLING.")], ["bug", "losses"]),
 ], ids=["export-bug", "sso-bug", "feature", "change", "wins", "losses", "general", "agent-only-bug",
-        "no-user-text", "two-tags"])
+        "no-user-text", "two-tags", "upper-case"])
 def test_rule_classifier_tags_sample_conversations(conversation: list[tuple[str, str]], tags: list[str]) -> None:
     assert classify_rules(conversation) == tags

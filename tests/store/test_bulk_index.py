@@ -1,0 +1,88 @@
+"""A first sync loads a type's vectors without its HNSW index and builds the index once afterwards.
+
+Guards both halves: the index is back (and used) when the load is done, and an index a stopped load left
+dropped is built again by the next enrichment run, so no crash leaves search and linking without it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from hissuno_airflow.store import enrich
+from hissuno_airflow.store.db import Store
+from hissuno_airflow.store.embedder import HashEmbedder
+from hissuno_airflow.store.enrich import Enricher, search
+from hissuno_airflow.store.migrate import migrate
+
+PROJECT = "00000000-0000-0000-0000-000000000001"
+
+
+@pytest.fixture
+def fresh_store(database_url: str) -> Iterator[Store]:
+    name = "bulkidx_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(database_url, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    url = psycopg.conninfo.make_conninfo(database_url, dbname=name)
+    migrate(url)
+    store = Store(url)
+    with store.connection() as conn:
+        conn.execute("INSERT INTO projects (id, name) VALUES (%s, 'p') ON CONFLICT DO NOTHING", (PROJECT,))
+    yield store
+    store.close()
+    with psycopg.connect(database_url, autocommit=True) as c:
+        c.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def _session_indexes(store: Store) -> list[str]:
+    with store.connection() as conn:
+        return [r["indexname"] for r in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'embeddings' AND indexname LIKE '%%session'")]
+
+
+def _queue(enricher: Enricher, n: int) -> list[str]:
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    for k, sid in enumerate(ids):
+        enricher.queue("session", sid, f"conversation {k} about topic{k % 50} and invoice{k % 7}", graph=False)
+    return ids
+
+
+def test_a_bulk_load_builds_the_index_after_the_vectors(fresh_store, monkeypatch) -> None:
+    monkeypatch.setattr(enrich, "BULK_MIN", 50)
+    enricher = Enricher(fresh_store, PROJECT, HashEmbedder())
+    dropped: list[list[str]] = []
+    write = enricher._write
+    monkeypatch.setattr(enricher, "_write", lambda rows: (dropped.append(_session_indexes(fresh_store)), write(rows)))
+    ids = _queue(enricher, 120)
+    assert enricher.run() == 120
+    assert dropped and dropped[0] == []  # the vectors went in without the session index
+    assert _session_indexes(fresh_store) == ["embeddings_hnsw_session"]
+    found = search(fresh_store, "conversation 7 about topic7 and invoice0", project_id=PROJECT,
+                   embedder=HashEmbedder())
+    assert found[0][0] == ids[7]
+    # The next load is small against what is stored: the index stays and takes the vectors one by one.
+    _queue(enricher, 60)
+    dropped.clear()
+    enricher.run()
+    assert dropped == [["embeddings_hnsw_session"]]
+
+
+def test_an_index_a_stopped_bulk_load_left_dropped_is_built_by_the_next_run(fresh_store, monkeypatch) -> None:
+    monkeypatch.setattr(enrich, "BULK_MIN", 50)
+    killed = Enricher(fresh_store, PROJECT, HashEmbedder())
+    _queue(killed, 80)
+
+    def die(rows: object) -> None:
+        raise KeyboardInterrupt  # the process stops mid-load
+
+    monkeypatch.setattr(killed, "_write", die)
+    with pytest.raises(KeyboardInterrupt):
+        killed.run()
+    assert _session_indexes(fresh_store) == []
+    nxt = Enricher(fresh_store, PROJECT, HashEmbedder())
+    nxt.queue("contact", str(uuid.uuid4()), "someone", graph=False)
+    nxt.run()
+    assert _session_indexes(fresh_store) == ["embeddings_hnsw_session"]
