@@ -186,11 +186,13 @@ def _airflow_base() -> str | None:
 
 def _entries(rows: list[repo.ConnectionRow]) -> list[dict[str, Any]]:
     """Connections with their streams, each stream's newest live and backfill runs and the health."""
+    from ..store.ingest_errors import open_counts
     from ..store.runs import latest_runs
 
     ids = [r.id for r in rows]
     streams = repo.list_streams_of(store(), ids)
     latest = latest_runs(store(), ids)
+    failures = open_counts(store(), ids)
     base = _airflow_base()
     by_conn: dict[str, list[repo.StreamRow]] = {}
     for s in streams:
@@ -202,6 +204,7 @@ def _entries(rows: list[repo.ConnectionRow]) -> list[dict[str, Any]]:
         entry = catalog.connection_entry(r, mine)
         _add_lanes(entry["streams"], latest, base)
         entry["health"] = overview.health(r, mine, live)
+        entry["open_failed_records"] = failures.get(r.id, 0)
         out.append(entry)
     return out
 

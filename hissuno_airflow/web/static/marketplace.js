@@ -352,10 +352,20 @@
     const instanceSel = $(".s-instance", node);
     if (def.parameterized && !row) {
       $(".s-instance-wrap", node).hidden = false;
-      instanceSel.append(el("option", { value: "", text: "Loading…" }));
-      api(`/plugins/${plugin.id}/${conn.id}/instances/${def.key}`).then((res) => {
-        instanceSel.replaceChildren(...res.instances.map((i) => el("option", { value: i.id, text: i.label })));
-      }).catch((e) => { instanceSel.replaceChildren(el("option", { value: "", text: e.message })); });
+      // Asked for when the user comes to pick one (a page of connections would otherwise call every
+      // provider's instance listing on each load).
+      instanceSel.append(el("option", { value: "", text: "Choose…" }));
+      let asked = false;
+      const loadInstances = () => {
+        if (asked) return;
+        asked = true;
+        instanceSel.replaceChildren(el("option", { value: "", text: "Loading…" }));
+        api(`/plugins/${plugin.id}/${conn.id}/instances/${def.key}`).then((res) => {
+          instanceSel.replaceChildren(...res.instances.map((i) => el("option", { value: i.id, text: i.label })));
+        }).catch((e) => { instanceSel.replaceChildren(el("option", { value: "", text: e.message })); });
+      };
+      instanceSel.addEventListener("focus", loadInstances);
+      instanceSel.addEventListener("pointerdown", loadInstances);
     }
     const dag = $(".s-dag", node);
     // Only an enabled stream has a DAG in Airflow: no link to a page that does not exist.
@@ -575,7 +585,9 @@
       panel.append(list);
       panel.append(el("button", { text: "Replay all", onclick: () => replay({ all: true }).catch((x) => toast(x.message, true)) }));
     };
-    load().catch((e) => { panel.textContent = e.message; });
+    // The connection listing counts open failures: only a connection that has some asks for the list.
+    if (conn.open_failed_records === 0) panel.textContent = "Failed records: none";
+    else load().catch((e) => { panel.textContent = e.message; });
     return panel;
   }
 
