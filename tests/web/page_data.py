@@ -11,7 +11,10 @@ from psycopg.types.json import Jsonb
 
 from hissuno_airflow import settings
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+
+def fresh_now() -> datetime:
+    """Now, to the second: each test takes its own (a module-level "now" goes stale in a long session)."""
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def add_run(store: Any, cid: str, stream_id: str, *, triggered_by: str = "cron", status: str = "success",

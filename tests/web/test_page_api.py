@@ -9,7 +9,7 @@ from typing import Any
 
 from hissuno_airflow.web.overview import run_links
 from tests.fixtures.web import Web
-from tests.web.page_data import NOW, add_run, many_connections, set_stream_state
+from tests.web.page_data import add_run, fresh_now, many_connections, set_stream_state
 
 
 def _connect(web: Web, workspace: str = "acme") -> str:
@@ -26,6 +26,7 @@ def _stream(web: Web, cid: str, sid: str = "sessions") -> dict[str, Any]:
 
 
 def test_a_backfill_does_not_stand_for_the_live_lane(web: Web, store: Any) -> None:
+    NOW = fresh_now()
     cid = _connect(web)
     add_run(store, cid, "sessions", started=NOW - timedelta(minutes=30), seconds=75, synced=12,
             external="hissuno__x__sessions/scheduled__2026-12-06T22:30:00+00:00/1")
@@ -42,6 +43,7 @@ def test_a_backfill_does_not_stand_for_the_live_lane(web: Web, store: Any) -> No
 
 
 def test_run_history_is_paged_and_filtered_by_lane_and_status(web: Web, store: Any) -> None:
+    NOW = fresh_now()
     cid = _connect(web)
     for i in range(13):
         add_run(store, cid, "sessions", started=NOW - timedelta(hours=i + 1), synced=i)
@@ -77,6 +79,7 @@ def test_runs_link_to_their_airflow_run_and_task_log() -> None:
 
 
 def test_connection_health_at_a_glance(web: Web, store: Any) -> None:
+    NOW = fresh_now()
     from hissuno_airflow.store import connections as repo
 
     ok, failing, limited, refused = (_connect(web, w) for w in ("ok", "failing", "limited", "refused"))

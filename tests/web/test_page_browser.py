@@ -17,7 +17,7 @@ from typing import Any
 
 from hissuno_airflow.store import connections as repo
 from tests.fixtures.web import ADMIN_TOKEN, Web
-from tests.web.page_data import NOW, add_run, many_connections, set_stream_state
+from tests.web.page_data import add_run, fresh_now, many_connections, set_stream_state
 from tests.web.test_browser import ARGS, CHROMIUM
 
 IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
@@ -47,12 +47,21 @@ def _airflow_server(store: Any, page_mode: Any) -> Any:
 
 
 def test_streams_history_and_health_as_airflow_serves_the_page(store: Any, page_mode: Any) -> None:
+    NOW = fresh_now()
     import httpx
     from playwright.sync_api import expect, sync_playwright
 
     server = _airflow_server(store, page_mode)
     try:
         api = httpx.Client(base_url=server.url, timeout=30)
+        gone = api.post("/api/plugins/sample/connect", json={"credentials": {"workspace": "initech"}}).json()["connection_id"]
+        repo.set_auth_error(store, gone, "sample: the provider answered 401 for Bearer sk_live_abcdefghijkl")
+        bad = api.post("/api/plugins/sample/connect", json={"credentials": {"workspace": "globex"}}).json()["connection_id"]
+        api.post(f"/api/plugins/sample/{bad}/streams", json={"stream_key": "issues", "enabled": True})
+        add_run(store, bad, "issues", status="error", started=NOW - timedelta(minutes=10),
+                error="sample: rate limit budget spent (retry after 1800s)")
+        set_stream_state(store, bad, "issues", status="error", error="sample: rate limit budget spent")
+        # Connected last, so it is listed first (newest first) and fills the screenshot.
         cid = api.post("/api/plugins/sample/connect", json={"credentials": {"workspace": "acme"}}).json()["connection_id"]
         api.post(f"/api/plugins/sample/{cid}/streams", json={"stream_key": "sessions", "enabled": True, "frequency": "6h"})
         dag = f"hissuno__{cid}__sessions"
@@ -64,13 +73,6 @@ def test_streams_history_and_health_as_airflow_serves_the_page(store: Any, page_
         add_run(store, cid, "sessions", triggered_by="backfill", status="in_progress", started=NOW - timedelta(minutes=1),
                 window=(NOW - timedelta(days=30), NOW - timedelta(days=29)), external=f"{dag}/backfill__w1/1")
         set_stream_state(store, cid, "sessions", status="success", next_at=NOW + timedelta(hours=5, minutes=57))
-        bad = api.post("/api/plugins/sample/connect", json={"credentials": {"workspace": "globex"}}).json()["connection_id"]
-        api.post(f"/api/plugins/sample/{bad}/streams", json={"stream_key": "issues", "enabled": True})
-        add_run(store, bad, "issues", status="error", started=NOW - timedelta(minutes=10),
-                error="sample: rate limit budget spent (retry after 1800s)")
-        set_stream_state(store, bad, "issues", status="error", error="sample: rate limit budget spent")
-        gone = api.post("/api/plugins/sample/connect", json={"credentials": {"workspace": "initech"}}).json()["connection_id"]
-        repo.set_auth_error(store, gone, "sample: the provider answered 401 for Bearer sk_live_abcdefghijkl")
 
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
@@ -97,13 +99,19 @@ def test_streams_history_and_health_as_airflow_serves_the_page(store: Any, page_
                 expect(stream.locator(".s-backfill")).to_contain_text("running")
                 # Health at a glance, the last error redacted.
                 expect(page.locator(f'[data-connection="{bad}"] [data-health]')).to_contain_text("Rate-limited until")
-                expect(page.locator(f'[data-connection="{bad}"] [data-health]')).to_contain_text("(in 21 min)")
+                until = NOW - timedelta(minutes=10) + timedelta(seconds=42 + 1800)  # the run's end + the wait
+                expect(page.locator(f'[data-connection="{bad}"] [data-health]')).to_contain_text(
+                    re.compile(re.escape(until.strftime("%Y-%m-%d %H:%M:%S UTC")) + r" \(in \d+ min\)"))
                 refused = page.locator(f'[data-connection="{gone}"] [data-health]')
                 expect(refused).to_contain_text("Reconnect needed")
                 expect(refused).to_contain_text("401")
                 assert "sk_live_abcdefghijkl" not in page.content()
                 expect(page.locator(f'[data-connection="{cid}"] [data-health]')).to_contain_text("Healthy")
                 page.screenshot(path=str(IMG / "integrations-page.png"), full_page=False)
+                page.locator(f'[data-connection="{bad}"] > .head').screenshot(
+                    path=str(IMG / "integrations-health-rate-limited.png"))
+                page.locator(f'[data-connection="{gone}"] > .head').screenshot(
+                    path=str(IMG / "integrations-health-reconnect.png"))
 
                 # History: 14 runs, paged by 10, filtered by lane and status, each linking to Airflow.
                 stream.locator(".s-history-toggle").click()
