@@ -60,6 +60,8 @@ def test_run_history_is_paged_and_filtered_by_lane_and_status(web: Web, store: A
     assert len(second["runs"]) == 6 and {r["id"] for r in second["runs"]}.isdisjoint(r["id"] for r in first["runs"])
     scheduled = web.client.get(path, params={"lane": "scheduled", "limit": 50}).json()
     assert scheduled["total"] == 13 and {r["triggered_by"] for r in scheduled["runs"]} == {"cron"}
+    webhook = web.client.get(path, params={"lane": "webhook"}).json()
+    assert webhook["total"] == 1 and [r["triggered_by"] for r in webhook["runs"]] == ["webhook"]
     failed = web.client.get(path, params={"status": "error"}).json()
     assert [r["lane"] for r in failed["runs"]] == ["manual"]
     bad = web.client.get(path, params={"lane": "nightly"})
@@ -108,7 +110,8 @@ def test_connection_health_at_a_glance(web: Web, store: Any) -> None:
 
 def test_a_thousand_connections_come_a_page_at_a_time_quickly(web: Web, store: Any) -> None:
     many_connections(store, 1000)
-    web.client.get("/api/connections", params={"limit": 25})  # warm: the first request opens the pool
+    first = web.client.get("/api/connections", params={"limit": 25}).json()  # also warms the pool
+    assert len(first["connections"]) == 25 and first["connections"][0]["id"] == "sample_bulk1"
     started = time.monotonic()
     page = web.client.get("/api/connections", params={"limit": 25, "offset": 975}).json()
     took = time.monotonic() - started
