@@ -195,7 +195,8 @@
           return;
         }
         const name = (e.field || "").replace(/^credentials\./, "");
-        if (name && form.elements[name]) { err.hidden = true; fieldError(name, e.message); }
+        // On the field, the message need not repeat the field's path ("credentials.every_seconds: ...").
+        if (name && form.elements[name]) { err.hidden = true; fieldError(name, e.message.replace(/^[\w.]+: /, "")); }
         else err.textContent = e.message;
       } finally {
         submit.disabled = false;
