@@ -197,8 +197,8 @@ def cmd_connect(args: argparse.Namespace) -> int:
 
     if args.plugin not in {p.id for p in registry.list_plugins()}:
         names = ", ".join(p.id for p in registry.list_available_plugins())
-        raise NotFoundError(f"plugin {args.plugin!r} does not exist; the plugins that do: {names}"
-                            " (hissuno plugins lists them)", field="plugin")
+        raise NotFoundError(f"unknown plugin {args.plugin!r}; the plugins that exist: {names}"
+                            " (hissuno plugins describes them)", field="plugin")
     plugin = connectable_plugin(args.plugin)
     store = _store()
     body: dict[str, Any] = {"credentials": _kv(args.set), "project_id": args.project or settings.default_project_id()}
