@@ -242,6 +242,9 @@
       } else if (t.type === "boolean") {
         input = el("input", { type: "checkbox" });
         input.checked = !!value;
+      } else if (t.writeOnly || t.format === "password") {
+        // A secret setting (pydantic SecretStr: writeOnly) is never filled back in.
+        input = el("input", { type: "password", autocomplete: "new-password", placeholder: "" });
       } else {
         const type = t.type === "integer" || t.type === "number" ? "number" : "text";
         input = el("input", { type, placeholder: t.format === "date-time" ? "2026-01-31T00:00:00Z" : "" });
