@@ -405,3 +405,13 @@ def list_streams_of(store: Db, connection_ids: list[str]) -> list[StreamRow]:
         rows = conn.execute(f"SELECT {_STREAM_COLS} FROM integration_streams WHERE connection_id = ANY(%s)"
                             " ORDER BY connection_id, stream_id", (connection_ids,)).fetchall()
     return [StreamRow(**r) for r in rows]
+
+
+def count_by_plugin(store: Db, *, project_id: str | None = None) -> dict[str, int]:
+    """How many connections each plugin has (of one project, or all): the catalog's "N connected" while the
+    connections themselves come a page at a time."""
+    where, args = ("WHERE project_id = %s", [project_id]) if project_id else ("", [])
+    with use(store) as conn:
+        rows = conn.execute(f"SELECT plugin_id, count(*) AS n FROM integration_connections {where}"
+                            " GROUP BY plugin_id", args).fetchall()
+    return {r["plugin_id"]: int(r["n"]) for r in rows}

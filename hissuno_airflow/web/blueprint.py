@@ -228,13 +228,16 @@ def _stream_rows(conn_id: str, rows: list[repo.StreamRow]) -> list[dict[str, Any
 @bp.get("/api/connections")
 def all_connections() -> Any:
     """Connections of the project with their stream rows, newest runs per lane and health; paged with
-    ``limit`` (at most 200) and ``offset``, narrowed with ``q``. Without ``limit``: every connection."""
+    ``limit`` (at most 200) and ``offset``, narrowed with ``q``, with ``per_plugin`` counts of all of them.
+    Without ``limit``: every connection."""
     if "limit" not in request.args:
         rows = repo.list_connections(store(), project_id=_project_filter())
         return jsonify({"connections": _entries(rows), "total": len(rows)})
-    rows, total = repo.list_connections_page(store(), project_id=_project_filter(), limit=_whole("limit", 25),
+    project = _project_filter()
+    rows, total = repo.list_connections_page(store(), project_id=project, limit=_whole("limit", 25),
                                              offset=_whole("offset", 0), search=request.args.get("q") or None)
-    return jsonify({"connections": _entries(rows), "total": total})
+    return jsonify({"connections": _entries(rows), "total": total,
+                    "per_plugin": repo.count_by_plugin(store(), project_id=project)})
 
 
 @bp.get("/api/plugins/<plugin_id>")

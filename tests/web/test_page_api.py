@@ -121,3 +121,4 @@ def test_a_thousand_connections_come_a_page_at_a_time_quickly(web: Web, store: A
     found = web.client.get("/api/connections", params={"limit": 25, "q": "workspace 777"}).json()
     assert found["total"] == 1 and found["connections"][0]["id"] == "sample_bulk777"
     assert web.client.get("/api/connections", params={"limit": 500}).json()["field"] == "limit"
+    assert found["per_plugin"] == {"sample": 1000}  # the catalog's count is of all, not of the page
