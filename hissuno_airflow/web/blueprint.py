@@ -471,7 +471,8 @@ def streams_delete(plugin_id: str, connection_id: str) -> Any:
 
 @bp.get("/api/plugins/<plugin_id>/<connection_id>/runs")
 def runs_list(plugin_id: str, connection_id: str) -> Any:
-    """Run history, newest first: ``stream_id``, ``lane`` (scheduled, manual, backfill, webhook), ``status``,
+    """Run history, newest first: ``stream_id``, ``lane`` (scheduled, manual, backfill, webhook; live: all but
+    backfill), ``status``,
     ``limit`` and ``offset``; answers ``total`` and each run's Airflow ``links`` (run and task log)."""
     from ..store.runs import list_runs_page
 

@@ -60,6 +60,8 @@ def test_run_history_is_paged_and_filtered_by_lane_and_status(web: Web, store: A
     assert len(second["runs"]) == 6 and {r["id"] for r in second["runs"]}.isdisjoint(r["id"] for r in first["runs"])
     scheduled = web.client.get(path, params={"lane": "scheduled", "limit": 50}).json()
     assert scheduled["total"] == 13 and {r["triggered_by"] for r in scheduled["runs"]} == {"cron"}
+    live = web.client.get(path, params={"lane": "live", "limit": 50}).json()
+    assert live["total"] == 15 and "backfill" not in {r["lane"] for r in live["runs"]}
     webhook = web.client.get(path, params={"lane": "webhook"}).json()
     assert webhook["total"] == 1 and [r["triggered_by"] for r in webhook["runs"]] == ["webhook"]
     failed = web.client.get(path, params={"status": "error"}).json()
