@@ -160,15 +160,18 @@ def _json_row(r: dict[str, Any]) -> dict[str, Any]:
 
 def list_runs_page(store: Store, connection_id: str, *, stream_id: str | None = None, lane: str | None = None,
                    status: str | None = None, limit: int = 20, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-    """One page of the connection's runs, newest first, filtered by stream, lane (``LANES``) and status, and
+    """One page of the connection's runs, newest first, filtered by stream, lane (``LANES``, or ``live`` for all
+    but backfills) and status, and
     how many match; each row carries its ``lane`` and ``duration_s`` (so far, for a live run)."""
-    if lane is not None and lane not in LANES:
-        raise InputError(f"lane: expected one of {', '.join(LANES)}; got {lane!r}", field="lane")
+    if lane is not None and lane not in LANES and lane != "live":
+        raise InputError(f"lane: expected live or one of {', '.join(LANES)}; got {lane!r}", field="lane")
     if offset < 0:
         raise InputError(f"offset: expected 0 or more; got {offset}", field="offset")
     list_runs(store, connection_id, status=status, limit=limit)  # the same checks of limit and status
     sql, args = connection_filter("FROM integration_sync_runs", connection_id, stream_id=stream_id, status=status)
-    if lane is not None:
+    if lane == "live":  # every lane but backfill: what moves the stream's cursor
+        sql += " AND triggered_by <> 'backfill'"
+    elif lane is not None:
         sql += " AND triggered_by = %s"
         args.append(LANES[lane])
     with store.autocommit() as conn:
