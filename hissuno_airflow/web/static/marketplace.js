@@ -19,7 +19,7 @@
     for (const kid of kids) if (kid) n.append(kid);
     return n;
   };
-  const state = { catalog: [], byId: {}, connections: [], page: { offset: 0, size: 25, total: 0, q: "" } };
+  const state = { catalog: [], byId: {}, connections: [], perPlugin: {}, page: { offset: 0, size: 25, total: 0, q: "" } };
 
   // Under `hissuno serve` the page can be opened with ?token=...; it becomes a SameSite cookie so
   // fetch, EventSource and the OAuth return leg all carry it.
@@ -94,7 +94,8 @@
     for (const [cat, plugins] of Object.entries(groups).sort()) {
       const cards = el("div", { class: "cards" });
       for (const p of plugins) {
-        const connected = state.connections.filter((c) => c.plugin_id === p.id).length;
+        // Counted over every connection, not only the page shown.
+        const connected = state.perPlugin[p.id] || 0;
         const blocked = p.coming_soon || (!p.multi_instance && connected > 0);
         cards.append(el("div", { class: "card", "data-plugin": p.id },
           el("div", { class: "top" }, icon(p), el("div", {},
@@ -662,6 +663,7 @@
     state.byId = Object.fromEntries(cat.plugins.map((p) => [p.id, p]));
     state.connections = conns.connections;
     p.total = conns.total;
+    state.perPlugin = conns.per_plugin || {};
     renderConnections();
     renderPager();
     renderCatalog();
