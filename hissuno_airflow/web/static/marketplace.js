@@ -495,7 +495,7 @@
     const historyBox = $(".s-history-box", node);
     const laneSel = $(".s-lane", node);
     const statusSel = $(".s-run-status", node);
-    const pager = { offset: 0, size: 10 };
+    const pager = { offset: 0, size: 10, seq: 0 };
     const uid = `h-${conn.id}-${(row ? row.stream_id : def.key).replace(/[^A-Za-z0-9_-]/g, "_")}`;
     laneSel.id = `${uid}-lane`; $(".s-lane-label", node).htmlFor = laneSel.id;
     statusSel.id = `${uid}-status`; $(".s-run-status-label", node).htmlFor = statusSel.id;
@@ -503,7 +503,9 @@
       const q = new URLSearchParams({ limit: String(pager.size), offset: String(pager.offset), stream_id: current.stream_id });
       if (laneSel.value) q.set("lane", laneSel.value);
       if (statusSel.value) q.set("status", statusSel.value);
+      const seq = ++pager.seq;
       const res = await api(`/plugins/${plugin.id}/${conn.id}/runs?${q}`);
+      if (seq !== pager.seq) return;  // a later filter or page was asked for meanwhile: its answer wins
       $("tbody", history).replaceChildren(...res.runs.map((r) => {
         const c = (r.status === "in_progress" && r.progress ? r.progress.counts : r.counts) || {};
         const note = r.error_message || (r.window_start || r.window_end ? `${utc(r.window_start)} → ${utc(r.window_end)}` : "");
