@@ -401,7 +401,7 @@ def cmd_enable(args: argparse.Namespace) -> int:
         # Named before the store is touched, with the streams of this plugin that do take it.
         plugin = registry.get_plugin(repo.get_connection(store, args.connection).plugin_id)
         stream = plugin.streams.get(args.stream_id.partition(":")[0])
-        if False:
+        if stream is not None and args.frequency not in stream.allowed_frequencies:
             takers = [k for k, s in plugin.streams.items() if args.frequency in s.allowed_frequencies]
             also = f"; streams of {plugin.id} that take {args.frequency}: {', '.join(takers)}" if takers else \
                 f"; no stream of {plugin.id} takes {args.frequency}"

@@ -9,10 +9,12 @@ import sys
 
 import pytest
 
+from tests.fixtures.cli import standalone_env
+
 
 @pytest.fixture
 def cli(store, database_url, tmp_path):
-    env = {**os.environ, "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
+    env = {**standalone_env(), "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
            "HISSUNO_CREDENTIALS_BACKEND": "db"}
 
     def run(*args, ok=True):

@@ -4,7 +4,6 @@ and every text/jsonb column of the store after connect, a webhook secret, a sign
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from typing import Any
@@ -13,6 +12,7 @@ import pytest
 
 from hissuno_airflow.cli import EXIT_CODES, exit_code
 from hissuno_airflow.kit.errors import ProviderAuthError
+from tests.fixtures.cli import standalone_env
 
 WEBHOOK_SECRET = "whsec-scan-7f3a9c1e5b2d4086"
 OTHER_SECRET = "whsec-scan-plugin-d41d8cd98f00"
@@ -20,7 +20,7 @@ OTHER_SECRET = "whsec-scan-plugin-d41d8cd98f00"
 
 @pytest.fixture
 def cli(store, database_url, tmp_path):
-    env = {**os.environ, "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
+    env = {**standalone_env(), "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
            "HISSUNO_CREDENTIALS_BACKEND": "db"}
 
     def run(*args: str, code: int | None = 0, extra: dict[str, str] | None = None) -> Any:

@@ -8,7 +8,6 @@ asserted, not taken.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -29,6 +28,7 @@ from tests.fakes import fathom as fakes
 from tests.fakes.fathom import Fathom
 from tests.fakes.server import FakeClock
 from tests.fakes.webhooks import Signer
+from tests.fixtures.cli import standalone_env
 from tests.fixtures.fakes import retries_on
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
@@ -265,7 +265,7 @@ def test_signed_webhooks_valid_once_forged_stale_replayed(store: Any, account: t
 def test_cli_connects_syncs_and_reports_counts(store: Any, database_url: str, tmp_path: Any,
                                                serve_fake: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     fake, key = fakes.serve(monkeypatch, serve_fake, 6)
-    env = {**os.environ, "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
+    env = {**standalone_env(), "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
            "HISSUNO_CREDENTIALS_BACKEND": "db", "HISSUNO_FATHOM_API_URL": fake.url}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -33,6 +32,7 @@ from hissuno_airflow.store import connections as repo
 from tests.fakes.gong import ACCESS_KEY, ACCESS_SECRET, BASE_URL, Gong, credentials
 from tests.fakes.server import FakeClock
 from tests.fakes.webhooks import Signer
+from tests.fixtures.cli import standalone_env
 from tests.fixtures.fakes import retries_on
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
@@ -379,7 +379,7 @@ def test_cli_connect_refuses_a_url_without_scheme_and_a_bad_key_then_connects_an
     fake = serve_fake(Gong(per_second=None))
     fake.add_key()
     fake.add_calls(12, at=FIRST)
-    env = {**os.environ, "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
+    env = {**standalone_env(), "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
            "HISSUNO_CREDENTIALS_BACKEND": "db", "HISSUNO_GONG_API_URL": fake.url}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,6 @@ reconnect keeps the connection's streams and cursors."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from typing import Any
@@ -22,6 +21,7 @@ from hissuno_airflow.store import connections as repo
 from tests.fakes import hubspot as fakes
 from tests.fakes.hubspot import CLIENT_ID, CLIENT_SECRET, HUB_DOMAIN, HUB_ID, FakeHubSpot
 from tests.fakes.server import FakeClock
+from tests.fixtures.cli import standalone_env
 from tests.fixtures.fakes import retries_on
 from tests.fixtures.web import Web, count
 
@@ -55,7 +55,7 @@ def _web_connect(web: Web, body: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def _cli_env(database_url: str, tmp_path: Any) -> dict[str, str]:
-    return {**os.environ, "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
+    return {**standalone_env(), "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
             "HISSUNO_CREDENTIALS_BACKEND": "db"}
 
 

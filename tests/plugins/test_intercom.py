@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,7 @@ from tests.fakes import intercom as fakes
 from tests.fakes.intercom import Intercom
 from tests.fakes.server import FakeClock
 from tests.fakes.webhooks import Signer
+from tests.fixtures.cli import standalone_env
 from tests.fixtures.fakes import retries_on
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
@@ -434,7 +434,7 @@ def test_the_app_wide_url_routes_by_workspace_and_answers_pings(store: Any, fake
 
 
 def test_connect_and_sync_through_the_cli(store: Any, fake: Intercom, database_url: str, tmp_path: Any) -> None:
-    env = {**os.environ, "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
+    env = {**standalone_env(), "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
            "HISSUNO_CREDENTIALS_BACKEND": "db", "HISSUNO_INTERCOM_API_URL": fake.url}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -458,7 +458,7 @@ def test_connect_and_sync_through_the_cli(store: Any, fake: Intercom, database_u
 def test_revoked_key_is_reported_by_the_cli_as_reconnect_needed(store: Any, fake: Intercom, cid: str,
                                                                  database_url: str, tmp_path: Any) -> None:
     fake.revoke_token(TOKEN)
-    env = {**os.environ, "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
+    env = {**standalone_env(), "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
            "HISSUNO_CREDENTIALS_BACKEND": "db", "HISSUNO_INTERCOM_API_URL": fake.url}
     proc = subprocess.run([sys.executable, "-m", "hissuno_airflow.cli", "sync", cid, "conversations", "--json"],
                           env=env, capture_output=True, text=True, timeout=120)

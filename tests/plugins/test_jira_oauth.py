@@ -7,7 +7,6 @@ connection's streams and cursors; the ``projects`` and ``issueTypes`` handlers.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from hissuno_airflow.runtime.sync import run_stream_sync
 from hissuno_airflow.store import connections as repo
 from tests.fakes import jira as fakes
 from tests.fakes.jira import ENG_A, ENG_B, SITE_A, SITE_B, FakeJira
+from tests.fixtures.cli import standalone_env
 from tests.fixtures.web import Web, count
 
 
@@ -112,7 +112,7 @@ def test_projects_and_issue_types_handlers(web: Web, fake: FakeJira) -> None:
 @pytest.fixture
 def hissuno(store: Any, database_url: str, tmp_path: Any, fake: FakeJira) -> Iterator[Any]:
     """``hissuno ...`` as a subprocess against the test store and the fake."""
-    env = {**os.environ, "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
+    env = {**standalone_env(), "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
            "HISSUNO_CREDENTIALS_BACKEND": "db", "HISSUNO_JIRA_API_URL": fake.url, "HISSUNO_JIRA_AUTH_URL": fake.url,
            "JIRA_CLIENT_ID": fake.client_id, "JIRA_CLIENT_SECRET": fake.client_secret}
     procs: list[subprocess.Popen[str]] = []

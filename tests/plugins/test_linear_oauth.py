@@ -10,7 +10,6 @@ connections API and the Airflow task; and Reconnect restoring it with the stream
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from hissuno_airflow.store import connections as repo
 from tests.fakes import linear as fakes
 from tests.fakes.linear import ORG, TEAMS, VIEWER, FakeLinear
 from tests.fakes.server import FakeClock
+from tests.fixtures.cli import standalone_env
 from tests.fixtures.fakes import retries_on
 from tests.fixtures.web import Web, count
 
@@ -157,7 +157,7 @@ def _cli_connect(env: dict[str, str], *args: str) -> tuple[int, str, str]:
 def test_connect_and_reconnect_from_the_cli_through_its_loopback_listener(
     store: Any, database_url: str, fake: FakeLinear, tmp_path: Any,
 ) -> None:
-    env = {**os.environ, "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
+    env = {**standalone_env(), "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
            "HISSUNO_CREDENTIALS_BACKEND": "db", "HISSUNO_LINEAR_API_URL": fake.url,
            "HISSUNO_LINEAR_AUTH_URL": fake.url, "LINEAR_CLIENT_ID": fake.client_id,
            "LINEAR_CLIENT_SECRET": fake.client_secret, "PYTHONUNBUFFERED": "1"}

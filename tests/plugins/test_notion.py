@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,7 @@ from tests.fakes import notion as nf
 from tests.fakes.notion import FIELD_MAPPING, T0, Notion
 from tests.fakes.server import FakeClock
 from tests.fakes.webhooks import Signer
+from tests.fixtures.cli import standalone_env
 from tests.fixtures.fakes import retries_on
 from tests.fixtures.web import Web
 
@@ -422,7 +422,7 @@ def test_connect_sync_and_reconnect_needed_through_the_cli(store: Any, serve_fak
     # Real time here: the CLI is another process; keep the dataset small.
     fake = nf.serve(monkeypatch, serve_fake, rows=4, clock=FakeClock(T0.timestamp()).time)
     token = fake.issue_internal_token()
-    env = {**os.environ, "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
+    env = {**standalone_env(), "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
            "HISSUNO_CREDENTIALS_BACKEND": "db", "HISSUNO_NOTION_API_URL": fake.url + "/v1",
            "HISSUNO_NOTION_AUTH_URL": fake.url + "/v1"}
 

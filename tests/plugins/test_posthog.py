@@ -7,7 +7,6 @@ store. Retries wait on a fake clock, so Retry-After waits are asserted, not take
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -24,6 +23,7 @@ from hissuno_airflow.store import connections as repo
 from tests.fakes import posthog as fakes
 from tests.fakes.posthog import PROJECT_ID, THROTTLED, PostHog
 from tests.fakes.server import FakeClock
+from tests.fixtures.cli import standalone_env
 from tests.fixtures.fakes import retries_on
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
@@ -260,7 +260,7 @@ def test_a_malformed_definition_goes_to_ingest_errors_and_a_listing_failure_keep
 def test_cli_connects_and_syncs_both_streams(store: Any, database_url: str, tmp_path: Any, serve_fake: Any,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     fake, key = fakes.serve(monkeypatch, serve_fake, 12, 3)
-    env = {**os.environ, "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
+    env = {**standalone_env(), "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
            "HISSUNO_CREDENTIALS_BACKEND": "db", "HISSUNO_POSTHOG_API_URL": fake.url}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -31,6 +30,7 @@ from tests.fakes import zendesk as fakes
 from tests.fakes.server import FakeClock
 from tests.fakes.webhooks import Signer
 from tests.fakes.zendesk import FakeZendesk
+from tests.fixtures.cli import standalone_env
 from tests.fixtures.fakes import retries_on
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
@@ -135,7 +135,7 @@ def test_cli_connects_syncs_and_refuses_a_bad_token(store: Any, database_url: st
     clock = FakeClock(T0.timestamp())
     fake, token = fakes.serve(monkeypatch, serve_fake, TICKETS, clock.time)
     clock.advance(3600)
-    env = {**os.environ, "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
+    env = {**standalone_env(), "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
            "HISSUNO_CREDENTIALS_BACKEND": "db", "HISSUNO_ZENDESK_API_URL": fake.url}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
