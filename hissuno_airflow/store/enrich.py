@@ -2,7 +2,7 @@
 
 Vectors are recomputed only when the embedded text's hash (or the model) changed; each vector
 records its model. Graph edges: semantic similarity through pgvector (top 5 of 10 nearest of other
-entity types above ``HISSUNO_GRAPH_THRESHOLD``, default 0.6 as in the original), session<->contact
+entity types above the model's measured threshold, ``HISSUNO_GRAPH_THRESHOLD`` overrides it), session<->contact
 from metadata emails, contact<->company by email domain (done at upsert time in ``ingest.py``).
 """
 
@@ -192,7 +192,7 @@ class Enricher:
             self._build_indexes(self._deferred & looked_up)
         else:
             self.finish()
-        self._link(linked, embedder.model)
+        self._link(linked, embedder)
         self._link_emails([i for i in items if i.email and i.entity_type == "session"])
         self._done([t for i in items for t in i.tokens])
         return written
@@ -282,7 +282,7 @@ class Enricher:
                 " WHERE search_text.text_hash <> EXCLUDED.text_hash"
             )
 
-    def _link(self, items: list[_Item], model: str) -> None:
+    def _link(self, items: list[_Item], embedder: Embedder) -> None:
         """Semantic edges from each item to its nearest vectors of the other graph types.
 
         Linear in the number of items: entities with equal text (hence equal vectors) share one
@@ -292,7 +292,7 @@ class Enricher:
         """
         if not items:
             return
-        threshold = float(os.environ.get("HISSUNO_GRAPH_THRESHOLD", "0.6"))
+        threshold = graph_threshold(embedder)
         by_type: dict[str, list[str]] = {}
         for i in items:
             if i.entity_type in GRAPH_TYPES:
@@ -303,7 +303,7 @@ class Enricher:
                 with self.store.connection() as conn, conn.transaction():
                     _bound_link_statement(conn)
                     conn.execute(sql, {"type": entity_type, "ids": ids[start : start + _LINK_BATCH],
-                                       "model": model, "t": threshold})
+                                       "model": embedder.model, "t": threshold})
 
     def _link_emails(self, items: list[_Item]) -> None:
         if not items:
@@ -327,6 +327,18 @@ class Enricher:
                 """,
                 ([i.entity_id for i in items], [i.email for i in items], self.project_id),
             )
+
+
+def graph_threshold(embedder: Embedder) -> float:
+    """``HISSUNO_GRAPH_THRESHOLD`` when set, else the model's own measured threshold."""
+    value = os.environ.get("HISSUNO_GRAPH_THRESHOLD")
+    if value is None:
+        return float(getattr(embedder, "graph_threshold", 0.6))
+    try:
+        return float(value)
+    except ValueError:
+        msg = f"HISSUNO_GRAPH_THRESHOLD: expected a number between 0 and 1; got {value!r}"
+        raise ValueError(msg) from None
 
 
 def _index_name(entity_type: str) -> str:
