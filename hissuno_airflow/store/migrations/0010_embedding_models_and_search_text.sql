@@ -20,3 +20,6 @@ CREATE TABLE search_text (
 );
 CREATE INDEX search_text_tsv ON search_text USING gin (tsv);
 CREATE INDEX search_text_project ON search_text (project_id, entity_type);
+
+-- Search results name their source (plugin, connection, external id): looked up by entity id.
+CREATE INDEX integration_synced_records_hissuno_id ON integration_synced_records (hissuno_id);
