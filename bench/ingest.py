@@ -4,7 +4,7 @@ Prints sessions/second for the idempotent ingest path (validation, content hash,
 classification, bulk COPY of sessions and messages, synced-record upserts) and for the raw COPY of
 the same sessions and messages into the same tables, measured in the same run, and their ratio
 (target: <= 3). Enrichment (embeddings + graph edges) runs after the writes and is reported on
-its own line. The two alternate for several rounds (on a shared machine one pair says little) and the
+its own line, with the embedder's model (``HISSUNO_EMBEDDER``; the default model unless set). The two alternate for several rounds (on a shared machine one pair says little) and the
 median ratio is printed. Usage: ``python bench/ingest.py [N] [ROUNDS]`` (default 2000 sessions, 5 rounds).
 """
 
@@ -80,6 +80,7 @@ def run() -> None:
 
     from hissuno_airflow.store import connections as repo
     from hissuno_airflow.store.db import get_store
+    from hissuno_airflow.store.embedder import get_embedder
     from hissuno_airflow.store.ingest import StreamIngest
 
     store = get_store()
@@ -121,7 +122,7 @@ def run() -> None:
     def empty() -> None:
         with store.connection() as c:
             c.execute("TRUNCATE sessions, session_messages, integration_synced_records, enrich_pending,"
-                      " embeddings, entity_relationships CASCADE")
+                      " embeddings, search_text, entity_relationships CASCADE")
 
     # Rounds alternate the two (each into empty tables), so both see the same neighbours' load on a
     # shared machine; the median of the per-round ratios is the figure.
@@ -165,7 +166,8 @@ def run() -> None:
     if cpu_ratios:
         print(f"ratio in CPU-seconds:        {statistics.median(cpu_ratios):10.2f}  (client + server;"
               f" {' '.join(f'{r:.2f}' for r in cpu_ratios)})")
-    print(f"enrichment (embed+graph):    {N / enrich:10.0f} sessions/s  ({enrich:.3f} s, {vectors} vectors)")
+    print(f"enrichment (embed+graph):    {N / enrich:10.0f} sessions/s  ({enrich:.3f} s, {vectors} vectors,"
+          f" {(ing.enricher.embedder or get_embedder()).model}; target >= 500 with the default model)")
     print(f"re-ingest unchanged:         {N / rerun:10.0f} sessions/s  ({rerun:.3f} s, nothing written)")
 
 

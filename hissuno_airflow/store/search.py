@@ -151,18 +151,21 @@ def search(store: Store, query: str, *, project_id: str, kinds: list[str] | None
             for text_query, weight in lists:
                 if not text_query:
                     continue
-                lexical: dict[tuple[str, str], float] = {}
+                # One statement for every type (the GIN index is not per type): each type's own
+                # conditions (deleted, filters) OR-ed together.
+                conds, params = [], {}
                 for t in types:
-                    extra, params = _filters(t, connection_id, since, until, "e")
-                    rows = conn.execute(
-                        "SELECT e.entity_id::text AS id, ts_rank_cd(e.tsv, q, 1) AS rank FROM search_text e,"
-                        " websearch_to_tsquery('english', %(q)s) q"
-                        f" WHERE e.entity_type = '{t}' AND e.project_id = %(p)s AND e.tsv @@ q{extra}"
-                        " ORDER BY ts_rank_cd(e.tsv, q, 1) DESC, e.entity_id LIMIT %(k)s",
-                        {"q": text_query, "p": project_id, "k": depth, **params},
-                    ).fetchall()
-                    lexical.update({(t, r["id"]): float(r["rank"]) for r in rows})
-                _fuse(ranked, lexical, weight)
+                    extra, p = _filters(t, connection_id, since, until, "e")
+                    conds.append(f"(e.entity_type = '{t}'{extra})")
+                    params.update(p)
+                rows = conn.execute(
+                    "SELECT e.entity_type, e.entity_id::text AS id, ts_rank_cd(e.tsv, q, 1) AS rank"
+                    " FROM search_text e, websearch_to_tsquery('english', %(q)s) q"
+                    f" WHERE e.tsv @@ q AND e.project_id = %(p)s AND ({' OR '.join(conds)})"
+                    " ORDER BY 3 DESC, e.entity_id LIMIT %(k)s",
+                    {"q": text_query, "p": project_id, "k": depth, **params},
+                ).fetchall()
+                _fuse(ranked, {(r["entity_type"], r["id"]): float(r["rank"]) for r in rows}, weight)
         if mode == "vector":
             ranked = dict(sims)
         best = sorted(ranked.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
