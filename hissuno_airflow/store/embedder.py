@@ -19,7 +19,7 @@ import os
 import re
 import zlib
 from collections.abc import Sequence
-from itertools import pairwise
+from itertools import chain, pairwise
 from typing import Any, Protocol
 
 DIMENSIONS = 1536
@@ -130,6 +130,7 @@ class WordLlamaEmbedder:
         folder = os.path.dirname(wordllama.__file__)
         self._wl = wordllama.WordLlama.load(config="l2_supercat", dim=self.dims, cache_dir=folder,
                                             disable_download=True)
+        self._wl.tokenizer.no_padding()  # ``embed`` below pools each text's own tokens (no pad tokens)
         self.calls = 0
 
     def embed(self, texts: Sequence[str]) -> list[Any]:
@@ -140,7 +141,20 @@ class WordLlamaEmbedder:
             return []
         import numpy as np
 
-        arr = np.asarray(self._wl.embed(list(texts), batch_size=256), dtype=np.float32)
+        # Mean of the token vectors, computed over the concatenated tokens of every text: wordllama's own
+        # ``embed`` pads each batch to its longest text, so one long session among short ones made a
+        # batch cost (and allocate) as if every text were that long.
+        encs = self._wl.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        lens = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
+        ids = np.fromiter(chain.from_iterable(e.ids for e in encs), dtype=np.int64, count=int(lens.sum()))
+        table = self._wl.embedding
+        np.clip(ids, 0, table.shape[0] - 1, out=ids)
+        sums = np.zeros((len(texts), table.shape[1]), dtype=np.float32)
+        starts = np.concatenate(([0], np.cumsum(lens)[:-1]))
+        nonempty = lens > 0
+        if ids.size:
+            sums[nonempty] = np.add.reduceat(table[ids], starts[nonempty], axis=0)
+        arr = sums / np.maximum(lens, 1)[:, None].astype(np.float32)
         norms = np.linalg.norm(arr, axis=1, keepdims=True)
         out = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
         out[:, : self.dims] = np.divide(arr, norms, out=np.zeros_like(arr), where=norms > 0)
