@@ -97,15 +97,19 @@ def run() -> None:
         p95 = times[int(0.95 * (len(times) - 1))]
         print(f"{mode:7} {len(times)} searches: p50 {statistics.median(times):6.1f} ms  p95 {p95:6.1f} ms"
               f"  max {times[-1]:6.1f} ms")
+    from pgvector import Vector
+
+    from hissuno_airflow.store.search import _filters, vector_sql
+
+    extra, params = _filters("session", None, None, None, "e")
     with store.connection() as c, c.transaction():
         c.execute("SET LOCAL hnsw.iterative_scan = strict_order")
-        vec = embedder.embed([queries[0]])[0]
-        from pgvector import Vector
-
+        vec = Vector(embedder.embed([queries[0]])[0])
         plan = "\n".join(r["QUERY PLAN"] for r in c.execute(
-            "EXPLAIN SELECT e.entity_id FROM embeddings e WHERE e.entity_type = 'session' AND e.project_id = %s"
-            " AND e.model = %s ORDER BY e.embedding <=> %s LIMIT 40", (PROJECT, embedder.model, Vector(vec))))
-    print("vector lookup plan:\n" + plan)
+            "EXPLAIN " + vector_sql("session", extra),
+            {"v": vec, "p": PROJECT, "m": embedder.model, "k": 40, **params}))
+    # The query vector is printed in full by EXPLAIN: cut to the plan's shape.
+    print("vector lookup plan (search's own statement):\n" + "\n".join(line[:160] for line in plan.splitlines()))
     assert "embeddings_hnsw_session" in plan, "the vector lookup does not use the HNSW index"
 
 

@@ -75,6 +75,14 @@ def _tsquery_text(query: str) -> str:
     return " or ".join(w for w in words if w)
 
 
+def vector_sql(entity_type: str, extra: str = "") -> str:
+    """The nearest ``%(k)s`` vectors of ``entity_type`` to ``%(v)s`` under model ``%(m)s`` in project ``%(p)s``."""
+    assert entity_type in _KIND_OF  # a constant, inlined so the planner matches the type's partial HNSW index
+    return ("SELECT e.entity_id::text AS id, 1 - (e.embedding <=> %(v)s) AS sim FROM embeddings e"
+            f" WHERE e.entity_type = '{entity_type}' AND e.project_id = %(p)s AND e.model = %(m)s{extra}"
+            " ORDER BY e.embedding <=> %(v)s LIMIT %(k)s")
+
+
 def _fuse(ranked: dict[tuple[str, str], float], scores: dict[tuple[str, str], float], weight: float) -> None:
     """Add one list's reciprocal ranks (its entries ordered by ``scores``, best first) to ``ranked``."""
     order = sorted(scores, key=lambda k: (-scores[k], k))[:CANDIDATES]
@@ -132,13 +140,8 @@ def search(store: Store, query: str, *, project_id: str, kinds: list[str] | None
             vec = Vector(emb.embed([query])[0])
             for t in types:
                 extra, params = _filters(t, connection_id, since, until, "e")
-                rows = conn.execute(
-                    # The type is a constant of KINDS, inlined to match its partial HNSW index.
-                    "SELECT e.entity_id::text AS id, 1 - (e.embedding <=> %(v)s) AS sim FROM embeddings e"
-                    f" WHERE e.entity_type = '{t}' AND e.project_id = %(p)s AND e.model = %(m)s{extra}"
-                    " ORDER BY e.embedding <=> %(v)s LIMIT %(k)s",
-                    {"v": vec, "p": project_id, "m": emb.model, "k": depth, **params},
-                ).fetchall()
+                rows = conn.execute(vector_sql(t, extra),
+                                    {"v": vec, "p": project_id, "m": emb.model, "k": depth, **params}).fetchall()
                 sims.update({(t, r["id"]): float(r["sim"]) for r in rows})
             # One ranking across types (by similarity), not one per type: rank 1 is the nearest record.
             _fuse(ranked, sims, 1.0)

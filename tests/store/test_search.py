@@ -125,3 +125,36 @@ def test_bad_input_names_the_field(store, model, kwargs, field):
     assert exc.value.field == field
     with pytest.raises(InputError, match="query: expected some text"):
         search(store, "  ", project_id=settings.default_project_id())
+
+
+
+def test_the_vector_lookup_is_an_hnsw_index_scan(store, model):
+    """At a size where an index matters, search's own vector statement (deleted filter included) is an
+    HNSW scan of the type's partial index, not a sort of every vector."""
+    import uuid
+
+    import numpy as np
+    from pgvector import Vector
+
+    from hissuno_airflow.store.enrich import _index_ddl
+    from hissuno_airflow.store.search import _filters, vector_sql
+
+    pid = settings.default_project_id()
+    rng = np.random.default_rng(1)
+    with store.connection() as c, c.transaction(), c.cursor() as cur:
+        cur.execute("DROP INDEX embeddings_hnsw_session")  # built once after the load: seconds, not 20
+        with cur.copy("COPY embeddings (project_id, entity_type, entity_id, model, text_hash, embedding, dims)"
+                      " FROM STDIN (FORMAT BINARY)") as cp:
+            cp.set_types(["uuid", "text", "uuid", "text", "text", "vector", "int4"])
+            for _ in range(2000):
+                v = np.zeros(emb.DIMENSIONS, dtype=np.float32)
+                v[:256] = rng.standard_normal(256)
+                cp.write_row((uuid.UUID(pid), "session", uuid.uuid4(), model.model, "h", Vector(v / np.linalg.norm(v)), 256))
+        cur.execute(_index_ddl("session"))
+        cur.execute("ANALYZE embeddings")
+    extra, params = _filters("session", None, None, None, "e")
+    with store.connection() as c, c.transaction():
+        plan = "\n".join(r["QUERY PLAN"] for r in c.execute(
+            "EXPLAIN " + vector_sql("session", extra),
+            {"v": Vector(model.embed(["login"])[0]), "p": pid, "m": model.model, "k": 40, **params}))
+    assert "Index Scan using embeddings_hnsw_session" in plan, plan[:600]
