@@ -111,13 +111,43 @@ def _when(raw: str | None, name: str) -> datetime | None:
     return d if d.tzinfo else d.replace(tzinfo=UTC)
 
 
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Rows under a header line, each column as wide as its widest cell (the last one not padded)."""
+    cells = [[str(h) for h in headers], *[["-" if v is None or v == "" else str(v) for v in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " * (len(r) > 1) + r[-1]
+                     for r in cells)
+
+
+def utc(value: Any) -> str:
+    """A time as Airflow shows it: ``YYYY-MM-DD HH:MM:SS UTC``; ``-`` for none."""
+    if not value:
+        return "-"
+    d = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return d.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def ago(value: Any, now: datetime | None = None) -> str:
+    """How long ago (``3 min ago``) or how soon (``in 2 h``) ``value`` is."""
+    if not value:
+        return ""
+    d = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    secs = round(((now or datetime.now(UTC)) - d).total_seconds())
+    a = abs(secs)
+    n = f"{a} s" if a < 60 else f"{round(a / 60)} min" if a < 3600 else f"{round(a / 3600)} h" if a < 172800 \
+        else f"{round(a / 86400)} d"
+    return f"{n} ago" if secs >= 0 else f"in {n}"
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     from . import registry
     from .web.catalog import plugin_entry
 
     plugins = registry.list_plugins()
     data = [plugin_entry(p) for p in plugins]
-    lines = [f"{p.id:<12} {p.category:<14} {p.auth_type:<10} {', '.join(p.streams)}" for p in plugins]
+    lines = [table(["PLUGIN", "CATEGORY", "AUTH", "STREAMS"],
+                   [(p.id + (" (coming soon)" if p.coming_soon else ""), p.category, p.auth_type, ", ".join(p.streams))
+                    for p in plugins])]
     errors = registry.load_errors()
     lines += [f"! {pid}: failed to load: {err}" for pid, err in errors.items()]
     _out(args, data, "\n".join(lines))
@@ -162,9 +192,13 @@ _FAILED = {
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
-    from . import settings
+    from . import registry, settings
     from .runtime.connect import AccountExists, connectable_plugin, start_connect
 
+    if args.plugin not in {p.id for p in registry.list_plugins()}:
+        names = ", ".join(p.id for p in registry.list_available_plugins())
+        raise NotFoundError(f"unknown plugin {args.plugin!r}; the plugins that exist: {names}"
+                            " (hissuno plugins describes them)", field="plugin")
     plugin = connectable_plugin(args.plugin)
     store = _store()
     body: dict[str, Any] = {"credentials": _kv(args.set), "project_id": args.project or settings.default_project_id()}
@@ -234,7 +268,7 @@ def cmd_projects(args: argparse.Namespace) -> int:
     rows = projects.list_projects(store)
     default = settings.default_project_id()
     _out(args, [{**r.public(), "default": r.id == default} for r in rows],
-         "\n".join(f"{r.id}  {r.name}{'  (default)' if r.id == default else ''}" for r in rows))
+         table(["PROJECT", "NAME", "DEFAULT"], [(r.id, r.name, "yes" if r.id == default else "") for r in rows]))
     return 0
 
 
@@ -256,15 +290,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
     store = _store()
     conn = repo.get_connection(store, args.connection)
     runs = list_runs(store, conn.id, stream_id=args.stream_id, status=args.status, limit=args.limit)
-    lines = []
+    rows = []
     for r in runs:
         c = r["counts"]
-        window = f" window {r['window_start']}..{r['window_end']}" if r["window_start"] or r["window_end"] else ""
-        lines.append(f"{r['started_at'][:19]}  {r['stream_id']:<20} {r['triggered_by']:<8} {r['status']:<11} "
-                     f"{c.get('synced', 0)} synced, {c.get('skipped', 0)} skipped, {c.get('failed', 0)} failed"
-                     f"{window}" + (f"\n    {r['error_message']}" if r["error_message"] else ""))
-    _out(args, runs, "\n".join(lines) or "(no runs)")
+        window = f"{utc(r['window_start'])} → {utc(r['window_end'])}" if r["window_start"] or r["window_end"] else ""
+        rows.append((utc(r["started_at"]), r["stream_id"], _LANE.get(r["triggered_by"], r["triggered_by"]), r["status"],
+                     c.get("synced", 0), c.get("skipped", 0), c.get("failed", 0), r["error_message"] or window))
+    _out(args, runs, table(["STARTED", "STREAM", "LANE", "STATUS", "SYNCED", "SKIPPED", "FAILED", "WINDOW / ERROR"],
+                           rows) if rows else "(no runs)")
     return 0
+
+
+_LANE = {"cron": "scheduled", "manual": "manual", "backfill": "backfill", "webhook": "webhook"}
 
 
 def cmd_errors(args: argparse.Namespace) -> int:
@@ -307,10 +344,11 @@ def cmd_connections(args: argparse.Namespace) -> int:
     project = get_project(store, args.project, field="--project").id if args.project else None
     rows = repo.list_connections(store, project_id=project, plugin_id=args.plugin)
     data = [r.public() for r in rows]
-    lines = [f"{r.id:<24} {r.plugin_id:<10} {r.account_label}"
-             + (f"  RECONNECT NEEDED (hissuno connect {r.plugin_id} --update {r.id})" if r.needs_reconnect else "")
-             for r in rows]
-    _out(args, data, "\n".join(lines) or "(none)")
+    text = table(["CONNECTION", "PLUGIN", "ACCOUNT", "STATE"],
+                 [(r.id, r.plugin_id, r.account_label,
+                   f"RECONNECT NEEDED (hissuno connect {r.plugin_id} --update {r.id})" if r.needs_reconnect else "ok")
+                  for r in rows])
+    _out(args, data, text if rows else "(none)")
     return 0
 
 
@@ -318,30 +356,57 @@ def cmd_streams(args: argparse.Namespace) -> int:
     from . import registry
     from .runtime.streams import list_instances
     from .store import connections as repo
+    from .store.runs import latest_runs
 
     store = _store()
     conn = repo.get_connection(store, args.connection)
     plugin = registry.get_plugin(conn.plugin_id)
     rows = {r.stream_id: r for r in repo.list_streams(store, conn.id)}
-    data, lines = [], []
+    latest = latest_runs(store, [conn.id])
+    data, table_rows, hints = [], [], []
     for key, st in plugin.streams.items():
         instances = [i.model_dump() for i in list_instances(store, conn.id, key)] if st.parameterized else []
-        mine = [r.public() for sid, r in rows.items() if sid == key or sid.startswith(key + ":")]
+        mine = [r for sid, r in rows.items() if sid == key or sid.startswith(key + ":")]
+        public = []
+        for r in mine:
+            run = latest.get((conn.id, r.stream_id, "live"))
+            public.append({**r.public(), "last_run": run})
+            last = f"{run['status']} {utc(run['started_at'])} ({ago(run['started_at'])})" if run else \
+                (r.last_sync_status or "never")
+            nxt = f"{utc(r.next_sync_at)} ({ago(r.next_sync_at)})" if r.enabled and r.next_sync_at else \
+                ("on webhooks" if r.enabled and r.frequency == "webhook" else
+                 "by hand" if r.enabled and r.frequency == "manual" else "-")
+            table_rows.append((r.stream_id, st.kind, "enabled" if r.enabled else "disabled", r.frequency,
+                               utc(r.last_sync_at), last, nxt))
+        if not mine:
+            table_rows.append((key, st.kind, "not enabled", "-", "-", "-", "-"))
         data.append({"key": key, "kind": st.kind, "label": st.label, "description": st.description,
                      "frequencies": list(st.allowed_frequencies), "parameterized": st.parameterized,
-                     "instances": instances, "rows": mine})
-        state = ", ".join(f"{r['stream_id']} [{'on' if r['enabled'] else 'off'} {r['frequency']}"
-                          f" last={r['last_sync_status'] or '-'}]" for r in mine) or "not enabled"
-        hint = f" instances: {', '.join(i['id'] for i in instances)}" if instances else ""
-        lines.append(f"{key:<12} {st.kind:<10} {state}{hint}")
-    _out(args, data, "\n".join(lines))
+                     "instances": instances, "rows": public})
+        hints.append(f"  {key}: {' '.join(st.allowed_frequencies)}"
+                     + (f"; instances: {', '.join(i['id'] for i in instances)}" if instances else ""))
+    text = table(["STREAM", "KIND", "STATE", "FREQUENCY", "CURSOR", "LAST RUN", "NEXT RUN"], table_rows)
+    _out(args, data, text + "\n\nfrequencies each stream takes (hissuno enable <connection> <stream> --frequency F):\n"
+         + "\n".join(hints))
     return 0
 
 
 def cmd_enable(args: argparse.Namespace) -> int:
+    from . import registry
     from .runtime.streams import enable_stream
+    from .store import connections as repo
 
     store = _store()
+    if args.frequency is not None:
+        # Named before the store is touched, with the streams of this plugin that do take it.
+        plugin = registry.get_plugin(repo.get_connection(store, args.connection).plugin_id)
+        stream = plugin.streams.get(args.stream_id.partition(":")[0])
+        if False:
+            takers = [k for k, s in plugin.streams.items() if args.frequency in s.allowed_frequencies]
+            also = f"; streams of {plugin.id} that take {args.frequency}: {', '.join(takers)}" if takers else \
+                f"; no stream of {plugin.id} takes {args.frequency}"
+            raise InputError(f"--frequency: stream {args.stream_id!r} takes {', '.join(stream.allowed_frequencies)};"
+                             f" got {args.frequency!r}{also}", field="--frequency")
     row = enable_stream(store, args.connection, args.stream_id, enabled=not args.disable,
                         frequency=args.frequency, filters=_json_arg(args.filters, "--filters"),
                         settings=_json_arg(args.settings, "--settings"))
@@ -503,7 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("enable", cmd_enable, "enable (or configure) a stream")
     sp.add_argument("connection")
     sp.add_argument("stream_id")
-    sp.add_argument("--frequency", choices=["manual", "1h", "6h", "24h", "webhook"])
+    sp.add_argument("--frequency", choices=["manual", "1h", "6h", "24h", "webhook"],
+                    help="how the stream runs; webhook only for streams that take webhooks (hissuno streams lists "
+                         "what each stream takes)")
     sp.add_argument("--filters", metavar="JSON")
     sp.add_argument("--settings", metavar="JSON")
     sp.add_argument("--disable", action="store_true")

@@ -227,6 +227,27 @@ async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
+def _authlib_http_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
+    """The (status error, transport error) classes authlib's client may raise.
+
+    authlib 1.9 runs on ``httpx2`` whenever that package is installed (other packages pull it in, e.g.
+    huggingface_hub) and on ``httpx`` otherwise; its exceptions then come from that module, so both are
+    caught: a 403 from a token endpoint must read as a refused grant whichever is installed.
+    """
+    import httpx
+
+    status: list[type[Exception]] = [httpx.HTTPStatusError]
+    transport: list[type[Exception]] = [httpx.TransportError]
+    try:
+        import httpx2  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        pass
+    else:
+        status.append(httpx2.HTTPStatusError)
+        transport.append(httpx2.TransportError)
+    return tuple(status), tuple(transport)
+
+
 def _standard_grant(plugin: PluginDef, auth: OAuth2Auth, creds: dict[str, Any]) -> dict[str, Any]:
     """POST ``grant_type=refresh_token`` to the plugin's token URL through authlib."""
     import httpx
@@ -241,19 +262,20 @@ def _standard_grant(plugin: PluginDef, auth: OAuth2Auth, creds: dict[str, Any]) 
         trust_env=False,
     )
     path = httpx.URL(url).path
+    status_errors, transport_errors = _authlib_http_errors()
     try:
         with client:
             token = client.refresh_token(url, refresh_token=creds.get("refresh_token"), **auth.extra_token_params)
     except OAuthError as exc:
         msg = f"{plugin.id} POST {path}: token refresh refused ({exc.error}); reconnect the account"
         raise ProviderAuthError(msg, provider=plugin.id, status=400) from None
-    except httpx.HTTPStatusError as exc:
-        status = exc.response.status_code
+    except status_errors as exc:
+        status = exc.response.status_code  # type: ignore[attr-defined]
         msg = f"{plugin.id} POST {path}: token refresh failed with {status}"
         if status >= 500 or status == 429:
             raise ProviderUnavailable(msg, provider=plugin.id, status=status) from None
         raise ProviderAuthError(msg + "; reconnect the account", provider=plugin.id, status=status) from None
-    except httpx.TransportError as exc:
+    except transport_errors as exc:
         msg = f"{plugin.id} POST {path}: token endpoint unreachable ({type(exc).__name__})"
         raise ProviderUnavailable(msg, provider=plugin.id) from None
     if not token.get("access_token"):

@@ -9,7 +9,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from ..kit.errors import NotFoundError
+from ..kit.errors import InputError, NotFoundError
 from .db import Db, use
 from .sealed import mask_settings, open_settings, seal_settings
 
@@ -362,3 +362,56 @@ def set_auth_error(store: Db, connection_id: str, message: str | None) -> None:
             " WHERE id = %s AND auth_error IS DISTINCT FROM %s",
             (message, message, connection_id, message),
         )
+
+
+# -- paged listings for the page (added beside the full listings, whose callers stay as they are) ---------
+
+
+def list_connections_page(
+    store: Db, *, project_id: str | None = None, plugin_id: str | None = None, search: str | None = None,
+    limit: int = 25, offset: int = 0,
+) -> tuple[list[ConnectionRow], int]:
+    """One page of connections, newest first, and how many match; ``search`` matches the account label, the
+    provider account id, the connection id or the plugin id (case-insensitive substring)."""
+    if not 1 <= limit <= 200:
+        raise InputError(f"limit: expected 1 to 200; got {limit}", field="limit")
+    if offset < 0:
+        raise InputError(f"offset: expected 0 or more; got {offset}", field="offset")
+    where, args = [], []
+    if project_id:
+        where.append("project_id = %s")
+        args.append(project_id)
+    if plugin_id:
+        where.append("plugin_id = %s")
+        args.append(plugin_id)
+    if search:
+        like = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        where.append("(account_label ILIKE %s OR external_account_id ILIKE %s OR id ILIKE %s OR plugin_id ILIKE %s)")
+        args += [like] * 4
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    with use(store) as conn:
+        counted = conn.execute(f"SELECT count(*) AS n FROM integration_connections{clause}", args).fetchone()
+        total = counted["n"] if counted else 0
+        rows = conn.execute(f"SELECT {_CONN_COLS} FROM integration_connections{clause}"
+                            " ORDER BY created_at DESC, id LIMIT %s OFFSET %s", [*args, limit, offset]).fetchall()
+    return [_conn_row(r) for r in rows], int(total)
+
+
+def list_streams_of(store: Db, connection_ids: list[str]) -> list[StreamRow]:
+    """Stream rows of the given connections (one query for a page of connections)."""
+    if not connection_ids:
+        return []
+    with use(store) as conn:
+        rows = conn.execute(f"SELECT {_STREAM_COLS} FROM integration_streams WHERE connection_id = ANY(%s)"
+                            " ORDER BY connection_id, stream_id", (connection_ids,)).fetchall()
+    return [StreamRow(**r) for r in rows]
+
+
+def count_by_plugin(store: Db, *, project_id: str | None = None) -> dict[str, int]:
+    """How many connections each plugin has (of one project, or all): the catalog's "N connected" while the
+    connections themselves come a page at a time."""
+    where, args = ("WHERE project_id = %s", [project_id]) if project_id else ("", [])
+    with use(store) as conn:
+        rows = conn.execute(f"SELECT plugin_id, count(*) AS n FROM integration_connections {where}"
+                            " GROUP BY plugin_id", args).fetchall()
+    return {r["plugin_id"]: int(r["n"]) for r in rows}

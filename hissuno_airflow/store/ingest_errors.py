@@ -98,3 +98,13 @@ def statuses(store: Store, ids: Sequence[str]) -> dict[str, tuple[str, str | Non
         rows = conn.execute("SELECT id::text AS id, status, run_id::text AS run_id, reason FROM ingest_errors"
                             " WHERE id = ANY(%s::uuid[])", (list(ids),)).fetchall()
     return {r["id"]: (r["status"], r["run_id"], r["reason"]) for r in rows}
+
+
+def open_counts(store: Store, connection_ids: Sequence[str]) -> dict[str, int]:
+    """How many open failed records each of the given connections has (absent: none), in one query."""
+    if not connection_ids:
+        return {}
+    with store.connection() as conn:
+        rows = conn.execute("SELECT connection_id, count(*) AS n FROM ingest_errors WHERE status = 'open'"
+                            " AND connection_id = ANY(%s) GROUP BY connection_id", (list(connection_ids),)).fetchall()
+    return {r["connection_id"]: int(r["n"]) for r in rows}

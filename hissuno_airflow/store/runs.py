@@ -141,3 +141,59 @@ def finish_run(conn: Any, *, connection_id: str, stream_id: str, run_id: str, st
         (status, error, Jsonb(row["counts"]), write_cursor, cursor_after, connection_id, stream_id),
     )
     return {k: int(v) for k, v in row["counts"].items()}
+
+
+# -- lanes and pages (the page's history and per-stream summary) -----------------------------------------
+
+LANES: dict[str, str] = {"scheduled": "cron", "manual": "manual", "backfill": "backfill", "webhook": "webhook"}
+"""The page's lane names and the ``triggered_by`` value each stands for."""
+_PAGE_COLS = _COLS + ", progress, extract(epoch FROM (coalesce(completed_at, now()) - started_at)) AS duration_s"
+
+
+def _json_row(r: dict[str, Any]) -> dict[str, Any]:
+    out = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()}
+    if out.get("duration_s") is not None:
+        out["duration_s"] = round(float(out["duration_s"]), 1)
+    out["lane"] = next((lane for lane, trig in LANES.items() if trig == r["triggered_by"]), r["triggered_by"])
+    return out
+
+
+def list_runs_page(store: Store, connection_id: str, *, stream_id: str | None = None, lane: str | None = None,
+                   status: str | None = None, limit: int = 20, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """One page of the connection's runs, newest first, filtered by stream, lane (``LANES``, or ``live`` for all
+    but backfills) and status, and
+    how many match; each row carries its ``lane`` and ``duration_s`` (so far, for a live run)."""
+    if lane is not None and lane not in LANES and lane != "live":
+        raise InputError(f"lane: expected live or one of {', '.join(LANES)}; got {lane!r}", field="lane")
+    if offset < 0:
+        raise InputError(f"offset: expected 0 or more; got {offset}", field="offset")
+    list_runs(store, connection_id, status=status, limit=limit)  # the same checks of limit and status
+    sql, args = connection_filter("FROM integration_sync_runs", connection_id, stream_id=stream_id, status=status)
+    if lane == "live":  # every lane but backfill: what moves the stream's cursor
+        sql += " AND triggered_by <> 'backfill'"
+    elif lane is not None:
+        sql += " AND triggered_by = %s"
+        args.append(LANES[lane])
+    with store.autocommit() as conn:
+        counted = conn.execute("SELECT count(*) AS n " + sql, args).fetchone()
+        total = counted["n"] if counted else 0
+        rows = conn.execute(f"SELECT {_PAGE_COLS} {sql} ORDER BY started_at DESC, id LIMIT %s OFFSET %s",
+                            [*args, limit, offset]).fetchall()
+    return [_json_row(r) for r in rows], int(total)
+
+
+def latest_runs(store: Store, connection_ids: list[str]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """The newest run of each stream of the given connections in each of two lanes: ``live`` (scheduled,
+    manual and webhook runs, which move the cursor) and ``backfill`` (explicit windows), keyed
+    ``(connection_id, stream_id, lane)``. A backfill never stands for the stream's live state."""
+    if not connection_ids:
+        return {}
+    with store.autocommit() as conn:
+        rows = conn.execute(
+            f"SELECT DISTINCT ON (connection_id, stream_id, triggered_by = 'backfill') {_PAGE_COLS}"
+            " FROM integration_sync_runs WHERE connection_id = ANY(%s)"
+            " ORDER BY connection_id, stream_id, triggered_by = 'backfill', started_at DESC, id",
+            (connection_ids,),
+        ).fetchall()
+    return {(r["connection_id"], r["stream_id"], "backfill" if r["triggered_by"] == "backfill" else "live"):
+            _json_row(r) for r in rows}

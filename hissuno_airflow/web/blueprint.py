@@ -6,7 +6,7 @@ Relative to the mount (``/hissuno``):
     GET  /health                                        public
     GET  /api/plugins/catalog
     GET|POST /api/projects                              projects (connections and data belong to one)
-    GET  /api/connections                               every connection with its streams
+    GET  /api/connections                               connections (paged: limit, offset, q) with streams, health
     GET  /api/plugins/<plugin>                          plugin summary + its connections
     POST /api/plugins/<plugin>/connect                  api_key / oauth2 / github_app / custom
     GET|POST /api/plugins/<plugin>/connect/callback     custom return leg (public; plugin checks state)
@@ -15,7 +15,7 @@ Relative to the mount (``/hissuno``):
     GET|PATCH|DELETE /api/plugins/<plugin>/<connection>
     GET|POST|DELETE  /api/plugins/<plugin>/<connection>/streams
     GET  /api/plugins/<plugin>/<connection>/instances/<stream_key>
-    GET  /api/plugins/<plugin>/<connection>/runs        run history (stream_id, status, limit)
+    GET  /api/plugins/<plugin>/<connection>/runs        run history (stream_id, lane, status, limit, offset)
     GET  /api/plugins/<plugin>/<connection>/events      webhook events (failed ones stay visible)
     GET  /api/plugins/<plugin>/<connection>/errors      failed records (stream_id, status, limit)
     POST /api/plugins/<plugin>/<connection>/errors/replay    replay failed records ({"ids": [...]} or {"all": true})
@@ -46,7 +46,7 @@ from ..kit.streams import build_stream_id
 from ..store import connections as repo
 from ..store.db import Store
 from ..store.projects import create_project, get_project, list_projects, parse_project_id
-from . import catalog
+from . import catalog, overview
 from .access import current_user, require_user
 from .input_checks import check_request
 
@@ -170,15 +170,74 @@ def projects_create() -> Any:
     return jsonify(create_project(store(), name).public()), 201
 
 
-@bp.get("/api/connections")
-def all_connections() -> Any:
-    """Every connection of the project, with its stream rows."""
-    rows = repo.list_connections(store(), project_id=_project_filter())
-    streams = repo.list_streams(store())
+def _whole(name: str, default: int) -> int:
+    raw = request.args.get(name, str(default))
+    if not raw.isdigit():
+        raise InputError(f"{name}: expected a whole number; got {raw[:20]!r}", field=name)
+    return int(raw)
+
+
+def _airflow_base() -> str | None:
+    """Where Airflow's UI is, for links to runs and logs; None when the page is not served by Airflow."""
+    from ..runtime.host import current_host
+
+    return str(current_app.config.get("HISSUNO_AIRFLOW_BASE", "")) if current_host().queues_runs else None
+
+
+def _entries(rows: list[repo.ConnectionRow]) -> list[dict[str, Any]]:
+    """Connections with their streams, each stream's newest live and backfill runs and the health."""
+    from ..store.ingest_errors import open_counts
+    from ..store.runs import latest_runs
+
+    ids = [r.id for r in rows]
+    streams = repo.list_streams_of(store(), ids)
+    latest = latest_runs(store(), ids)
+    failures = open_counts(store(), ids)
+    base = _airflow_base()
     by_conn: dict[str, list[repo.StreamRow]] = {}
     for s in streams:
         by_conn.setdefault(s.connection_id, []).append(s)
-    return jsonify({"connections": [catalog.connection_entry(r, by_conn.get(r.id, [])) for r in rows]})
+    out = []
+    for r in rows:
+        mine = by_conn.get(r.id, [])
+        live = {s.stream_id: latest[key] for s in mine if (key := (r.id, s.stream_id, "live")) in latest}
+        entry = catalog.connection_entry(r, mine)
+        _add_lanes(entry["streams"], latest, base)
+        entry["health"] = overview.health(r, mine, live)
+        entry["open_failed_records"] = failures.get(r.id, 0)
+        out.append(entry)
+    return out
+
+
+def _add_lanes(streams: list[dict[str, Any]], latest: dict[tuple[str, str, str], dict[str, Any]],
+               base: str | None) -> list[dict[str, Any]]:
+    """Each stream row with its newest live run (``last_run``) and newest backfill (``last_backfill``)."""
+    for s in streams:
+        run, backfill = (latest.get((s["connection_id"], s["stream_id"], lane)) for lane in ("live", "backfill"))
+        s["last_run"] = overview.with_links(run, base) if run else None
+        s["last_backfill"] = overview.with_links(backfill, base) if backfill else None
+    return streams
+
+
+def _stream_rows(conn_id: str, rows: list[repo.StreamRow]) -> list[dict[str, Any]]:
+    from ..store.runs import latest_runs
+
+    return _add_lanes([catalog.stream_row(r) for r in rows], latest_runs(store(), [conn_id]), _airflow_base())
+
+
+@bp.get("/api/connections")
+def all_connections() -> Any:
+    """Connections of the project with their stream rows, newest runs per lane and health; paged with
+    ``limit`` (at most 200) and ``offset``, narrowed with ``q``, with ``per_plugin`` counts of all of them.
+    Without ``limit``: every connection."""
+    if "limit" not in request.args:
+        rows = repo.list_connections(store(), project_id=_project_filter())
+        return jsonify({"connections": _entries(rows), "total": len(rows)})
+    project = _project_filter()
+    rows, total = repo.list_connections_page(store(), project_id=project, limit=_whole("limit", 25),
+                                             offset=_whole("offset", 0), search=request.args.get("q") or None)
+    return jsonify({"connections": _entries(rows), "total": total,
+                    "per_plugin": repo.count_by_plugin(store(), project_id=project)})
 
 
 @bp.get("/api/plugins/<plugin_id>")
@@ -346,7 +405,7 @@ def streams_list(plugin_id: str, connection_id: str) -> Any:
     plugin = registry.get_plugin(plugin_id)
     conn = _connection(plugin, connection_id)
     return jsonify({"catalog": [catalog.stream_entry(k, s) for k, s in plugin.streams.items()],
-                    "streams": [catalog.stream_row(s) for s in repo.list_streams(store(), conn.id)]})
+                    "streams": _stream_rows(conn.id, repo.list_streams(store(), conn.id))})
 
 
 @bp.get("/api/plugins/<plugin_id>/<connection_id>/instances/<stream_key>")
@@ -391,7 +450,7 @@ def streams_upsert(plugin_id: str, connection_id: str) -> Any:
         cfg[name] = raw
     row = enable_stream(store(), conn.id, build_stream_id(key, instance), enabled=enabled,
                         frequency=body.get("frequency"), filters=cfg["filters"], settings=cfg["settings"])
-    return jsonify(catalog.stream_row(row))
+    return jsonify(_stream_rows(conn.id, [row])[0])
 
 
 @bp.delete("/api/plugins/<plugin_id>/<connection_id>/streams")
@@ -412,15 +471,17 @@ def streams_delete(plugin_id: str, connection_id: str) -> Any:
 
 @bp.get("/api/plugins/<plugin_id>/<connection_id>/runs")
 def runs_list(plugin_id: str, connection_id: str) -> Any:
-    """Run history, newest first (``stream_id``, ``status`` and ``limit`` query parameters)."""
-    from ..store.runs import list_runs
+    """Run history, newest first: ``stream_id``, ``lane`` (scheduled, manual, backfill, webhook; live: all but
+    backfill), ``status``,
+    ``limit`` and ``offset``; answers ``total`` and each run's Airflow ``links`` (run and task log)."""
+    from ..store.runs import list_runs_page
 
     conn = _connection(registry.get_plugin(plugin_id), connection_id)
-    raw_limit = request.args.get("limit", "20")
-    if not raw_limit.isdigit():
-        raise InputError(f"limit: expected a whole number; got {raw_limit[:20]!r}", field="limit")
-    return jsonify({"runs": list_runs(store(), conn.id, stream_id=request.args.get("stream_id") or None,
-                                      status=request.args.get("status") or None, limit=int(raw_limit))})
+    runs, total = list_runs_page(store(), conn.id, stream_id=request.args.get("stream_id") or None,
+                                 lane=request.args.get("lane") or None, status=request.args.get("status") or None,
+                                 limit=_whole("limit", 20), offset=_whole("offset", 0))
+    base = _airflow_base()
+    return jsonify({"runs": [overview.with_links(r, base) for r in runs], "total": total})
 
 
 # -- webhook events -------------------------------------------------------------------------------

@@ -38,7 +38,8 @@ def test_connect_enable_sync_in_the_browser(web: Web, store: Any) -> None:
             expect(dialog).to_be_visible()
             dialog.locator('input[name="workspace"]').fill("bad workspace!")
             dialog.get_by_role("button", name="Connect").click()
-            expect(page.locator("#config-error")).to_contain_text("workspace")
+            # The server's message lands on the field it names.
+            expect(dialog.locator("#cfg-workspace-error")).to_contain_text("expected letters, digits or")
             assert count(store, "integration_connections") == 0
             dialog.locator('input[name="workspace"]').fill("acme")
             dialog.get_by_role("button", name="Connect").click()

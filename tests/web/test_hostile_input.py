@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hissuno_airflow.kit.input_limits import MAX_ID_CHARS, MAX_JSON_DEPTH
+from hissuno_airflow.kit.input_limits import MAX_ID_CHARS, MAX_JSON_DEPTH, MAX_LABEL_CHARS
 from tests.fixtures.web import ADMIN_TOKEN, RecordingDispatcher, register_test_plugins, sign
 
 MOUNT = "/hissuno"
@@ -29,7 +29,8 @@ def _nul(t: str) -> str:
 
 NUL_TEXT = st.text(max_size=12).map(_nul)
 SURROGATE = st.just("ab\ud800cd")
-OVERSIZED = st.integers(MAX_ID_CHARS + 1, 30_000).map(lambda n: "a" * n)
+# Longer than any id and any label: an account_label of 257 to 500 characters is a valid label, not hostile.
+OVERSIZED = st.integers(max(MAX_ID_CHARS, MAX_LABEL_CHARS) + 1, 30_000).map(lambda n: "a" * n)
 BAD_TEXT = st.one_of(NUL_TEXT, SURROGATE)
 DEEP = st.integers(MAX_JSON_DEPTH + 1, 20_000)
 

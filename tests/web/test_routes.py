@@ -235,7 +235,7 @@ def test_run_history_route(web: Web) -> None:
     runs = web.client.get(f"/api/plugins/sample/{cid}/runs").json()["runs"]
     assert [(r["stream_id"], r["status"], r["counts"]) for r in runs] == [("issues", "success", counts)]
     assert counts["synced"] > 0
-    assert web.client.get(f"/api/plugins/sample/{cid}/runs", params={"status": "error"}).json() == {"runs": []}
+    assert web.client.get(f"/api/plugins/sample/{cid}/runs", params={"status": "error"}).json() == {"runs": [], "total": 0}
     assert web.client.get(f"/api/plugins/sample/{cid}/runs", params={"limit": "x"}).json()["field"] == "limit"
     assert web.client.get(f"/api/plugins/sample/{cid}/runs", params={"status": "meh"}).json()["field"] == "status"
     assert web.anon.get(f"/api/plugins/sample/{cid}/runs").status_code == 401

@@ -19,7 +19,7 @@
     for (const kid of kids) if (kid) n.append(kid);
     return n;
   };
-  const state = { catalog: [], byId: {}, connections: [] };
+  const state = { catalog: [], byId: {}, connections: [], perPlugin: {}, page: { offset: 0, size: 25, total: 0, q: "" } };
 
   // Under `hissuno serve` the page can be opened with ?token=...; it becomes a SameSite cookie so
   // fetch, EventSource and the OAuth return leg all carry it.
@@ -94,7 +94,8 @@
     for (const [cat, plugins] of Object.entries(groups).sort()) {
       const cards = el("div", { class: "cards" });
       for (const p of plugins) {
-        const connected = state.connections.filter((c) => c.plugin_id === p.id).length;
+        // Counted over every connection, not only the page shown.
+        const connected = state.perPlugin[p.id] || 0;
         const blocked = p.coming_soon || (!p.multi_instance && connected > 0);
         cards.append(el("div", { class: "card", "data-plugin": p.id },
           el("div", { class: "top" }, icon(p), el("div", {},
@@ -141,12 +142,24 @@
     const fields = $("#config-fields");
     fields.replaceChildren();
     const list = plugin.auth.fields || [];
+    // No browser validation (its "Please match the requested format." names nothing): required fields are
+    // marked, and the server's message lands under the field it names. Secrets are never filled in: on a
+    // reconnect every field starts empty.
+    $("#config-form").noValidate = true;
     for (const f of list) {
-      fields.append(el("label", {}, el("span", { text: f.label + (f.required ? " *" : "") }),
-        el("input", { name: f.id, type: f.secret ? "password" : "text", placeholder: f.placeholder || "",
-                      required: f.required, autocomplete: "off", pattern: f.pattern || undefined }),
-        f.help_text ? el("span", { class: "help", text: f.help_text }) : null));
+      const id = `cfg-${f.id}`;
+      const hint = f.help_text ? el("span", { class: "help", id: `${id}-help`, text: f.help_text }) : null;
+      const msg = el("span", { class: "field-error", id: `${id}-error`, role: "alert", hidden: true });
+      const input = el("input", { id, name: f.id, type: f.secret ? "password" : "text",
+        placeholder: f.placeholder || "", "aria-required": f.required ? "true" : undefined,
+        autocomplete: f.secret ? "new-password" : "off", "data-secret": f.secret ? "1" : undefined,
+        "aria-describedby": [hint && hint.id, msg.id].filter(Boolean).join(" ") });
+      fields.append(el("div", { class: "field", "data-field": f.id },
+        el("label", { for: id }, f.label, f.required ? el("span", { class: "req", "aria-hidden": "true", text: " *" }) : null,
+          f.required ? el("span", { class: "sr-only", text: " (required)" }) : null),
+        input, hint, msg));
     }
+    if (list.some((f) => f.required)) fields.append(el("p", { class: "help", text: "* required" }));
     if (!list.length) fields.append(el("p", { class: "muted", text: `You will continue on ${plugin.name} to authorize access.` }));
     const form = $("#config-form");
     // Connecting an account that is connected already is refused (409 account_exists, naming the
@@ -155,9 +168,17 @@
       const submit = $("#config-submit");
       submit.disabled = true;
       update.hidden = true;
-      fields.querySelectorAll(".invalid").forEach((n) => n.classList.remove("invalid"));
+      fields.querySelectorAll(".invalid").forEach((n) => { n.classList.remove("invalid"); n.removeAttribute("aria-invalid"); });
+      fields.querySelectorAll(".field-error").forEach((n) => { n.hidden = true; n.textContent = ""; });
+      $("#config-error").hidden = true;
       const credentials = {};
       for (const f of list) credentials[f.id] = form.elements[f.id].value;
+      const missing = list.find((f) => f.required && !credentials[f.id].trim());
+      if (missing) {
+        fieldError(missing.id, `${missing.label} is required.`);
+        submit.disabled = false;
+        return;
+      }
       try {
         const res = await api(`/plugins/${plugin.id}/connect`, { json: { credentials, connection_id: connectionId } });
         if (res && res.authorize_url) { location.href = res.authorize_url; return; }
@@ -174,13 +195,25 @@
           update.hidden = false;
           return;
         }
-        err.textContent = e.message;
         const name = (e.field || "").replace(/^credentials\./, "");
-        if (name && form.elements[name]) form.elements[name].classList.add("invalid");
+        // On the field, the message need not repeat the field's path ("credentials.every_seconds: ...").
+        if (name && form.elements[name]) { err.hidden = true; fieldError(name, e.message.replace(/^[\w.]+: /, "")); }
+        else err.textContent = e.message;
       } finally {
         submit.disabled = false;
       }
     };
+    function fieldError(name, message) {
+      const input = form.elements[name];
+      input.classList.add("invalid");
+      input.setAttribute("aria-invalid", "true");
+      const box = $(`#cfg-${CSS.escape(name)}-error`);
+      box.textContent = message;
+      box.hidden = false;
+      input.focus();
+    }
+    $("#config-title").textContent = reconnectId ? `Reconnect ${plugin.name}` : `Connect ${plugin.name}`;
+    $("#config-submit").textContent = reconnectId ? "Save" : "Connect";
     form.onsubmit = (ev) => { ev.preventDefault(); send(reconnectId); };
     $("#config-cancel").onclick = () => dlg.close();
     dlg.showModal();
@@ -210,6 +243,9 @@
       } else if (t.type === "boolean") {
         input = el("input", { type: "checkbox" });
         input.checked = !!value;
+      } else if (t.writeOnly || t.format === "password") {
+        // A secret setting (pydantic SecretStr: writeOnly) is never filled back in.
+        input = el("input", { type: "password", autocomplete: "new-password", placeholder: "" });
       } else {
         const type = t.type === "integer" || t.type === "number" ? "number" : "text";
         input = el("input", { type, placeholder: t.format === "date-time" ? "2026-01-31T00:00:00Z" : "" });
@@ -238,13 +274,65 @@
 
   // -- connections and streams -----------------------------------------------------------------
 
-  function statusText(row) {
-    if (!row) return "Not enabled";
-    if (!row.last_sync_status) return row.enabled ? "Enabled · never synced" : "Disabled";
-    const c = row.last_sync_counts || {};
-    const when = row.last_sync_at ? new Date(row.last_sync_at).toLocaleString() : "";
-    const counts = ["found", "synced", "skipped", "failed"].filter((k) => c[k]).map((k) => `${c[k]} ${k}`).join(", ");
-    return [row.last_sync_status, counts, when && `cursor ${when}`, row.last_sync_error].filter(Boolean).join(" · ");
+  // Times as Airflow shows them: UTC, plus how long ago (or how soon).
+  function utc(t) {
+    if (!t) return "";
+    const d = new Date(t);
+    return d.toISOString().slice(0, 19).replace("T", " ") + " UTC";
+  }
+  function ago(t, now = Date.now()) {
+    if (!t) return "";
+    const s = Math.round((now - new Date(t).getTime()) / 1000);
+    const a = Math.abs(s);
+    const n = a < 60 ? `${a} s` : a < 3600 ? `${Math.round(a / 60)} min` : a < 172800 ? `${Math.round(a / 3600)} h` : `${Math.round(a / 86400)} d`;
+    return s >= 0 ? `${n} ago` : `in ${n}`;
+  }
+  function duration(sec) {
+    if (sec === null || sec === undefined) return "";
+    const s = Math.round(sec);
+    return s < 60 ? `${s} s` : s < 3600 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+  }
+  function countsText(c) {
+    c = c || {};
+    return ["found", "synced", "skipped", "failed"].map((k) => `${c[k] || 0} ${k}`).join(", ");
+  }
+  const LANE_WORD = { scheduled: "scheduled", manual: "manual", webhook: "webhook", backfill: "backfill" };
+
+  function runLine(run) {
+    const parts = [`${LANE_WORD[run.lane] || run.lane} run ${run.status === "in_progress" ? "running" : run.status}`,
+      `${utc(run.started_at)} (${ago(run.started_at)})`, duration(run.duration_s) && `took ${duration(run.duration_s)}`,
+      countsText(run.status === "in_progress" && run.progress ? run.progress.counts : run.counts)];
+    if (run.error_message) parts.push(run.error_message);
+    return parts.filter(Boolean).join(" · ");
+  }
+
+  // The live lane (scheduled, manual, webhook runs: what moves the cursor) and backfill windows are
+  // shown apart: a backfill never hides the live state.
+  function renderStatus(status, row) {
+    status.replaceChildren();
+    const live = el("div", { class: "s-live" });
+    const next = el("div", { class: "s-next muted" });
+    const backfill = el("div", { class: "s-backfill muted", hidden: true });
+    status.append(live, next, backfill);
+    if (!row) { live.textContent = "Not enabled"; status.className = "s-status status-none"; return; }
+    const run = row.last_run;
+    if (run) live.textContent = "Last " + runLine(run);
+    else if (row.last_sync_status) live.textContent = `Last run ${row.last_sync_status} · ${countsText(row.last_sync_counts)}`;
+    else live.textContent = row.enabled ? "Enabled · never synced" : "Disabled";
+    if (!row.enabled && (run || row.last_sync_status)) live.textContent = "Disabled · " + live.textContent;
+    status.className = "s-status status-" + ((run && run.status) || row.last_sync_status || "none");
+    const nextBits = [];
+    if (row.enabled && row.next_sync_at) nextBits.push(`Next run ${utc(row.next_sync_at)} (${ago(row.next_sync_at)})`);
+    else if (row.enabled) nextBits.push(row.frequency === "manual" ? "Next run: when started by hand" : row.frequency === "webhook" ? "Next run: on the next webhook" : "");
+    if (row.last_sync_at) nextBits.push(`cursor ${utc(row.last_sync_at)}`);
+    next.textContent = nextBits.filter(Boolean).join(" · ");
+    next.hidden = !next.textContent;
+    if (row.last_backfill) {
+      const b = row.last_backfill;
+      backfill.textContent = `Backfill ${utc(b.window_start)} → ${utc(b.window_end)}: ${b.status === "in_progress" ? "running" : b.status}, ` +
+        `${utc(b.started_at)} (${ago(b.started_at)}), ${countsText(b.status === "in_progress" && b.progress ? b.progress.counts : b.counts)}`;
+      backfill.hidden = false;
+    }
   }
 
   function streamWidget(plugin, conn, def, row) {
@@ -254,8 +342,11 @@
     $(".s-kind", node).textContent = def.kind;
     $(".s-desc", node).textContent = def.description || "";
     const status = $(".s-status", node);
-    const setStatus = (r) => { status.textContent = statusText(r); status.className = "s-status status-" + ((r && r.last_sync_status) || "none"); };
+    const setStatus = (r) => renderStatus(status, r);
     setStatus(row);
+    const fid = `s-${conn.id}-${(row ? row.stream_id : def.key).replace(/[^A-Za-z0-9_-]/g, "_")}`;
+    node.querySelectorAll("[data-id]").forEach((n) => { n.id = `${fid}-${n.dataset.id}`; });
+    node.querySelectorAll("label[data-for]").forEach((n) => { n.htmlFor = `${fid}-${n.dataset.for}`; });
     const freq = $(".s-frequency", node);
     for (const f of def.frequencies) freq.append(el("option", { value: f, text: f }));
     freq.value = row ? row.frequency : def.default_frequency;
@@ -266,10 +357,20 @@
     const instanceSel = $(".s-instance", node);
     if (def.parameterized && !row) {
       $(".s-instance-wrap", node).hidden = false;
-      instanceSel.append(el("option", { value: "", text: "Loading…" }));
-      api(`/plugins/${plugin.id}/${conn.id}/instances/${def.key}`).then((res) => {
-        instanceSel.replaceChildren(...res.instances.map((i) => el("option", { value: i.id, text: i.label })));
-      }).catch((e) => { instanceSel.replaceChildren(el("option", { value: "", text: e.message })); });
+      // Asked for when the user comes to pick one (a page of connections would otherwise call every
+      // provider's instance listing on each load).
+      instanceSel.append(el("option", { value: "", text: "Choose…" }));
+      let asked = false;
+      const loadInstances = () => {
+        if (asked) return;
+        asked = true;
+        instanceSel.replaceChildren(el("option", { value: "", text: "Loading…" }));
+        api(`/plugins/${plugin.id}/${conn.id}/instances/${def.key}`).then((res) => {
+          instanceSel.replaceChildren(...res.instances.map((i) => el("option", { value: i.id, text: i.label })));
+        }).catch((e) => { instanceSel.replaceChildren(el("option", { value: "", text: e.message })); });
+      };
+      instanceSel.addEventListener("focus", loadInstances);
+      instanceSel.addEventListener("pointerdown", loadInstances);
     }
     const dag = $(".s-dag", node);
     // Only an enabled stream has a DAG in Airflow: no link to a page that does not exist.
@@ -331,11 +432,12 @@
           meter.setAttribute("aria-valuenow", String(Math.round(pct)));
           text.textContent = msg;
         };
-        set(2, "Starting sync…");
+        set(0, "Starting sync…");
         const es = new EventSource(`${API}/plugins/${plugin.id}/${conn.id}/sync?stream_id=${encodeURIComponent(current.stream_id)}`);
         let done = false;
         let heard = false;
-        let pct = 2;
+        let pct = 0;
+        let total = null;
         es.onmessage = async (m) => {
           heard = true;
           const d = JSON.parse(m.data);
@@ -349,12 +451,18 @@
             const fresh = res.streams.find((s) => s.stream_id === current.stream_id);
             if (fresh) { current = fresh; setStatus(fresh); }
             historyBtn.hidden = false;
-            if (!history.hidden) showHistory().catch(() => {});
+            if (!historyBox.hidden) showHistory().catch(() => {});
             return;
           }
-          if (d.total) pct = Math.max(pct, Math.min(99, (100 * d.current) / d.total));
+          // The bar follows the records handled (synced, skipped or failed) against the total the
+          // provider announced, else against what was found so far; it never runs backwards.
           const c = d.counts || {};
-          set(pct, [d.message, c.found && `${c.found} found`, c.synced && `${c.synced} synced`].filter(Boolean).join(" · ") || d.type);
+          if (d.total) total = Math.max(total || 0, d.total);
+          const handled = (c.synced || 0) + (c.skipped || 0) + (c.failed || 0);
+          const of = total || c.found || 0;
+          if (of) pct = Math.max(pct, Math.min(99, (100 * handled) / of));
+          const counts = of ? `${handled} of ${of} handled (${c.synced || 0} synced${c.skipped ? `, ${c.skipped} skipped` : ""}${c.failed ? `, ${c.failed} failed` : ""})` : "";
+          set(pct, [d.type === "queued" ? d.message : "", counts].filter(Boolean).join(" · ") || d.message || d.type);
         };
         es.onerror = async () => {
           if (done) return;
@@ -384,22 +492,50 @@
     const history = $(".s-history", node);
     const historyBtn = $(".s-history-toggle", node);
     historyBtn.hidden = !row;
+    const historyBox = $(".s-history-box", node);
+    const laneSel = $(".s-lane", node);
+    const statusSel = $(".s-run-status", node);
+    const pager = { offset: 0, size: 10, seq: 0 };
+    const uid = `h-${conn.id}-${(row ? row.stream_id : def.key).replace(/[^A-Za-z0-9_-]/g, "_")}`;
+    laneSel.id = `${uid}-lane`; $(".s-lane-label", node).htmlFor = laneSel.id;
+    statusSel.id = `${uid}-status`; $(".s-run-status-label", node).htmlFor = statusSel.id;
     async function showHistory() {
-      const res = await api(`/plugins/${plugin.id}/${conn.id}/runs?limit=10&stream_id=${encodeURIComponent(current.stream_id)}`);
-      const when = (t) => (t ? new Date(t).toLocaleString() : "");
+      const q = new URLSearchParams({ limit: String(pager.size), offset: String(pager.offset), stream_id: current.stream_id });
+      if (laneSel.value) q.set("lane", laneSel.value);
+      if (statusSel.value) q.set("status", statusSel.value);
+      const seq = ++pager.seq;
+      const res = await api(`/plugins/${plugin.id}/${conn.id}/runs?${q}`);
+      if (seq !== pager.seq) return;  // a later filter or page was asked for meanwhile: its answer wins
       $("tbody", history).replaceChildren(...res.runs.map((r) => {
-        const c = r.counts || {};
-        const note = r.error_message || (r.window_start || r.window_end ? `${when(r.window_start)} → ${when(r.window_end)}` : "");
-        return el("tr", { class: "run status-" + r.status },
-          ...[when(r.started_at), r.triggered_by, r.status, c.found || 0, c.synced || 0, c.skipped || 0, c.failed || 0, note]
-            .map((v) => el("td", { text: String(v) })));
+        const c = (r.status === "in_progress" && r.progress ? r.progress.counts : r.counts) || {};
+        const note = r.error_message || (r.window_start || r.window_end ? `${utc(r.window_start)} → ${utc(r.window_end)}` : "");
+        const links = el("td", { class: "links" });
+        if (r.links) {
+          links.append(el("a", { href: r.links.run, target: "_top", text: "Run" }), " ",
+            el("a", { href: r.links.log, target: "_top", text: "Log" }));
+        }
+        return el("tr", { class: "run status-" + r.status, "data-lane": r.lane },
+          el("td", { text: utc(r.started_at), title: ago(r.started_at) }),
+          ...[r.lane, r.status, duration(r.duration_s), c.found || 0, c.synced || 0, c.skipped || 0, c.failed || 0, note]
+            .map((v) => el("td", { text: String(v) })), links);
       }));
-      if (!res.runs.length) $("tbody", history).append(el("tr", {}, el("td", { colspan: "8", text: "No runs yet" })));
+      if (!res.runs.length) $("tbody", history).append(el("tr", {}, el("td", { colspan: "10", text: "No runs match" })));
+      const last = Math.min(res.total, pager.offset + res.runs.length);
+      $(".s-page-info", node).textContent = res.total ? `${pager.offset + 1}–${last} of ${res.total}` : "0 runs";
+      $(".s-prev", node).disabled = pager.offset === 0;
+      $(".s-next-page", node).disabled = last >= res.total;
+      historyBox.hidden = false;
       history.hidden = false;
     }
+    const reload = () => showHistory().catch((e) => toast(e.message, true));
+    laneSel.addEventListener("change", () => { pager.offset = 0; reload(); });
+    statusSel.addEventListener("change", () => { pager.offset = 0; reload(); });
+    $(".s-prev", node).addEventListener("click", () => { pager.offset = Math.max(0, pager.offset - pager.size); reload(); });
+    $(".s-next-page", node).addEventListener("click", () => { pager.offset += pager.size; reload(); });
     historyBtn.addEventListener("click", () => {
-      if (!history.hidden) { history.hidden = true; return; }
-      showHistory().catch((e) => toast(e.message, true));
+      if (!historyBox.hidden) { historyBox.hidden = true; historyBtn.setAttribute("aria-expanded", "false"); return; }
+      historyBtn.setAttribute("aria-expanded", "true");
+      reload();
     });
 
     $(".s-save", node).addEventListener("click", () => { save().then(() => { historyBtn.hidden = false; }).catch(() => {}); });
@@ -456,14 +592,41 @@
       panel.append(list);
       panel.append(el("button", { text: "Replay all", onclick: () => replay({ all: true }).catch((x) => toast(x.message, true)) }));
     };
-    load().catch((e) => { panel.textContent = e.message; });
+    // The connection listing counts open failures: only a connection that has some asks for the list.
+    if (conn.open_failed_records === 0) panel.textContent = "Failed records: none";
+    else load().catch((e) => { panel.textContent = e.message; });
     return panel;
+  }
+
+  // Health at a glance: reconnect needed, rate-limited until, failing, or fine; the last error is redacted
+  // by the server.
+  const HEALTH = { reconnect_needed: "Reconnect needed", rate_limited: "Rate-limited", failing: "Failing", ok: "Healthy", idle: "No stream enabled" };
+  function healthLine(conn) {
+    const h = conn.health || { state: conn.needs_reconnect ? "reconnect_needed" : "ok" };
+    let text = HEALTH[h.state] || h.state;
+    if (h.state === "rate_limited" && h.rate_limited_until) text += ` until ${utc(h.rate_limited_until)} (${ago(h.rate_limited_until)})`;
+    if (h.state === "failing") text += `: ${h.failing_streams.join(", ")}`;
+    const box = el("div", { class: `health health-${h.state}`, "data-health": h.state },
+      el("span", { class: "health-badge", text }));
+    if (h.state === "reconnect_needed") box.classList.add("reconnect-needed");
+    const err = h.last_error || (h.state === "reconnect_needed" ? conn.auth_error || "the provider refused the credentials" : "");
+    if (err && h.state !== "ok") box.append(el("span", { class: "health-error", text: ` · last error: ${err}` }));
+    return box;
+  }
+
+  function renderPager() {
+    const p = state.page;
+    const last = Math.min(p.total, p.offset + state.connections.length);
+    $("#conn-page-info").textContent = p.total ? `${p.offset + 1}–${last} of ${p.total} connections` : "";
+    $("#conn-prev").disabled = p.offset === 0;
+    $("#conn-next").disabled = last >= p.total;
+    $("#conn-pager").hidden = p.total <= p.size && !p.q;
   }
 
   function renderConnections() {
     const root = $("#connections");
     root.replaceChildren();
-    $("#no-connections").hidden = state.connections.length > 0;
+    $("#no-connections").hidden = state.connections.length > 0 || !!state.page.q;
     for (const conn of state.connections) {
       const plugin = state.byId[conn.plugin_id];
       if (!plugin) continue;
@@ -471,10 +634,7 @@
         el("div", { class: "head" }, icon(plugin),
           el("div", { class: "grow" }, el("strong", { text: conn.account_label }),
             el("div", { class: "muted", text: `${plugin.name} · ${conn.external_account_id}` }),
-            conn.needs_reconnect
-              ? el("div", { class: "reconnect-needed", role: "alert",
-                            text: `Reconnect needed: ${conn.auth_error || "the provider refused the credentials"}` })
-              : null),
+            healthLine(conn)),
           el("button", { text: "Reconnect", onclick: () => openConnect(plugin, conn.id) }),
           el("button", { class: "danger", text: "Disconnect", onclick: async () => {
             if (!confirm(`Disconnect ${conn.account_label}? Synced data is kept.`)) return;
@@ -496,13 +656,28 @@
   }
 
   async function refresh() {
-    const [cat, conns] = await Promise.all([api("/plugins/catalog"), api("/connections")]);
+    // Connections come a page at a time (the page stays quick with a thousand of them).
+    const p = state.page;
+    const q = new URLSearchParams({ limit: String(p.size), offset: String(p.offset) });
+    if (p.q) q.set("q", p.q);
+    const [cat, conns] = await Promise.all([state.catalog.length ? { plugins: state.catalog } : api("/plugins/catalog"), api(`/connections?${q}`)]);
     state.catalog = cat.plugins;
     state.byId = Object.fromEntries(cat.plugins.map((p) => [p.id, p]));
     state.connections = conns.connections;
+    p.total = conns.total;
+    state.perPlugin = conns.per_plugin || {};
     renderConnections();
+    renderPager();
     renderCatalog();
   }
+  $("#conn-prev").addEventListener("click", () => { state.page.offset = Math.max(0, state.page.offset - state.page.size); refresh().catch((e) => toast(e.message, true)); });
+  $("#conn-next").addEventListener("click", () => { state.page.offset += state.page.size; refresh().catch((e) => toast(e.message, true)); });
+  $("#conn-search").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    state.page.q = new FormData(ev.target).get("q").trim();
+    state.page.offset = 0;
+    refresh().catch((e) => toast(e.message, true));
+  });
 
   const back = { plugin: params.get("plugin"), error: params.get("error"), existing: params.get("existing") };
   if (params.get("connected")) toast("Connected");
