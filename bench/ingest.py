@@ -4,7 +4,7 @@ Prints sessions/second for the idempotent ingest path (validation, content hash,
 classification, bulk COPY of sessions and messages, synced-record upserts) and for the raw COPY of
 the same sessions and messages into the same tables, measured in the same run, and their ratio
 (target: <= 3). Enrichment (embeddings + graph edges) runs after the writes and is reported on
-its own line. The two alternate for several rounds (on a shared machine one pair says little) and the
+its own line, with the embedder's model (``HISSUNO_EMBEDDER``; the default model unless set). The two alternate for several rounds (on a shared machine one pair says little) and the
 median ratio is printed. Usage: ``python bench/ingest.py [N] [ROUNDS]`` (default 2000 sessions, 5 rounds).
 """
 
@@ -80,6 +80,7 @@ def run() -> None:
 
     from hissuno_airflow.store import connections as repo
     from hissuno_airflow.store.db import get_store
+    from hissuno_airflow.store.embedder import get_embedder
     from hissuno_airflow.store.ingest import StreamIngest
 
     store = get_store()
@@ -121,7 +122,7 @@ def run() -> None:
     def empty() -> None:
         with store.connection() as c:
             c.execute("TRUNCATE sessions, session_messages, integration_synced_records, enrich_pending,"
-                      " embeddings, entity_relationships CASCADE")
+                      " embeddings, search_text, entity_relationships CASCADE")
 
     # Rounds alternate the two (each into empty tables), so both see the same neighbours' load on a
     # shared machine; the median of the per-round ratios is the figure.
@@ -142,9 +143,10 @@ def run() -> None:
         if None not in (s0, s1, s2, s3):
             cpu_ratios.append((c3 - c2 + s3 - s2) / (c1 - c0 + s1 - s0))  # type: ignore[operator]
     raw, ingest = statistics.median(raws), statistics.median(ingests)
-    t = time.perf_counter()
+    t, c0, s0 = time.perf_counter(), time.process_time(), _server_cpu()
     vectors = ing.enricher.run()
     enrich = time.perf_counter() - t
+    c1, s1 = time.process_time(), _server_cpu()
 
     ing2 = StreamIngest(store, project_id=PROJECT, connection_id=conn.id, stream_id="sessions")
     t = time.perf_counter()
@@ -165,7 +167,12 @@ def run() -> None:
     if cpu_ratios:
         print(f"ratio in CPU-seconds:        {statistics.median(cpu_ratios):10.2f}  (client + server;"
               f" {' '.join(f'{r:.2f}' for r in cpu_ratios)})")
-    print(f"enrichment (embed+graph):    {N / enrich:10.0f} sessions/s  ({enrich:.3f} s, {vectors} vectors)")
+    print(f"enrichment (embed+graph):    {N / enrich:10.0f} sessions/s  ({enrich:.3f} s, {vectors} vectors,"
+          f" {(ing.enricher.embedder or get_embedder()).model}; target >= 500 with the default model)")
+    if s0 is not None and s1 is not None:
+        # CPU seconds do not move with the neighbours' load the way wall time does on a shared machine.
+        print(f"enrichment CPU seconds:      {c1 - c0:10.2f} client + {s1 - s0:.2f} server"
+              f" ({N / (c1 - c0 + s1 - s0):.0f} sessions per CPU-second; load average {os.getloadavg()[0]:.1f})")
     print(f"re-ingest unchanged:         {N / rerun:10.0f} sessions/s  ({rerun:.3f} s, nothing written)")
 
 

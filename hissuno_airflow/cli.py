@@ -478,11 +478,34 @@ def cmd_sample_touch(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from . import settings
-    from .store.enrich import search
+    from .store.embedder import get_embedder
+    from .store.projects import get_project
+    from .store.reembed import ReembedProgress, reembed
+    from .store.search import search
 
-    hits = search(_store(), args.query, project_id=settings.default_project_id(), entity_type=args.type,
-                  limit=args.limit)
-    _out(args, [{"id": i, "similarity": s} for i, s in hits], "\n".join(f"{s:.3f} {i}" for i, s in hits))
+    store = _store()
+    project_id = get_project(store, args.project or settings.default_project_id(), field="--project").id
+    embedder = get_embedder()
+
+    def progress(p: ReembedProgress) -> None:
+        # stderr: --json output on stdout stays one document.
+        print(f"re-embedding under {p.model}: {p.done}/{p.total}", file=sys.stderr)
+
+    # After the embedding model changed: what has no vector of the current model is embedded first.
+    reembed(store, project_id, embedder=embedder, on_progress=progress)
+    hits = search(store, args.query, project_id=project_id, kinds=args.kind, connection_id=args.connection,
+                  since=_when(args.since, "--since"), until=_when(args.until, "--until"), limit=args.limit,
+                  mode=args.mode, embedder=embedder)
+    lines = []
+    for n, h in enumerate(hits, 1):
+        sim = f", similarity {h.similarity:.3f}" if h.similarity is not None else ""
+        lines.append(f"{n}. [{h.kind}] {h.title}  (score {h.score:.4f}{sim})")
+        source = " · ".join(x for x in (h.plugin_id, h.connection_label, h.connection_id) if x)
+        where = " · ".join(x for x in (source, h.external_id, h.url) if x)
+        lines.append(f"   {where or 'no source connection'}")
+        lines.append(f"   {h.snippet}")
+    _out(args, {"query": args.query, "model": embedder.model, "results": [h.to_dict() for h in hits]},
+         "\n".join(lines) if lines else "no results")
     return 0
 
 
@@ -582,11 +605,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ids", nargs="*")
     t.add_argument("--json", action="store_true")
     t.set_defaults(fn=cmd_sample_touch)
-    sp = add("search", cmd_search, "semantic search over ingested entities")
+    sp = add("search", cmd_search, "search ingested records: meaning and exact identifiers (hybrid)")
     sp.add_argument("query")
-    sp.add_argument("--type", default="session",
-                    choices=["session", "issue", "contact", "company", "knowledge_source", "knowledge_chunk"])
-    sp.add_argument("--limit", type=int, default=5)
+    sp.add_argument("--kind", action="append", choices=["session", "issue", "knowledge", "contact", "company"],
+                    help="only this kind (repeatable; default session, issue and knowledge)")
+    sp.add_argument("--connection", help="only records of this connection")
+    sp.add_argument("--project", help="project id (default: the default project)")
+    sp.add_argument("--since", metavar="WHEN", help="only records updated at or after (ISO 8601)")
+    sp.add_argument("--until", metavar="WHEN", help="only records updated before (ISO 8601)")
+    sp.add_argument("--mode", choices=["hybrid", "vector", "text"], default="hybrid",
+                    help="hybrid (default), vector (meaning only) or text (words only)")
+    sp.add_argument("--limit", type=int, default=10)
     return p
 
 

@@ -2,7 +2,7 @@
 
 Vectors are recomputed only when the embedded text's hash (or the model) changed; each vector
 records its model. Graph edges: semantic similarity through pgvector (top 5 of 10 nearest of other
-entity types above ``HISSUNO_GRAPH_THRESHOLD``, default 0.6 as in the original), session<->contact
+entity types above the model's measured threshold, ``HISSUNO_GRAPH_THRESHOLD`` overrides it), session<->contact
 from metadata emails, contact<->company by email domain (done at upsert time in ``ingest.py``).
 """
 
@@ -25,6 +25,7 @@ from .embedder import Embedder, get_embedder, text_hash
 MAX_SEARCH_LIMIT = 100
 NEIGHBOURS = 10  # nearest vectors of other types considered per entity (edges need the threshold too)
 _WRITE_BATCH = 500
+_SEARCH_TEXT_MAX = 20000  # characters of an entity's text kept for full-text search and snippets
 _LINK_BATCH = 2000
 # An HNSW scan yields ``hnsw.ef_search`` (40) candidates before filters; iterative scans (pgvector >= 0.8)
 # go on until the project/model/deleted filters leave enough rows, in distance order.
@@ -157,8 +158,8 @@ class Enricher:
         with self.store.connection() as conn:
             rows = conn.execute(
                 "SELECT entity_type, entity_id::text AS id, text_hash, model FROM embeddings"
-                " WHERE entity_id = ANY(%s::uuid[])",
-                ([i.entity_id for i in items],),
+                " WHERE entity_id = ANY(%s::uuid[]) AND model = %s",
+                ([i.entity_id for i in items], embedder.model),
             ).fetchall()
         current = {(r["entity_type"], r["id"]): (r["text_hash"], r["model"]) for r in rows}
         todo = [i for i in items
@@ -178,7 +179,8 @@ class Enricher:
         for start in range(0, len(todo), _WRITE_BATCH):
             batch = todo[start : start + _WRITE_BATCH]
             self._write([(UUID(self.project_id), i.entity_type, UUID(i.entity_id), embedder.model,
-                          hashes[(i.entity_type, i.entity_id)], vectors[hashes[(i.entity_type, i.entity_id)]])
+                          hashes[(i.entity_type, i.entity_id)], vectors[hashes[(i.entity_type, i.entity_id)]],
+                          embedder.dims, i.text[:_SEARCH_TEXT_MAX])
                          for i in batch])
             written += len(batch)
         self.embedded += written
@@ -190,7 +192,7 @@ class Enricher:
             self._build_indexes(self._deferred & looked_up)
         else:
             self.finish()
-        self._link(linked, embedder.model)
+        self._link(linked, embedder)
         self._link_emails([i for i in items if i.email and i.entity_type == "session"])
         self._done([t for i in items for t in i.tokens])
         return written
@@ -253,21 +255,34 @@ class Enricher:
         # 1536-number text (what made row-by-row inserts ~4x slower).
         with self.store.connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS _hissuno_embeddings (project_id uuid, entity_type text,"
-                " entity_id uuid, model text, text_hash text, embedding vector(1536)) ON COMMIT DELETE ROWS"
+                "CREATE TEMP TABLE IF NOT EXISTS _hissuno_vectors (project_id uuid, entity_type text,"
+                " entity_id uuid, model text, text_hash text, embedding vector(1536), dims integer, body text)"
+                " ON COMMIT DELETE ROWS"
             )
-            with cur.copy("COPY _hissuno_embeddings FROM STDIN (FORMAT BINARY)") as cp:
-                cp.set_types(["uuid", "text", "uuid", "text", "text", "vector"])
+            with cur.copy("COPY _hissuno_vectors FROM STDIN (FORMAT BINARY)") as cp:
+                cp.set_types(["uuid", "text", "uuid", "text", "text", "vector", "int4", "text"])
                 for row in rows:
                     cp.write_row(row)
+            # One row per (entity, model): vectors of another model stay until this one replaces them
+            # everywhere (search and the graph read the current model only).
             cur.execute(
-                "INSERT INTO embeddings (project_id, entity_type, entity_id, model, text_hash, embedding)"
-                " SELECT project_id, entity_type, entity_id, model, text_hash, embedding FROM _hissuno_embeddings"
-                " ON CONFLICT (entity_type, entity_id) DO UPDATE SET model = EXCLUDED.model,"
-                " text_hash = EXCLUDED.text_hash, embedding = EXCLUDED.embedding, updated_at = now()"
+                "INSERT INTO embeddings (project_id, entity_type, entity_id, model, text_hash, embedding, dims)"
+                " SELECT project_id, entity_type, entity_id, model, text_hash, embedding, dims"
+                " FROM _hissuno_vectors"
+                " ON CONFLICT (entity_type, entity_id, model) DO UPDATE SET text_hash = EXCLUDED.text_hash,"
+                " embedding = EXCLUDED.embedding, dims = EXCLUDED.dims, updated_at = now()"
+            )
+            # The lexical side of search; rewritten only when the text changed (not on a model switch).
+            cur.execute(
+                "INSERT INTO search_text (entity_type, entity_id, project_id, text_hash, body)"
+                " SELECT DISTINCT ON (entity_type, entity_id) entity_type, entity_id, project_id, text_hash, body"
+                " FROM _hissuno_vectors"
+                " ON CONFLICT (entity_type, entity_id) DO UPDATE SET text_hash = EXCLUDED.text_hash,"
+                " body = EXCLUDED.body, project_id = EXCLUDED.project_id, updated_at = now()"
+                " WHERE search_text.text_hash <> EXCLUDED.text_hash"
             )
 
-    def _link(self, items: list[_Item], model: str) -> None:
+    def _link(self, items: list[_Item], embedder: Embedder) -> None:
         """Semantic edges from each item to its nearest vectors of the other graph types.
 
         Linear in the number of items: entities with equal text (hence equal vectors) share one
@@ -277,7 +292,7 @@ class Enricher:
         """
         if not items:
             return
-        threshold = float(os.environ.get("HISSUNO_GRAPH_THRESHOLD", "0.6"))
+        threshold = graph_threshold(embedder)
         by_type: dict[str, list[str]] = {}
         for i in items:
             if i.entity_type in GRAPH_TYPES:
@@ -288,7 +303,7 @@ class Enricher:
                 with self.store.connection() as conn, conn.transaction():
                     _bound_link_statement(conn)
                     conn.execute(sql, {"type": entity_type, "ids": ids[start : start + _LINK_BATCH],
-                                       "model": model, "t": threshold})
+                                       "model": embedder.model, "t": threshold})
 
     def _link_emails(self, items: list[_Item]) -> None:
         if not items:
@@ -312,6 +327,18 @@ class Enricher:
                 """,
                 ([i.entity_id for i in items], [i.email for i in items], self.project_id),
             )
+
+
+def graph_threshold(embedder: Embedder) -> float:
+    """``HISSUNO_GRAPH_THRESHOLD`` when set, else the model's own measured threshold."""
+    value = os.environ.get("HISSUNO_GRAPH_THRESHOLD")
+    if value is None:
+        return float(getattr(embedder, "graph_threshold", 0.6))
+    try:
+        return float(value)
+    except ValueError:
+        msg = f"HISSUNO_GRAPH_THRESHOLD: expected a number between 0 and 1; got {value!r}"
+        raise ValueError(msg) from None
 
 
 def _index_name(entity_type: str) -> str:

@@ -145,9 +145,9 @@ class StreamIngest:
                     " FROM integration_synced_records r LEFT JOIN embeddings e ON e.entity_id = r.hissuno_id"
                     " AND e.entity_type = CASE r.hissuno_kind WHEN 'sessions' THEN 'session'"
                     " WHEN 'issues' THEN 'issue' WHEN 'knowledge' THEN 'knowledge_source'"
-                    " WHEN 'contacts' THEN 'contact' ELSE 'company' END"
+                    " WHEN 'contacts' THEN 'contact' ELSE 'company' END AND e.model = %s"
                     " WHERE r.connection_id = %s AND r.stream_id = %s",
-                    (self.connection_id, self.stream_id),
+                    (self._model, self.connection_id, self.stream_id),
                 ).fetchall()
             self._synced = {(r["hissuno_kind"], r["external_id"]): (r["hid"], r["content_hash"]) for r in rows}
             self._models = {(r["hissuno_kind"], r["external_id"]): r["model"] for r in rows}

@@ -11,6 +11,7 @@ from flask import Flask
 from ..store.db import Store, get_store
 from . import access, errors
 from .blueprint import bp
+from .search_api import search_bp
 
 log = logging.getLogger("hissuno.web")
 
@@ -43,5 +44,6 @@ def create_app(
     # A path with an empty segment ("//") is not a route: answer the JSON 404, not Werkzeug's 308 redirect.
     app.url_map.merge_slashes = False
     app.register_blueprint(bp, url_prefix=url_prefix or None)
+    app.register_blueprint(search_bp, url_prefix=url_prefix or None)
     errors.register(app)
     return app

@@ -1,0 +1,118 @@
+"""The default embedder is a real offline model, loaded without any network, and switching models
+re-embeds lazily from stored text, only what lacks a vector of the current model."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+import numpy as np
+import pytest
+
+from hissuno_airflow.store import embedder as emb
+from hissuno_airflow.store.enrich import Enricher
+from hissuno_airflow.store.enrich import search as vector_search
+from hissuno_airflow.store.reembed import missing, reembed
+
+PROJECT = "00000000-0000-0000-0000-000000000001"
+QUERY = "customer cannot log in after single sign-on"
+DOCS = [
+    "User is stuck in a login loop after SSO redirect",
+    "Invoice PDF is missing the VAT number",
+    "Export to CSV drops the last column",
+    "Please add a dark mode to the dashboard",
+    "Webhook deliveries arrive twice for every event",
+]
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a socket fails the test (the model must come from the installed wheel)."""
+    attempts: list[object] = []
+
+    def refuse(self, address, *a, **k):
+        attempts.append(address)
+        raise OSError(f"network blocked in this test: {address!r}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: refuse(None, address))
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: refuse(None, host))  # name lookups too
+    return attempts
+
+
+def test_default_embedder_is_the_offline_model_and_never_reaches_the_network(no_network, monkeypatch):
+    monkeypatch.delenv("HISSUNO_EMBEDDER", raising=False)
+    emb.set_embedder(None)
+    try:
+        e = emb.get_embedder()
+        assert isinstance(e, emb.WordLlamaEmbedder)
+        assert e.model == "wordllama-l2-supercat-256" and e.dims == 256
+        vecs = np.array(e.embed([QUERY, *DOCS]))
+    finally:
+        emb.set_embedder(None)
+    assert no_network == []
+    assert vecs.shape == (6, emb.DIMENSIONS)
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
+    assert not vecs[:, 256:].any()  # padded with zeros: cosine is the model's own
+    sims = vecs[1:] @ vecs[0]
+    # No word in common, yet the login-loop record is the nearest: meaning, not word overlap.
+    assert int(np.argmax(sims)) == 0, sims
+    hashed = np.array(emb.HashEmbedder().embed(["cannot sign in", "login loop after SSO"]))
+    assert float(hashed[0] @ hashed[1]) == 0.0  # what the lexical fallback sees in such a pair
+
+
+@pytest.mark.parametrize("kind,cls", [("hash", emb.HashEmbedder), ("local", emb.WordLlamaEmbedder),
+                                      ("wordllama", emb.WordLlamaEmbedder)])
+def test_embedder_choice(monkeypatch, kind, cls):
+    monkeypatch.setenv("HISSUNO_EMBEDDER", kind)
+    emb.set_embedder(None)
+    try:
+        assert isinstance(emb.get_embedder(), cls)
+    finally:
+        emb.set_embedder(None)
+
+
+def test_unknown_embedder_names_the_setting(monkeypatch):
+    monkeypatch.setenv("HISSUNO_EMBEDDER", "bert")
+    emb.set_embedder(None)
+    with pytest.raises(ValueError, match="HISSUNO_EMBEDDER: expected wordllama"):
+        emb.get_embedder()
+    emb.set_embedder(None)
+
+
+def _n(store, sql, *args):
+    with store.connection() as c:
+        return c.execute(sql, args).fetchone()["n"]
+
+
+def test_switching_models_reembeds_lazily_and_only_what_is_missing(store):
+    hashed, model = emb.HashEmbedder(), emb.WordLlamaEmbedder()
+    ids = [str(uuid.uuid4()) for _ in DOCS]
+    first = Enricher(store, PROJECT, hashed)
+    for i, text in zip(ids, DOCS, strict=True):
+        first.queue("session", i, text, graph=False)
+    first.run()
+    assert missing(store, PROJECT, model.model) == 5
+    # Nothing of the new model yet: its search finds nothing rather than mixing in hash vectors.
+    assert vector_search(store, QUERY, project_id=PROJECT, embedder=model) == []
+
+    events = []
+    assert reembed(store, PROJECT, embedder=model, on_progress=events.append, budget=2) == 2
+    assert [(e.done, e.total) for e in events] == [(2, 2)]
+    assert reembed(store, PROJECT, embedder=model, on_progress=events.append) == 3
+    assert events[-1].done == events[-1].total == 3
+    assert reembed(store, PROJECT, embedder=model) == 0  # hash-gated: nothing left
+    assert missing(store, PROJECT, model.model) == 0
+    # Both models' vectors coexist, each with its native size.
+    with store.connection() as c:
+        rows = c.execute("SELECT model, dims, count(*) AS n FROM embeddings GROUP BY 1, 2 ORDER BY 1").fetchall()
+    assert [(r["model"], r["dims"], r["n"]) for r in rows] == [
+        ("hissuno-hash-v2", 1536, 5), ("wordllama-l2-supercat-256", 256, 5)]
+    hits = vector_search(store, QUERY, project_id=PROJECT, embedder=model)
+    assert hits[0][0] == ids[0]
+    # A text that changed is embedded again; an unchanged one is not (same model, same hash).
+    again = Enricher(store, PROJECT, model)
+    again.queue("session", ids[0], DOCS[0], graph=False)
+    again.queue("session", ids[1], DOCS[1] + " (updated)", graph=False)
+    assert again.run() == 1
