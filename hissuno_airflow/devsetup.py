@@ -120,4 +120,10 @@ if __name__ == "__main__":
     from .airflow_host import install
 
     install()  # runs under ``dev.py up``: credentials go to Airflow Connections, pools are made
-    kickoff() if "--kickoff" in sys.argv else main()
+    if "--kickoff" in sys.argv:
+        kickoff()
+    else:
+        from .airflow_host.credentials import migrate_legacy_connections
+
+        migrate_legacy_connections()  # Connections of an earlier version keep their credentials
+        main()
