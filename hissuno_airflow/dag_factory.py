@@ -170,8 +170,10 @@ def dag_text(row: Mapping[str, Any], dag_id: str) -> DagText:
     display = f"{plugin_name} · {account} · {label}"
     description = f"Syncs {label} from {plugin_name} ({account}) into {lands.split(' (')[0]}, {schedule}."
     if row["frequency"] in ("manual", "webhook"):
-        backfill = (f"This stream has no schedule, so Airflow cannot backfill it; sync a window with\n\n"
-                    f"    airflow dags trigger {dag_id} -c '{{\"full_refresh\": true}}'\n")
+        backfill = ("This stream has no schedule, so Airflow cannot backfill it. Sync everything again with\n\n"
+                    f"    airflow dags trigger {dag_id} -c '{{\"full_refresh\": true}}'\n\n"
+                    "or a window from a terminal:\n\n"
+                    f"    hissuno sync {row['connection_id']} {row['stream_id']} --since 2026-01-01 --until 2026-02-01\n")
     else:
         backfill = ("Backfill a date range (each run syncs exactly its data interval and leaves the live cursor "
                     "alone):\n\n"
