@@ -119,13 +119,13 @@ _LANDS_IN = {
 }
 
 
-def _start_date(row: Mapping[str, Any]) -> datetime:
+def _start_date(row: Mapping[str, Any], catchup: bool) -> datetime:
     try:
         created = datetime.fromisoformat(row["created_at"])
     except (KeyError, TypeError, ValueError):
         return _EPOCH
     # Before the stream's creation, so its first run is due as soon as the DAG appears (see schedule).
-    return start_date_for(row["frequency"], created)
+    return start_date_for(row["frequency"], created, catchup=catchup)
 
 
 @dataclass(frozen=True)
@@ -224,7 +224,7 @@ def build_dag(row: Mapping[str, Any], defaults: Mapping[str, Any] | None = None)
     with DAG(
         dag_id=dag_id,
         schedule=timetable_for(row["frequency"], dag_id),
-        start_date=_start_date(row),
+        start_date=_start_date(row, catchup),
         catchup=catchup,
         max_active_runs=1,
         is_paused_upon_creation=False,

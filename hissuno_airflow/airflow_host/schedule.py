@@ -83,10 +83,14 @@ def _cron_timetable(cron: str) -> Any:
     return CronDataIntervalTimetable(cron, timezone="UTC")
 
 
-def start_date_for(frequency: str, created_at: datetime) -> datetime:
-    """The DAG's ``start_date``: two intervals before the stream was created, so its first run is immediate."""
+def start_date_for(frequency: str, created_at: datetime, *, catchup: bool = False) -> datetime:
+    """The DAG's ``start_date``: two intervals before the stream was created, so its first run is immediate.
+
+    With catchup (``HISSUNO_DAG_CATCHUP``) it is the creation itself: the scheduler then runs every interval
+    from when the stream was enabled, never earlier.
+    """
     hours = FREQ_HOURS.get(frequency)
-    return created_at if hours is None else created_at - timedelta(hours=2 * hours)
+    return created_at if hours is None or catchup else created_at - timedelta(hours=2 * hours)
 
 
 def next_run_after(frequency: str, dag_id: str, now: datetime) -> datetime | None:

@@ -104,7 +104,13 @@ class SyncOperator(BaseOperator):
             # "XCom not found" error on every first run. Truthiness, not ``is not None``: the Task SDK
             # hands a lazy proxy, which is never None itself.
             pulled = ti.xcom_pull(task_ids=self.task_id, key=CURSOR_KEY, include_prior_dates=True, map_indexes=-1)
-        cursor = _newest(_parse_cursor(pulled), self._stored_cursor())
+        from_airflow, stored = _parse_cursor(pulled), self._stored_cursor()
+        if pulled and from_airflow is None:
+            # Never a silent "everything": an XCom that is not one ISO timestamp is a bug to see.
+            raise ValueError(f"the cursor pulled from XCom is not a timestamp: {type(pulled).__name__}")
+        cursor = _newest(from_airflow, stored)
+        self._cursor_source = ("the cursor the last successful run left in Airflow" if cursor is not None
+                               and cursor == from_airflow else "the cursor Hissuno recorded for this stream")
         return SyncPlan(triggered_by=triggered_by, cursor=cursor, external_run_id=external)
 
     def _window_line(self, plan: SyncPlan) -> str:
@@ -118,7 +124,7 @@ class SyncOperator(BaseOperator):
         elif plan.cursor is None:
             mode, reason = "incremental", "no earlier successful run, so everything"
         else:
-            mode, reason = "incremental", "the cursor left by the last successful run"
+            mode, reason = "incremental", getattr(self, "_cursor_source", "the stream's cursor")
         return window_line(self._label(), mode=mode, since=plan.cursor, until=plan.until, reason=reason)
 
     def _label(self) -> str:

@@ -40,7 +40,8 @@ def test_a_task_log_reads_in_plain_words(store, probe, airflow_clean, capfd, cap
     probe.write_records([("c", now - timedelta(hours=1))])
     assert run_dag(dag).state == "success"
     second = "".join(capfd.readouterr())
-    assert f"records changed since {cursor}, up to now (incremental sync)" in second
+    assert (f"records changed since {cursor}, up to now (incremental sync); "
+            "the cursor the last successful run left in Airflow") in second
     # Airflow's own warnings reach pytest's log capture rather than the task's stdout.
     for out in (first, second, caplog.text):
         assert "XCom" not in out and "store fallback" not in out
