@@ -12,6 +12,7 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 
 from .airflow_host.asgi import HissunoASGI
+from .airflow_host.timetable import StreamTimetable
 
 MOUNT = "/hissuno"
 
@@ -20,6 +21,7 @@ class HissunoPlugin(AirflowPlugin):
     """Serves the Hissuno integrations marketplace and its API inside Airflow."""
 
     name = "hissuno"
+    timetables = [StreamTimetable]  # a stream's schedule, shown in words in Airflow's DAG list
     fastapi_apps = [{"app": HissunoASGI(), "url_prefix": MOUNT, "name": "hissuno"}]
     external_views = [
         # Its own item at the top level of Airflow's navigation (not the last entry of Browse).

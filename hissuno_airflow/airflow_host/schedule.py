@@ -68,10 +68,36 @@ def describe(frequency: str, dag_id: str) -> str:
     return f"every {hours} hours, at {', '.join(times[:-1])} and {times[-1]} UTC"
 
 
+def describe_cron(expression: str) -> str:
+    """A slot's cron expression (as ``cron_for`` writes it) in words; any other expression as it is."""
+    parts = expression.split()
+    try:
+        minute = int(parts[0])
+        if parts[1:] == ["*", "*", "*", "*"]:
+            return f"every hour, at {minute:02d} minutes past the hour (UTC)"
+        if parts[2:] != ["*", "*", "*"]:
+            return expression
+        if parts[1].isdigit():
+            return f"every day, at {int(parts[1]):02d}:{minute:02d} UTC"
+        first, step = parts[1].split("-23/")
+        times = [f"{h:02d}:{minute:02d}" for h in range(int(first), 24, int(step))]
+    except (ValueError, IndexError):
+        return expression
+    return f"every {step} hours, at {', '.join(times[:-1])} and {times[-1]} UTC" if len(times) > 1 else expression
+
+
 def timetable_for(frequency: str, dag_id: str) -> Any:
-    """``None`` for manual/webhook; a ``CronDataIntervalTimetable`` over the DAG's slot otherwise."""
+    """``None`` for manual/webhook; a cron data-interval timetable over the DAG's slot otherwise.
+
+    That is ``StreamTimetable`` (the schedule in words in Airflow's UI) when the Hissuno plugin is loaded
+    in this process, else the SDK's ``CronDataIntervalTimetable``; both schedule identically.
+    """
     cron = cron_for(frequency, dag_id)
-    return None if cron is None else _cron_timetable(cron)
+    if cron is None:
+        return None
+    from .timetable import registered, stream_timetable
+
+    return stream_timetable(cron) if registered() else _cron_timetable(cron)
 
 
 @functools.lru_cache(maxsize=2048)

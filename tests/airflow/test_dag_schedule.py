@@ -114,3 +114,22 @@ def test_next_sync_at_agrees_with_airflow(store, probe, airflow_clean):
 
     row = enable_stream(store, conn.id, "people", frequency="manual")
     assert row.next_sync_at is None
+
+
+def test_airflow_shows_the_schedule_in_words(store, probe, airflow_db):
+    """Serialized as the DAG processor does: the Schedule column (timetable_summary) reads in words."""
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+
+    from ..fixtures.airflow import serialize
+
+    conn = make_connection(store, "afprobe")
+    enable(store, conn, "people", "6h")
+    dag_id = dag_id_for(conn.id, "people")
+    serialize(parse_dag_file()[dag_id])
+    with create_session() as s:
+        row = s.query(DagModel).filter_by(dag_id=dag_id).one()
+        summary, description = row.timetable_summary, row.timetable_description
+    assert summary == schedule.describe("6h", dag_id)
+    assert summary.startswith("every 6 hours, at ") and "*" not in summary
+    assert description  # Airflow's own wording of the cron expression stays as the tooltip
