@@ -107,6 +107,18 @@ def _stop(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _stop_store(env: dict[str, str]) -> None:
+    """Stop the embedded store; once more if its server outlived the first stop (seen under heavy load)."""
+    pid_file = Path(env["HISSUNO_HOME"]) / "pgdata" / "postmaster.pid"
+    for _ in range(3):
+        subprocess.run([str(BIN / "python"), "-c", "from hissuno_airflow.store.db import stop_embedded; stop_embedded()"],
+                       cwd=ROOT, env=env, check=False)
+        if not pid_file.exists():
+            return
+        time.sleep(3)
+    print(f"the embedded store did not stop; its server is still running ({pid_file})", flush=True)
+
+
 def cmd_up() -> int:
     """Migrate, connect the sample plugin, enable its streams, and run Airflow until Ctrl-C (or SIGTERM)."""
     ensure_venv()
@@ -170,8 +182,7 @@ def cmd_up() -> int:
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
-        subprocess.run([str(BIN / "python"), "-c", "from hissuno_airflow.store.db import stop_embedded; stop_embedded()"],
-                       cwd=ROOT, env=env, check=False)
+        _stop_store(env)
     return 0
 
 

@@ -22,6 +22,11 @@ import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .schedule_words import describe_cron
+
+__all__ = ["FIRST_RUN_DELAY", "FREQ_HOURS", "cron_for", "describe", "describe_cron", "first_run_at",
+           "next_run_after", "offset", "slot", "start_date_for", "timetable_for"]
+
 FREQ_HOURS = {"1h": 1, "6h": 6, "24h": 24}
 FIRST_RUN_DELAY = timedelta(seconds=30)
 """How soon after enabling the first run is expected: the DAG processor's default re-parse interval."""
@@ -66,24 +71,6 @@ def describe(frequency: str, dag_id: str) -> str:
     if hours == 24:
         return f"every day, at {times[0]} UTC"
     return f"every {hours} hours, at {', '.join(times[:-1])} and {times[-1]} UTC"
-
-
-def describe_cron(expression: str) -> str:
-    """A slot's cron expression (as ``cron_for`` writes it) in words; any other expression as it is."""
-    parts = expression.split()
-    try:
-        minute = int(parts[0])
-        if parts[1:] == ["*", "*", "*", "*"]:
-            return f"every hour, at {minute:02d} minutes past the hour (UTC)"
-        if parts[2:] != ["*", "*", "*"]:
-            return expression
-        if parts[1].isdigit():
-            return f"every day, at {int(parts[1]):02d}:{minute:02d} UTC"
-        first, step = parts[1].split("-23/")
-        times = [f"{h:02d}:{minute:02d}" for h in range(int(first), 24, int(step))]
-    except (ValueError, IndexError):
-        return expression
-    return f"every {step} hours, at {', '.join(times[:-1])} and {times[-1]} UTC" if len(times) > 1 else expression
 
 
 def timetable_for(frequency: str, dag_id: str) -> Any:

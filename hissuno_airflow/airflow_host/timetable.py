@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from .schedule import describe_cron
+from .schedule_words import describe_cron
 
 
 class StreamTimetable(CronDataIntervalTimetable):
