@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import venv
 from pathlib import Path
@@ -28,6 +29,36 @@ STATE = ROOT / ".hissuno"
 
 def _run(*cmd: str, env: dict[str, str] | None = None, check: bool = True) -> int:
     return subprocess.run(cmd, cwd=ROOT, env=env, check=check).returncode
+
+
+def _step(title: str, log: Path, *cmd: str, env: dict[str, str]) -> None:
+    """Run a set-up step with its output in ``log``; print one line, or the log's tail when it fails."""
+    print(f"{title} ...", end=" ", flush=True)
+    with log.open("a") as out:
+        rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+    if rc != 0:
+        print("failed", flush=True)
+        sys.stdout.write("".join(log.read_text(errors="replace").splitlines(keepends=True)[-30:]))
+        sys.exit(f"{title} failed (exit {rc}); the whole output is in {log}")
+    print("ok", flush=True)
+
+
+# What a person should see from the servers: errors. Everything else stays in the log files.
+_ALARMS = ("ERROR", "CRITICAL", "[error", "[critical", "Traceback")
+
+
+def _echo_errors(name: str, log: Path, stop: threading.Event) -> None:
+    """Follow a server's log file and echo its error lines (a shortened first line of each)."""
+    with log.open("r", errors="replace") as f:
+        f.seek(0, os.SEEK_END)
+        while not stop.is_set():
+            line = f.readline()
+            if not line:
+                stop.wait(0.5)
+                continue
+            if any(a in line for a in _ALARMS):
+                text = line.strip()
+                print(f"[{name}] {text[:300]}{' ...' if len(text) > 300 else ''}  (see {log})", flush=True)
 
 
 def ensure_venv() -> None:
@@ -76,6 +107,18 @@ def _stop(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _stop_store(env: dict[str, str]) -> None:
+    """Stop the embedded store; once more if its server outlived the first stop (seen under heavy load)."""
+    pid_file = Path(env["HISSUNO_HOME"]) / "pgdata" / "postmaster.pid"
+    for _ in range(3):
+        subprocess.run([str(BIN / "python"), "-c", "from hissuno_airflow.store.db import stop_embedded; stop_embedded()"],
+                       cwd=ROOT, env=env, check=False)
+        if not pid_file.exists():
+            return
+        time.sleep(3)
+    print(f"the embedded store did not stop; its server is still running ({pid_file})", flush=True)
+
+
 def cmd_up() -> int:
     """Migrate, connect the sample plugin, enable its streams, and run Airflow until Ctrl-C (or SIGTERM)."""
     ensure_venv()
@@ -88,22 +131,36 @@ def cmd_up() -> int:
     if not passwords.exists():
         passwords.write_text('{"admin": "admin"}')
     env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] = str(passwords)
-    _run(str(BIN / "airflow"), "db", "migrate", env=env)
-    _run(str(BIN / "hissuno"), "db", "migrate", env=env)
-    _run(str(BIN / "python"), "-m", "hissuno_airflow.devsetup", env=env)
-    procs = [
-        subprocess.Popen([str(BIN / "airflow"), "api-server", "-H", "127.0.0.1", "-p", env["AIRFLOW__API__PORT"]],
-                         cwd=ROOT, env=env, start_new_session=True),
-        subprocess.Popen([str(BIN / "airflow"), "scheduler", "--skip-serve-logs"], cwd=ROOT, env=env,
-                         start_new_session=True),
-        subprocess.Popen([str(BIN / "airflow"), "dag-processor"], cwd=ROOT, env=env, start_new_session=True),
-    ]
-    # First syncs now, not at the next schedule tick: queue one run per stream once its DAG exists.
-    procs.append(subprocess.Popen([str(BIN / "python"), "-m", "hissuno_airflow.devsetup", "--kickoff"], cwd=ROOT,
+    # Quiet by default: the servers' output (access log, scheduler chatter) goes to files under .hissuno/logs.
+    logs = Path(env["HISSUNO_HOME"]) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    setup_log = logs / "setup.log"
+    _step("preparing Airflow's database", setup_log, str(BIN / "airflow"), "db", "migrate", env=env)
+    _step("preparing the Hissuno store", setup_log, str(BIN / "hissuno"), "db", "migrate", env=env)
+    _step("connecting the sample plugin", setup_log, str(BIN / "python"), "-m", "hissuno_airflow.devsetup", env=env)
+    servers = {
+        "api-server": [str(BIN / "airflow"), "api-server", "-H", "127.0.0.1", "-p", env["AIRFLOW__API__PORT"]],
+        "scheduler": [str(BIN / "airflow"), "scheduler", "--skip-serve-logs"],
+        "dag-processor": [str(BIN / "airflow"), "dag-processor"],
+    }
+    procs = []
+    stop = threading.Event()
+    for name, cmd in servers.items():
+        log = logs / f"{name}.log"
+        log.touch()
+        follower = threading.Thread(target=_echo_errors, args=(name, log, stop), daemon=True)
+        follower.start()
+        time.sleep(0.1)  # the follower is at the end of the file before the server writes to it
+        with log.open("a") as out:
+            procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                          start_new_session=True))
+    # First syncs run as soon as the DAG processor has written each stream's DAG (their first run is due
+    # at once); this prints each stream's first sync and every failed run as they finish.
+    procs.append(subprocess.Popen([str(BIN / "python"), "-m", "hissuno_airflow.devsetup", "--follow"], cwd=ROOT,
                                   env=env, start_new_session=True))
     url = f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}"
     print(f"\nAirflow: {url}  (user admin, password admin)\nIntegrations: {url}/hissuno/\n"
-          "Ctrl-C stops everything.\n", flush=True)
+          f"Server logs: {logs}/\nCtrl-C stops everything.\n", flush=True)
     try:
         while all(p.poll() is None for p in procs[:3]):
             time.sleep(1)
@@ -113,6 +170,7 @@ def cmd_up() -> int:
         # A second Ctrl-C or SIGTERM must not cut the shutdown short and orphan servers.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stop.set()
         print("stopping ...", flush=True)
         for p in procs:
             try:
@@ -124,8 +182,7 @@ def cmd_up() -> int:
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
-        subprocess.run([str(BIN / "python"), "-c", "from hissuno_airflow.store.db import stop_embedded; stop_embedded()"],
-                       cwd=ROOT, env=env, check=False)
+        _stop_store(env)
     return 0
 
 

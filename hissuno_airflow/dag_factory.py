@@ -14,18 +14,18 @@ is missing.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
-import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from .airflow_host.names import DAG_PREFIX, dag_id_for, pool_name_for
 from .airflow_host.pools import POOL_SETTING, ensure_pool, try_ensure_pool
+from .airflow_host.schedule import describe, start_date_for, timetable_for
 
 if TYPE_CHECKING:
     from airflow.sdk import DAG
@@ -33,9 +33,9 @@ if TYPE_CHECKING:
 __all__ = ["DAG_PREFIX", "POOL_SETTING", "build_dag", "build_dags", "dag_id_for", "ensure_pool", "load_manifest",
            "pool_name_for", "timetable_for", "try_ensure_pool"]
 
+
 log = logging.getLogger(__name__)
 
-_FREQ_HOURS = {"1h": 1, "6h": 6, "24h": 24}
 _EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 _RETRY_DELAY = timedelta(minutes=1)
 _MAX_RETRY_DELAY = timedelta(minutes=30)
@@ -78,6 +78,7 @@ def _query_manifest() -> list[dict[str, Any]]:
             "connection_id": s.connection_id, "plugin_id": s.plugin_id, "stream_id": s.stream_id,
             "stream_kind": s.stream_kind, "frequency": s.frequency, "account_label": c.account_label,
             "pool": c.settings.get(POOL_SETTING), "created_at": s.created_at.isoformat(),
+            "filters": s.filter_config,
         })
     return rows
 
@@ -108,67 +109,90 @@ def load_manifest() -> list[dict[str, Any]]:
 # --- DAGs -----------------------------------------------------------------------------------------
 
 
-def _offset(dag_id: str) -> int:
-    # crc32, not hash(): Python's str hash changes per process and the schedule must not.
-    return zlib.crc32(dag_id.encode())
+_LANDS_IN = {
+    "sessions": "Hissuno sessions (tables `sessions` and `session_messages`)",
+    "contacts": "Hissuno contacts (table `contacts`)",
+    "companies": "Hissuno companies (table `companies`)",
+    "issues": "Hissuno issues (table `issues`)",
+    "knowledge": "the Hissuno knowledge base (tables `knowledge_sources` and `knowledge_chunks`)",
+    "analytics": "Hissuno analytics",
+}
 
 
-def timetable_for(frequency: str, dag_id: str) -> Any:
-    """``None`` for manual/webhook; a ``CronDataIntervalTimetable`` with a stable offset otherwise."""
-    hours = _FREQ_HOURS.get(frequency)
-    if hours is None:
-        return None
-    off = _offset(dag_id)
-    minute = off % 60
-    hour = (off // 60) % hours
-    if hours == 1:
-        cron = f"{minute} * * * *"
-    elif hours == 24:
-        cron = f"{minute} {hour} * * *"
-    else:
-        cron = f"{minute} {hour}-23/{hours} * * *"
-    return _cron_timetable(cron)
-
-
-@functools.lru_cache(maxsize=2048)
-def _cron_timetable(cron: str) -> Any:
-    # At most 60 * (1 + 6 + 24) distinct expressions: sharing the (immutable) timetable saves
-    # parsing the same cron expression again for every DAG of a large file.
-    from airflow.sdk import CronDataIntervalTimetable
-
-    return CronDataIntervalTimetable(cron, timezone="UTC")
-
-
-def _start_date(row: Mapping[str, Any]) -> datetime:
+def _start_date(row: Mapping[str, Any], catchup: bool) -> datetime:
     try:
         created = datetime.fromisoformat(row["created_at"])
     except (KeyError, TypeError, ValueError):
         return _EPOCH
-    # The stream's creation time: with HISSUNO_DAG_CATCHUP the scheduler catches up from there, never earlier.
-    return created
+    # Before the stream's creation, so its first run is due as soon as the DAG appears (see schedule).
+    return start_date_for(row["frequency"], created, catchup=catchup)
 
 
-def _doc(row: Mapping[str, Any]) -> str:
+@dataclass(frozen=True)
+class DagText:
+    """What a DAG says about itself: its display name, one-line description and documentation."""
+
+    display_name: str
+    description: str
+    doc_md: str
+
+
+def _names(row: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(plugin name, stream label, stream description), falling back to the ids for an unknown plugin."""
     from .registry import get_plugin
 
-    label, description = row["stream_id"], ""
+    key = row["stream_id"].split(":", 1)
+    label, description = key[0], ""
     try:
         plugin = get_plugin(row["plugin_id"])
-        key = row["stream_id"].split(":", 1)[0]
-        stream = plugin.streams.get(key)
-        if stream is not None:
-            label, description = stream.label, stream.description or ""
-        name = plugin.name
     except Exception:
-        name = row["plugin_id"]
-    return (
-        f"### {name}: {label}\n\n{description}\n\n"
-        f"* connection `{row['connection_id']}` ({row['account_label']})\n"
-        f"* stream `{row['stream_id']}` ({row['stream_kind']}), frequency `{row['frequency']}`\n"
-        f"* outlet asset `hissuno://{row['connection_id']}/{row['stream_id']}`\n\n"
-        "Trigger with `full_refresh: true` for a full sync. Backfill with "
-        "`airflow backfill create --dag-id <this dag> --from-date D --to-date D --max-active-runs 1`."
+        return row["plugin_id"], row["stream_id"], ""
+    stream = plugin.streams.get(key[0])
+    if stream is not None:
+        label, description = stream.label, stream.description or ""
+    if len(key) > 1:
+        label = f"{label} ({key[1]})"
+    return plugin.name, label, description
+
+
+def _filters_text(filters: Mapping[str, Any] | None) -> str:
+    if not filters:
+        return "none (everything the connection can read)"
+    return ", ".join(f"`{k}` = `{json.dumps(v, default=str)}`" for k, v in sorted(filters.items()))
+
+
+def dag_text(row: Mapping[str, Any], dag_id: str) -> DagText:
+    """The display name, description and ``doc_md`` of a stream's DAG, naming the real DAG id."""
+    plugin_name, label, stream_description = _names(row)
+    account = row.get("account_label") or row["connection_id"]
+    schedule = describe(row["frequency"], dag_id)
+    lands = _LANDS_IN.get(row["stream_kind"], f"Hissuno {row['stream_kind']}")
+    display = f"{plugin_name} · {account} · {label}"
+    description = f"Syncs {label} from {plugin_name} ({account}) into {lands.split(' (')[0]}, {schedule}."
+    if row["frequency"] in ("manual", "webhook"):
+        backfill = ("This stream has no schedule, so Airflow cannot backfill it. Sync everything again with\n\n"
+                    f"    airflow dags trigger {dag_id} -c '{{\"full_refresh\": true}}'\n\n"
+                    "or a window from a terminal:\n\n"
+                    f"    hissuno sync {row['connection_id']} {row['stream_id']} --since 2026-01-01 --until 2026-02-01\n")
+    else:
+        backfill = ("Backfill a date range (each run syncs exactly its data interval and leaves the live cursor "
+                    "alone):\n\n"
+                    f"    airflow backfill create --dag-id {dag_id} --from-date 2026-01-01 --to-date 2026-01-31 "
+                    "--max-active-runs 1\n")
+    doc = (
+        f"### {plugin_name} · {label}\n\n"
+        + (f"{stream_description}\n\n" if stream_description else "")
+        + f"| | |\n|---|---|\n"
+        f"| Connection | {plugin_name} `{account}` (Hissuno connection `{row['connection_id']}`) |\n"
+        f"| Stream | `{row['stream_id']}` ({row['stream_kind']}) |\n"
+        f"| Filters | {_filters_text(row.get('filters'))} |\n"
+        f"| Schedule | {schedule} |\n"
+        f"| Data lands in | {lands}; asset `hissuno://{row['connection_id']}/{row['stream_id']}` |\n\n"
+        "Each run syncs what changed since the last successful run. Trigger with "
+        "`{\"full_refresh\": true}` to sync everything again.\n\n"
+        + backfill
     )
+    return DagText(display, description, doc)
 
 
 def dag_config_defaults() -> dict[str, Any]:
@@ -193,18 +217,21 @@ def build_dag(row: Mapping[str, Any], defaults: Mapping[str, Any] | None = None)
     from .operators.sync import SyncOperator
 
     dag_id = dag_id_for(row["connection_id"], row["stream_id"])
+    text = dag_text(row, dag_id)
     catchup = os.environ.get("HISSUNO_DAG_CATCHUP", "").lower() in ("1", "true", "yes")
     asset = Asset(name=f"hissuno.{row['connection_id']}.{row['stream_id']}",
                   uri=f"hissuno://{row['connection_id']}/{row['stream_id']}")
     with DAG(
         dag_id=dag_id,
         schedule=timetable_for(row["frequency"], dag_id),
-        start_date=_start_date(row),
+        start_date=_start_date(row, catchup),
         catchup=catchup,
         max_active_runs=1,
         is_paused_upon_creation=False,
         tags=["hissuno", row["plugin_id"], row["stream_kind"]],
-        doc_md=_doc(row),
+        dag_display_name=text.display_name,
+        description=text.description,
+        doc_md=text.doc_md,
         **(defaults if defaults is not None else dag_config_defaults()),
     ) as dag:
         extra: dict[str, Any] = {"pool": row["pool"]} if row.get("pool") else {}

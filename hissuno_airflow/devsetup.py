@@ -114,10 +114,63 @@ def kickoff(
         time.sleep(poll_seconds)
 
 
+def follow_line(row: dict[str, Any]) -> str:
+    """One finished run as ``dev.py up`` prints it: stream, outcome, counts, duration, redacted error."""
+    from .runtime.logging import counts_text, duration
+
+    took = ""
+    if row.get("started_at") and row.get("completed_at"):
+        took = f" in {duration((row['completed_at'] - row['started_at']).total_seconds())}"
+    what = f"{row['connection_id']}/{row['stream_id']} ({row['triggered_by']})"
+    if row["status"] == "success":
+        return f"synced {what}{took}: {counts_text(row.get('counts') or {})}"
+    return f"FAILED {what}{took}: {row.get('error_message') or row['status']}"
+
+
+def follow(store: Store | None = None, *, poll_seconds: float = 3.0, once: bool = False,
+           emit: Callable[[str], Any] = print) -> None:
+    """Print what a person wants from a running ``dev.py up``: each stream's first successful sync and every
+    failed run, as they finish (the servers' own chatter goes to log files)."""
+    store = store or get_store()
+    seen_ok: set[tuple[str, str]] = set()
+    since = None
+    if not once:  # only what finishes from now on
+        with store.autocommit() as conn:
+            since = conn.execute("SELECT now() AS now").fetchone()["now"]  # type: ignore[index]
+    while True:
+        with store.autocommit() as conn:
+            rows = conn.execute(
+                "SELECT id::text AS id, connection_id, stream_id, triggered_by, status, counts, error_message,"
+                " started_at, completed_at FROM integration_sync_runs WHERE status <> 'in_progress'"
+                " AND (%s::timestamptz IS NULL OR completed_at > %s) ORDER BY completed_at",
+                (since, since),
+            ).fetchall()
+        for row in rows:
+            since = row["completed_at"]
+            key = (row["connection_id"], row["stream_id"])
+            if row["status"] == "success":
+                if key in seen_ok:
+                    continue
+                seen_ok.add(key)
+            emit(follow_line(row))
+        if once:
+            return
+        time.sleep(poll_seconds)
+
+
 if __name__ == "__main__":
+    import functools
     import sys
 
     from .airflow_host import install
 
     install()  # runs under ``dev.py up``: credentials go to Airflow Connections, pools are made
-    kickoff() if "--kickoff" in sys.argv else main()
+    if "--kickoff" in sys.argv:
+        kickoff()
+    elif "--follow" in sys.argv:
+        follow(emit=functools.partial(print, flush=True))
+    else:
+        from .airflow_host.credentials import migrate_legacy_connections
+
+        migrate_legacy_connections()  # Connections of an earlier version keep their credentials
+        main()

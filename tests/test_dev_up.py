@@ -94,6 +94,10 @@ def test_dev_up_serves_airflow_with_the_sample_plugin_syncing_and_stops_clean(tm
         assert catalog.status_code == 200 and "sample" in {p["id"] for p in catalog.json()["plugins"]}
         page = httpx.get(f"{url}/hissuno/", cookies={"_token": token}, timeout=10)
         assert page.status_code == 200 and "Integrations" in page.text
+        # The first syncs are reported as they finish (the follower polls every few seconds).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _said(log, "synced ") < 5:
+            time.sleep(1)
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's foreground group
         try:
@@ -105,3 +109,27 @@ def test_dev_up_serves_airflow_with_the_sample_plugin_syncing_and_stops_clean(tm
                 os.kill(pid, signal.SIGKILL)
     assert rc == 0, log.read_text()[-4000:]
     assert leftovers == [], (described, log.read_text()[-3000:])
+    _assert_quiet(log.read_text(), state, port)
+
+
+def _said(log: Path, prefix: str) -> int:
+    return sum(1 for line in log.read_text().splitlines() if line.startswith(prefix))
+
+
+def _assert_quiet(out: str, state: Path, port: int) -> None:
+    """A person sees start-up, the URLs, the first syncs and errors; the servers' chatter is in log files."""
+    lines = out.splitlines()
+    assert f"Airflow: http://127.0.0.1:{port}  (user admin, password admin)" in lines, out[-3000:]
+    assert f"Integrations: http://127.0.0.1:{port}/hissuno/" in lines
+    assert "preparing Airflow's database ... ok" in lines
+    first = [line for line in lines if line.startswith("synced ")]
+    assert {line.split()[1].split("/")[1] for line in first} == {
+        "sessions", "contacts", "companies", "issues", "knowledge:help-center"}, out[-3000:]
+    assert all(": " in line and " synced" in line for line in first)
+    # No access log, no scheduler chatter, no warnings about our secrets or connection types.
+    assert "http.access" not in out and 'HTTP/1.1"' not in out and "cannot be started" not in out, out[-3000:]
+    assert "Skipping masking" not in out and "shall not contain" not in out
+    assert len(lines) < 40, out[-3000:]
+    logs = state / "logs"
+    assert "[http.access]" in (logs / "api-server.log").read_text()  # kept, where a person can look
+    assert (logs / "scheduler.log").stat().st_size > 0 and (logs / "dag-processor.log").stat().st_size > 0

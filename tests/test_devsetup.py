@@ -95,3 +95,23 @@ def test_kickoff_retries_only_what_it_could_not_queue_yet(store: Any) -> None:
     devsetup.kickoff(store, trigger=lambda c, s: calls.append(s), timeout=5)
     assert calls == ["issues"]
     assert demo.id
+
+
+def test_follow_prints_each_streams_first_sync_and_every_failure(store: Any) -> None:
+    """What ``dev.py up`` shows of the syncs: one line per stream's first success, every failed run."""
+    from hissuno_airflow.runtime.sync import run_stream_sync
+
+    conn = connect_sample(store, "follow")
+    enable_stream(store, conn.id, "contacts", frequency="manual", filters={"size": 3})
+    for _ in range(2):
+        assert run_stream_sync(conn.id, "contacts", store=store).status == "success"
+    with store.connection() as c:
+        c.execute("INSERT INTO integration_sync_runs (connection_id, plugin_id, stream_id, triggered_by, sync_mode,"
+                  " status, error_message, started_at, completed_at) VALUES (%s, 'sample', 'contacts', 'cron',"
+                  " 'incremental', 'error', 'sample GET /contacts: 503 Service Unavailable', now(), now())",
+                  (conn.id,))
+    lines: list[str] = []
+    devsetup.follow(store, once=True, emit=lines.append)
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"synced {conn.id}/contacts (manual) in ") and " 3 synced" in lines[0]
+    assert lines[1] == f"FAILED {conn.id}/contacts (cron) in 0 s: sample GET /contacts: 503 Service Unavailable"

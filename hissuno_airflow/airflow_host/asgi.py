@@ -52,6 +52,19 @@ async def _user_from_scope(scope: Scope) -> str | None:
     return str(name) if name else None
 
 
+def _migrate_connection_types() -> None:
+    """Connections of the earlier ``hissuno_<plugin>`` types get today's types, once per API server."""
+    from .credentials import migrate_legacy_connections
+
+    try:
+        changed = migrate_legacy_connections()
+    except Exception as exc:  # never keep the page from loading; the old types are still read
+        log.warning("hissuno: could not migrate Airflow connection types (%s)", type(exc).__name__)
+        return
+    if changed:
+        log.info("hissuno: %d Airflow connection(s) moved to the hissuno<plugin> connection types", changed)
+
+
 class HissunoASGI:
     """Lazily built ASGI app: Airflow user resolution + a2wsgi + the Flask blueprint."""
 
@@ -70,6 +83,7 @@ class HissunoASGI:
                 from .host import install
 
                 install()
+                _migrate_connection_types()
                 dispatcher = HostDispatcher()
                 set_default_dispatcher(dispatcher)
                 app = create_app(authenticate=access.airflow_user, dispatcher=dispatcher)
@@ -88,6 +102,50 @@ class HissunoASGI:
                     return
         if scope["type"] != "http":
             return
-        wsgi = self._wsgi or self._build()
         user = await _user_from_scope(scope)
+        dag_id = _dag_tab_target(scope)
+        if dag_id is not None:
+            await _dag_tab(scope, send, dag_id, user)
+            return
+        wsgi = self._wsgi or self._build()
         await wsgi({**scope, "hissuno.user": user}, receive, send)
+
+
+def _dag_tab_target(scope: Scope) -> str | None:
+    """The DAG id of a ``GET <mount>/dag/<dag id>`` request (the DAG tab), else None."""
+    from urllib.parse import unquote
+
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):]
+    if scope.get("method") not in ("GET", "HEAD") or not path.startswith("/dag/"):
+        return None
+    dag_id = unquote(path[len("/dag/"):]).strip("/")
+    return dag_id if dag_id and "/" not in dag_id else None
+
+
+async def _dag_tab(scope: Scope, send: Any, dag_id: str, user: str | None) -> None:
+    """Serve the tab Airflow shows on each Hissuno DAG's page (signed-in Airflow users only)."""
+    import asyncio
+
+    from .dag_tab import render
+
+    mount = scope.get("root_path", "") or "/hissuno"
+    if user is None:
+        status, html = 401, "<!doctype html><p>Sign in to Airflow to see this tab.</p>"
+    else:
+        def page() -> tuple[int, str]:
+            from ..store.db import get_store
+
+            return render(get_store(), dag_id, mount)
+
+        try:
+            status, html = await asyncio.to_thread(page)
+        except Exception as exc:  # a store outage: say so, no stack trace to the browser
+            log.warning("hissuno: the DAG tab of %s failed (%s)", dag_id, type(exc).__name__)
+            status, html = 503, "<!doctype html><p>The Hissuno store cannot be reached right now; try again.</p>"
+    body = html.encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/html; charset=utf-8"),
+                            (b"content-length", str(len(body)).encode()), (b"cache-control", b"no-store")]})
+    await send({"type": "http.response.body", "body": b"" if scope.get("method") == "HEAD" else body})

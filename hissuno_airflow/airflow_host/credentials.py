@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from .names import airflow_conn_id, conn_type_for
+from .names import airflow_conn_id, conn_type_for, legacy_conn_type_for
 
 if TYPE_CHECKING:
     from ..store.connections import ConnectionRow
@@ -36,29 +36,128 @@ def in_task_sandbox() -> bool:
     return getattr(task_runner, "SUPERVISOR_COMMS", None) is not None
 
 
-def credentials_from_connection(conn: Any, conn_type: str) -> dict[str, Any]:
+def _extra(conn: Any) -> dict[str, Any]:
+    """The Connection's extra as a dict, parsed here rather than with ``extra_dejson``.
+
+    ``extra_dejson`` hands every value to Airflow's secrets masker, which warns "Skipping masking for a
+    secret as it's too short" for any short value (a workspace name, an empty id) on every task. The
+    whole extra string is already masked when Airflow fetches the Connection; the secret values in it
+    are masked one by one by ``_mask_secrets``.
+    """
+    raw = conn.extra
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        return {}
+    return dict(data) if isinstance(data, dict) else {}
+
+
+def _mask_secrets(creds: dict[str, Any]) -> None:
+    """Mask the values of sensitive keys in task logs; values too short to mask are left out silently."""
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # pragma: no cover - the Task SDK ships with Airflow 3
+        return
+    from ..kit.redaction import is_sensitive_key
+
+    for key, value in creds.items():
+        if isinstance(value, str) and len(value) >= _MIN_MASKED and is_sensitive_key(key):
+            mask_secret(value, key)
+
+
+_MIN_MASKED = 5  # Airflow's default [logging] min_length_masked_secret
+SHORT_KEY = "hissuno_short_fields"
+"""Extra key holding, as one JSON string, the values too short for Airflow's masker (see ``pack_extra``)."""
+
+
+def pack_extra(credentials: dict[str, Any]) -> dict[str, Any]:
+    """The extra hissuno writes: short string values (a workspace "w", a region "eu") packed into one JSON
+    string under ``SHORT_KEY``.
+
+    Airflow reads a Connection's extra with ``extra_dejson`` whenever it is fetched (``get_uri``), and its
+    masker warns "Skipping masking for a secret as it's too short" for every short value, on every task.
+    One packed value is long enough to pass, and it is not a secret name, so it is not masked either.
+    """
+    short = {k: v for k, v in credentials.items() if isinstance(v, str) and 0 < len(v) < _MIN_MASKED}
+    packed = {k: v for k, v in credentials.items() if k not in short}
+    if short:
+        packed[SHORT_KEY] = json.dumps(short, sort_keys=True)
+    return packed
+
+
+def credentials_from_connection(conn: Any, conn_type: str, legacy_type: str | None = None) -> dict[str, Any]:
     """Credentials stored in an Airflow Connection: extra fields (plain or UI-prefixed) plus the password.
 
     Args:
         conn: an Airflow Connection (SDK or ORM model).
-        conn_type: its ``hissuno_<plugin>`` type; the UI stores form fields as ``extra__<type>__<field>``.
+        conn_type: its ``hissuno<plugin>`` type; the UI stores form fields as ``extra__<type>__<field>``.
+        legacy_type: the earlier ``hissuno_<plugin>`` type, whose UI-prefixed fields are read too.
 
     Returns:
         The credentials map; empty values the form left blank are dropped.
     """
-    extra = conn.extra_dejson or {}
-    prefix = f"extra__{conn_type}__"
+    extra = _extra(conn)
+    short = extra.pop(SHORT_KEY, None)
+    if isinstance(short, str):
+        try:
+            unpacked = json.loads(short)
+        except ValueError:
+            unpacked = {}
+        if isinstance(unpacked, dict):
+            extra = {**unpacked, **extra}
+    prefixes = tuple(f"extra__{t}__" for t in (conn_type, legacy_type) if t)
     creds: dict[str, Any] = {}
     for key, value in extra.items():
-        name = key[len(prefix):] if key.startswith(prefix) else key
+        prefix = next((p for p in prefixes if key.startswith(p)), None)
+        name = key[len(prefix):] if prefix else key
         if value in (None, ""):
             continue
         # A plain key wins over the UI-prefixed one: plain keys are what hissuno itself writes last.
-        if name not in creds or not key.startswith(prefix):
+        if name not in creds or prefix is None:
             creds[name] = value
     if conn.password and "password" not in creds:
         creds["password"] = conn.password
+    _mask_secrets(creds)
     return creds
+
+
+def migrate_legacy_type(conn: Any, plugin_id: str) -> bool:
+    """Give a Connection of the earlier ``hissuno_<plugin>`` type the current type (server side, ORM).
+
+    Its UI-prefixed extra fields are renamed with it, so the connection form still shows them; nothing
+    is lost. Returns True when the Connection changed (the caller's session commits it).
+    """
+    old, new = legacy_conn_type_for(plugin_id), conn_type_for(plugin_id)
+    if conn.conn_type != old or old == new:
+        return False
+    extra = _extra(conn)
+    renamed = pack_extra({(f"extra__{new}__" + k[len(f"extra__{old}__"):] if k.startswith(f"extra__{old}__")
+                           else k): v for k, v in extra.items()})
+    conn.conn_type = new
+    if extra:
+        conn.set_extra(json.dumps(renamed, default=str))
+    return True
+
+
+def migrate_legacy_connections() -> int:
+    """Migrate every hissuno Connection still of an earlier type (run by server processes); returns how many.
+
+    Earlier versions named the types ``hissuno_<plugin>``; Airflow warned about the ``_`` on every use.
+    """
+    from airflow.models import Connection as OrmConnection
+    from airflow.utils.session import create_session
+
+    from ..registry import list_plugins
+
+    legacy = {legacy_conn_type_for(p.id): p.id for p in list_plugins()}
+    changed = 0
+    with create_session() as session:
+        rows = session.query(OrmConnection).filter(OrmConnection.conn_type.in_(list(legacy))).all()
+        for conn in rows:
+            changed += migrate_legacy_type(conn, legacy[conn.conn_type])
+    return changed
 
 
 def read_overlay(connection_id: str) -> dict[str, Any]:
@@ -78,7 +177,7 @@ def read_overlay(connection_id: str) -> dict[str, Any]:
     return dict(data) if isinstance(data, dict) else {}
 
 
-def _read_connection(conn_id: str, conn_type: str) -> dict[str, Any]:
+def _read_connection(conn_id: str, plugin_id: str) -> dict[str, Any]:
     from airflow.sdk.exceptions import AirflowNotFoundException
 
     try:
@@ -92,7 +191,7 @@ def _read_connection(conn_id: str, conn_type: str) -> dict[str, Any]:
             conn = OrmConnection.get_connection_from_secrets(conn_id)
     except AirflowNotFoundException:
         return {}
-    return credentials_from_connection(conn, conn_type)
+    return credentials_from_connection(conn, conn_type_for(plugin_id), legacy_conn_type_for(plugin_id))
 
 
 def _write_connection(
@@ -110,7 +209,7 @@ def _write_connection(
             session.add(conn)
         conn.conn_type = conn_type
         conn.description = description
-        conn.set_extra(json.dumps(credentials, default=str))
+        conn.set_extra(json.dumps(pack_extra(credentials), default=str))
     # The Connection is now the newest copy; a stale overlay would shadow it.
     OrmVariable.delete(overlay_key(connection_id))
 
@@ -131,7 +230,7 @@ class AirflowCredentialStore:
     def load(self, connection: ConnectionRow) -> dict[str, Any]:
         """Credentials of ``connection``: the overlay's keys win over the Connection's."""
         conn_id = connection.credentials_ref or airflow_conn_id(connection.id)
-        creds = _read_connection(conn_id, conn_type_for(connection.plugin_id))
+        creds = _read_connection(conn_id, connection.plugin_id)
         creds.update(read_overlay(connection.id))
         return creds
 

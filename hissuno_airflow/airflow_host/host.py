@@ -6,6 +6,7 @@ import functools
 import importlib.util
 import os
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..runtime.host import Host, QueuedRun, current_host, install_host
@@ -56,6 +57,16 @@ class AirflowHost(Host):
     def stream_ref(self, connection_id: str, stream_id: str) -> str | None:
         """The stream's DAG id."""
         return dag_id_for(connection_id, stream_id)
+
+    def next_sync_at(self, connection_id: str, stream_id: str, frequency: str, *, now: datetime,
+                     first_run: bool = False) -> datetime | None:
+        """When Airflow will run the stream's DAG next: right after it appears for a stream that never
+        synced, else at its next spread slot (``schedule``, the same slot the DAG's timetable uses)."""
+        from .schedule import first_run_at, next_run_after
+
+        if first_run:
+            return first_run_at(frequency, now)
+        return next_run_after(frequency, dag_id_for(connection_id, stream_id), now)
 
 
 def install() -> AirflowHost:

@@ -49,10 +49,6 @@ def _parse_cursor(value: Any) -> datetime | None:
     return None
 
 
-def _iso(value: datetime | None) -> str:
-    return value.isoformat() if value is not None else "none"
-
-
 def _newest(*cursors: datetime | None) -> datetime | None:
     present = [c for c in cursors if c is not None]
     return max(present) if present else None
@@ -108,14 +104,46 @@ class SyncOperator(BaseOperator):
             # "XCom not found" error on every first run. Truthiness, not ``is not None``: the Task SDK
             # hands a lazy proxy, which is never None itself.
             pulled = ti.xcom_pull(task_ids=self.task_id, key=CURSOR_KEY, include_prior_dates=True, map_indexes=-1)
-        from_xcom, stored = _parse_cursor(pulled), self._stored_cursor()
-        cursor = _newest(from_xcom, stored)
-        if cursor is None:
-            self.log.info("Syncing %s: everything (no earlier successful run)", self.stream_id)
-        else:
-            self.log.info("Syncing %s: changes since %s (last run's cursor: XCom %s, store %s)", self.stream_id,
-                          cursor.isoformat(), _iso(from_xcom), _iso(stored))
+        from_airflow, stored = _parse_cursor(pulled), self._stored_cursor()
+        if pulled and from_airflow is None:
+            # Never a silent "everything": an XCom that is not one ISO timestamp is a bug to see.
+            raise ValueError(f"the cursor pulled from XCom is not a timestamp: {type(pulled).__name__}")
+        cursor = _newest(from_airflow, stored)
+        self._cursor_source = ("the cursor the last successful run left in Airflow" if cursor is not None
+                               and cursor == from_airflow else "the cursor Hissuno recorded for this stream")
         return SyncPlan(triggered_by=triggered_by, cursor=cursor, external_run_id=external)
+
+    def _window_line(self, plan: SyncPlan) -> str:
+        """The first log line: what this run syncs, in words."""
+        from ..runtime.logging import window_line
+
+        if plan.triggered_by == "backfill":
+            mode, reason = "backfill", "this run's data interval"
+        elif plan.sync_mode == "full":
+            mode, reason = "full", "a full refresh was requested"
+        elif plan.cursor is None:
+            mode, reason = "incremental", "no earlier successful run, so everything"
+        else:
+            mode, reason = "incremental", getattr(self, "_cursor_source", "the stream's cursor")
+        return window_line(self._label(), mode=mode, since=plan.cursor, until=plan.until, reason=reason)
+
+    def _label(self) -> str:
+        """``People from Airflow Probe (Probe Workspace)``, or the ids when the names cannot be read."""
+        from .. import registry
+        from ..kit.streams import parse_stream_id
+        from ..store import connections as repo
+        from ..store.db import get_store
+
+        try:
+            conn = repo.get_connection(get_store(), self.connection_id)
+            plugin = registry.get_plugin(conn.plugin_id)
+            key, instance = parse_stream_id(self.stream_id)
+            stream = plugin.streams.get(key)
+            label = stream.label if stream is not None else key
+            label = f"{label} ({instance})" if instance else label
+            return f"{label} from {plugin.name} ({conn.account_label or conn.id})"
+        except Exception:
+            return f"{self.stream_id} of connection {self.connection_id}"
 
     def _stored_cursor(self) -> datetime | None:
         from ..store import connections as repo
@@ -128,7 +156,7 @@ class SyncOperator(BaseOperator):
         from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
         from ..airflow_host import install
-        from ..runtime.sync import run_stream_sync
+        from ..runtime.sync import UNSET, run_stream_sync
 
         install()
         ti = context["ti"]
@@ -136,13 +164,17 @@ class SyncOperator(BaseOperator):
         if conf.get("triggered_by") == "webhook" or not self._has_sync():
             return self._drain_inbox(context)
         plan = self._plan(context)
-        last = [0.0]
+        from ..runtime.logging import final_line, progress_line
+
+        self.log.info("%s", self._window_line(plan))
+        started = time.monotonic()
+        last = [started]
 
         def on_progress(event: ProgressEvent, counts: dict[str, int]) -> None:
             now = time.monotonic()
             if now - last[0] >= _PROGRESS_EVERY_S:
                 last[0] = now
-                self.log.info("hissuno progress: %s", _fmt(counts))
+                self.log.info("%s", progress_line(counts, now - started, current=event.current, total=event.total))
                 ti.xcom_push(key=PROGRESS_KEY, value=dict(counts))
 
         from ..kit.errors import HissunoError
@@ -157,7 +189,9 @@ class SyncOperator(BaseOperator):
                 raise AirflowException(msg) from exc
             raise AirflowFailException(msg) from exc
         ti.xcom_push(key=PROGRESS_KEY, value=dict(result.counts))
-        self.log.info("hissuno sync %s: %s", result.status, _fmt(result.counts))
+        self.log.info("%s", final_line(result.status, result.counts, time.monotonic() - started,
+                                       cursor_before=plan.cursor if plan.cursor is not UNSET else None,
+                                       cursor_after=result.cursor_after, moves_cursor=plan.commit_cursor))
         if result.status == "cancelled":
             raise AirflowException(f"hissuno sync of {self.stream_id!r} was cancelled")
         if result.status != "success":
@@ -194,12 +228,9 @@ class SyncOperator(BaseOperator):
         result = process_inbox(self.connection_id, self.stream_id)
         counts = {"done": result.done, "failed": result.failed}
         context["ti"].xcom_push(key=PROGRESS_KEY, value=counts)
-        self.log.info("hissuno webhook inbox: %s done, %s failed", result.done, result.failed)
+        self.log.info("Processed the webhook events waiting for %s: %s done, %s failed", self._label(),
+                      result.done, result.failed)
         if result.failed:
             # Failed events stay in the inbox (visible, retried); a red run makes them noticed.
             raise AirflowException(f"{result.failed} webhook event(s) failed: {'; '.join(result.errors[:3])}")
         return {"status": "success", "inbox": counts}
-
-
-def _fmt(counts: Mapping[str, int]) -> str:
-    return ", ".join(f"{k}={counts.get(k, 0)}" for k in ("found", "synced", "skipped", "failed"))

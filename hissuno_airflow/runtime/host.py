@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -72,7 +73,19 @@ class Host:
         """The host's name for a stream's scheduled job (an Airflow DAG id), for links."""
         return None
 
+    def next_sync_at(self, connection_id: str, stream_id: str, frequency: str, *, now: datetime,
+                     first_run: bool = False) -> datetime | None:
+        """When the stream's next scheduled sync is due (None when it has no schedule).
 
+        Called after each run (``first_run`` False) and, on hosts that schedule (``queues_runs``), when a
+        stream is enabled or re-timed (``first_run`` True when it never synced). Standalone: one interval
+        after the run, as before.
+        """
+        step = _INTERVALS.get(frequency)
+        return None if step is None else now + step
+
+
+_INTERVALS = {"1h": timedelta(hours=1), "6h": timedelta(hours=6), "24h": timedelta(days=1)}
 _host: Host = Host()
 _lock = threading.Lock()
 

@@ -224,6 +224,7 @@ class ConnectionServices:
         kwargs.setdefault("rate_limiter", self.rate_budget)
         kwargs.setdefault("signal", self.signal)
         kwargs.setdefault("logger", self.logger)
+        kwargs.setdefault("provider_name", self.plugin.name)
         if "auth" not in kwargs and self.can_refresh:
             kwargs["auth"] = LiveBearerAuth(self)
         kwargs["secrets"] = [*self.secrets, *kwargs.get("secrets", ())]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -60,8 +61,16 @@ def enable_stream(
         stream_kind=stream.kind, enabled=enabled, frequency=frequency, filter_config=filters,
         settings=settings, default_frequency=stream.default_frequency,
     )
+    host = current_host()
     if row.enabled:
-        current_host().stream_enabled(store, conn)  # e.g. the account's Airflow pool (its rate budget)
+        host.stream_enabled(store, conn)  # e.g. the account's Airflow pool (its rate budget)
+    if host.queues_runs:
+        # A scheduling host (Airflow) says when the stream runs next, so the page agrees with it from the
+        # start: soon for a stream that never synced (its first run follows its DAG), else its next slot.
+        nxt = host.next_sync_at(connection_id, row.stream_id, row.frequency, now=datetime.now(UTC),
+                                first_run=row.last_sync_at is None) if row.enabled else None
+        if nxt != row.next_sync_at:
+            row = repo.set_next_sync_at(store, connection_id, row.stream_id, nxt)
     return row
 
 

@@ -43,6 +43,7 @@ from ..store.enrich import Enricher
 from ..store.ingest import StreamIngest
 from ..store.transient import is_transient, retry_transient, unavailable
 from .handlers import call_handler
+from .host import current_host
 from .refresh import RefreshRefused
 from .services import ConnectionServices
 
@@ -267,7 +268,7 @@ def run_stream_sync(
                f"got {plan.until.isoformat()}")
         raise InputError(msg, field="until")
     signal = signal or CancelSignal()
-    run = _Run(store, plugin, connection, stream_id, key, instance, stream, plan, cursor_before)
+    run = _Run(store, plugin, connection, stream_id, key, instance, stream, plan, cursor_before, row.frequency)
     return run.execute(filters, settings_, signal, on_progress)
 
 
@@ -284,6 +285,7 @@ class _Run:
     stream: Stream
     plan: SyncPlan
     cursor_before: datetime | None
+    frequency: str
 
     def execute(self, filters: Any, settings_: Any, signal: CancelSignal,
                 on_progress: Callable[[ProgressEvent, dict[str, int]], None] | None) -> SyncResult:
@@ -400,13 +402,16 @@ class _Run:
             cursor_after = high if cursor_after is None or plan.sync_mode == "full" else max(cursor_after, high)
         lease.stop()  # finishing closes the lease; a renewal racing it would only find the run closed
 
+        # The host's answer (under Airflow: the DAG's next slot), so the page's "next run" agrees with it.
+        next_at = current_host().next_sync_at(connection.id, stream_id, self.frequency, now=datetime.now(UTC))
+
         def finish() -> dict[str, int]:
             ok = status == "success"
             with self.store.connection() as c:
                 return runs.finish_run(c, connection_id=connection.id, stream_id=stream_id, run_id=run_id,
                                        status=status, counts=None if store_failed else counts, error=error,
                                        cursor_after=cursor_after if ok else None,
-                                       write_cursor=plan.commit_cursor and ok)
+                                       write_cursor=plan.commit_cursor and ok, next_sync_at=next_at)
 
         try:
             counts = retry_transient(finish, "recording the run's result")

@@ -321,6 +321,19 @@ def get_stream(store: Db, connection_id: str, stream_id: str) -> StreamRow:
     return StreamRow(**row)
 
 
+def set_next_sync_at(store: Db, connection_id: str, stream_id: str, next_sync_at: datetime | None) -> StreamRow:
+    """Record when the host will next sync the stream (None: no schedule)."""
+    with use(store) as conn:
+        row = conn.execute(
+            f"UPDATE integration_streams SET next_sync_at = %s WHERE connection_id = %s AND stream_id = %s"
+            f" RETURNING {_STREAM_COLS}",
+            (next_sync_at, connection_id, stream_id),
+        ).fetchone()
+    if row is None:
+        raise NotFoundError(f"stream {stream_id!r} is not enabled on connection {connection_id!r}", field="stream_id")
+    return StreamRow(**row)
+
+
 def list_streams(store: Db, connection_id: str | None = None, *, enabled_only: bool = False) -> list[StreamRow]:
     """Stream rows of one connection (or all), ordered by connection then stream id."""
     where, args = [], []

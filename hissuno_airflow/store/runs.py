@@ -114,9 +114,12 @@ def record_progress(conn: Any, run_id: str, counts: dict[str, int], current: int
 
 def finish_run(conn: Any, *, connection_id: str, stream_id: str, run_id: str, status: str,
                counts: dict[str, int] | None, error: str | None, cursor_after: Any,
-               write_cursor: bool) -> dict[str, int]:
+               write_cursor: bool, next_sync_at: Any = None) -> dict[str, int]:
     """Close the run row and update the stream's state (its cursor only when ``write_cursor``); returns the
     counts stored: ``counts``, or (None) those committed with the run's last write.
+
+    ``next_sync_at`` is the host's answer (``Host.next_sync_at``: under Airflow the DAG's next slot, so
+    the page agrees with Airflow); None for a stream without a schedule.
 
     Raises LeaseLost (changing nothing) when the run was closed meanwhile: its lease lapsed and the
     stream may already belong to a newer run.
@@ -135,10 +138,8 @@ def finish_run(conn: Any, *, connection_id: str, stream_id: str, run_id: str, st
         "UPDATE integration_streams SET last_sync_status = %s, last_sync_error = %s,"
         " last_sync_counts = %s, updated_at = now(),"
         " last_sync_at = CASE WHEN %s THEN %s ELSE last_sync_at END,"
-        " next_sync_at = CASE frequency WHEN '1h' THEN now() + interval '1 hour'"
-        "   WHEN '6h' THEN now() + interval '6 hours' WHEN '24h' THEN now() + interval '1 day' ELSE NULL END"
-        " WHERE connection_id = %s AND stream_id = %s",
-        (status, error, Jsonb(row["counts"]), write_cursor, cursor_after, connection_id, stream_id),
+        " next_sync_at = %s WHERE connection_id = %s AND stream_id = %s",
+        (status, error, Jsonb(row["counts"]), write_cursor, cursor_after, next_sync_at, connection_id, stream_id),
     )
     return {k: int(v) for k, v in row["counts"].items()}
 

@@ -28,14 +28,14 @@ def test_one_dag_per_enabled_stream_with_right_timetable(store, probe, airflow_d
     assert set(dags) == expected
 
     hourly = dags[dag_id_for(conn.id, "people")]
-    assert type(hourly.timetable).__name__ == "CronDataIntervalTimetable"
+    assert type(hourly.timetable).__name__ == "StreamTimetable"
     minute, hour, *_ = _cron(hourly).split()
     assert hour == "*" and 0 <= int(minute) < 60
     six = dags[dag_id_for(conn.id, "people:team/a")]
-    assert type(six.timetable).__name__ == "CronDataIntervalTimetable"
+    assert type(six.timetable).__name__ == "StreamTimetable"
     assert _cron(six).split()[1].endswith("/6")
     daily = dags[dag_id_for(conn.id, "people:team-b")]
-    assert type(daily.timetable).__name__ == "CronDataIntervalTimetable"
+    assert type(daily.timetable).__name__ == "StreamTimetable"
     assert _cron(daily).split()[1].isdigit()
     for sid in ("people:manual", "people:hooked"):
         assert type(dags[dag_id_for(conn.id, sid)].timetable).__name__ == "NullTimetable"

@@ -172,10 +172,11 @@ def test_scheduled_runs_then_backfill_window(store, tmp_path, database_url):
         first, second = (_task_log(tmp_path / "airflow", dag_id, r[0]) for r in _runs(db, dag_id, "scheduled")[:2])
         # The first run has no earlier success, so it must not ask XCom (the task's supervisor logs a
         # miss as an error); the second, in its own task process, reads the first's cursor from XCom.
-        assert ("Syncing sessions: everything (no earlier successful run)" in first
-                or "last run's cursor: XCom none" in first), first[:6000]
+        assert (": everything, up to now (incremental sync); no earlier successful run" in first
+                or "the cursor Hissuno recorded for this stream" in first), first[:6000]
         assert "XCom not found" not in logs[1].read_text()
-        assert re.search(r"last run's cursor: XCom \d{4}-\d\d-\d\dT", second), second[-3000:]
+        assert re.search(r"records changed since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC, up to now \(incremental sync\); "
+                         r"the cursor the last successful run left in Airflow", second), second[-3000:]
         row = repo.get_stream(store, conn_id, "sessions")
         cursor_before_backfill = row.last_sync_at
         with store.connection() as c:

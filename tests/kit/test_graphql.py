@@ -88,7 +88,7 @@ def test_ratelimited_in_a_200_is_retried_with_backoff_then_succeeds(
     assert gql.query(VIEWER)["viewer"]["id"] == "u-1"
     assert linear.count("/graphql") == 3
     assert fake_clock.sleeps == [0.5, 1.0]  # RetryPolicy's exponential backoff (jitter pinned to 1)
-    assert log.warnings()[0] == "linear POST /graphql: 200 OK (RATELIMITED); attempt 1/5, retrying in 0.5s"
+    assert log.warnings()[0] == "linear POST /graphql: 200 OK (RATELIMITED); attempt 1/5, waiting 0.5 s for linear's rate limit"
 
 
 def test_ratelimited_waits_for_linears_reset_header(gql: GraphQL, linear: GraphQLApi, fake_clock: FakeClock) -> None:

@@ -49,7 +49,7 @@ def test_429_on_second_page_is_retried_after_retry_after(
     assert fake_clock.sleeps == [30.0]
     # The retried request went out only after the announced wait had passed on the server's clock.
     assert api.requests[2].at - api.requests[1].at == pytest.approx(30.0)
-    assert log.warnings() == ["paged GET /api/v2/tickets: 429 Too Many Requests; attempt 1/5, retrying in 30s"]
+    assert log.warnings() == ["paged GET /api/v2/tickets: 429 Too Many Requests; attempt 1/5, waiting 30 s for paged's rate limit"]
 
 
 def test_503_once_mid_pagination_recovers(api: PagedApi, make_client: Make, fake_clock: FakeClock) -> None:

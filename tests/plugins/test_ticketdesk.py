@@ -125,7 +125,7 @@ def test_sync_pages_retries_and_ingests_every_ticket_once(store: Any, desk: tupl
     # Retry-After honoured exactly; the 503 waits the first backoff step (0.5s nominal, jitter 0 -> half).
     assert clock.sleeps == [RETRY_AFTER, 0.25]
 
-    assert "attempt 1/5, retrying in 7s" in caplog.text and "/api/tickets" in caplog.text
+    assert "attempt 1/5, waiting 7 s for TicketDesk's rate limit" in caplog.text and "/api/tickets" in caplog.text
     with store.connection() as c:
         run = c.execute("SELECT error_message, counts::text AS counts FROM integration_sync_runs"
                         " WHERE id = %s", (result.run_id,)).fetchone()

@@ -134,7 +134,7 @@ def _hissuno_conns(api: ApiServer) -> list[dict[str, Any]]:
     with api.client() as c:
         r = c.get("/api/v2/connections", params={"limit": 100})
     assert r.status_code == 200, r.text
-    return [x for x in r.json()["connections"] if str(x["conn_type"]).startswith("hissuno_")]
+    return [x for x in r.json()["connections"] if str(x["conn_type"]).startswith("hissuno")]
 
 
 def test_catalog_needs_an_airflow_login(api_server: ApiServer, store: Any) -> None:
@@ -236,7 +236,7 @@ def test_oauth_round_trip_tokens_land_encrypted_in_an_airflow_connection(
     assert parse_qs(urlsplit(replay.headers["Location"]).query)["error"] == ["replayed_state"]
     assert count(store, "integration_connections") == 1
     conns = [x for x in _hissuno_conns(api_server) if x["connection_id"].endswith(cid)]
-    assert len(conns) == 1 and conns[0]["conn_type"] == "hissuno_webauth"
+    assert len(conns) == 1 and conns[0]["conn_type"] == "hissunowebauth"
     token = next(iter(auth_fake.tokens))
     assert token not in json.dumps(conns)
     assert token.encode() not in (api_server.home / "airflow.db").read_bytes()
@@ -248,7 +248,7 @@ def test_airflow_connection_form_carries_the_plugin_fields(api_server: ApiServer
         r = c.get("/ui/connections/hook_meta")
     assert r.status_code == 200, r.text
     meta = {m["connection_type"]: m for m in r.json()}
-    sample = meta["hissuno_sample"]
+    sample = meta["hissunosample"]
     assert sample["hook_name"] and "Sample" in sample["hook_name"]
     extra = sample["extra_fields"]
     assert {"workspace", "epoch", "every_seconds"} <= set(extra), extra

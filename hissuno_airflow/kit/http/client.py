@@ -108,6 +108,7 @@ class ProviderClient:
         signal: Cancellable | None = None,
         error_code: Callable[[httpx.Response], str | None] | None = None,
         follow_redirects: bool = True,
+        provider_name: str | None = None,
     ) -> None:
         """Create a client; nothing is sent until a request method is called.
 
@@ -126,8 +127,10 @@ class ProviderClient:
             signal: Cancellation signal checked before every attempt.
             error_code: Extracts a short provider error code from a failed response for error text.
             follow_redirects: Follow 3xx (httpx drops ``Authorization`` when the origin changes).
+            provider_name: Display name for log lines ("waiting 30 s for Zendesk's rate limit").
         """
         self.provider = provider
+        self.provider_name = provider_name
         self.base_url = base_url
         self.retry = retry if retry is not None else RetryPolicy()
         self._logger: LogSink = logger if logger is not None else logging.getLogger(f"hissuno.http.{provider}")
@@ -239,6 +242,7 @@ class ProviderClient:
             allow_statuses=frozenset(allow_statuses),
             error_code=self._error_code,
             check=check,
+            provider_name=self.provider_name,
         )
         safe_url = self.redact(sanitize_url(str(url)))
 

@@ -131,6 +131,8 @@ class CallInfo:
     """Extracts a provider error code (e.g. ``ratelimited``) to append to error text."""
     check: ResponseCheck | None = None
     """Finds a failure inside a response body (GraphQL ``errors``); consulted on every response."""
+    provider_name: str | None = None
+    """The provider's display name for plain-words log lines ("waiting 30 s for Zendesk's rate limit")."""
 
     @property
     def label(self) -> str:
@@ -373,12 +375,11 @@ class RetryPolicy:
                     response.close()
                 if logger is not None:
                     reason = _reason(response, error, decision.fault)
+                    wait = (f"waiting {_words(decision.delay)} for {call.provider_name or call.provider}'s rate limit"
+                            if decision.kind == "rate_limited" else f"retrying in {_seconds(decision.delay)}")
                     logger.warning(
-                        redact_text(
-                            f"{call.label}: {reason}; attempt {attempt}/{self.max_attempts},"
-                            f" retrying in {_seconds(decision.delay)}",
-                            call.secrets,
-                        )
+                        redact_text(f"{call.label}: {reason}; attempt {attempt}/{self.max_attempts}, {wait}",
+                                    call.secrets)
                     )
                 self.sleep(decision.delay)
                 continue
@@ -394,7 +395,8 @@ class RetryPolicy:
             msg = redact_text(f"{call.label}: rate limit budget spent (retry after {_seconds(wait)})", call.secrets)
             raise RateLimited(msg, provider=call.provider, status=None, retry_after=wait)
         if logger is not None:
-            logger.warning(redact_text(f"{call.label}: rate limit budget spent; waiting {_seconds(wait)}", call.secrets))
+            logger.warning(redact_text(f"{call.label}: request budget spent; waiting {_words(wait)} for"
+                                       f" {call.provider_name or call.provider}'s rate limit", call.secrets))
         self.sleep(wait)
 
 
@@ -490,6 +492,15 @@ def _reason(
         code = _fault_code(fault) if fault is not None else None
         return f"{reason} ({code})" if code else reason
     return type(error).__name__
+
+
+def _words(value: float) -> str:
+    """A wait as a person reads it: ``30 s``, ``0.5 s``, ``2 min 5 s``."""
+    text = _seconds(value)[:-1]
+    if value >= 60:
+        whole = math.ceil(value - 0.05)
+        return f"{whole // 60} min {whole % 60} s" if whole % 60 else f"{whole // 60} min"
+    return f"{text} s"
 
 
 def _seconds(value: float) -> str:
