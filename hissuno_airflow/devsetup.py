@@ -170,7 +170,4 @@ if __name__ == "__main__":
     elif "--follow" in sys.argv:
         follow(emit=functools.partial(print, flush=True))
     else:
-        from .airflow_host.credentials import migrate_legacy_connections
-
-        migrate_legacy_connections()  # Connections of an earlier version keep their credentials
         main()

@@ -52,19 +52,6 @@ async def _user_from_scope(scope: Scope) -> str | None:
     return str(name) if name else None
 
 
-def _migrate_connection_types() -> None:
-    """Connections of the earlier ``hissuno_<plugin>`` types get today's types, once per API server."""
-    from .credentials import migrate_legacy_connections
-
-    try:
-        changed = migrate_legacy_connections()
-    except Exception as exc:  # never keep the page from loading; the old types are still read
-        log.warning("hissuno: could not migrate Airflow connection types (%s)", type(exc).__name__)
-        return
-    if changed:
-        log.info("hissuno: %d Airflow connection(s) moved to the hissuno<plugin> connection types", changed)
-
-
 class HissunoASGI:
     """Lazily built ASGI app: Airflow user resolution + a2wsgi + the Flask blueprint."""
 
@@ -83,7 +70,6 @@ class HissunoASGI:
                 from .host import install
 
                 install()
-                _migrate_connection_types()
                 dispatcher = HostDispatcher()
                 set_default_dispatcher(dispatcher)
                 app = create_app(authenticate=access.airflow_user, dispatcher=dispatcher)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from .names import airflow_conn_id, conn_type_for, legacy_conn_type_for
+from .names import airflow_conn_id, conn_type_for
 
 if TYPE_CHECKING:
     from ..store.connections import ConnectionRow
@@ -87,13 +87,12 @@ def pack_extra(credentials: dict[str, Any]) -> dict[str, Any]:
     return packed
 
 
-def credentials_from_connection(conn: Any, conn_type: str, legacy_type: str | None = None) -> dict[str, Any]:
+def credentials_from_connection(conn: Any, conn_type: str) -> dict[str, Any]:
     """Credentials stored in an Airflow Connection: extra fields (plain or UI-prefixed) plus the password.
 
     Args:
         conn: an Airflow Connection (SDK or ORM model).
-        conn_type: its ``hissuno<plugin>`` type; the UI stores form fields as ``extra__<type>__<field>``.
-        legacy_type: the earlier ``hissuno_<plugin>`` type, whose UI-prefixed fields are read too.
+        conn_type: its ``hissuno_<plugin>`` type; the UI stores form fields as ``extra__<type>__<field>``.
 
     Returns:
         The credentials map; empty values the form left blank are dropped.
@@ -107,7 +106,7 @@ def credentials_from_connection(conn: Any, conn_type: str, legacy_type: str | No
             unpacked = {}
         if isinstance(unpacked, dict):
             extra = {**unpacked, **extra}
-    prefixes = tuple(f"extra__{t}__" for t in (conn_type, legacy_type) if t)
+    prefixes = (f"extra__{conn_type}__",)
     creds: dict[str, Any] = {}
     for key, value in extra.items():
         prefix = next((p for p in prefixes if key.startswith(p)), None)
@@ -121,43 +120,6 @@ def credentials_from_connection(conn: Any, conn_type: str, legacy_type: str | No
         creds["password"] = conn.password
     _mask_secrets(creds)
     return creds
-
-
-def migrate_legacy_type(conn: Any, plugin_id: str) -> bool:
-    """Give a Connection of the earlier ``hissuno_<plugin>`` type the current type (server side, ORM).
-
-    Its UI-prefixed extra fields are renamed with it, so the connection form still shows them; nothing
-    is lost. Returns True when the Connection changed (the caller's session commits it).
-    """
-    old, new = legacy_conn_type_for(plugin_id), conn_type_for(plugin_id)
-    if conn.conn_type != old or old == new:
-        return False
-    extra = _extra(conn)
-    renamed = pack_extra({(f"extra__{new}__" + k[len(f"extra__{old}__"):] if k.startswith(f"extra__{old}__")
-                           else k): v for k, v in extra.items()})
-    conn.conn_type = new
-    if extra:
-        conn.set_extra(json.dumps(renamed, default=str))
-    return True
-
-
-def migrate_legacy_connections() -> int:
-    """Migrate every hissuno Connection still of an earlier type (run by server processes); returns how many.
-
-    Earlier versions named the types ``hissuno_<plugin>``; Airflow warned about the ``_`` on every use.
-    """
-    from airflow.models import Connection as OrmConnection
-    from airflow.utils.session import create_session
-
-    from ..registry import list_plugins
-
-    legacy = {legacy_conn_type_for(p.id): p.id for p in list_plugins()}
-    changed = 0
-    with create_session() as session:
-        rows = session.query(OrmConnection).filter(OrmConnection.conn_type.in_(list(legacy))).all()
-        for conn in rows:
-            changed += migrate_legacy_type(conn, legacy[conn.conn_type])
-    return changed
 
 
 def read_overlay(connection_id: str) -> dict[str, Any]:
@@ -191,7 +153,7 @@ def _read_connection(conn_id: str, plugin_id: str) -> dict[str, Any]:
             conn = OrmConnection.get_connection_from_secrets(conn_id)
     except AirflowNotFoundException:
         return {}
-    return credentials_from_connection(conn, conn_type_for(plugin_id), legacy_conn_type_for(plugin_id))
+    return credentials_from_connection(conn, conn_type_for(plugin_id))
 
 
 def _write_connection(

@@ -36,11 +36,5 @@ def airflow_conn_id(connection_id: str) -> str:
 
 
 def conn_type_for(plugin_id: str) -> str:
-    """The Airflow connection type of a plugin: ``hissuno<id>``, letters and digits only (no ``_``, which
-    Airflow warns about on every use, and no ``-``, which it turns into ``_`` when reading a URI)."""
-    return "hissuno" + "".join(ch for ch in plugin_id.lower() if ch.isalnum())
-
-
-def legacy_conn_type_for(plugin_id: str) -> str:
-    """The type earlier versions gave a plugin's Connections (``hissuno_<id>``); read and migrated."""
+    """The Airflow connection type of a plugin (``hissuno_<id>``, ``-`` becomes ``_``)."""
     return "hissuno_" + plugin_id.replace("-", "_")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseHook
 
 from ..airflow_host.credentials import credentials_from_connection, read_overlay
-from ..airflow_host.names import AIRFLOW_CONN_PREFIX, airflow_conn_id, legacy_conn_type_for
+from ..airflow_host.names import AIRFLOW_CONN_PREFIX, airflow_conn_id
 
 if TYPE_CHECKING:
     from ..kit.define import PluginDef
@@ -62,9 +62,7 @@ class HissunoHook(BaseHook):
             from airflow.models import Connection as OrmConnection
 
             conn = OrmConnection.get_connection_from_secrets(self.hissuno_conn_id)
-        plugin_id = getattr(self, "plugin_id", None)
-        legacy = legacy_conn_type_for(plugin_id) if plugin_id else None
-        creds = credentials_from_connection(conn, self.conn_type, legacy)
+        creds = credentials_from_connection(conn, self.conn_type)
         if self.hissuno_conn_id.startswith(AIRFLOW_CONN_PREFIX):
             creds.update(read_overlay(self.hissuno_conn_id[len(AIRFLOW_CONN_PREFIX):]))
         return creds

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
 from hissuno_airflow.airflow_host.credentials import AirflowCredentialStore, overlay_key
@@ -100,34 +99,3 @@ def test_ui_prefixed_extra_fields_are_read(probe):
     assert credentials_from_connection(c, "hissuno_afprobe") == {"api_key": "k1"}
 
 
-def test_ui_prefixed_fields_of_the_current_type_are_read(probe):
-    from airflow.models import Connection
-
-    from hissuno_airflow.hooks import credentials_from_connection
-
-    c = Connection(conn_id="x", conn_type="hissunoafprobe", extra='{"extra__hissunoafprobe__api_key": "k2"}')
-    assert credentials_from_connection(c, "hissunoafprobe", "hissuno_afprobe") == {"api_key": "k2"}
-
-
-def test_a_connection_of_the_earlier_type_keeps_its_credentials_and_is_migrated(store, probe, airflow_clean):
-    """An upgrade: a Connection stored as ``hissuno_afprobe`` (UI-prefixed fields) is read, then migrated."""
-    from airflow.models import Connection
-    from airflow.utils.session import create_session
-
-    from hissuno_airflow.airflow_host.credentials import migrate_legacy_connections
-
-    conn = make_connection(store, "afprobe", backend="airflow")
-    with create_session() as s:
-        s.add(Connection(conn_id=airflow_conn_id(conn.id), conn_type="hissuno_afprobe",
-                         extra=json.dumps({"extra__hissuno_afprobe__api_key": probe.GOOD_KEY, "workspace": "w"})))
-    creds = AirflowCredentialStore(store)
-    assert creds.load(conn) == {"api_key": probe.GOOD_KEY, "workspace": "w"}
-
-    assert migrate_legacy_connections() == 1
-    with create_session() as s:
-        row = s.query(Connection).filter_by(conn_id=airflow_conn_id(conn.id)).one()
-        assert row.conn_type == "hissunoafprobe"
-        assert row.extra_dejson == {"extra__hissunoafprobe__api_key": probe.GOOD_KEY,
-                                    "hissuno_short_fields": json.dumps({"workspace": "w"})}
-    assert creds.load(conn) == {"api_key": probe.GOOD_KEY, "workspace": "w"}
-    assert migrate_legacy_connections() == 0

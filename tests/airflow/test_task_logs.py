@@ -45,9 +45,9 @@ def test_a_task_log_reads_in_plain_words(store, probe, airflow_clean, capfd, cap
     # Airflow's own warnings reach pytest's log capture rather than the task's stdout.
     for out in (first, second, caplog.text):
         assert "XCom" not in out and "store fallback" not in out
-        # Nothing of ours makes Airflow warn about short secrets or '_' in connection types.
+        # Nothing of ours makes Airflow warn about short secrets. (Its warning about '_' in connection
+        # types stays: CONTRACT.md fixes the types as hissuno_<plugin>.)
         assert "Skipping masking for a secret" not in out
-        assert "shall not contain '_'" not in out
 
 
 def test_log_line_wording():

@@ -248,7 +248,7 @@ def test_airflow_connection_form_carries_the_plugin_fields(api_server: ApiServer
         r = c.get("/ui/connections/hook_meta")
     assert r.status_code == 200, r.text
     meta = {m["connection_type"]: m for m in r.json()}
-    sample = meta["hissunosample"]
+    sample = meta["hissuno_sample"]
     assert sample["hook_name"] and "Sample" in sample["hook_name"]
     extra = sample["extra_fields"]
     assert {"workspace", "epoch", "every_seconds"} <= set(extra), extra
