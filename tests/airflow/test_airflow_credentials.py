@@ -27,7 +27,7 @@ def test_server_side_save_writes_an_encrypted_connection(store, probe, airflow_c
 
     with create_session() as s:
         row = s.query(Connection).filter_by(conn_id=airflow_conn_id(conn.id)).one()
-        assert row.conn_type == "hissunoafprobe" and "_" not in row.conn_type
+        assert row.conn_type == "hissuno_afprobe"
         assert row.is_extra_encrypted
         assert probe.GOOD_KEY not in (row._extra or "")
     from hissuno_airflow.store import connections as repo

@@ -21,7 +21,7 @@ def test_one_connection_type_per_plugin_with_fields(probe):
     assert info["package-name"] == "hissuno-airflow"
     types = {t["connection-type"]: t for t in info["connection-types"]}
     assert set(types) == {p.conn_type for p in registry.list_plugins()}
-    probe_type = types["hissunoafprobe"]
+    probe_type = types["hissuno_afprobe"]
     fields = probe_type["conn-fields"]
     assert fields["api_key"]["schema"]["format"] == "password"
     assert fields["api_key"]["label"] == "API key"

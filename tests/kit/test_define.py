@@ -50,7 +50,7 @@ def _problems(**over) -> str:
 def test_valid_definition_is_frozen_and_typed():
     p = define_plugin(**_base())
     assert p.id == "good-plugin_1"
-    assert p.conn_type == "hissunogoodplugin1"
+    assert p.conn_type == "hissuno_good_plugin_1"
     assert p.secret_fields == ("apiKey",)
     assert p.streams["tickets"].allowed_frequencies == ("manual", "1h", "6h", "24h")
     with pytest.raises(Exception):

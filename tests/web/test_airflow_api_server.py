@@ -236,7 +236,7 @@ def test_oauth_round_trip_tokens_land_encrypted_in_an_airflow_connection(
     assert parse_qs(urlsplit(replay.headers["Location"]).query)["error"] == ["replayed_state"]
     assert count(store, "integration_connections") == 1
     conns = [x for x in _hissuno_conns(api_server) if x["connection_id"].endswith(cid)]
-    assert len(conns) == 1 and conns[0]["conn_type"] == "hissunowebauth"
+    assert len(conns) == 1 and conns[0]["conn_type"] == "hissuno_webauth"
     token = next(iter(auth_fake.tokens))
     assert token not in json.dumps(conns)
     assert token.encode() not in (api_server.home / "airflow.db").read_bytes()
