@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
+
+from own_store import run_in_store
 
 PROJECT = "00000000-0000-0000-0000-000000000001"
 
@@ -87,10 +88,8 @@ def main() -> None:
     args = sys.argv[1:]
     profile = args[:1] == ["--profile"]
     sizes = [int(a) for a in (args[1:] if profile else args)] or ([4000] if profile else [1000, 4000])
-    own_server = not os.environ.get("HISSUNO_DATABASE_URL")
-    if own_server:
-        os.environ["HISSUNO_HOME"] = tempfile.mkdtemp(prefix="hissuno-bench-")
-    try:
+
+    def run() -> None:
         from hissuno_airflow.store.db import resolve_url
 
         base_url = resolve_url()
@@ -98,12 +97,8 @@ def main() -> None:
             _profile(base_url, sizes[0])
         else:
             _run(base_url, sizes)
-    finally:
-        if own_server:
-            from hissuno_airflow.store.db import reset_stores, stop_embedded
 
-            reset_stores()
-            stop_embedded()
+    run_in_store(run)
 
 
 def _profile(base_url: str, n: int) -> None:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from own_store import run_in_store
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 5
@@ -62,17 +63,7 @@ def _server_cpu() -> float | None:
 
 
 def main() -> None:
-    own_server = not os.environ.get("HISSUNO_DATABASE_URL")
-    if own_server:
-        os.environ["HISSUNO_HOME"] = tempfile.mkdtemp(prefix="hissuno-bench-")
-    try:
-        run()
-    finally:
-        if own_server:
-            from hissuno_airflow.store.db import reset_stores, stop_embedded
-
-            reset_stores()
-            stop_embedded()
+    run_in_store(run)
 
 
 def run() -> None:

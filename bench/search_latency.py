@@ -10,17 +10,16 @@ Usage: ``python bench/search_latency.py [N] [REPEATS]``.
 
 from __future__ import annotations
 
-import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import search_data
+from own_store import run_in_store
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
 REPEATS = int(sys.argv[2]) if len(sys.argv) > 2 else 3
@@ -41,17 +40,7 @@ def texts(n: int) -> list[tuple[str, str]]:
 
 
 def main() -> None:
-    own_server = not os.environ.get("HISSUNO_DATABASE_URL")
-    if own_server:
-        os.environ["HISSUNO_HOME"] = tempfile.mkdtemp(prefix="hissuno-bench-")
-    try:
-        run()
-    finally:
-        if own_server:
-            from hissuno_airflow.store.db import reset_stores, stop_embedded
-
-            reset_stores()
-            stop_embedded()
+    run_in_store(run)
 
 
 def run() -> None:

@@ -11,15 +11,14 @@ Usage: ``python bench/search_quality.py``.
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import search_data
+from own_store import run_in_store
 
 PROJECT = "00000000-0000-0000-0000-000000000001"
 
@@ -110,17 +109,7 @@ def threshold(embedder: object) -> None:
 
 
 def main() -> None:
-    own_server = not os.environ.get("HISSUNO_DATABASE_URL")
-    if own_server:
-        os.environ["HISSUNO_HOME"] = tempfile.mkdtemp(prefix="hissuno-bench-")
-    try:
-        run()
-    finally:
-        if own_server:
-            from hissuno_airflow.store.db import reset_stores, stop_embedded
-
-            reset_stores()
-            stop_embedded()
+    run_in_store(run)
 
 
 def run() -> None:
