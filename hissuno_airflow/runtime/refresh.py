@@ -35,11 +35,6 @@ LOCK_TIMEOUT_S = 120
 HTTP_TIMEOUT_S = 30.0
 
 
-class RefreshRefused(ProviderAuthError):
-    """The token endpoint refused the grant (revoked, expired or already used): only a reconnect helps, so
-    nobody should refresh again on the strength of it (a rotating provider would see a dead token twice)."""
-
-
 class CredentialSource(Protocol):
     """Where one connection's credentials are read and written, and HTTP clients that do not sign with
     the connection's own token (``ConnectionServices`` provides it)."""
@@ -137,19 +132,14 @@ def ensure_fresh(
                 return latest
         elif not stale(latest):
             return latest
-        try:
-            if isinstance(auth, GitHubAppAuth):
-                fresh = _installation_token(plugin, auth, connection, latest, source)
-            elif not latest.get("refresh_token") and auth.refresh is None:
-                msg = (f"{plugin.id}: the access token expired and no refresh token is stored; "
-                       f"reconnect {connection.id!r}")
-                raise ProviderAuthError(msg, provider=plugin.id, status=401)
-            else:
-                fresh = _refresh(plugin, auth, connection, latest, source)
-        except RefreshRefused:
-            raise
-        except ProviderAuthError as exc:
-            raise RefreshRefused(str(exc), provider=exc.provider, status=exc.status) from None
+        if isinstance(auth, GitHubAppAuth):
+            fresh = _installation_token(plugin, auth, connection, latest, source)
+        elif not latest.get("refresh_token") and auth.refresh is None:
+            msg = (f"{plugin.id}: the access token expired and no refresh token is stored; "
+                   f"reconnect {connection.id!r}")
+            raise ProviderAuthError(msg, provider=plugin.id, status=401)
+        else:
+            fresh = _refresh(plugin, auth, connection, latest, source)
         merged = {**latest, **fresh}
         # Persist before anyone uses the new tokens: a rotated refresh token lost now is lost forever.
         source.save(merged)

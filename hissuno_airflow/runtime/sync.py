@@ -44,7 +44,6 @@ from ..store.ingest import StreamIngest
 from ..store.transient import is_transient, retry_transient, unavailable
 from .handlers import call_handler
 from .host import current_host
-from .refresh import RefreshRefused
 from .services import ConnectionServices
 
 log = logging.getLogger(__name__)
@@ -351,8 +350,6 @@ class _Run:
             )
             try:
                 call_handler(sync_fn, ctx)
-            except RefreshRefused:
-                raise  # the grant itself is dead: a second refresh would only be refused again
             except ProviderAuthError:
                 # One forced refresh and retry when a token died early (revoked, clock skew, app permissions);
                 # not when the refresh itself was refused: the same refresh token would be refused again.
