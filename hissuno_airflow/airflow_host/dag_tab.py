@@ -49,9 +49,24 @@ def _row(label: str, value: str, *, raw: bool = False) -> str:
     return f"<tr><th scope=row>{escape(label)}</th><td>{value if raw else escape(value)}</td></tr>"
 
 
+# Airflow frames the tab with sandbox="allow-scripts allow-same-origin ..." and no allow-top-navigation, so a
+# plain target=_top link is blocked there. The frame is same-origin, so the link is followed from Airflow's
+# own document instead; outside a frame (or if that fails) the link works as written.
+_TOP_LINKS = """
+document.addEventListener('click', function (e) {
+  var a = e.target.closest && e.target.closest('a[target=_top]');
+  if (!a || window.top === window) return;
+  try {
+    var d = window.top.document, b = d.createElement('a');
+    b.href = a.href; d.body.appendChild(b); b.click(); b.remove(); e.preventDefault();
+  } catch (err) { /* not same-origin: leave the link to the browser */ }
+});
+"""
+
+
 def _page(title: str, body: str) -> str:
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>"
-            f"<style>{_STYLE}</style></head><body>{body}</body></html>")
+            f"<style>{_STYLE}</style></head><body>{body}<script>{_TOP_LINKS}</script></body></html>")
 
 
 def render(store: Store, dag_id: str, mount: str) -> tuple[int, str]:
