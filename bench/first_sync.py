@@ -17,9 +17,8 @@ import os
 import sys
 import time
 import uuid
-from pathlib import Path
 
-from own_store import run_in_store
+from own_store import run_in_store, server_cpu
 
 PROJECT = "00000000-0000-0000-0000-000000000001"
 
@@ -36,28 +35,6 @@ def _fresh_store(base_url: str) -> object:
     store = get_store(url)
     store.migrate()
     return store
-
-
-def _server_cpu() -> float | None:
-    """CPU seconds of the embedded PostgreSQL: the postmaster, its exited children and its live ones."""
-    home = os.environ.get("HISSUNO_HOME")
-    if os.environ.get("HISSUNO_DATABASE_URL") or not home:
-        return None
-    pid = int(Path(home, "pgdata", "postmaster.pid").read_text().split()[0])
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(entry) == pid:
-            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-        elif int(fields[1]) == pid:
-            total += int(fields[11]) + int(fields[12])
-    return total / tick
 
 
 def _first_sync(store: object, n: int) -> tuple[float, dict[str, int]]:
@@ -119,9 +96,9 @@ def _run(base_url: str, sizes: list[int]) -> None:
     times: dict[int, float] = {}
     for n in sizes:
         store = _fresh_store(base_url)
-        cpu0, srv0 = time.process_time(), _server_cpu()
+        cpu0, srv0 = time.process_time(), server_cpu()
         times[n], _ = _first_sync(store, n)
-        cpu, srv1 = time.process_time() - cpu0, _server_cpu()
+        cpu, srv1 = time.process_time() - cpu0, server_cpu()
         line = f"first sync {n:>6} sessions: {times[n]:8.2f} s  {n / times[n]:8.0f} sessions/s  | CPU client {cpu:6.1f} s"
         if srv0 is not None and srv1 is not None:
             line += f", server {srv1 - srv0:6.1f} s: {n / (cpu + srv1 - srv0):6.0f} sessions per CPU-second"

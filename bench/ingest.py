@@ -16,9 +16,8 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from own_store import run_in_store
+from own_store import run_in_store, server_cpu
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 5
@@ -39,27 +38,6 @@ def _payloads(n: int) -> list[dict]:
         out.append({"external_id": f"bench-{i}", "source": "sample", "name": f"Conversation {i}",
                     "updated_at": T0 + timedelta(minutes=i), "user_metadata": {"plan": "pro"}, "messages": msgs})
     return out
-
-
-def _server_cpu() -> float | None:
-    """CPU seconds of the embedded PostgreSQL (postmaster, exited and live children), as in first_sync.py."""
-    home = os.environ.get("HISSUNO_HOME")
-    if os.environ.get("HISSUNO_DATABASE_URL") or not home:
-        return None
-    pid = int(Path(home, "pgdata", "postmaster.pid").read_text().split()[0])
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(entry) == pid:
-            total += sum(int(f) for f in fields[11:15])
-        elif int(fields[1]) == pid:
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -121,23 +99,23 @@ def run() -> None:
     ratios, raws, ingests, cpu_ratios = [], [], [], []
     for _ in range(ROUNDS):
         empty()
-        c0, s0 = time.process_time(), _server_cpu()
+        c0, s0 = time.process_time(), server_cpu()
         raw = raw_copy()
-        c1, s1 = time.process_time(), _server_cpu()
+        c1, s1 = time.process_time(), server_cpu()
         empty()
-        c2, s2 = time.process_time(), _server_cpu()
+        c2, s2 = time.process_time(), server_cpu()
         ingest, ing = ingest_all()
-        c3, s3 = time.process_time(), _server_cpu()
+        c3, s3 = time.process_time(), server_cpu()
         raws.append(raw)
         ingests.append(ingest)
         ratios.append(ingest / raw)
         if None not in (s0, s1, s2, s3):
             cpu_ratios.append((c3 - c2 + s3 - s2) / (c1 - c0 + s1 - s0))  # type: ignore[operator]
     raw, ingest = statistics.median(raws), statistics.median(ingests)
-    t, c0, s0 = time.perf_counter(), time.process_time(), _server_cpu()
+    t, c0, s0 = time.perf_counter(), time.process_time(), server_cpu()
     vectors = ing.enricher.run()
     enrich = time.perf_counter() - t
-    c1, s1 = time.process_time(), _server_cpu()
+    c1, s1 = time.process_time(), server_cpu()
 
     ing2 = StreamIngest(store, project_id=PROJECT, connection_id=conn.id, stream_id="sessions")
     t = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 
 def run_in_store(run: Callable[[], None]) -> None:
@@ -24,3 +25,25 @@ def run_in_store(run: Callable[[], None]) -> None:
 
             reset_stores()
             stop_embedded()
+
+
+def server_cpu() -> float | None:
+    """CPU seconds of the embedded PostgreSQL: the postmaster, its exited children and its live ones."""
+    home = os.environ.get("HISSUNO_HOME")
+    if os.environ.get("HISSUNO_DATABASE_URL") or not home:
+        return None
+    pid = int(Path(home, "pgdata", "postmaster.pid").read_text().split()[0])
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == pid:
+            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        elif int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
