@@ -576,38 +576,11 @@ def auth_test_rejects_bad_credentials(plugin: PluginDef, store: Store, target: A
     bad_secrets = [str(v) for v in target.bad.values() if isinstance(v, (str, int)) and str(v)]
     # A GitHub App's token alternative (``fields`` + ``test``) connects exactly like an api_key.
     if isinstance(auth, ApiKeyAuth) or (isinstance(auth, GitHubAppAuth) and auth.test is not None):
-        before = _no_connection_rows(store, plugin.id)
-        try:
-            connect.connect_api_key(plugin, store, project_id=project_id, user_id="conformance",
-                                    credentials=dict(target.bad))
-            problems.append("bad credentials were accepted")
-        except HissunoError as exc:
-            if exc.http_status != 400:
-                problems.append(f"bad credentials: answered {exc.http_status} ({exc.code}); expected 400")
-            problems.extend(f"bad credentials: {p}" for p in _unclear(exc, bad_secrets))
-        if _no_connection_rows(store, plugin.id) != before:
-            problems.append("bad credentials left a connection row")
-        try:
-            first = connect.connect_api_key(plugin, store, project_id=project_id, user_id="conformance",
-                                            credentials=dict(target.good))
-        except Exception as exc:
-            _raise(check, plugin, [*problems, f"good credentials were refused: {type(exc).__name__}: {exc}"])
-            raise  # unreachable: _raise raised
-        if not first.get("account_label"):
-            problems.append("good credentials connected without an account label")
-        # Connecting the same account again is refused unless the request names the connection to update.
-        try:
-            connect.connect_api_key(plugin, store, project_id=project_id, user_id="conformance",
-                                    credentials=dict(target.good))
-            problems.append("connecting the same account again, without naming it, was accepted")
-        except AccountExists:
-            pass
-        again = connect.connect_api_key(plugin, store, project_id=project_id, user_id="conformance",
-                                        credentials=dict(target.good), reconnect_id=first["connection_id"])
-        if again["connection_id"] != first["connection_id"]:
-            problems.append("connecting the same account twice made a second connection")
-        _raise(check, plugin, problems)
-        return str(first["connection_id"])
+        def post_key(creds: Mapping[str, Any], reconnect_id: str | None = None) -> Any:
+            return connect.connect_api_key(plugin, store, project_id=project_id, user_id="conformance",
+                                           credentials=dict(creds), reconnect_id=reconnect_id)
+
+        return _connects_at_once(check, plugin, store, target, post_key, bad_secrets, want_label=True)
     if isinstance(auth, OAuth2Auth):
         accounts = _platform("runtime.connect.accounts")
         call = _platform("runtime.handlers").call_handler
@@ -642,9 +615,7 @@ def _custom_auth_check(plugin: PluginDef, store: Store, target: AuthTarget, proj
     token path); checked as ``api_key`` is, through ``connect_custom``."""
 
 
-    check = "auth_test_rejects_bad_credentials"
     connect = _platform("runtime.connect")
-    problems: list[str] = []
 
     def post(body: Mapping[str, Any], reconnect_id: str | None = None) -> Any:
         request = Request(method="POST", path=f"/api/plugins/{plugin.id}/connect", query={},
@@ -653,6 +624,15 @@ def _custom_auth_check(plugin: PluginDef, store: Store, target: AuthTarget, proj
                                            reconnect_id=reconnect_id)
         return answer
 
+    return _connects_at_once("auth_test_rejects_bad_credentials", plugin, store, target, post, bad_secrets,
+                             want_label=False)
+
+
+def _connects_at_once(check: str, plugin: PluginDef, store: Store, target: AuthTarget,
+                      post: Callable[..., Any], bad_secrets: list[str], *, want_label: bool) -> str:
+    """The checks of a connect that succeeds at once (``api_key``, a token path): bad credentials refused
+    with a clear 400 and no row, good ones connected, the same account again refused unless named."""
+    problems: list[str] = []
     before = _no_connection_rows(store, plugin.id)
     try:
         post(target.bad)
@@ -670,6 +650,8 @@ def _custom_auth_check(plugin: PluginDef, store: Store, target: AuthTarget, proj
         raise
     if not isinstance(first, Mapping) or not first.get("connection_id"):
         _raise(check, plugin, [*problems, f"good credentials did not connect: {type(first).__name__}"])
+    if want_label and not first.get("account_label"):
+        problems.append("good credentials connected without an account label")
     try:
         post(target.good)
         problems.append("connecting the same account again, without naming it, was accepted")
