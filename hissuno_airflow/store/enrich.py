@@ -28,10 +28,16 @@ _WRITE_BATCH = 500
 _SEARCH_TEXT_MAX = 20000  # characters of an entity's text kept for full-text search and snippets
 _LINK_BATCH = 2000
 # An HNSW scan yields ``hnsw.ef_search`` candidates before filters; iterative scans (pgvector >= 0.8)
-# go on until the project/model/deleted filters leave enough rows, in distance order. The default of 40
-# candidates missed a unique match among hundreds of near-duplicate records now and then (the graph is
-# built in random order); 100 finds it at a fraction of a millisecond more.
+# go on until the project/model/deleted filters leave enough rows, in distance order. Graph linking
+# takes 100 candidates (near neighbours for edges; it runs once per entity of a sync).
 _ITERATIVE_SCAN = "SET LOCAL hnsw.iterative_scan = strict_order; SET LOCAL hnsw.ef_search = 100"
+# What people search takes 200: a record unlike its neighbours (one Kubernetes question among hundreds
+# of templated billing tickets) has few links into the graph, and a scan of 40 or 100 candidates walked
+# the near-duplicates without reaching it (measured: 200 near-duplicates, the unique record found at 180
+# candidates in 30 of 30 index builds, missed at 100 in 23 of 25). Among thousands of near-duplicates
+# no candidate count short of all finds such a record: hybrid search (``store/search.py``) finds it
+# through its words.
+_SEARCH_SCAN = "SET LOCAL hnsw.iterative_scan = strict_order; SET LOCAL hnsw.ef_search = 200"
 LINK_STATEMENT_TIMEOUT_S = 300
 GRAPH_TYPES = ("session", "issue", "knowledge_source", "contact", "company")
 EMBEDDED_TYPES = ("session", "contact", "company", "issue", "knowledge_source", "knowledge_chunk")
@@ -425,7 +431,7 @@ def search(store: Store, query: str, *, project_id: str, entity_type: str = "ses
     emb = embedder or get_embedder()
     vec = Vector(emb.embed([query])[0])
     with store.connection() as conn:
-        conn.execute(_ITERATIVE_SCAN)
+        conn.execute(_SEARCH_SCAN)
         rows = conn.execute(
             "SELECT e.entity_id::text AS id, 1 - (e.embedding <=> %s) AS sim FROM embeddings e"
             # The type is one of _DELETED's keys (checked above), inlined to match its partial HNSW index.

@@ -19,7 +19,7 @@ from pgvector import Vector
 from ..kit.errors import InputError
 from .db import Store
 from .embedder import Embedder, get_embedder
-from .enrich import _DELETED, _ITERATIVE_SCAN, MAX_SEARCH_LIMIT
+from .enrich import _DELETED, _SEARCH_SCAN, MAX_SEARCH_LIMIT
 
 RRF_K = 60  # the usual constant: a rank-1 hit in one list weighs about as much as rank 2 in both
 OR_WEIGHT = 0.3
@@ -132,10 +132,11 @@ def search(store: Store, query: str, *, project_id: str, kinds: list[str] | None
     emb = embedder or get_embedder()
     ranked: dict[tuple[str, str], float] = {}
     sims: dict[tuple[str, str], float] = {}
+    every_word: set[tuple[str, str]] = set()
     depth = max(CANDIDATES, limit)
     tsq = _tsquery_text(query)
     with store.connection() as conn, conn.transaction():
-        conn.execute(_ITERATIVE_SCAN)
+        conn.execute(_SEARCH_SCAN)
         if mode in ("hybrid", "vector"):
             vec = Vector(emb.embed([query])[0])
             for t in types:
@@ -168,10 +169,16 @@ def search(store: Store, query: str, *, project_id: str, kinds: list[str] | None
                     " ORDER BY 3 DESC, e.entity_id LIMIT %(k)s",
                     {"q": text_query, "p": project_id, "k": depth, **params},
                 ).fetchall()
-                _fuse(ranked, {(r["entity_type"], r["id"]): float(r["rank"]) for r in rows}, weight)
+                found = {(r["entity_type"], r["id"]): float(r["rank"]) for r in rows}
+                _fuse(ranked, found, weight)
+                if weight == 1.0:
+                    every_word.update(found)
         if mode == "vector":
             ranked = dict(sims)
-        best = sorted(ranked.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+        # Equal scores (rank 1 of one list each): a record holding every word of the query beats the
+        # nearest vector, which may be nearest only by being least far (a unique record among
+        # near-duplicates the HNSW scan cannot reach, see enrich.py).
+        best = sorted(ranked.items(), key=lambda kv: (-kv[1], kv[0] not in every_word, kv[0]))[:limit]
         details = _details(conn, [k for k, _ in best], tsq)
     return [Hit(kind=_KIND_OF[t], id=i, score=round(score, 6), similarity=sims.get((t, i)), **details[(t, i)])
             for (t, i), score in best if (t, i) in details]

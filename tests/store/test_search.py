@@ -158,3 +158,24 @@ def test_the_vector_lookup_is_an_hnsw_index_scan(store, model):
             "EXPLAIN " + vector_sql("session", extra),
             {"v": Vector(model.embed(["login"])[0]), "p": pid, "m": model.model, "k": 40, **params}))
     assert "Index Scan using embeddings_hnsw_session" in plan, plan[:600]
+
+
+def test_hybrid_search_finds_a_unique_record_among_thousands_of_near_duplicates(store, sample_connection, model,
+                                                                                 monkeypatch):
+    # Two thousand templated tickets and one unlike them: the HNSW graph has almost no way into the
+    # odd one (a vector-only scan walks the near-duplicates and misses it), so its words must find it.
+    from hissuno_airflow.store import search as search_mod
+
+    monkeypatch.setattr(search_mod, "_SEARCH_SCAN", search_mod._SEARCH_SCAN + "; SET LOCAL enable_sort = off")
+    topics = ["billing invoice refund", "password reset email", "dashboard chart colors", "api rate limit"]
+    tickets = [SessionRecord(external_id=f"t{i}", source="sample", name=f"Conversation {i}", updated_at=T0,
+                             messages=[{"sender_type": "user", "content": f"{topics[i % 4]} variant {i} message {k}"}
+                                       for k in range(10)]) for i in range(2000)]
+    needle = _session("needle", "Kubernetes helm chart rollback",
+                      "Our helm chart rollback on kubernetes leaves orphaned pods")
+    _ingest(store, sample_connection.id, "sessions", [*tickets, needle])
+    pid = settings.default_project_id()
+    hits = search(store, "helm rollback orphaned pods", project_id=pid, kinds=["session"])
+    assert hits[0].external_id == "needle"
+    vector_only = search(store, "helm rollback orphaned pods", project_id=pid, kinds=["session"], mode="vector")
+    assert "needle" not in [h.external_id for h in vector_only]  # the gap the words close (see enrich.py)
