@@ -97,6 +97,10 @@ def base_env() -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+        # Airflow warns that "hissuno_<plugin>" connection types (fixed by the contract) "shall not
+        # contain '_'" each time a server process reads one (see airflow_host/names.py).
+        "AIRFLOW__LOGGING__NAMESPACE_LEVELS": " ".join(filter(None, [
+            env.get("AIRFLOW__LOGGING__NAMESPACE_LEVELS", ""), "airflow.models.connection=ERROR"])),
         "HISSUNO_PUBLIC_URL": f"http://127.0.0.1:{env.get('HISSUNO_PORT', '8080')}/hissuno",
         "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
     })

@@ -622,6 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``hissuno``; errors print one clear line and a non-zero exit code."""
     args = build_parser().parse_args(argv)
+    from .airflow_host.names import quiet_conn_type_warning
+
+    quiet_conn_type_warning(os.environ)
     # stdout carries only the command's data (so ``--json`` pipes into jq); libraries that log to
     # stdout (Airflow configures structlog that way when it is imported) are sent to stderr.
     _data_out.append(sys.stdout)

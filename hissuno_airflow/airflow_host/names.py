@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import MutableMapping
 
 DAG_PREFIX = "hissuno__"
 AIRFLOW_CONN_PREFIX = "hissuno_"
@@ -38,3 +39,19 @@ def airflow_conn_id(connection_id: str) -> str:
 def conn_type_for(plugin_id: str) -> str:
     """The Airflow connection type of a plugin (``hissuno_<id>``, ``-`` becomes ``_``)."""
     return "hissuno_" + plugin_id.replace("-", "_")
+
+
+CONN_TYPE_WARNING_QUIET = "airflow.models.connection=ERROR"
+"""Airflow's ``[logging] namespace_levels`` entry that silences "Connection schemes (type: hissuno_x) shall
+not contain '_'": Airflow logs it each time a server-side process reads a Connection whose type holds
+``_`` (it builds the Connection's URI for its secrets cache). The contract fixes the types as
+``hissuno_<plugin>``, and the URI is sound anyway (Airflow writes the scheme as ``hissuno-<plugin>``);
+that module logs no other warning."""
+
+
+def quiet_conn_type_warning(env: MutableMapping[str, str]) -> None:
+    """Add ``CONN_TYPE_WARNING_QUIET`` to ``env``'s ``AIRFLOW__LOGGING__NAMESPACE_LEVELS``, keeping the user's
+    entries and any level they chose for that logger; before Airflow is imported (it reads this once)."""
+    current = env.get("AIRFLOW__LOGGING__NAMESPACE_LEVELS", "")
+    if "airflow.models.connection" not in current:
+        env["AIRFLOW__LOGGING__NAMESPACE_LEVELS"] = f"{current} {CONN_TYPE_WARNING_QUIET}".strip()

@@ -99,3 +99,27 @@ def test_ui_prefixed_extra_fields_are_read(probe):
     assert credentials_from_connection(c, "hissuno_afprobe") == {"api_key": "k1"}
 
 
+
+
+def test_the_cli_reads_airflow_connections_without_the_scheme_warning(store, database_url, airflow_clean, tmp_path):
+    # Each server-side read of a "hissuno_<plugin>" Connection made Airflow warn that schemes "shall not
+    # contain '_'" (on every CLI call; it also broke the terminal's progress line).
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "AIRFLOW__LOGGING__NAMESPACE_LEVELS"}
+    env.update(HISSUNO_DATABASE_URL=database_url, HISSUNO_HOME=str(tmp_path), HISSUNO_CREDENTIALS_BACKEND="airflow")
+
+    def cli(*args):
+        proc = subprocess.run([sys.executable, "-m", "hissuno_airflow.cli", *args], env=env, capture_output=True,
+                              text=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        return proc
+
+    out = cli("connect", "sample", "--set", "workspace=quiet", "--json")
+    cid = __import__("json").loads(out.stdout)["connection_id"]
+    cli("enable", cid, "contacts")
+    synced = cli("sync", cid, "contacts")  # loads the credentials from the Airflow Connection
+    assert _orm_conn(airflow_conn_id(cid)).conn_type == "hissuno_sample"
+    assert "shall not contain" not in out.stderr + synced.stderr
