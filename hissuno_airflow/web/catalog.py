@@ -45,6 +45,8 @@ def plugin_entry(p: PluginDef) -> dict[str, Any]:
         "setup_label": p.setup_label, "docs_url": p.docs_url, "auth": auth,
         "ui": p.ui.model_dump() if p.ui else None,
         "webhooks": p.webhook_signature is not None,
+        # One URL for the whole app (the provider's app settings hold it) or one per connection.
+        "webhook_scope": None if p.webhook_signature is None else "app" if p.resolve_connection else "connection",
         "custom_handlers": sorted(p.custom_handlers),
         "streams": [stream_entry(k, s) for k, s in p.streams.items()],
     }
@@ -67,6 +69,7 @@ def connection_entry(row: ConnectionRow, streams: list[StreamRow] | None = None)
     out = row.public()
     out["settings"] = redact(out.get("settings") or {})
     out["has_webhook_secret"] = bool((row.settings or {}).get("webhook_secret"))
+    out["stored_in"] = row.credentials_backend  # where its credentials live: "db" or "airflow"
     if streams is not None:
         out["streams"] = [stream_row(s) for s in streams]
     return out

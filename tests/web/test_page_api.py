@@ -124,3 +124,18 @@ def test_a_thousand_connections_come_a_page_at_a_time_quickly(web: Web, store: A
     assert found["total"] == 1 and found["connections"][0]["id"] == "sample_bulk777"
     assert web.client.get("/api/connections", params={"limit": 500}).json()["field"] == "limit"
     assert found["per_plugin"] == {"sample": 1000}  # the catalog's count is of all, not of the page
+
+
+def test_connection_settings_say_where_credentials_live_and_which_webhook_url_to_use(web: Web, store: Any) -> None:
+    cid = _connect(web, "settings")
+    conn = web.client.get(f"/api/plugins/sample/{cid}").json()
+    assert conn["stored_in"] in ("db", "airflow") and "credentials" not in conn
+    plugins = {p["id"]: p for p in web.client.get("/api/plugins/catalog").json()["plugins"]}
+    # GitHub and Linear deliver every account's events to the app's one URL; Zendesk and Jira to one per connection.
+    assert (plugins["github"]["webhook_scope"], plugins["linear"]["webhook_scope"]) == ("app", "app")
+    assert (plugins["zendesk"]["webhook_scope"], plugins["jira"]["webhook_scope"]) == ("connection", "connection")
+    assert plugins["posthog"]["webhook_scope"] is None
+    renamed = web.client.patch(f"/api/plugins/sample/{cid}", json={"account_label": "EU desk"})
+    assert renamed.json()["account_label"] == "EU desk"
+    bad = web.client.patch(f"/api/plugins/sample/{cid}", json={"account_label": "x" * 5000})
+    assert bad.status_code == 400 and bad.json()["field"] == "account_label"

@@ -155,6 +155,10 @@ def test_streams_history_and_health_as_airflow_serves_the_page(store: Any, page_
         server.stop()
 
 
+def conn_id_of(store: Any, external_account_id: str) -> str:
+    return next(c.id for c in repo.list_connections(store) if c.external_account_id == external_account_id)
+
+
 def test_dialogs_progress_and_accessibility(web: Web, store: Any, monkeypatch: Any) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -210,6 +214,28 @@ def test_dialogs_progress_and_accessibility(web: Web, store: Any, monkeypatch: A
             assert dialog.locator("#cfg-api_key").input_value() == ""
             assert secret not in page.content()
             dialog.get_by_role("button", name="Cancel").click()
+
+            # Connection settings: the name is edited there (required, the server's message on the field),
+            # the rest says what the connection is; no secret appears.
+            conn.get_by_role("button", name="Settings of Account One").click()
+            settings_dlg = page.locator("#conn-dialog")
+            expect(settings_dlg.locator("#conn-details")).to_contain_text("acct-1")
+            expect(settings_dlg.locator("#conn-details")).to_contain_text("Credentials stored in")
+            assert secret not in settings_dlg.inner_html()
+            name = settings_dlg.get_by_role("textbox", name="Name (required)")
+            name.fill("  ")
+            settings_dlg.get_by_role("button", name="Save").click()
+            expect(settings_dlg.locator("#conn-label-error")).to_have_text("Name is required.")
+            name.fill("x" * 5000)
+            settings_dlg.get_by_role("button", name="Save").click()
+            expect(settings_dlg.locator("#conn-label-error")).to_contain_text("Name: expected")
+            expect(name).to_have_attribute("aria-invalid", "true")
+            assert axe_violations(page) == []
+            name.fill("Support desk (EU)")
+            settings_dlg.get_by_role("button", name="Save").click()
+            expect(settings_dlg).to_be_hidden()
+            expect(page.locator('.connection:has-text("Support desk (EU)")')).to_have_count(1)
+            assert repo.get_connection(store, conn_id_of(store, "acct-1")).account_label == "Support desk (EU)"
 
             # The progress bar follows the records handled, never jumping from a stuck start to the end.
             stream = page.locator(f'[data-connection="{cid}"] .stream[data-stream="sessions"]')

@@ -614,6 +614,52 @@
     return box;
   }
 
+  // Connection settings: its name (the only thing of a connection a person edits; credentials change by
+  // reconnecting) and what it is: plugin, provider account, where its credentials live, the provider's
+  // settings (secret ones masked by the server), its webhook URL when the plugin takes webhooks.
+  function openConnSettings(plugin, conn) {
+    const dlg = $("#conn-dialog");
+    const input = $("#conn-label");
+    const msg = $("#conn-label-error");
+    const reset = () => { msg.hidden = true; msg.textContent = ""; input.removeAttribute("aria-invalid"); input.classList.remove("invalid"); $("#conn-error").hidden = true; };
+    reset();
+    $("#conn-title").textContent = `${plugin.name} connection settings`;
+    input.value = conn.account_label;
+    const rows = [["Plugin", plugin.name], ["Provider account", conn.external_account_id], ["Connection id", conn.id],
+      ["Credentials stored in", conn.stored_in === "airflow" ? "an Airflow Connection" : "the Hissuno store (encrypted)"],
+      ["Connected", utc(conn.created_at)]];
+    for (const [k, v] of Object.entries(conn.settings || {})) {
+      if (v !== null && v !== undefined && v !== "") rows.push([k.replace(/_/g, " "), typeof v === "object" ? JSON.stringify(v) : String(v)]);
+    }
+    if (plugin.webhooks) {
+      const path = `${API}/plugins/webhook/${plugin.id}` + (plugin.webhook_scope === "app" ? "" : `/${conn.id}`);
+      rows.push([plugin.webhook_scope === "app" ? "Webhook URL (the app's, for every connection)" : "Webhook URL", new URL(path, location.href).href]);
+    }
+    $("#conn-details").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
+    $("#conn-cancel").onclick = () => dlg.close();
+    $("#conn-form").onsubmit = async (ev) => {
+      ev.preventDefault();
+      reset();
+      const label = input.value.trim();
+      const fail = (text) => { msg.textContent = text; msg.hidden = false; input.setAttribute("aria-invalid", "true"); input.classList.add("invalid"); input.focus(); };
+      if (!label) return fail("Name is required.");
+      $("#conn-submit").disabled = true;
+      try {
+        await api(`/plugins/${plugin.id}/${conn.id}`, { method: "PATCH", json: { account_label: label } });
+        dlg.close();
+        toast(`Saved ${label}`);
+        await refresh();
+      } catch (e) {
+        if (e.field === "account_label") fail(e.message.replace(/^account_label: /, "Name: "));
+        else { $("#conn-error").textContent = e.message; $("#conn-error").hidden = false; }
+      } finally {
+        $("#conn-submit").disabled = false;
+      }
+    };
+    dlg.showModal();
+    input.focus();
+  }
+
   function renderPager() {
     const p = state.page;
     const last = Math.min(p.total, p.offset + state.connections.length);
@@ -635,6 +681,7 @@
           el("div", { class: "grow" }, el("strong", { text: conn.account_label }),
             el("div", { class: "muted", text: `${plugin.name} · ${conn.external_account_id}` }),
             healthLine(conn)),
+          el("button", { text: "Settings", "aria-label": `Settings of ${conn.account_label}`, onclick: () => openConnSettings(plugin, conn) }),
           el("button", { text: "Reconnect", onclick: () => openConnect(plugin, conn.id) }),
           el("button", { class: "danger", text: "Disconnect", onclick: async () => {
             if (!confirm(`Disconnect ${conn.account_label}? Synced data is kept.`)) return;
