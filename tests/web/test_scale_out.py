@@ -52,7 +52,7 @@ class Replica:
     def __init__(self, env: dict[str, str], home: str) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/hissuno"
-        self.log = open(os.path.join(home, "serve.log"), "w+")  # noqa: SIM115 - closed in stop()
+        self.log = open(os.path.join(home, "serve.log"), "w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hissuno_airflow.cli", "serve", "--port", str(self.port)],
             env={**env, "HISSUNO_HOME": home}, stdout=self.log, stderr=subprocess.STDOUT, text=True)
@@ -83,6 +83,17 @@ class Replica:
 
 def _auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN}"}
+
+
+def test_a_process_with_another_secret_key_is_refused(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hissuno_airflow.kit.errors import NotConfigured
+    from hissuno_airflow.store.sealed import check_secret_key
+
+    check_secret_key(store)  # the first records its key's fingerprint
+    check_secret_key(store)  # the same key again: fine
+    monkeypatch.setenv("HISSUNO_SECRET_KEY", "a-key-of-this-host-only-0123456789")
+    with pytest.raises(NotConfigured, match="same HISSUNO_SECRET_KEY"):
+        check_secret_key(store)
 
 
 @pytest.fixture
@@ -162,3 +173,22 @@ def test_oauth_started_on_one_replica_finishes_on_the_other_and_webhooks_are_han
     time.sleep(0.5)  # a second handling would have issued its read by now
     assert len(fake.graphql_bodies("Issues")) - reads_before == EVENTS
     assert count(store, "issues") == len(issues)
+
+
+@pytest.mark.slow
+def test_a_replica_without_the_shared_secret_key_refuses_to_start(
+        store: Any, replicas: tuple[FakeLinear, Replica, Replica], database_url: str, tmp_path: Any) -> None:
+    """A third host without ``HISSUNO_SECRET_KEY`` (so a key of its own in its home) says why and exits."""
+    del replicas  # A and B up: the store has recorded their key
+    env = {k: v for k, v in standalone_env().items() if k != "HISSUNO_SECRET_KEY"}
+    env.update(HISSUNO_DATABASE_URL=database_url, HISSUNO_ADMIN_TOKEN=ADMIN)
+    home = tmp_path / "host-c"
+    home.mkdir()
+    c = Replica(env, str(home))
+    try:
+        assert c.proc.wait(60) != 0
+        c.log.seek(0)
+        out = c.log.read()
+        assert "same HISSUNO_SECRET_KEY" in out and "Traceback" not in out, out[-2000:]
+    finally:
+        c.stop()
