@@ -7,7 +7,8 @@ dag-processor would otherwise deactivate them). Nothing else does I/O at parse t
 
 Rate budgets: every stream of one provider account runs in the Airflow pool
 ``hissuno_<plugin>_<account hash>`` (one slot by default, ``HISSUNO_POOL_SLOTS``), created by the
-Airflow host when a stream is enabled (``airflow_host.pools``). The pool is only assigned once it
+Airflow host when a stream is enabled (``airflow_host.pools``); the requests of its runs share the
+account's rate budget in the store, whatever the pool's size. The pool is only assigned once it
 exists (recorded in the connection's settings), because the scheduler never runs a task whose pool
 is missing.
 """

@@ -73,3 +73,17 @@ def store_retry_seconds() -> float:
     """``HISSUNO_STORE_RETRY_SECONDS`` (default 30): how long a write is retried in place through a store
     blip (restart, lost connection, deadlock) before the run fails retriably; 0 fails at the first error."""
     return max(0.0, float(os.environ.get("HISSUNO_STORE_RETRY_SECONDS") or 30))
+
+
+def rate_budget_scope() -> str:
+    """``HISSUNO_RATE_BUDGET``: ``shared`` (default) or ``process``.
+
+    ``shared``: every process calling one provider account books its requests in the store, so all of
+    them together keep to the plugin's declared rate (one store round trip per request). ``process``:
+    each process paces on its own, as if it were the account's only client; only right when the
+    account's Airflow pool has one slot and nothing else (a CLI sync) calls it meanwhile.
+    """
+    value = (os.environ.get("HISSUNO_RATE_BUDGET") or "shared").strip().lower()
+    if value not in ("shared", "process"):
+        raise ValueError(f"HISSUNO_RATE_BUDGET: expected 'shared' or 'process'; got {value!r}")
+    return value

@@ -27,8 +27,8 @@ def ensure_pool(store: Store, connection: ConnectionRow, *, slots: int | None = 
     Args:
         store: the hissuno store.
         connection: the connection whose account gets a pool.
-        slots: pool size; default ``HISSUNO_POOL_SLOTS`` or 1. One slot means one sync at a time per
-            account, so the account never sees more than one client's paced request rate.
+        slots: pool size; default ``HISSUNO_POOL_SLOTS`` or 1: how many syncs of the account run at once.
+            Their requests share the account's rate budget in the store, so more slots never exceed it.
 
     Returns:
         The pool name.

@@ -88,9 +88,9 @@ class PluginDef(BaseModel):
     ui: PluginUI | None = None
     """Custom config dialog."""
     rate_limit_per_minute: float | None = Field(default=None, gt=0)
-    """Documented request budget per provider account. The runtime paces every HTTP client of a
-    connection through one shared ``RateBudget`` with this rate (per process; the account's Airflow
-    pool keeps to one sync at a time across processes)."""
+    """Documented request budget per provider account. The runtime paces every HTTP client of the
+    account, in every process (task processes, the CLI, the web server), through one budget of this
+    rate kept in the store (``SharedRateBudget``), so the account's streams may run side by side."""
     rate_limit_burst: int | None = Field(default=None, gt=0)
     """Requests allowed back to back before pacing starts; default a minute's worth."""
     docs_url: str | None = None

@@ -16,15 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from .. import settings
 from ..kit.context import CancelSignal
 from ..kit.define import PluginDef
 from ..kit.errors import InputError
-from ..kit.http.ratelimit import RateBudget
+from ..kit.http.client import RateLimiter
+from ..kit.http.ratelimit import AllBudgets, BudgetScope, NamedBudget, RateBudget, SharedRateBudget
 from ..kit.redaction import secret_values
 from .logging import PluginLogger
 from .urls import resolve_base, resolve_url
 
-__all__ = ["TOKEN_AUTH_TYPES", "ConnectionServices", "LiveBearerAuth", "budget_for", "resolve_base", "resolve_url"]
+__all__ = ["TOKEN_AUTH_TYPES", "ConnectionServices", "LiveBearerAuth", "budget_for", "named_budget", "resolve_base",
+           "resolve_url"]
 
 if TYPE_CHECKING:
     from ..kit.http.client import ProviderClient
@@ -35,19 +38,42 @@ if TYPE_CHECKING:
 TOKEN_AUTH_TYPES = frozenset({"oauth2", "github_app"})
 
 
-_budgets: dict[tuple[str, str], RateBudget] = {}
+_budgets: dict[tuple[object, ...], RateLimiter] = {}
 _budgets_lock = threading.Lock()
 
 
-def budget_for(plugin: PluginDef, connection_id: str) -> RateBudget | None:
-    """The connection's shared request budget in this process, from the plugin's declared rate."""
+def budget_for(plugin: PluginDef, connection_id: str, *, store: Store | None = None,
+               account: str | None = None) -> RateLimiter | None:
+    """The account's request budget from the plugin's declared rate (None when it declares none).
+
+    With a store it is shared by every process calling the account (booked in ``rate_budgets``; see
+    ``store.rate_budgets``) unless ``HISSUNO_RATE_BUDGET=process``; without one, this process's own.
+    ``account`` is the provider account (the connection's external account id): two connections of one
+    account share its budget, as the provider counts them together; default the connection id.
+    """
     if plugin.rate_limit_per_minute is None:
         return None
-    key = (plugin.id, connection_id)
+    return named_budget(plugin.id, account or connection_id, NamedBudget("requests", plugin.rate_limit_per_minute,
+                                                                        plugin.rate_limit_burst), store=store)
+
+
+def named_budget(plugin_id: str, account: str, spec: NamedBudget, *, store: Store | None = None) -> RateLimiter:
+    """One budget of an account (the general one, or a named one such as Zendesk's export), one object
+    per process and store so its fallback bucket is shared by the process's threads."""
+    shared = store is not None and settings.rate_budget_scope() == "shared"
+    key = (plugin_id, account, spec, store if shared else None)
     with _budgets_lock:
         budget = _budgets.get(key)
         if budget is None:
-            budget = _budgets[key] = RateBudget(plugin.rate_limit_per_minute, burst=plugin.rate_limit_burst)
+            if shared:
+                from ..store.rate_budgets import StoreLedger
+
+                assert store is not None
+                budget = SharedRateBudget(StoreLedger(store), BudgetScope(plugin_id, account, spec.name),
+                                          spec.per_minute, burst=spec.burst)
+            else:
+                budget = RateBudget(spec.per_minute, burst=spec.burst)
+            _budgets[key] = budget
         return budget
 
 
@@ -211,17 +237,35 @@ class ConnectionServices:
         return resolve_base(self.plugin, name, values if values else None)
 
     @property
-    def rate_budget(self) -> RateBudget | None:
-        """The account's shared request budget in this process (None for connect flows)."""
-        return budget_for(self.plugin, self.connection.id) if self.connection is not None else None
+    def _account(self) -> str:
+        assert self.connection is not None
+        return self.connection.external_account_id or self.connection.id
+
+    @property
+    def rate_budget(self) -> RateLimiter | None:
+        """The account's request budget, shared with every process calling it (None for connect flows)."""
+        if self.connection is None:
+            return None
+        return budget_for(self.plugin, self.connection.id, store=self.store, account=self._account)
 
     def http_client(self, base: str = "API", **kwargs: Any) -> ProviderClient:
         """A ``ProviderClient`` for a named base with retries, redacted logs, the rate budget, the cancel
         signal and, for token-based plugins with a connection, bearer auth from the live token (a 401
-        refreshes through the single-flight path). Keyword options override each default."""
+        refreshes through the single-flight path). Keyword options override each default.
+
+        ``budget=NamedBudget(name, per_minute, burst)``: every request of this client also waits for a slot
+        in that budget of the account (shared like the account's own), first, as it is the scarcer one.
+        A ``RateLimiter`` object there is used as is (tests pace on a fake clock)."""
         from ..kit.http.client import ProviderClient
 
         kwargs.setdefault("rate_limiter", self.rate_budget)
+        extra = kwargs.pop("budget", None)
+        if extra is not None:
+            if isinstance(extra, NamedBudget):
+                account = self._account if self.connection is not None else "unconnected"
+                extra = named_budget(self.plugin.id, account, extra, store=self.store)
+            own = kwargs["rate_limiter"]
+            kwargs["rate_limiter"] = AllBudgets(extra, own) if own is not None else extra
         kwargs.setdefault("signal", self.signal)
         kwargs.setdefault("logger", self.logger)
         kwargs.setdefault("provider_name", self.plugin.name)

@@ -120,3 +120,40 @@ def seal_plaintext_settings(conn: Any) -> int:
                          (Jsonb(seal_settings(plugin_id, values)), cid))
             changed += 1
     return changed
+
+
+KEY_MARK = "secret_key"
+"""``setup_marks`` row holding a fingerprint of the key this store's secrets are sealed with."""
+
+
+def key_fingerprint(secret: bytes) -> str:
+    """A short, one-way fingerprint of a secret key (says whether two processes share it, nothing more)."""
+    return hashlib.sha256(b"hissuno-key-fingerprint:" + secret).hexdigest()[:16]
+
+
+def check_secret_key(store: Any) -> None:
+    """Refuse a process whose secret key is not the one this store's secrets are sealed with.
+
+    The first process to call this records the key's fingerprint. Without ``HISSUNO_SECRET_KEY`` every
+    host generates a key of its own (``$HISSUNO_HOME/secret.key``): a second API-server replica would
+    then fail every OAuth callback another replica started and could not open the credentials the first
+    one saved. Saying so at start-up beats finding it out one request at a time.
+
+    Raises:
+        NotConfigured: the key differs from the store's (``field``: ``HISSUNO_SECRET_KEY``).
+    """
+    from psycopg.types.json import Jsonb
+
+    from ..kit.errors import NotConfigured
+
+    mine = key_fingerprint(settings.secret_key())
+    with store.connection() as conn:
+        conn.execute("INSERT INTO setup_marks (name, data) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+                     (KEY_MARK, Jsonb({"fingerprint": mine})))
+        row = conn.execute("SELECT data FROM setup_marks WHERE name = %s", (KEY_MARK,)).fetchone()
+    recorded = (row["data"] or {}).get("fingerprint") if row else mine
+    if recorded != mine:
+        raise NotConfigured(
+            "this process's secret key is not the one the store's credentials and OAuth states are sealed"
+            " with: give every process that shares the store (API-server replicas, workers, the CLI) the"
+            " same HISSUNO_SECRET_KEY (see docs/deploying.md)", field="HISSUNO_SECRET_KEY")

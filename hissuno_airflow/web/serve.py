@@ -71,9 +71,11 @@ def main(host: str = "127.0.0.1", port: int = 8321) -> None:
         token = secrets.token_urlsafe(24)
         print(f"HISSUNO_ADMIN_TOKEN is not set; this run's admin token: {token}")
     from ..store.db import get_store
+    from ..store.sealed import check_secret_key
 
     store = get_store()
     store.migrate()  # idempotent; a first `hissuno serve` should not need a separate `db migrate`
+    check_secret_key(store)  # a replica with a key of its own could open nothing the others sealed
     app = build_app(token=token, store=store)
     server = Server(app, host, port)
     print(f"hissuno: serving on http://{host}:{server.port}{MOUNT}/ (open it, paste the token)")

@@ -52,9 +52,8 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 
 def _pace_on(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> None:
     """Pace the export on ``clock`` (its own, unless a test wants the provider to see the pacing)."""
-    budgets: dict[str, RateBudget] = {}
-    monkeypatch.setattr("hissuno_airflow.plugins.zendesk.plugin.export_budget", lambda cid: budgets.setdefault(
-        cid, RateBudget(10, burst=1, clock=clock.time, sleep=clock.sleep)))
+    budget = RateBudget(10, burst=1, clock=clock.time, sleep=clock.sleep)
+    monkeypatch.setattr("hissuno_airflow.plugins.zendesk.plugin.export_budget", lambda: budget)
 
 
 @pytest.fixture

@@ -19,14 +19,16 @@ from .paginators import (
     extract_items,
     find_path,
 )
-from .ratelimit import RateBudget
+from .ratelimit import AllBudgets, BudgetScope, NamedBudget, RateBudget, SharedRateBudget, SlotLedger
 from .retry import CallInfo, Decision, LogSink, RateState, ResponseCheck, ResponseFault, RetryPolicy
 from .windowed import windowed_search
 
 __all__ = [
+    "AllBudgets",
     "BasePaginator",
     "BasicAuth",
     "BearerAuth",
+    "BudgetScope",
     "CallInfo",
     "Cancellable",
     "ClientOptions",
@@ -36,6 +38,7 @@ __all__ = [
     "HeaderAuth",
     "LinkHeaderPaginator",
     "LogSink",
+    "NamedBudget",
     "NextUrlPaginator",
     "OffsetPaginator",
     "Page",
@@ -50,7 +53,9 @@ __all__ = [
     "ResponseFault",
     "RetryPolicy",
     "SecretAuth",
+    "SharedRateBudget",
     "SinglePagePaginator",
+    "SlotLedger",
     "client_factory",
     "extract_items",
     "find_path",

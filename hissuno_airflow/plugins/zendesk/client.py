@@ -8,12 +8,11 @@ signal, redacted logs) and ``ZendeskClient`` wraps it. No retry, sleep or loggin
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from hissuno_airflow.kit import ProviderResponseError
-from hissuno_airflow.kit.http import BasicAuth, CursorPaginator, ProviderClient, RateBudget
+from hissuno_airflow.kit.http import BasicAuth, CursorPaginator, NamedBudget, ProviderClient
 
 EXPORT_PATH = "/api/v2/incremental/tickets/cursor.json"
 EXPORT_PAGE_SIZE = 1000
@@ -25,8 +24,14 @@ COMMENT_PAGE_SIZE = 100
 MAX_COMMENT_PAGES = 50
 """Zendesk keeps at most 5000 comments per ticket: 50 pages of 100."""
 
-_export_budgets: dict[str, RateBudget] = {}
-_export_lock = threading.Lock()
+EXPORT_BUDGET = NamedBudget("export", EXPORT_PER_MINUTE, burst=1)
+"""The incremental export's own budget of the account, beside the general one.
+
+The export is the only endpoint with its own, much lower limit; pacing it (one request every six
+seconds, no burst, so no sliding minute ever holds more than ten) keeps a run with many export pages
+from discovering the limit through 429s, which it would still survive. The runtime shares it between
+every process calling the account, like the account's general budget, and each export request waits
+for both (``ctx.http_client(budget=...)``)."""
 
 
 def basic_auth(credentials: Mapping[str, Any]) -> BasicAuth:
@@ -34,39 +39,15 @@ def basic_auth(credentials: Mapping[str, Any]) -> BasicAuth:
     return BasicAuth(f"{credentials['email']}/token", str(credentials["api_token"]))
 
 
-def export_budget(connection_id: str) -> RateBudget:
-    """The account's budget for the incremental export (10 a minute), one per connection in this process.
-
-    The export is the only endpoint with its own, much lower limit; pacing it (one request every six
-    seconds, no burst, so no sliding minute ever holds more than ten) keeps a run with many export pages
-    from discovering the limit through 429s, which it would still survive.
-    """
-    with _export_lock:
-        budget = _export_budgets.get(connection_id)
-        if budget is None:
-            budget = _export_budgets[connection_id] = RateBudget(EXPORT_PER_MINUTE, burst=1)
-        return budget
-
-
-def export_pacing(budget: RateBudget) -> dict[str, Any]:
-    """``ctx.http_client`` options for the export: the client keeps the account's shared budget (every
-    export request also counts against the account's per-minute limit, which covers the export too), and
-    each attempt, retries included, additionally waits for its turn in the export's own budget.
-
-    The wait hooks ``on_request`` (called before every attempt, after the shared budget) rather than
-    replacing ``rate_limiter``, which would take the export out of the account's budget.
-    """
-
-    def pace(_method: str, _url: str) -> None:
-        budget.acquire()
-
-    return {"on_request": pace}
+def export_budget() -> Any:
+    """The budget export clients are built with (a seam: tests pace it on a fake clock)."""
+    return EXPORT_BUDGET
 
 
 class ZendeskClient:
     """The Zendesk endpoints the plugin uses.
 
-    ``export`` is a client for the incremental export (the account's budget, then the export's own);
+    ``export`` is a client for the incremental export (the export's own budget, then the account's);
     every other endpoint goes through ``http`` (the account's budget). Closing this closes both.
     """
 

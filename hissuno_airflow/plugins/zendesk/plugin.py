@@ -26,7 +26,7 @@ from hissuno_airflow.kit import (
 from hissuno_airflow.kit.context import Ingest
 from hissuno_airflow.kit.signatures import ZendeskSignature
 
-from .client import Lookups, ZendeskClient, basic_auth, export_budget, export_pacing
+from .client import Lookups, ZendeskClient, basic_auth, export_budget
 from .mapping import DELETED, INGESTED_STATUSES, company_fields, contact_fields, parse_time, session_fields
 
 _SUBDOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -87,7 +87,7 @@ def _ingest_ticket(ingest: Ingest, zd: ZendeskClient, lookups: Lookups, ticket: 
 
 def _client(ctx: SyncCtx | WebhookCtx, *, export: bool = False) -> ZendeskClient:
     auth = basic_auth(ctx.credentials)
-    paced = ctx.http_client("API", auth=auth, **export_pacing(export_budget(ctx.connection_id))) if export else None
+    paced = ctx.http_client("API", auth=auth, budget=export_budget()) if export else None
     return ZendeskClient(ctx.http_client("API", auth=auth), paced)
 
 

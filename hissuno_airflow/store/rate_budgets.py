@@ -1,0 +1,43 @@
+"""The store side of shared request budgets: a ``SlotLedger`` (``kit.http.ratelimit``) on ``rate_budgets``.
+
+Each budget is a GCRA token bucket in one row: ``tat`` is when the bucket would next be empty-and-refilled
+(its "theoretical arrival time"). Booking a slot is one upsert, atomic under the row lock, so every
+process of every host calling one provider account draws from the same bucket: with an interval
+``T = 60 / per_minute`` and a tolerance ``tau = (burst - 1) * T``, the request may go at
+``max(now, tat - tau)`` and ``tat`` moves to ``max(tat, now) + T``. Any window of ``w`` seconds then holds
+at most ``burst + w / T`` booked slots. The database's clock decides, so hosts need not agree on time.
+"""
+
+from __future__ import annotations
+
+from ..kit.http.ratelimit import BudgetScope
+from .db import Store
+
+# One round trip in autocommit (no BEGIN/COMMIT). RETURNING sees the new tat: new - T is the old (or
+# now, for a new or idle bucket), and the wait is that minus the burst tolerance, from now.
+_RESERVE = (
+    "INSERT INTO rate_budgets AS b (plugin_id, account, name, tat)"
+    " VALUES (%(p)s, %(a)s, %(n)s, now() + make_interval(secs => %(t)s))"
+    " ON CONFLICT (plugin_id, account, name) DO UPDATE"
+    " SET tat = greatest(b.tat, now()) + make_interval(secs => %(t)s)"
+    " RETURNING greatest(0, extract(epoch FROM b.tat - now())::float8 - %(t)s - %(tau)s) AS wait"
+)
+
+
+class StoreLedger:
+    """Books request slots in ``rate_budgets`` (see the module docstring)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __repr__(self) -> str:
+        return "StoreLedger()"
+
+    def reserve(self, scope: BudgetScope, per_minute: float, burst: float) -> float:
+        """Book the next slot of ``scope``; returns the seconds to wait before sending."""
+        interval = 60.0 / per_minute
+        tolerance = max(0.0, burst - 1) * interval
+        with self.store.autocommit() as conn:
+            row = conn.execute(_RESERVE, {"p": scope.plugin_id, "a": scope.account, "n": scope.name,
+                                          "t": interval, "tau": tolerance}).fetchone()
+        return float(row["wait"]) if row else 0.0
