@@ -68,6 +68,15 @@ def _task_log(airflow_home: Path, dag_id: str, run_id: str) -> str:
     return "\n".join(f.read_text() for f in files)
 
 
+def _listening(port: int) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def _wait(pred, timeout, what, logs):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -163,12 +172,16 @@ def test_scheduled_runs_then_backfill_window(store, tmp_path, database_url):
                          (["airflow", "scheduler", "--skip-serve-logs"], logs[1])):
             procs.append(subprocess.Popen([str(BIN / cmd[0]), *cmd[1:]], env=env, stdout=log.open("w"),
                                           stderr=subprocess.STDOUT, start_new_session=True))
+            if cmd[1] == "api-server":
+                # Tasks report to the API server's execution API: a task started before it listens fails
+                # (on a loaded machine it took the server over 10 s to start).
+                _wait(lambda: _listening(port), 120, "the API server", logs[:1])
 
         def scheduled_done():
             runs = _runs(db, dag_id, "scheduled")
             return len([r for r in runs if r[1] == "success"]) >= 2 and all(r[1] == "success" for r in runs)
 
-        _wait(scheduled_done, 120, "two successful scheduled runs", logs)
+        _wait(scheduled_done, 240, "two successful scheduled runs", logs)
         first, second = (_task_log(tmp_path / "airflow", dag_id, r[0]) for r in _runs(db, dag_id, "scheduled")[:2])
         # The first run has no earlier success, so it must not ask XCom (the task's supervisor logs a
         # miss as an error); the second, in its own task process, reads the first's cursor from XCom.
