@@ -53,7 +53,7 @@ class Case:
 def _zendesk(store: Any, monkeypatch: pytest.MonkeyPatch, serve_fake: Any, clock: FakeClock, count: int = 20) -> Case:
     from tests.fakes import zendesk as fakes
 
-    _pace_zendesk(monkeypatch)
+    pace_zendesk(monkeypatch)
     fake, token = fakes.serve(monkeypatch, serve_fake, count, clock.time)
     fake.max_export_page = 4
     clock.advance(3600)
@@ -69,7 +69,7 @@ def _zendesk(store: Any, monkeypatch: pytest.MonkeyPatch, serve_fake: Any, clock
                 lambda: {str(t["id"]) for t in fake.ingested_tickets()})
 
 
-def _pace_zendesk(monkeypatch: pytest.MonkeyPatch) -> None:
+def pace_zendesk(monkeypatch: pytest.MonkeyPatch) -> None:
     from hissuno_airflow.kit.http import RateBudget
 
     # The export's 10-a-minute pacing would sleep for real; pace on a clock of its own.
