@@ -256,6 +256,7 @@ def _bad_credentials(fields: tuple[Field, ...]) -> Iterator[tuple[str, Any]]:
             yield f"{f.id} off its pattern", {**plausible, f.id: "!! not matching ¡¡"}
 
 
+@pytest.mark.slow  # about 40 cases for each of a dozen plugins: half a minute
 def test_bad_connection_fields_at_every_plugins_connect_are_refused_cleanly(
     site: hostile.Site, providers_refuse: RefuseEverything,
 ) -> None:
