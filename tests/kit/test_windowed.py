@@ -217,7 +217,8 @@ def test_a_page_of_one_update_time_is_read_on_as_a_wider_window(
     fake = serve_search([1, 2] + [5] * 6 + [6, 7])
     got = _paged(make_client(fake.url), fake)
     assert sorted(int(r["id"]) for r in got) == list(range(1, 11)) and len(got) == 10
-    # The page from 5 is four 5s: the window from 5 is asked again and read on (after=4) up to the cap,
-    # which it does not reach (eight records from 5), so that is the end.
-    assert fake.windows() == [None, 5, 5]
-    assert [r.json().get("after") for r in fake.requests_to("/search")][-1] == "4"
+    # The page from 5 is four 5s: the window from 5 is asked again and read on (after=4) up to the first
+    # record past 5, then windows of one page go on from 6.
+    assert fake.windows() == [None, 5, 5, 6]
+    assert [(r.json().get("since"), r.json().get("after")) for r in fake.requests_to("/search")] == [
+        (None, None), (5, None), (5, None), (5, "4"), (6, None)]

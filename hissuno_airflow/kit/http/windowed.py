@@ -73,7 +73,7 @@ def windowed_search(
             has passed is updated meanwhile (that one jumps to the end, the rest shift back one place across
             the page boundary), and a cursor past the skipped record never comes back for it; a window per
             page cannot skip. A page whose records all share one update time is read again as a window of
-            up to ``cap`` records (those already yielded are passed over).
+            up to ``cap`` records (those already yielded are passed over), up to the first record past it.
 
     Yields:
         Records, each (id, update time) pair once.
@@ -97,6 +97,7 @@ def windowed_search(
     limit = step
     while True:
         taken = 0
+        cut = False
         first: K | None = None
         window = iter(search(bound))
         try:
@@ -120,13 +121,16 @@ def windowed_search(
                     # ``at == edge_time``: the ordering checks above rule out anything older.
                     edge_ids.add(ident)
                     yield record
-                if taken >= limit:
+                # A window widened over one instant ends with the first record past it: paging on by offset
+                # from there would be open to the shifts that windows of one page avoid.
+                if taken >= limit or (limit > step and first < at):
+                    cut = True
                     break
         finally:
             close = getattr(window, "close", None)
             if callable(close):
                 close()
-        if taken < limit or last is None or first is None:
+        if not cut or last is None or first is None:
             return
         if not (first < last):
             if limit < cap:
