@@ -9,7 +9,7 @@ later on its clock; for a server error, "retrying in ...".
 Rate-limit styles (providers.md): Zendesk 429 + ``Retry-After``; HubSpot 429 without ``Retry-After``
 (the ten-secondly policy: wait for the next 10 s window); Linear HTTP 400 with a ``RATELIMITED`` GraphQL
 error and a spent complexity budget (wait for ``X-RateLimit-Complexity-Reset``); GitHub's secondary
-limit, a 403 whose message says so, with ``retry-after``.
+limit, a 403 whose message says so, with ``retry-after`` or without (then at least a minute).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ RECORDS = 60
 class Style:
     """How one provider says "too many requests", and the wait it asks for."""
 
+    provider: str
     name: str
     """The provider's display name as the log line says it."""
     status: int
@@ -67,18 +68,20 @@ def _linear(req: FakeRequest) -> FakeResponse:
         "X-RateLimit-Complexity-Remaining": "0", "X-RateLimit-Complexity-Reset": reset})
 
 
-def _github(req: FakeRequest) -> FakeResponse:
+def _github(req: FakeRequest, retry_after: str | None = "5") -> FakeResponse:
     return FakeResponse(403, {"message": "You have exceeded a secondary rate limit. Please wait a few minutes"
                                          " before you try again.",
                               "documentation_url": "https://docs.github.com/rest/overview/rate-limits"},
-                        {"retry-after": "5"})
+                        {"retry-after": retry_after} if retry_after else {})
 
 
 STYLES = {
-    "zendesk": Style("Zendesk", 429, 7.0, _zendesk),
-    "hubspot": Style("HubSpot", 429, 10.0, _hubspot),
-    "linear": Style("Linear", 400, 9.0, _linear),
-    "github": Style("GitHub", 403, 5.0, _github),
+    "zendesk": Style("zendesk", "Zendesk", 429, 7.0, _zendesk),
+    "hubspot": Style("hubspot", "HubSpot", 429, 10.0, _hubspot),
+    "linear": Style("linear", "Linear", 400, 9.0, _linear),
+    "github": Style("github", "GitHub", 403, 5.0, _github),
+    # The secondary limit without retry-after: GitHub asks for at least a minute.
+    "github-no-retry-after": Style("github", "GitHub", 403, 60.0, lambda req: _github(req, None)),
 }
 
 
@@ -119,9 +122,9 @@ def test_a_sync_through_a_429_storm_and_5xx_burst_gets_every_record_and_waits_as
 ) -> None:
     clock = FakeClock(T0.timestamp())
     retries_on(monkeypatch, clock)
-    case = CASES[provider](store, monkeypatch, serve_fake, clock, count=RECORDS)
-    enable_stream(store, case.cid, case.stream, filters=case.filters)
     style = STYLES[provider]
+    case = CASES[style.provider](store, monkeypatch, serve_fake, clock, count=RECORDS)
+    enable_stream(store, case.cid, case.stream, filters=case.filters)
     limited, failed = _storm(case.fake, style)
     outcomes = _record_outcomes(case.fake)
     caplog.set_level(logging.INFO)
@@ -147,7 +150,8 @@ def test_a_sync_through_a_429_storm_and_5xx_burst_gets_every_record_and_waits_as
 
     # The run's log says so: one warning per refusal, with the wait the provider asked for.
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    waits = [m for m in lines if re.search(rf"waiting \S+ s for {style.name}'s rate limit$", m)]
+    waits = [m for m in lines if re.search(rf"waiting .+ for {style.name}'s rate limit$", m)]
     assert len(waits) == limited.hits, lines
-    assert all(f"waiting {style.wait:g} s for {style.name}'s rate limit" in m for m in waits), waits
+    said = f"{style.wait:g} s" if style.wait < 60 else f"{style.wait / 60:g} min"
+    assert all(f"waiting {said} for {style.name}'s rate limit" in m for m in waits), waits
     assert len([m for m in lines if "502 Bad Gateway" in m and "retrying in" in m]) == failed.hits, lines
