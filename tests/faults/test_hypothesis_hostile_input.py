@@ -308,13 +308,13 @@ def test_bad_connection_fields_at_every_plugins_connect_are_refused_cleanly(
 
 # -- a plugin module that raises at import ---------------------------------------------------------------
 
-BROKEN = "import os\nraise RuntimeError('broken-plugin: missing dependency on import')\n"
+RAISING_MODULE = "import os\nraise RuntimeError('broken-plugin: missing dependency on import')\n"
 
 
 @pytest.fixture
 def broken_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """An installed entry point whose module raises when imported; the registry reloaded with it."""
-    (tmp_path / "hissuno_broken_plugin.py").write_text(textwrap.dedent(BROKEN))
+    (tmp_path / "hissuno_broken_plugin.py").write_text(textwrap.dedent(RAISING_MODULE))
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop("hissuno_broken_plugin", None)
     ep = EntryPoint(name="brokenplug", value="hissuno_broken_plugin:plugin", group=registry.ENTRY_POINT_GROUP)
