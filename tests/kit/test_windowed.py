@@ -176,3 +176,49 @@ def test_a_window_returning_records_before_its_bound_is_refused() -> None:
 
     with pytest.raises(ProviderResponseError, match="search window from 3 returned a record updated at 1"):
         list(windowed_search(window, cap=3, key=lambda r: int(r["updated"]), record_id=lambda r: r["id"]))
+
+
+def _paged(client: ProviderClient, fake: CappedSearch, touch: Callable[[int], None] | None = None,
+           ) -> list[dict[str, Any]]:
+    window = window_reader(client)
+    pages = 0
+
+    def touching(since: int | None) -> Iterator[dict[str, Any]]:
+        nonlocal pages
+        pages += 1
+        if touch is not None:
+            touch(pages)
+        return window(since)
+
+    return list(windowed_search(touching, cap=CAP, page=PAGE, key=lambda r: int(r["updated"]),
+                                record_id=lambda r: r["id"]))
+
+
+def test_a_window_per_page_skips_nothing_when_a_record_already_read_changes_mid_read(
+    serve_search: Callable[[list[int]], CappedSearch], make_client: Make
+) -> None:
+    times = list(range(1, 21))
+    fake = serve_search(times)
+
+    def touch(page: int) -> None:
+        if page in (2, 3):  # the first record read jumps to the end: offsets behind it shift back one place
+            fake.records[page - 2]["updated"] = 40 + page
+
+    got = _paged(make_client(fake.url), fake, touch)
+    assert {r["id"] for r in got} == {str(i) for i in range(1, 21)}
+    assert ("1", 42) in [(r["id"], r["updated"]) for r in got]
+    # Pages by offset would have skipped the record that shifted across the page boundary.
+    assert all(not r.json().get("after") for r in fake.requests_to("/search"))
+
+
+def test_a_page_of_one_update_time_is_read_on_as_a_wider_window(
+    serve_search: Callable[[list[int]], CappedSearch], make_client: Make
+) -> None:
+    fake = serve_search([1, 2] + [5] * 6 + [6, 7])
+    got = _paged(make_client(fake.url), fake)
+    assert sorted(int(r["id"]) for r in got) == list(range(1, 11)) and len(got) == 10
+    # The page from 5 is four 5s: the window from 5 is asked again and read on (after=4) up to the first
+    # record past 5, then windows of one page go on from 6.
+    assert fake.windows() == [None, 5, 5, 6]
+    assert [(r.json().get("since"), r.json().get("after")) for r in fake.requests_to("/search")] == [
+        (None, None), (5, None), (5, None), (5, "4"), (6, None)]

@@ -52,10 +52,13 @@ def test_first_sync_reads_every_page_without_a_cap_and_leaves_out_pull_requests(
     assert result.counts["synced"] == 1_005 and result.counts["failed"] == 0
     sessions = _sessions(store)
     assert len(sessions) == 1_005 and not {str(p["id"]) for p in pulls} & set(sessions)
-    # 1,008 items at 100 a page: eleven pages, each asked once, the next one from the Link header.
+    # 1,008 items at 100 a page: each page a new ``since`` window from the last update seen (which comes back
+    # at its top), never a page number that shifts when an issue is updated mid-sync: 100 + 9 * 99 + 17.
     pages = gh.requests_to(ISSUES)
-    assert [r.query.get("page", "1") for r in pages] == [str(n) for n in range(1, 12)]
+    assert len(pages) == 11 and all("page" not in r.query for r in pages)
     assert pages[0].query == {"per_page": "100", "state": "all", "sort": "updated", "direction": "asc"}
+    assert [r.query.get("since") for r in pages[1:]] == [
+        gh.issues["acme/api"][99 * n]["updated_at"] for n in range(1, 11)]
     assert all(r.bearer_token and r.bearer_token.startswith("ghs_77_") for r in pages)
     assert all(r.headers.get("x-github-api-version") == "2022-11-28" for r in pages)
 
@@ -127,11 +130,13 @@ def test_primary_and_secondary_rate_limits_are_waited_out(store: Any, gh: FakeGi
     # without retry-after (GitHub asks for at least a minute then); then a 429 with retry-after.
     gh.inject(ISSUES, 403, json={"message": "API rate limit exceeded for installation ID 77."},
               headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(reset)},
-              when=lambda r: r.query.get("page") is None)
+              when=lambda r: r.query.get("since") is None)
     gh.secondary_limit(ISSUES, retry_after=7)
+    # Pages two and three are windows from the last update of the page before (issues 100 and 199).
+    page_2, page_3 = (gh.issue_by_number("acme/api", n)["updated_at"] for n in (100, 199))
     gh.inject(ISSUES, 403, json={"message": "You have exceeded a secondary rate limit."},
-              when=lambda r: r.query.get("page") == "2")
-    gh.inject_429(ISSUES, retry_after=3, when=lambda r: r.query.get("page") == "3")
+              when=lambda r: r.query.get("since") == page_2)
+    gh.inject_429(ISSUES, retry_after=3, when=lambda r: r.query.get("since") == page_3)
 
     result = run_stream_sync(app, FEEDBACK, store=store)
 

@@ -194,8 +194,9 @@ def test_the_10k_search_cap_is_read_past_by_rewindowing_on_last_modified(
     searches = fake.searches("companies")
     assert all(int(r.json().get("after") or 0) < 8 for r in searches), "never a page past the cap"
     windows = [_search_filters(r).get("GTE") for r in searches if not r.json().get("after")]
-    # Each new window starts at the last modification time the previous one reached (inclusive).
-    assert windows == [None, _ms(datetime.fromtimestamp(base + 7, UTC)), _ms(datetime.fromtimestamp(base + 12, UTC))]
+    # Each page is a new window at the last modification time the previous one reached (inclusive); the page
+    # from 7 s (7, 7, 7, 8 after 6, 7, 7, 7) moves on past the tie.
+    assert windows == [None, *(_ms(datetime.fromtimestamp(base + t, UTC)) for t in (3, 6, 7, 8, 11, 14, 16))]
 
 
 def test_the_overwrite_policy_filter_decides_what_hubspot_may_change(
@@ -277,7 +278,10 @@ def test_the_search_rate_of_five_a_second_is_respected_after_429s(
     enable_stream(store, cid, "companies")
     result = run_stream_sync(cid, "companies", store=store)
     assert result.status == "success", result.error
-    assert result.counts["found"] == 20 and clock.sleeps == [10.0]
+    # 20 searches (each page of two a window from the last one seen, which comes back at its top): every
+    # sixth in a second is refused, and waited out for the next 10-second window.
+    assert result.counts["found"] == 20 and clock.sleeps == [10.0] * 3
+    assert len(fake.searches("companies")) == 20 + 3
 
 
 def test_a_spent_ten_second_budget_waits_for_the_next_window_instead_of_a_429(
@@ -328,7 +332,7 @@ def test_token_expiry_mid_sync_is_one_refresh_grant_and_the_old_refresh_token_is
     before = load_credentials(store, row)
     # HubSpot expires the token server-side before its stated lifetime: while page 2 is served.
     fake.before_request("/crm/v3/objects/contacts/search", lambda req: fake.expire_access_token(before["access_token"]),
-                        when=lambda req: (req.json() or {}).get("after") == "4")
+                        when=lambda req: bool((req.json() or {}).get("filterGroups")))
     result = run_stream_sync(cid, "contacts", store=store)
     assert result.status == "success", result.error
     assert result.counts["synced"] == 11
@@ -339,9 +343,9 @@ def test_token_expiry_mid_sync_is_one_refresh_grant_and_the_old_refresh_token_is
     assert after["access_token"] != before["access_token"] and (datetime.fromisoformat(after["expires_at"])
                                                               > datetime.now(UTC) + timedelta(minutes=25))
     tokens = [r.bearer_token for r in fake.searches("contacts")]
-    # Page 3 was refused once with the old token and resent once with the new one.
+    # Page 3 was refused once with the old token and resent once with the new one; page 4 used the new one.
     assert fake.refused_tokens == [before["access_token"]], (tokens, fake.refused_tokens)
-    assert tokens == [before["access_token"]] * 3 + [after["access_token"]]
+    assert tokens == [before["access_token"]] * 3 + [after["access_token"]] * 2
     # A second run uses the saved token: no further grant, the old refresh token is never presented again.
     assert run_stream_sync(cid, "contacts", store=store).status == "success"
     assert fake.refreshes == 1 and fake.refusals == []

@@ -55,6 +55,7 @@ def windowed_search(
     record_id: Callable[[R], Hashable],
     since: K | None = None,
     provider: str = "",
+    page: int | None = None,
 ) -> Iterator[R]:
     """Yield every record of a capped, time-ordered search exactly once, in ascending update time.
 
@@ -67,6 +68,12 @@ def windowed_search(
         record_id: The record's stable id.
         since: Lower bound of the first window (the last high-water mark), inclusive.
         provider: Plugin id, for error text.
+        page: Read at most this many records per window (one page of the search), then start the next
+            window at the last update time seen. A search paged by offset skips a record whenever one it
+            has passed is updated meanwhile (that one jumps to the end, the rest shift back one place across
+            the page boundary), and a cursor past the skipped record never comes back for it; a window per
+            page cannot skip. A page whose records all share one update time is read again as a window of
+            up to ``cap`` records (those already yielded are passed over), up to the first record past it.
 
     Yields:
         Records, each (id, update time) pair once.
@@ -86,8 +93,11 @@ def windowed_search(
     edge_time: K | None = None
     edge_ids: set[Hashable] = set()
     last: K | None = None  # the newest update time seen, across windows
+    step = cap if page is None else max(1, min(page, cap))
+    limit = step
     while True:
         taken = 0
+        cut = False
         first: K | None = None
         window = iter(search(bound))
         try:
@@ -111,18 +121,26 @@ def windowed_search(
                     # ``at == edge_time``: the ordering checks above rule out anything older.
                     edge_ids.add(ident)
                     yield record
-                if taken >= cap:
+                # A window widened over one instant ends with the first record past it: paging on by offset
+                # from there would be open to the shifts that windows of one page avoid.
+                if taken >= limit or (limit > step and first < at):
+                    cut = True
                     break
         finally:
             close = getattr(window, "close", None)
             if callable(close):
                 close()
-        if taken < cap or last is None or first is None:
+        if not cut or last is None or first is None:
             return
         if not (first < last):
+            if limit < cap:
+                # A page of one update time: read that instant in one wider window from the same bound.
+                limit = cap
+                continue
             msg = (
                 f"{prefix}at least {cap} records share the update time {last!r}; "
                 f"a search capped at {cap} results cannot read past it"
             )
             raise SearchCapExceeded(msg, provider=provider, at=last, cap=cap)
         bound = last
+        limit = step

@@ -18,10 +18,12 @@ from urllib.parse import quote
 import httpx
 
 from hissuno_airflow.kit import ProviderResponseError
-from hissuno_airflow.kit.http import LinkHeaderPaginator, ProviderClient, RetryPolicy
+from hissuno_airflow.kit.http import LinkHeaderPaginator, ProviderClient, RetryPolicy, windowed_search
 
 PER_PAGE = 100
 """Items per page: GitHub's maximum."""
+NO_CAP = 2**62
+"""The issues listing has no cap on results (only a page of one update time is read past ``PER_PAGE``)."""
 HEADERS = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28",
            "User-Agent": "hissuno-airflow"}
 """What GitHub asks every client to send (the ``User-Agent`` is required)."""
@@ -60,6 +62,13 @@ def retry_policy(base: RetryPolicy | None = None) -> RetryPolicy:
     kept = {f.name: getattr(policy, f.name) for f in fields(policy)}
     kept.update(rate_limited_when=secondary_limited, rate_limit_min_wait=SECONDARY_LIMIT_MIN_WAIT)
     return GitHubRetryPolicy(**kept)
+
+
+def _updated(issue: Mapping[str, Any]) -> datetime:
+    value = issue.get("updated_at")
+    if not value:
+        raise ProviderResponseError("github: an issue in the listing has no updated_at", provider="github")
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
 def iso_z(ts: datetime) -> str:
@@ -132,13 +141,18 @@ class GitHubClient:
     def issues(self, full_name: str, *, since: datetime | None, state: str, labels: str | None,
                ) -> Iterator[dict[str, Any]]:
         """Issues (and pull requests, which the caller drops) updated at or after ``since``, oldest update
-        first, across every page: no cap."""
+        first, with no cap. Each page is asked for as a new ``since`` window at the last update seen: page
+        numbers shift when an issue already passed is updated mid-sync, and the issue that shifted across
+        the page boundary would be skipped, behind a cursor that never comes back for it."""
         params: dict[str, Any] = {"state": state, "sort": "updated", "direction": "asc"}
-        if since is not None:
-            params["since"] = iso_z(since)
         if labels:
             params["labels"] = labels
-        return self._all(f"/repos/{full_name}/issues", params)
+
+        def window(bound: datetime | None) -> Iterator[dict[str, Any]]:
+            return self._all(f"/repos/{full_name}/issues", {**params, "since": iso_z(bound)} if bound else params)
+
+        return windowed_search(window, cap=NO_CAP, page=PER_PAGE, key=_updated, record_id=lambda i: str(i["id"]),
+                               since=since, provider="github")
 
     def issue(self, full_name: str, number: int) -> dict[str, Any] | None:
         """One issue, or None when it is gone (404, or 410 once deleted)."""

@@ -118,11 +118,12 @@ class HubSpotClient:
 
     def modified(self, object_type: str, since: datetime | None,
                  until: datetime | None = None) -> Iterator[dict[str, Any]]:
-        """Every object modified at or after ``since`` (and before ``until``), oldest first, read past the
-        search's result cap by starting a new window at the last modification time seen."""
+        """Every object modified at or after ``since`` (and before ``until``), oldest first: each page is a
+        new window at the last modification time seen, so neither the search's result cap nor an object
+        modified mid-sync (which would shift the search's offsets) makes it skip one."""
         return windowed_search(lambda bound: self._search_window(object_type, bound, until), cap=SEARCH_CAP,
                                key=lambda o: modified_at(o, object_type), record_id=lambda o: str(o["id"]),
-                               since=since, provider="hubspot")
+                               since=since, provider="hubspot", page=SEARCH_PAGE)
 
     def archived(self, object_type: str) -> Iterator[dict[str, Any]]:
         """Archived (deleted) objects: ``GET /crm/v3/objects/{type}?archived=true``."""

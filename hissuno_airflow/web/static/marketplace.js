@@ -19,7 +19,7 @@
     for (const kid of kids) if (kid) n.append(kid);
     return n;
   };
-  const state = { catalog: [], byId: {}, connections: [], perPlugin: {}, page: { offset: 0, size: 25, total: 0, q: "" } };
+  const state = { catalog: [], loadErrors: [], byId: {}, connections: [], perPlugin: {}, page: { offset: 0, size: 25, total: 0, q: "" } };
 
   // Under `hissuno serve` the page can be opened with ?token=...; it becomes a SameSite cookie so
   // fetch, EventSource and the OAuth return leg all carry it.
@@ -89,6 +89,11 @@
   function renderCatalog() {
     const root = $("#catalog");
     root.replaceChildren();
+    // A plugin whose module failed to import has no card; say so instead of leaving it silently missing.
+    if (state.loadErrors.length) {
+      root.append(el("p", { class: "load-errors error", role: "alert",
+        text: `${state.loadErrors.join(", ")} failed to load (the server log says why); the other integrations work as usual.` }));
+    }
     const groups = {};
     for (const p of state.catalog) (groups[p.category] = groups[p.category] || []).push(p);
     for (const [cat, plugins] of Object.entries(groups).sort()) {
@@ -709,6 +714,7 @@
     if (p.q) q.set("q", p.q);
     const [cat, conns] = await Promise.all([state.catalog.length ? { plugins: state.catalog } : api("/plugins/catalog"), api(`/connections?${q}`)]);
     state.catalog = cat.plugins;
+    if (cat.load_errors) state.loadErrors = cat.load_errors;
     state.byId = Object.fromEntries(cat.plugins.map((p) => [p.id, p]));
     state.connections = conns.connections;
     p.total = conns.total;
