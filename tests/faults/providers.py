@@ -74,9 +74,8 @@ def pace_zendesk(monkeypatch: pytest.MonkeyPatch) -> None:
 
     # The export's 10-a-minute pacing would sleep for real; pace on a clock of its own.
     pace = FakeClock(T0.timestamp())
-    budgets: dict[str, RateBudget] = {}
-    monkeypatch.setattr("hissuno_airflow.plugins.zendesk.plugin.export_budget", lambda cid: budgets.setdefault(
-        cid, RateBudget(10, burst=1, clock=pace.time, sleep=pace.sleep)))
+    budget = RateBudget(10, burst=1, clock=pace.time, sleep=pace.sleep)
+    monkeypatch.setattr("hissuno_airflow.plugins.zendesk.plugin.export_budget", lambda: budget)
 
 
 def _intercom(store: Any, monkeypatch: pytest.MonkeyPatch, serve_fake: Any, clock: FakeClock, count: int = 20) -> Case:
