@@ -1,11 +1,12 @@
 """Fault: the task process of a running sync is SIGKILLed mid-sync, under a real Airflow scheduler.
 
-3,000 issues of one Linear team (the Linear fake, on a loopback socket, each page slowed a little so the kill
+3,000 new issues of one Linear team (the Linear fake, on a loopback socket, each page slowed a little so the kill
 lands mid-sync) sync in a real task process. Once part of them are committed, the task process gets
 SIGKILL: nothing in it runs again (no ``finally``, no ``on_kill``). Airflow marks the try failed and retries
 it (``HISSUNO_TASK_RETRY_DELAY_SECONDS``); the killed run's lease lapses and the next start closes it.
-Afterwards every issue is in the store exactly once, and the cursor (the store's and the one in XCom) is
-where the successful retry put it: the newest update time of the team's issues.
+Afterwards every issue is in the store exactly once; the retry started from the cursor the last successful
+run left, and the cursor (the store's and the one in XCom) is where the successful retry put it: the newest
+update time of the team's issues.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import os
 import signal
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psutil
@@ -27,9 +28,14 @@ from tests.fakes.server import FakeClock
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
-ISSUES = 3000
+OLD, ISSUES = 1000, 3000
+"""Issues synced before (below the stream's cursor), and issues the killed run and its retry fetch."""
 TEAM = TEAMS[0]["id"]
 STREAM = f"issues:{TEAM}"
+
+
+def _ts(raw: str) -> datetime:
+    return datetime.fromisoformat(raw.replace("Z", "+00:00"))
 
 
 def _n(store: Any, sql: str, *args: Any) -> int:
@@ -60,7 +66,7 @@ def test_a_sync_killed_mid_run_is_retried_to_every_record_exactly_once(store, da
     fake = FakeLinear(0, clock=FakeClock().time)
     fake.page_delay = 0.3  # a page takes a moment, as a real API's does: the kill lands mid-sync
     serve_fake(fake)
-    fake.add_issues(TEAM, ISSUES)
+    fake.add_issues(TEAM, OLD + ISSUES)
     oauth_env(monkeypatch, fake)
     cid = connect(store, fake)
     stack = airflow_stack(
@@ -71,6 +77,14 @@ def test_a_sync_killed_mid_run_is_retried_to_every_record_exactly_once(store, da
     )
     stack.enable(cid, [STREAM])
     dag_id = dag_id_for(cid, STREAM)
+    # The stream already synced the oldest 1,000 issues: its cursor sits between the 1,000th and the 1,001st
+    # update, so this run fetches the newer 3,000, and the retry must start from that cursor again.
+    issues = fake.team_issues(TEAM)
+    cursor = _ts(issues[OLD - 1]["updatedAt"]) + timedelta(seconds=30)
+    assert cursor < _ts(issues[OLD]["updatedAt"])
+    with store.connection() as c:
+        c.execute("UPDATE integration_streams SET last_sync_at = %s, last_sync_status = 'success'"
+                  " WHERE connection_id = %s AND stream_id = %s", (cursor, cid, STREAM))
     started = time.monotonic()
     stack.start()
 
@@ -84,13 +98,9 @@ def test_a_sync_killed_mid_run_is_retried_to_every_record_exactly_once(store, da
     written_before_kill = _n(store, "SELECT count(*) n FROM issues")
     assert 500 <= written_before_kill < ISSUES, written_before_kill
     # The killed run moved no cursor: it never finished.
-    assert repo.get_stream(store, cid, STREAM).last_sync_at is None
+    assert repo.get_stream(store, cid, STREAM).last_sync_at == cursor
 
-    def finished() -> list[dict[str, Any]] | None:
-        tis = stack.task_instances(dag_id)
-        return tis if tis and tis[0]["state"] in ("success", "failed") else None
-
-    (ti,) = stack.wait(finished, 150, "the retried task to finish")
+    ti = stack.wait(lambda: stack.first_task(dag_id), 150, "the retried task to finish")
     timings = f"killed after {killed_at - started:.0f} s; done {time.monotonic() - killed_at:.0f} s later"
     log = stack.task_log(dag_id)
     assert ti["state"] == "success" and ti["try_number"] >= 2, (ti, timings, log[-4000:])
@@ -102,19 +112,21 @@ def test_a_sync_killed_mid_run_is_retried_to_every_record_exactly_once(store, da
                            " GROUP BY r.external_id", (cid,)).fetchall()
         runs = c.execute("SELECT id::text AS id, status, error_message, cursor_before, cursor_after, counts"
                          " FROM integration_sync_runs WHERE connection_id = %s ORDER BY started_at", (cid,)).fetchall()
-    expected = {i["id"] for i in fake.team_issues(TEAM)}
+    expected = {i["id"] for i in issues[OLD:]}
     assert len(expected) == ISSUES
     assert {r["external_id"] for r in per_id} == expected
     assert all(r["n"] == 1 for r in per_id)
     assert _n(store, "SELECT count(*) n FROM issues") == ISSUES
     assert _n(store, "SELECT count(*) n FROM ingest_errors") == 0
 
-    # The killed run was closed as failed (abandoned); the last run succeeded and set the cursor.
+    # The killed run was closed as failed (abandoned); the retry started from the cursor the last successful
+    # run left (not from where the killed run got to) and moved it to the newest issue.
     assert runs[0]["id"] == run["id"] and runs[0]["status"] == "error" and runs[0]["cursor_after"] is None, runs[0]
     assert "abandoned" in (runs[0]["error_message"] or "")
+    assert runs[0]["cursor_before"] == cursor
     last = runs[-1]
-    assert last["status"] == "success" and last["cursor_before"] is None, last
-    newest = max(datetime.fromisoformat(i["updatedAt"].replace("Z", "+00:00")) for i in fake.team_issues(TEAM))
+    assert last["status"] == "success" and last["cursor_before"] == cursor, last
+    newest = max(_ts(i["updatedAt"]) for i in issues)
     assert last["cursor_after"] == newest
     stream = repo.get_stream(store, cid, STREAM)
     assert stream.last_sync_at == newest and stream.last_sync_status == "success"

@@ -2,8 +2,8 @@
 
 A Linear connection with two team streams: Engineering syncs 3,000 issues (pages slowed a little, so the sync
 is running when the store goes down); Design receives signed webhook deliveries posted to the Airflow API
-server the whole time, before, during and after the restart. The store stops for longer than a write is
-retried in place (``HISSUNO_STORE_RETRY_SECONDS``), so the running sync fails; it must fail cleanly (a
+server the whole time, before, during and after the restart. The store stays down for longer than a write
+waits for it in place, so the running sync fails; it must fail cleanly (a
 retriable error, no stack trace from hissuno, nothing half-written) and Airflow's retry completes it:
 every issue exactly once, the cursor at the newest issue. Intake during the outage may refuse deliveries
 (the provider redelivers those), but every delivery it acknowledged with a 2xx is stored and processed.
@@ -33,13 +33,15 @@ from tests.fakes.linear import TEAMS, FakeLinear, connect, oauth_env
 from tests.fakes.server import FakeClock
 from tests.fakes.webhooks import Signer
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 ISSUES = 3000
 ENG, DES = TEAMS[0]["id"], TEAMS[1]["id"]
 SYNCED, HOOKED = f"issues:{ENG}", f"issues:{DES}"
-DOWN_SECONDS = 8.0
-"""How long the store stays down: well past the in-place write retry of 2 s the stack is given."""
+DOWN_SECONDS = 40.0
+"""How long the store stays down: longer than a write waits for it in place (a pooled connection is waited
+for up to 30 s, then ``HISSUNO_STORE_RETRY_SECONDS``, 2 s here), so the sync fails instead of riding it out
+(a shorter restart is ridden out: ``tests/runtime/test_exactly_once.py``)."""
 
 
 @pytest.fixture
@@ -162,12 +164,9 @@ def test_a_store_restart_mid_sync_and_mid_intake_fails_cleanly_retries_and_loses
     assert all(v == 503 or isinstance(v, str) or v >= 500 for k, v in poster.answers.items() if k in refused), \
         {k: poster.answers[k] for k in refused}
 
-    def synced_done() -> list[dict[str, Any]] | None:
-        tis = stack.task_instances(synced_dag)
-        return tis if tis and tis[0]["state"] in ("success", "failed") else None
-
-    (ti,) = stack.wait(synced_done, 180, "the synced stream's retry to finish")
-    assert ti["state"] == "success" and ti["try_number"] >= 2, (ti, stack.task_log(synced_dag)[-5000:])
+    ti = stack.wait(lambda: stack.first_task(synced_dag), 180, "the synced stream's retry to finish")
+    story = "\n".join(stack.events(synced_dag, ti["run_id"]))
+    assert ti["state"] == "success" and ti["try_number"] >= 2, f"{ti}\n{story}"
 
     def inbox_drained() -> bool:
         with store.connection() as c:
@@ -198,11 +197,11 @@ def test_a_store_restart_mid_sync_and_mid_intake_fails_cleanly_retries_and_loses
     assert [r["status"] for r in runs][-1] == "success" and "error" in [r["status"] for r in runs[:-1]], runs
     newest = max(datetime.fromisoformat(i["updatedAt"].replace("Z", "+00:00")) for i in fake.team_issues(ENG))
     assert runs[-1]["cursor_after"] == newest == repo.get_stream(store, cid, SYNCED).last_sync_at
-    first_try = stack.task_log(synced_dag, stack.task_instances(synced_dag)[0]["run_id"])
-    assert "Traceback" not in first_try.split("=== ")[1].split("hissuno sync of")[0] or True
     # No acknowledged delivery lost: each is stored for Design's stream and processed; its issue is in the store.
     assert acked <= set(events), sorted(acked - set(events))
     assert all(events[k] == "done" for k in acked), {k: events[k] for k in acked if events[k] != "done"}
     assert {poster.issue_of[k] for k in acked} <= hooked_issues
-    print(f"\n{timings}; sync runs: {[(r['status'], (r['error_message'] or '')[:80]) for r in runs]}; "
+    tries = stack.task_log(synced_dag, ti["run_id"])
+    assert "could not reach the store" in tries or "store" in runs[0]["error_message"], runs[0]
+    print(f"\n{story}\n{timings}; sync runs: {[(r['status'], (r['error_message'] or '')[:80]) for r in runs]}; "
           f"{len(during)} deliveries posted")
