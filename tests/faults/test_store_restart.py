@@ -133,7 +133,7 @@ def test_a_store_restart_mid_sync_and_mid_intake_fails_cleanly_retries_and_loses
         url, HISSUNO_LOAD_PLUGINS="linear", HISSUNO_LINEAR_API_URL=fake.url,
         HISSUNO_LINEAR_AUTH_URL=fake.url, LINEAR_CLIENT_ID=fake.client_id, LINEAR_CLIENT_SECRET=fake.client_secret,
         HISSUNO_RUN_LEASE_SECONDS="10", HISSUNO_TASK_RETRY_DELAY_SECONDS="3", HISSUNO_STORE_RETRY_SECONDS="2",
-        HISSUNO_POOL_SLOTS="2",
+        HISSUNO_POOL_SLOTS="2",  # the account's pool: the webhook drains need not wait for the long sync
     )
     stack.enable(cid, [SYNCED])
     stack.enable(cid, [HOOKED], frequency="webhook")
@@ -163,11 +163,11 @@ def test_a_store_restart_mid_sync_and_mid_intake_fails_cleanly_retries_and_loses
         stack.wait(lambda: len(poster.acknowledged_after(up_at)) >= 5, 120, "intake to acknowledge again")
     finally:
         poster.stop()
-    during = [k for k, v in poster.answers.items()]
     acked, refused = poster.acknowledged(), poster.refused()
     assert acked_before >= 1, poster.answers
     assert refused, f"no delivery was refused while the store was down: {poster.answers}"
-    assert all(v == 503 or isinstance(v, str) or v >= 500 for k, v in poster.answers.items() if k in refused), \
+    # A refusal is a 5xx or no answer in time (the provider redelivers either), never a 4xx that drops the event.
+    assert all(isinstance(v, str) or v >= 500 for k, v in poster.answers.items() if k in refused), \
         {k: poster.answers[k] for k in refused}
 
     ti = stack.wait(lambda: stack.first_task(synced_dag), 180, "the synced stream's retry to finish")
@@ -213,4 +213,4 @@ def test_a_store_restart_mid_sync_and_mid_intake_fails_cleanly_retries_and_loses
     assert "[try 1 info] Failed in" in story and "The cursor did not move." in story, story
     assert runs[0]["status"] == "error" and runs[0]["cursor_after"] is None, runs[0]
     print(f"\n{story}\n{timings}; sync runs: {[(r['status'], (r['error_message'] or '')[:80]) for r in runs]}; "
-          f"{len(during)} deliveries posted")
+          f"{len(poster.answers)} deliveries posted")
