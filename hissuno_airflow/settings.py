@@ -77,5 +77,6 @@ def task_retry_delay_seconds() -> float:
 
 def store_retry_seconds() -> float:
     """``HISSUNO_STORE_RETRY_SECONDS`` (default 30): how long a write is retried in place through a store
-    blip (restart, lost connection, deadlock) before the run fails retriably; 0 fails at the first error."""
+    blip (restart, lost connection, deadlock) before the run fails retriably; 0 fails at the first error. It
+    also bounds the wait for a pooled connection (at least 1 s), which is all a writer sees of a store that is down."""
     return max(0.0, float(os.environ.get("HISSUNO_STORE_RETRY_SECONDS") or 30))
