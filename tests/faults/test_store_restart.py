@@ -38,10 +38,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 ISSUES = 3000
 ENG, DES = TEAMS[0]["id"], TEAMS[1]["id"]
 SYNCED, HOOKED = f"issues:{ENG}", f"issues:{DES}"
-DOWN_SECONDS = 12.0
+DOWN_SECONDS = 10.0
 """How long the store stays down: longer than a write retries in place (``HISSUNO_STORE_RETRY_SECONDS``, 2 s
 here, which also bounds the wait for a pooled connection), so the sync fails instead of riding it out (a
-restart shorter than the retry is ridden out: ``tests/runtime/test_exactly_once.py``)."""
+restart shorter than the retry is ridden out: ``tests/runtime/test_exactly_once.py``); shorter than the run's
+lease (25 s here), so the failure is the store's and not a lapsed lease's."""
 
 
 @pytest.fixture
@@ -132,7 +133,7 @@ def test_a_store_restart_mid_sync_and_mid_intake_fails_cleanly_retries_and_loses
     stack = airflow_stack(
         url, HISSUNO_LOAD_PLUGINS="linear", HISSUNO_LINEAR_API_URL=fake.url,
         HISSUNO_LINEAR_AUTH_URL=fake.url, LINEAR_CLIENT_ID=fake.client_id, LINEAR_CLIENT_SECRET=fake.client_secret,
-        HISSUNO_RUN_LEASE_SECONDS="10", HISSUNO_TASK_RETRY_DELAY_SECONDS="3", HISSUNO_STORE_RETRY_SECONDS="2",
+        HISSUNO_RUN_LEASE_SECONDS="25", HISSUNO_TASK_RETRY_DELAY_SECONDS="8", HISSUNO_STORE_RETRY_SECONDS="2",
         HISSUNO_POOL_SLOTS="2",  # the account's pool: the webhook drains need not wait for the long sync
     )
     stack.enable(cid, [SYNCED])
