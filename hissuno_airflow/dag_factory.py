@@ -38,7 +38,6 @@ __all__ = ["DAG_PREFIX", "POOL_SETTING", "build_dag", "build_dags", "dag_id_for"
 log = logging.getLogger(__name__)
 
 _EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
-_RETRY_DELAY = timedelta(minutes=1)
 _MAX_RETRY_DELAY = timedelta(minutes=30)
 
 
@@ -216,6 +215,7 @@ def build_dag(row: Mapping[str, Any], defaults: Mapping[str, Any] | None = None)
     from airflow.sdk import DAG, Asset, Param
 
     from .operators.sync import SyncOperator
+    from .settings import task_retry_delay_seconds
 
     dag_id = dag_id_for(row["connection_id"], row["stream_id"])
     text = dag_text(row, dag_id)
@@ -240,7 +240,7 @@ def build_dag(row: Mapping[str, Any], defaults: Mapping[str, Any] | None = None)
         # measurable share of parse time with a thousand DAGs in one file.
         SyncOperator(
             task_id="sync", connection_id=row["connection_id"], stream_id=row["stream_id"],
-            outlets=[asset], owner="hissuno", retries=3, retry_delay=_RETRY_DELAY,
+            outlets=[asset], owner="hissuno", retries=3, retry_delay=timedelta(seconds=task_retry_delay_seconds()),
             retry_exponential_backoff=2.0, max_retry_delay=_MAX_RETRY_DELAY, **extra,
         )
     # Declared after the task, on the DAG only: DAG(params=...) runs a JSON-schema check per scheduled

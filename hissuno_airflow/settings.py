@@ -69,9 +69,16 @@ def run_lease_seconds() -> float:
     return max(1.0, float(os.environ.get("HISSUNO_RUN_LEASE_SECONDS") or 120))
 
 
+def task_retry_delay_seconds() -> float:
+    """``HISSUNO_TASK_RETRY_DELAY_SECONDS`` (default 60): how long Airflow waits before a failed sync task's first
+    retry (each later one waits twice as long, up to 30 minutes); read when the DAGs are built."""
+    return max(1.0, float(os.environ.get("HISSUNO_TASK_RETRY_DELAY_SECONDS") or 60))
+
+
 def store_retry_seconds() -> float:
     """``HISSUNO_STORE_RETRY_SECONDS`` (default 30): how long a write is retried in place through a store
-    blip (restart, lost connection, deadlock) before the run fails retriably; 0 fails at the first error."""
+    blip (restart, lost connection, deadlock) before the run fails retriably; 0 fails at the first error. It
+    also bounds the wait for a pooled connection (at least 1 s), which is all a writer sees of a store that is down."""
     return max(0.0, float(os.environ.get("HISSUNO_STORE_RETRY_SECONDS") or 30))
 
 

@@ -17,6 +17,7 @@ pytest_plugins = (
     "tests.fixtures.store",
     "tests.fixtures.fakes",
     "tests.fixtures.airflow",
+    "tests.fixtures.airflow_stack",
     "tests.fixtures.web",
 )
 

@@ -174,6 +174,13 @@ def connection_kwargs() -> dict[str, Any]:
             "keepalives_interval": 10, "keepalives_count": 3}
 
 
+def _connection_wait_s() -> float:
+    """How long to wait for a pooled connection: when the store is down there is none to hand out, and a
+    writer must not wait longer than ``HISSUNO_STORE_RETRY_SECONDS`` lets it retry in place (the pool's own
+    limit of 30 s would ride out any outage shorter than that, whatever the setting says)."""
+    return max(1.0, min(30.0, settings.store_retry_seconds()))
+
+
 class Store:
     """A pool of connections to one database."""
 
@@ -224,7 +231,7 @@ class Store:
     def connection(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         """A pooled connection; commits on success, rolls back on error."""
         self.open()
-        with self.pool.connection() as conn:
+        with self.pool.connection(timeout=_connection_wait_s()) as conn:
             yield conn
 
     @contextmanager
@@ -235,7 +242,7 @@ class Store:
         whenever two statements must commit together.
         """
         self.open()
-        with self.pool.connection() as conn:
+        with self.pool.connection(timeout=_connection_wait_s()) as conn:
             conn.autocommit = True
             try:
                 yield conn

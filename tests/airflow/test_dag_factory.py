@@ -138,3 +138,15 @@ def test_dag_limits_follow_the_airflow_configuration(store, probe, airflow_db, m
     monkeypatch.setenv("AIRFLOW__CORE__MAX_CONSECUTIVE_FAILED_DAG_RUNS_PER_DAG", "5")
     dag = parse_dag_file()[dag_id_for(conn.id, "people")]
     assert (dag.max_active_tasks, dag.max_consecutive_failed_dag_runs) == (3, 5)
+
+
+def test_the_first_retry_delay_follows_the_setting(store, probe, airflow_db, monkeypatch):
+    from datetime import timedelta
+
+    conn = make_connection(store, "afprobe")
+    enable(store, conn, "people", "1h")
+    task = parse_dag_file()[dag_id_for(conn.id, "people")].get_task("sync")
+    assert task.retry_delay == timedelta(minutes=1)  # the default
+    monkeypatch.setenv("HISSUNO_TASK_RETRY_DELAY_SECONDS", "7")
+    task = parse_dag_file()[dag_id_for(conn.id, "people")].get_task("sync")
+    assert task.retry_delay == timedelta(seconds=7) and task.max_retry_delay == timedelta(minutes=30)

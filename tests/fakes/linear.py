@@ -31,6 +31,7 @@ import copy
 import json
 import math
 import re
+import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -124,6 +125,9 @@ class FakeLinear(FakeOAuthServer):
     access_prefix = "lin_oauth_at"
     refresh_prefix = "lin_oauth_rt"
     account = ORG
+    page_delay = 0.0
+    """Seconds each ``issues`` page takes to answer (real time, outside the fake's lock): a long sync that a
+    fault test can interrupt in the middle."""
 
     def __init__(self, per_team: int = 0, *, request_limit: int = 5000, complexity_limit: int = 250_000,
                  limit_status: int = 400, **knobs: Any) -> None:
@@ -285,6 +289,8 @@ class FakeLinear(FakeOAuthServer):
         return True
 
     def _issues(self, variables: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        if self.page_delay:
+            time.sleep(self.page_delay)
         first = int(variables.get("first") or 50)
         if not 1 <= first <= 250:
             raise ValueError("first: expected 1 to 250")
