@@ -40,6 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from own_store import server_cpu  # noqa: E402
+
 EXPORT = "/api/v2/incremental/tickets/cursor.json"
 
 
@@ -105,15 +107,15 @@ def _floor(plugin: str, n: int, fake_url: str, token: str) -> dict[str, Any]:
 
         from hissuno_airflow.plugins.sample import data
 
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         got = len(data.conversations(data.SampleSource("bench-floor", datetime(2020, 1, 1, tzinfo=UTC), 60),
                                      size=n, since=None, until=None))
-        return {"wall": time.perf_counter() - t, "records": got, "requests": 0}
+        return {"wall": time.perf_counter() - t, "cpu": time.process_time() - c, "records": got, "requests": 0}
     import httpx
 
     from tests.fakes.zendesk import ADMIN, INGESTED
 
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     tickets = requests = 0
     seen_users: set[Any] = set()
     seen_orgs: set[Any] = set()
@@ -141,7 +143,8 @@ def _floor(plugin: str, n: int, fake_url: str, token: str) -> dict[str, Any]:
             if page["end_of_stream"]:
                 break
             params = {"cursor": page["after_cursor"], "per_page": 1000}
-    return {"wall": time.perf_counter() - t, "records": tickets, "requests": requests}
+    return {"wall": time.perf_counter() - t, "cpu": time.process_time() - c, "records": tickets,
+            "requests": requests}
 
 
 def _sync(plugin: str, n: int, fake_url: str, token: str) -> dict[str, Any]:
@@ -192,14 +195,14 @@ def _sync(plugin: str, n: int, fake_url: str, token: str) -> dict[str, Any]:
 
         prof = cProfile.Profile()
         prof.enable()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     result = run_stream_sync(cid, stream, store=store)
-    wall = time.perf_counter() - t
+    wall, cpu = time.perf_counter() - t, time.process_time() - c
     if prof is not None:
         prof.disable()
         prof.dump_stats(f"{os.environ['BENCH_PROFILE']}.{plugin}.{n}")
     assert result.status == "success", result
-    return {"wall": wall, "enrich": enrich_s[0], "records": result.counts.get("synced", 0),
+    return {"wall": wall, "cpu": cpu, "enrich": enrich_s[0], "records": result.counts.get("synced", 0),
             "counts": result.counts}
 
 
@@ -227,6 +230,14 @@ def _run_child(kind: str, plugin: str, n: int, env: dict[str, str], fake: tuple[
     return dict(json.loads(line[7:]))
 
 
+def _proc_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) of a live process; 0 for none."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _fresh_db(base_url: str) -> str:
     import psycopg
 
@@ -251,9 +262,17 @@ def _measure(plugin: str, n: int, base_url: str) -> tuple[dict[str, Any], dict[s
             assert server.stdout is not None
             url, token = server.stdout.readline().split()
             fake = (url, token)
+        fake_pid = server.pid if server is not None else None
+        f0 = _proc_cpu(fake_pid)
         floor = _run_child("floor", plugin, n, env, fake)
+        f1 = _proc_cpu(fake_pid)
         env["HISSUNO_DATABASE_URL"] = _fresh_db(base_url)
+        s0 = server_cpu()
         sync = _run_child("sync", plugin, n, env, fake)
+        f2, s1 = _proc_cpu(fake_pid), server_cpu()
+        # CPU seconds of everything each side made work: the child, the fake, and (sync) PostgreSQL.
+        floor["cpu_all"] = floor["cpu"] + f1 - f0
+        sync["cpu_all"] = sync["cpu"] + f2 - f1 + ((s1 - s0) if s0 is not None and s1 is not None else 0.0)
     finally:
         if server is not None:
             assert server.stdin is not None
@@ -307,6 +326,9 @@ def _report(args: argparse.Namespace, base_url: str) -> int:
                   f" peak {sync['peak_mb']:.0f} MB", flush=True)
             print(f"{plugin} {size:>7} records: ratio sync/floor {ratio:6.2f}x with enrichment,"
                   f" {bare:6.2f}x without (target <= 1.5)", flush=True)
+            print(f"{plugin} {size:>7} records: CPU seconds floor {floor['cpu_all']:.1f}, sync {sync['cpu_all']:.1f}"
+                  f" (client {sync['cpu']:.1f}, the rest fake + PostgreSQL):"
+                  f" {sync['cpu_all'] / floor['cpu_all']:.2f}x", flush=True)
             ok = ok and ratio <= 1.5
         small, big = sorted(peaks)
         growth = peaks[big] / peaks[small]
