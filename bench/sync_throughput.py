@@ -189,6 +189,10 @@ def _sync(plugin: str, n: int, fake_url: str, token: str) -> dict[str, Any]:
         services._budgets[("zendesk", cid)] = RateBudget(1e9, burst=1e9)
         zclient._export_budgets[cid] = RateBudget(1e9, burst=1e9)
     enable_stream(store, cid, stream, filters=filters)
+    if os.environ.get("BENCH_TRACEMALLOC"):  # where the sync's memory is at its end, for a growing peak
+        import tracemalloc
+
+        tracemalloc.start(12)
     prof = None
     if os.environ.get("BENCH_PROFILE"):  # a cProfile of the sync, written where the variable says
         import cProfile
@@ -198,6 +202,12 @@ def _sync(plugin: str, n: int, fake_url: str, token: str) -> dict[str, Any]:
     t, c = time.perf_counter(), time.process_time()
     result = run_stream_sync(cid, stream, store=store)
     wall, cpu = time.perf_counter() - t, time.process_time() - c
+    if os.environ.get("BENCH_TRACEMALLOC"):
+        snap = tracemalloc.take_snapshot()
+        top = snap.statistics("traceback")[:12]
+        Path(f"{os.environ['BENCH_TRACEMALLOC']}.{plugin}.{n}").write_text(
+            "\n\n".join(f"{st.size / 1e6:.1f} MB in {st.count} blocks\n" + "\n".join(st.traceback.format()[-12:])
+                        for st in top))
     if prof is not None:
         prof.disable()
         prof.dump_stats(f"{os.environ['BENCH_PROFILE']}.{plugin}.{n}")
