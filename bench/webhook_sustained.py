@@ -1,6 +1,7 @@
 """Benchmark: sustained signed webhook intake at the highest rate that keeps p99 under 50 ms, then exactly-once.
 
-Starts the ``hissuno serve`` app on 127.0.0.1 (as ``bench/webhooks.py`` does) with an in-process dispatcher, so
+Starts the ``hissuno serve`` app on 127.0.0.1 (as ``bench/webhooks.py`` does, with its bare endpoint, whose
+open-loop latency at the start rate is printed first as the baseline) with an in-process dispatcher, so
 events are processed while they arrive, as in serve mode. The load comes from a separate process (its own
 interpreter, so client and server do not share a GIL) at a fixed, open-loop rate: request i is due at
 ``start + i / rate`` whether or not earlier ones were answered, and its latency is counted from that due time
@@ -150,12 +151,19 @@ def _serve(args: argparse.Namespace) -> int:
     repo.upsert_stream(store, connection_id=row.id, plugin_id="bench-sustained", stream_id="events",
                        stream_kind="issues", frequency="webhook")
     dispatcher = InProcessDispatcher(store)
-    server = Server(build_app(token="bench-token-not-used-0123456789", store=store, dispatcher=dispatcher)).start()
+    app = build_app(token="bench-token-not-used-0123456789", store=store, dispatcher=dispatcher)
+    app.add_url_rule("/bare", "bare", lambda: ("{}", 200, {"Content-Type": "application/json"}), methods=["POST"])
+    server = Server(app).start()
     url = f"{server.url}/api/plugins/webhook/bench-sustained/{row.id}"
     print(f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f}",
           flush=True)
     try:
         _run_load(url, 20, 2, "warm")
+        # The baseline: the same open-loop load on a bare endpoint of the same server (no verification,
+        # no store): the latency the server and the machine give any request.
+        b = _run_load(f"http://127.0.0.1:{server.port}/bare", args.start_rate, args.step_seconds, "bare")
+        print(f"bare endpoint at {args.start_rate:.0f}/s: p50 {b['p50_ms']:.1f} ms, p99 {b['p99_ms']:.1f} ms",
+              flush=True)
         # Up by x1.25 from the start rate while p99 holds; when the start rate fails already, down by half.
         rate, best, step, down = args.start_rate, 0.0, 0, False
         while 1 <= rate <= args.max_rate:
