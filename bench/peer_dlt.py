@@ -81,6 +81,9 @@ def _dlt_child(n: int, fake_url: str, token: str, db_url: str) -> dict[str, Any]
     t, c = time.perf_counter(), time.process_time()
     pipeline.run(source)
     wall, cpu = time.perf_counter() - t, time.process_time() - c
+    import shutil
+
+    shutil.rmtree(pipeline.pipelines_dir, ignore_errors=True)
     import psycopg
 
     with psycopg.connect(db_url) as conn:
