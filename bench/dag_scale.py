@@ -108,6 +108,9 @@ def main() -> int:
 
             reset_stores()
             stop_embedded()
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)  # the seeded store and the Airflow home are the run's alone
 
 
 def _report(args: argparse.Namespace, tmp: Path) -> int:
