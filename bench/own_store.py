@@ -21,10 +21,13 @@ def run_in_store(run: Callable[[], None]) -> None:
         run()
     finally:
         if own_server:
+            import shutil
+
             from hissuno_airflow.store.db import reset_stores, stop_embedded
 
             reset_stores()
             stop_embedded()
+            shutil.rmtree(os.environ["HISSUNO_HOME"], ignore_errors=True)  # its data is the run's alone
 
 
 def server_cpu() -> float | None:

@@ -764,6 +764,9 @@ def _normalize(reply: Reply) -> FakeResponse:
 def _make_handler(fake: FakeProvider) -> type[BaseHTTPRequestHandler]:
     class _Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes: with Nagle on, each kept-alive request waited ~40 ms for
+        # the client's delayed ACK (bench/sync_throughput.py measured 47 ms a request).
+        disable_nagle_algorithm = True
         # A client that keeps an idle connection open must not pin a handler thread forever.
         timeout = 10
 

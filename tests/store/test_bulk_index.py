@@ -86,3 +86,32 @@ def test_an_index_a_stopped_bulk_load_left_dropped_is_built_by_the_next_run(fres
     nxt.queue("contact", str(uuid.uuid4()), "someone", graph=False)
     nxt.run()
     assert _session_indexes(fresh_store) == ["embeddings_hnsw_session"]
+
+
+class _CountingEmbedder(HashEmbedder):
+    """Records the texts it is asked to embed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
+
+    def embed(self, texts):  # type: ignore[no-untyped-def]
+        self.texts.extend(texts)
+        return super().embed(texts)
+
+
+def test_a_run_embeds_each_distinct_text_once_across_write_batches(fresh_store, monkeypatch) -> None:
+    # Vectors are made per write batch and dropped after their last use: a text that repeats in a later
+    # batch must still be embedded once, and every item gets its vector.
+    embedder = _CountingEmbedder()
+    enricher = Enricher(fresh_store, PROJECT, embedder)
+    monkeypatch.setattr(enrich, "_WRITE_BATCH", 50)
+    ids = [str(uuid.uuid4()) for _ in range(230)]
+    for k, sid in enumerate(ids):
+        text = f"repeated text {k % 7}" if k % 2 else f"unique text {k}"
+        enricher.queue("session", sid, text, graph=False)
+    assert enricher.run() == 230
+    assert len(embedder.texts) == len(set(embedder.texts)) == 7 + 115
+    with fresh_store.connection() as conn:
+        stored = conn.execute("SELECT count(*) AS n, count(DISTINCT text_hash) AS h FROM embeddings").fetchone()
+    assert (stored["n"], stored["h"]) == (230, 122)

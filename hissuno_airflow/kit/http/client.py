@@ -233,7 +233,10 @@ class ProviderClient:
                 method, target, params=query, json=json, data=data, content=content, headers=headers
             )
 
-        url = build().url
+        # Built once for the first attempt (httpx's URL parsing costs ~0.3 ms a build, a third of a
+        # kept-alive local request); a retry builds a fresh one.
+        prepared = [build()]
+        url = prepared[0].url
         call = CallInfo(
             provider=self.provider,
             method=method,
@@ -254,7 +257,7 @@ class ProviderClient:
             if self._on_request is not None:
                 self._on_request(method, safe_url)
             started = time.monotonic()
-            response = self._http.send(build())
+            response = self._http.send(prepared.pop() if prepared else build())
             self._logger.debug(
                 f"{method} {safe_url} -> {response.status_code} ({time.monotonic() - started:.2f}s)"
             )
@@ -352,11 +355,13 @@ class ProviderClient:
         """
         request = PageRequest(url=path, params=dict(params or {}), json=json)
         paginator.init_request(request)
-        first = self._http.build_request(method, request.url).url
-        origin = (first.raw_scheme, first.host, first.port)
+        origin: tuple[bytes, str, int | None] | None = None
         number = 0
         while True:
             response = self.request(method, request.url, params=request.params, json=request.json, check=check)
+            if origin is None:  # the first page's URL as sent (before any redirect) is the origin
+                first = (response.history[0] if response.history else response).request.url
+                origin = (first.raw_scheme, first.host, first.port)
             label = self.redact(f"{self.provider} {method.upper()} {response.request.url.path}")
             body = self.parse_json(response)
             try:
