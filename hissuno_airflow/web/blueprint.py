@@ -170,10 +170,14 @@ def projects_create() -> Any:
     return jsonify(create_project(store(), name).public()), 201
 
 
+_MAX_WHOLE = 2**31 - 1  # beyond any page or offset, and inside PostgreSQL's LIMIT/OFFSET (bigint)
+
+
 def _whole(name: str, default: int) -> int:
     raw = request.args.get(name, str(default))
-    if not raw.isdigit():
-        raise InputError(f"{name}: expected a whole number; got {raw[:20]!r}", field=name)
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or int(raw) > _MAX_WHOLE:
+        raise InputError(f"{name}: expected a whole number from 0 to {_MAX_WHOLE}; got {raw[:20]!r}", field=name)
     return int(raw)
 
 
@@ -521,13 +525,11 @@ def errors_list(plugin_id: str, connection_id: str) -> Any:
     from ..runtime.replay import list_failed_records
 
     conn = _connection(registry.get_plugin(plugin_id), connection_id)
-    raw_limit = request.args.get("limit", "100")
-    if not raw_limit.isdigit():
-        raise InputError(f"limit: expected a whole number; got {raw_limit[:20]!r}", field="limit")
+    limit = _whole("limit", 100)
     status = request.args.get("status") or "open"
     return jsonify({"errors": list_failed_records(store(), conn.id, stream_id=request.args.get("stream_id") or None,
                                                   status=None if status == "all" else status,
-                                                  limit=int(raw_limit))})
+                                                  limit=limit)})
 
 
 @bp.post("/api/plugins/<plugin_id>/<connection_id>/errors/replay")

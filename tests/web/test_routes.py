@@ -317,3 +317,16 @@ def test_sync_now_of_a_stream_that_is_not_enabled_is_a_409_and_writes_nothing(st
     assert repo.get_stream(store, cid, "issues") == before
     assert [s.stream_id for s in repo.list_streams(store, cid)] == ["issues"]
     assert count(store, "integration_sync_runs") == 0
+
+
+def test_paging_numbers_out_of_range_are_refused_by_name(web):
+    # Found by the hypothesis fault test: an offset past PostgreSQL's bigint answered 500.
+    cid = web.client.post("/api/plugins/sample/connect", json={"credentials": {"workspace": "pages"}}).json()["connection_id"]
+    for path in (f"/api/plugins/sample/{cid}/runs", "/api/connections"):
+        for bad in ("99999999999999999999", "²", "-1", "1e3"):
+            r = web.client.get(path, params={"limit": "10", "offset": bad})
+            assert r.status_code == 400 and r.json()["field"] == "offset", (path, bad, r.text[:200])
+        assert web.client.get(path, params={"limit": "10", "offset": str(2**31 - 1)}).status_code == 200
+    for bad in ("²", "99999999999999999999"):
+        r = web.client.get(f"/api/plugins/sample/{cid}/errors", params={"limit": bad})
+        assert r.status_code == 400 and r.json()["field"] == "limit", (bad, r.text[:200])
