@@ -118,6 +118,10 @@ def test_every_stream_of_one_provider_account_shares_its_pool(store, probe, airf
     shared, own = ensure_pool(store, here), ensure_pool(store, other)
     assert ensure_pool(store, repo.get_connection(store, there.id)) == shared != own
     assert Pool.get_pool(shared).slots == 1
+    # Its user gives the account more room in Airflow (UI or `airflow pools set`): passing through the pool
+    # again (another stream enabled) keeps their size.
+    Pool.create_or_update_pool(shared, slots=4, description="raised by its user", include_deferred=False)
+    assert ensure_pool(store, here) == shared and Pool.get_pool(shared).slots == 4
 
     dags = parse_dag_file()
 

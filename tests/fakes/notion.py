@@ -31,6 +31,8 @@ import copy
 import json
 import math
 import secrets
+import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -430,6 +432,67 @@ class Notion(FakeProvider):
     def query_bodies(self, database_id: str | None = None) -> list[dict[str, Any]]:
         """Bodies of the database queries, in order."""
         return [r.json() for r in self.requests_to(f"/v1/databases/{database_id or self.roadmap}/query")]
+
+
+# -- the declared rate, enforced (the shared rate budget's tests) ----------------------------------------
+
+PER_MINUTE, BURST = 180, 3
+"""What the notion plugin declares (``rate_limit_per_minute``, ``rate_limit_burst``)."""
+JITTER_S = 0.05
+"""Arrival-time slack ``LimitedNotion`` grants (loopback, thread scheduling): a request 50 ms early is not a breach."""
+
+
+class LimitedNotion(Notion):
+    """Notion's fake on real time, enforcing the declared rate itself (GCRA, ``JITTER_S`` slack) and recording
+    when each request arrives (``time.monotonic``), wherever its clients run: test threads, CLI processes,
+    Airflow task processes."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(clock=time.time, burst=10**9, **kwargs)  # the base class's own limit off
+        self.arrivals: list[float] = []
+        self.limited = 0
+        self._tat = 0.0
+        self._gate = threading.Lock()
+
+    def check_auth(self, req: FakeRequest) -> Reply | None:
+        if not req.path.startswith("/v1/oauth/"):
+            interval, tolerance = 60 / PER_MINUTE, (BURST - 1) * 60 / PER_MINUTE
+            with self._gate:
+                now = time.monotonic()
+                self.arrivals.append(now)
+                if now < self._tat - tolerance - JITTER_S:
+                    self.limited += 1
+                    return FakeResponse(429, {"object": "error", "status": 429, "code": "rate_limited",
+                                              "message": "rate limited"}, {"Retry-After": "1"})
+                self._tat = max(self._tat, now) + interval
+        return super().check_auth(req)
+
+    def reset(self) -> None:
+        """Forget arrivals and refill the bucket (after the set-up's requests: connect, instance listings)."""
+        with self._gate:
+            self.arrivals.clear()
+            self.limited = 0
+            self._tat = 0.0
+
+    def add_boards(self, count: int, rows: int) -> list[str]:
+        """``Roadmap`` and ``count - 1`` more databases, each with ``rows`` rows whose details are in a
+        property (no block fetch per row): their ids."""
+        databases = [self.roadmap, *(self.add_database(f"Board {n}") for n in range(2, count + 1))]
+        for db in databases:
+            for i in range(rows):
+                self.add_row(f"Row {i + 1}", i, db, details=f"details {i}")
+        return databases
+
+
+def worst_excess(arrivals: list[float]) -> float:
+    """The most requests any window held beyond ``BURST + rate * window`` (<= 0: within the budget)."""
+    times = sorted(arrivals)
+    worst = float("-inf")
+    for i in range(len(times)):
+        for j in range(i, len(times)):
+            allowed = BURST + (times[j] - times[i] + JITTER_S) * PER_MINUTE / 60
+            worst = max(worst, (j - i + 1) - allowed)
+    return worst
 
 
 def _norm(iso: str) -> str:

@@ -24,13 +24,8 @@ from hissuno_airflow.runtime.streams import enable_stream
 from hissuno_airflow.store import connections as repo
 from hissuno_airflow.store.rate_budgets import StoreLedger
 from tests.fakes import notion as notion_fakes
-from tests.fakes.server import FakeRequest, FakeResponse, Reply
+from tests.fakes.notion import BURST, PER_MINUTE, LimitedNotion, worst_excess
 from tests.fixtures.cli import standalone_env
-
-PER_MINUTE, BURST = 180, 3  # what the notion plugin declares
-JITTER_S = 0.05
-"""Arrival-time slack the fake grants (loopback, thread scheduling): a request 50 ms early is not a breach."""
-
 
 # -- the ledger and the runtime's wiring -------------------------------------------------------------
 
@@ -134,56 +129,11 @@ def test_an_unreachable_store_paces_in_the_process_instead_of_failing(caplog: py
 # -- four streams, four processes, one account (slow) ---------------------------------------------------
 
 
-class _LimitedNotion(notion_fakes.Notion):
-    """Notion's fake enforcing the declared rate itself (GCRA, ``JITTER_S`` slack) and recording arrivals."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(clock=time.time, burst=10**9, **kwargs)  # the base class's own limit off
-        self.arrivals: list[float] = []
-        self.limited = 0
-        self._tat = 0.0
-        self._gate = threading.Lock()
-
-    def check_auth(self, req: FakeRequest) -> Reply | None:
-        if not req.path.startswith("/v1/oauth/"):
-            interval, tolerance = 60 / PER_MINUTE, (BURST - 1) * 60 / PER_MINUTE
-            with self._gate:
-                now = time.monotonic()
-                self.arrivals.append(now)
-                if now < self._tat - tolerance - JITTER_S:
-                    self.limited += 1
-                    return FakeResponse(429, {"object": "error", "status": 429, "code": "rate_limited",
-                                              "message": "rate limited"}, {"Retry-After": "1"})
-                self._tat = max(self._tat, now) + interval
-        return super().check_auth(req)
-
-    def reset(self) -> None:
-        """Forget arrivals and refill the bucket (after the set-up's requests: connect, instance listings)."""
-        with self._gate:
-            self.arrivals.clear()
-            self.limited = 0
-            self._tat = 0.0
-
-
-def _worst_excess(arrivals: list[float]) -> float:
-    """The most requests any window held beyond ``BURST + rate * window`` (<= 0: within the budget)."""
-    times = sorted(arrivals)
-    worst = float("-inf")
-    for i in range(len(times)):
-        for j in range(i, len(times)):
-            allowed = BURST + (times[j] - times[i] + JITTER_S) * PER_MINUTE / 60
-            worst = max(worst, (j - i + 1) - allowed)
-    return worst
-
-
-def _four_streams(store: Any, monkeypatch: pytest.MonkeyPatch, serve_fake: Any) -> tuple[_LimitedNotion, str, list[str]]:
-    fake = serve_fake(_LimitedNotion(rows=0, page_size_cap=1))
+def _four_streams(store: Any, monkeypatch: pytest.MonkeyPatch, serve_fake: Any) -> tuple[LimitedNotion, str, list[str]]:
+    fake = serve_fake(LimitedNotion(rows=0, page_size_cap=1))
     monkeypatch.setenv("HISSUNO_NOTION_API_URL", fake.url + "/v1")
     monkeypatch.setenv("HISSUNO_NOTION_AUTH_URL", fake.url + "/v1")
-    databases = [fake.roadmap, *(fake.add_database(f"Board {n}") for n in (2, 3, 4))]
-    for db in databases:
-        for i in range(12):
-            fake.add_row(f"Row {i + 1}", i, db, details=f"details {i}")  # details: no block fetch per row
+    databases = fake.add_boards(4, 12)
     cid = notion_fakes.connect_token(store, fake.issue_internal_token())
     streams = [f"issues:{db}" for db in databases]
     for sid in streams:
@@ -195,7 +145,7 @@ def _four_streams(store: Any, monkeypatch: pytest.MonkeyPatch, serve_fake: Any) 
     return fake, cid, streams
 
 
-def _sync_at_once(database_url: str, tmp_path: Any, cid: str, streams: list[str], fake: _LimitedNotion,
+def _sync_at_once(database_url: str, tmp_path: Any, cid: str, streams: list[str], fake: LimitedNotion,
                   **env: str) -> list[subprocess.CompletedProcess[str]]:
     environ = {**standalone_env(), "HISSUNO_DATABASE_URL": database_url, "HISSUNO_HOME": str(tmp_path),
                "HISSUNO_NOTION_API_URL": fake.url + "/v1", "HISSUNO_NOTION_AUTH_URL": fake.url + "/v1", **env}
@@ -226,7 +176,7 @@ def test_429_four_streams_in_four_processes_keep_to_the_accounts_declared_rate(
     sync_requests = len(fake.arrivals)
     assert sync_requests >= 4 * 12, "every query page is a request"
     assert fake.limited == 0, f"{fake.limited} requests were answered 429"
-    excess = _worst_excess(fake.arrivals)
+    excess = worst_excess(fake.arrivals)
     assert excess <= 0, f"a window held {excess:.2f} requests more than the declared rate allows"
     span = max(fake.arrivals) - min(fake.arrivals)
     print(f"\n{len(streams)} processes, {sync_requests} requests over {span:.1f} s ({elapsed:.1f} s with start-up);"
@@ -240,7 +190,7 @@ def test_429_per_process_budgets_overrun_the_account(
     rate) overruns the account, so the test above can tell the two apart."""
     fake, cid, streams = _four_streams(store, monkeypatch, serve_fake)
     _sync_at_once(database_url, tmp_path, cid, streams, fake, HISSUNO_RATE_BUDGET="process")
-    excess = _worst_excess(fake.arrivals)
+    excess = worst_excess(fake.arrivals)
     print(f"\nper-process budgets: {len(fake.arrivals)} requests, {fake.limited} answered 429, worst window"
           f" excess {excess:.2f}")
     assert fake.limited > 0 and excess > 1
