@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from own_store import airflow_bench_home  # noqa: E402
+
 TRIVIAL = '''"""{n} trivial airflow DAGs, one task each (the baseline of bench/dag_parse.py)."""
 from datetime import datetime, timedelta
 from airflow.sdk import DAG
@@ -29,15 +31,6 @@ for i in range({n}):
              catchup=False, tags=["bench"]) as dag:
         EmptyOperator(task_id="sync")
 '''
-
-
-def _setup_env() -> Path:
-    tmp = Path(tempfile.mkdtemp(prefix="hissuno-bench-"))
-    os.environ.setdefault("HISSUNO_HOME", str(tmp / "hissuno"))
-    os.environ.setdefault("AIRFLOW_HOME", str(tmp / "airflow"))
-    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-    os.environ.setdefault("HISSUNO_LOAD_PLUGINS", "sample")
-    return tmp
 
 
 def _seed(streams: int) -> None:
@@ -78,15 +71,8 @@ def main() -> int:
     ap.add_argument("--streams", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=7)
     args = ap.parse_args()
-    tmp = _setup_env()
-    try:
+    with airflow_bench_home() as tmp:
         return _measure(args, tmp)
-    finally:
-        if not os.environ.get("HISSUNO_DATABASE_URL"):
-            from hissuno_airflow.store.db import reset_stores, stop_embedded
-
-            reset_stores()
-            stop_embedded()
 
 
 def _measure(args: argparse.Namespace, tmp: Path) -> int:

@@ -32,7 +32,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from dag_parse import _parse, _seed, _setup_env  # noqa: E402
+from dag_parse import _parse, _seed  # noqa: E402
+from own_store import airflow_bench_home  # noqa: E402
 
 
 def _best(fn: Any, repeat: int) -> tuple[float, Any]:
@@ -93,28 +94,18 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000])
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    tmp = _setup_env()
     os.environ.setdefault("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", "False")  # so the query sees them
     # Airflow's default of 30 s is what a 5,000-stream parse exceeded on a loaded 2-core machine: the bench
     # measures the time instead of failing at the limit (the report says how it compares to the default).
     os.environ.setdefault("AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT", "900")
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        return _report(args, tmp)
-    finally:
-        if not os.environ.get("HISSUNO_DATABASE_URL"):
-            from hissuno_airflow.store.db import reset_stores, stop_embedded
-
-            reset_stores()
-            stop_embedded()
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)  # the seeded store and the Airflow home are the run's alone
+    with airflow_bench_home():
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return _report(args)
 
 
-def _report(args: argparse.Namespace, tmp: Path) -> int:
+def _report(args: argparse.Namespace) -> int:
     logging.getLogger("airflow").setLevel(logging.WARNING)
     from airflow.dag_processing.bundles.manager import DagBundlesManager
 

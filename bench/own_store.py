@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -21,13 +23,36 @@ def run_in_store(run: Callable[[], None]) -> None:
         run()
     finally:
         if own_server:
-            import shutil
-
-            from hissuno_airflow.store.db import reset_stores, stop_embedded
-
-            reset_stores()
-            stop_embedded()
+            stop_own_store()
             shutil.rmtree(os.environ["HISSUNO_HOME"], ignore_errors=True)  # its data is the run's alone
+
+
+def stop_own_store() -> None:
+    """Stop the embedded PostgreSQL this process started; a server named by ``HISSUNO_DATABASE_URL`` is
+    not the benchmark's to stop."""
+    if os.environ.get("HISSUNO_DATABASE_URL"):
+        return
+    from hissuno_airflow.store.db import reset_stores, stop_embedded
+
+    reset_stores()
+    stop_embedded()
+
+
+@contextmanager
+def airflow_bench_home() -> Iterator[Path]:
+    """A temp folder holding the run's ``HISSUNO_HOME`` and ``AIRFLOW_HOME`` (unless already set), with
+    only the sample plugin loaded; afterwards the embedded store is stopped and the folder removed (the
+    seeded store and the Airflow home are the run's alone)."""
+    tmp = Path(tempfile.mkdtemp(prefix="hissuno-bench-"))
+    os.environ.setdefault("HISSUNO_HOME", str(tmp / "hissuno"))
+    os.environ.setdefault("AIRFLOW_HOME", str(tmp / "airflow"))
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    os.environ.setdefault("HISSUNO_LOAD_PLUGINS", "sample")
+    try:
+        yield tmp
+    finally:
+        stop_own_store()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def server_cpu() -> float | None:

@@ -188,6 +188,13 @@ def _installation_token(
         with client:
             body = client.post_json(path.replace("{installation_id}", str(int(installation))),
                                     headers={"Accept": "application/vnd.github+json"})
+    except ProviderAuthError as exc:
+        if exc.status != 403:
+            raise
+        # What GitHub answers for a suspended installation: "403 Forbidden" alone would not say what to do.
+        msg = (f"{plugin.id}: GitHub refused a token for installation {installation} (403): the installation is"
+               " suspended (unsuspend it on GitHub) or no longer grants the app's permissions")
+        raise ProviderAuthError(msg, provider=plugin.id, status=403) from None
     except ProviderResponseError as exc:
         if exc.status != 404:
             raise

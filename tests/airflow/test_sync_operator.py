@@ -9,7 +9,7 @@ from hissuno_airflow.dag_factory import build_dag, load_manifest
 from hissuno_airflow.operators.sync import CURSOR_KEY
 from hissuno_airflow.store import connections as repo
 
-from ..fixtures.airflow import run_dag
+from ..fixtures.airflow import RecordingTI, run_dag
 from .conftest import enable, make_connection
 
 
@@ -86,21 +86,6 @@ def test_bad_credentials_fail_without_retry(store, probe, airflow_clean):
     assert repo.get_connection(store, conn.id).needs_reconnect
 
 
-class _TaskInstance:
-    """The slice of Airflow's RuntimeTaskInstance that ``execute`` touches, recording XCom pushes."""
-
-    dag_id, task_id, try_number = "hissuno__kill", "sync", 1
-
-    def __init__(self):
-        self.pushed = {}
-
-    def xcom_push(self, key, value):
-        self.pushed[key] = value
-
-    def xcom_pull(self, **kwargs):
-        raise AssertionError("a first run must not pull a cursor")
-
-
 def test_on_kill_cancels_the_running_sync_and_keeps_the_cursor(store, probe, airflow_clean):
     import threading
     import time
@@ -112,7 +97,7 @@ def test_on_kill_cancels_the_running_sync_and_keeps_the_cursor(store, probe, air
     conn = _probe_stream(store, probe)
     probe.write_records([("a", now - timedelta(hours=2)), ("wait", now - timedelta(hours=1))])
     task = build_dag(load_manifest()[0]).get_task("sync")
-    ti = _TaskInstance()
+    ti = RecordingTI("hissuno__kill", allow_pull=False)  # a first run must not pull a cursor
     context = {"ti": ti, "params": {}, "prev_start_date_success": None,
                "dag_run": SimpleNamespace(run_id="manual__kill", conf={}, run_type="manual")}
     raised = []

@@ -349,6 +349,18 @@ class FakeGitHub(FakeGitHubApp):
         return payload, headers
 
 
+    def installation_event(self, action: str, installation: int = INSTALLATION) -> tuple[dict[str, Any], dict[str, str]]:
+        """An ``installation`` webhook (``created``, ``deleted``, ``suspend``, ``unsuspend``) and its headers."""
+        found = self.installations.get(str(installation)) or {"id": installation, "account": dict(ACCOUNT)}
+        payload = {"action": action, "installation": {**found, "id": installation, "node_id": f"MDIn{installation}"},
+                   "repositories": [{k: r[k] for k in ("id", "name", "full_name", "private")} for r in self.repos],
+                   "sender": dict(MAINTAINER)}
+        headers = {"X-GitHub-Event": "installation", "X-GitHub-Delivery": str(uuid.uuid4()),
+                   "X-GitHub-Hook-Installation-Target-Type": "integration",
+                   "X-GitHub-Hook-Installation-Target-ID": APP_ID, "Content-Type": "application/json"}
+        return payload, headers
+
+
 def _epoch(value: str) -> float:
     from datetime import datetime
 

@@ -44,6 +44,21 @@ class FakeGitHubApp(FakeProvider):
         self.installations[str(installation_id)] = {"id": installation_id,
                                                     "account": {"login": login, "id": 9000 + installation_id}}
 
+    def _revoke_installation_tokens(self, installation_id: int) -> None:
+        for token in [t for t in self.tokens if t.startswith(f"ghs_{installation_id}_")]:
+            self.revoke_token(token)
+
+    def delete_installation(self, installation_id: int) -> None:
+        """Uninstall the app: the installation and its tokens are gone (minting answers 404)."""
+        self.installations.pop(str(installation_id))
+        self._revoke_installation_tokens(installation_id)
+
+    def suspend_installation(self, installation_id: int, suspended: bool = True) -> None:
+        """Suspend (or unsuspend) it: its tokens stop working and minting answers 403 while suspended."""
+        self.installations[str(installation_id)]["suspended_at"] = "2025-03-01T09:00:00Z" if suspended else None
+        if suspended:
+            self._revoke_installation_tokens(installation_id)
+
     def _app_auth(self, req: FakeRequest) -> FakeResponse | None:
         """401 unless the bearer is an RS256 JWT of this app, signed by its key, within GitHub's limits."""
         from joserfc import jwt
@@ -77,6 +92,9 @@ class FakeGitHubApp(FakeProvider):
             return refused
         if installation_id not in self.installations:
             return 404, {"message": "Not Found"}
+        if self.installations[installation_id].get("suspended_at"):
+            return 403, {"message": "This installation has been suspended",
+                         "documentation_url": "https://docs.github.com/rest/apps/apps#create-an-installation-access-token-for-an-app"}
         self.mints += 1
         token = self.issue_token(f"ghs_{installation_id}_{self.mints}", expires_in=3600)
         expires = datetime.fromtimestamp(time.time() + 3600, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -68,6 +68,11 @@ class PostHog(FakeProvider):
         self.async_error: str | None = None
         self.running: dict[str, dict[str, Any]] = {}
         """Asynchronous query id -> ``{"polls": left, "response": ...}``."""
+        self.newest_first = False
+        """List persons and definitions most recently changed first instead of in creation order.
+        providers.md does not say how PostHog orders these listings (event definitions sort by
+        ``last_seen_at`` in PostHog's UI); this is the worst case for offset paging: a change moves a
+        record to page one, so every record behind it shifts one place."""
         self.add_persons(persons)
         self.add_definitions(definitions)
         for i, (name, type_) in enumerate((("plan", "String"), ("email", "String"), ("$current_url", "String"))):
@@ -121,6 +126,11 @@ class PostHog(FakeProvider):
     def project(self, req: FakeRequest, pid: str) -> Reply:
         return self._project(pid) or dict(PROJECT)
 
+    def _ordered(self, rs: RecordSet) -> list[dict[str, Any]]:
+        if not self.newest_first:
+            return list(rs)
+        return sorted(rs, key=lambda r: (rs.stamps[str(r["id"])], str(r["id"])), reverse=True)
+
     def _page(self, req: FakeRequest, rows: list[dict[str, Any]]) -> Reply:
         limit = min(int(req.query.get("limit") or 100), 100)
         offset = int(req.query.get("offset") or 0)
@@ -133,16 +143,16 @@ class PostHog(FakeProvider):
     @get("/api/projects/{pid}/persons/")
     def list_persons(self, req: FakeRequest, pid: str) -> Reply:
         return self._project(pid) or self._page(req, [
-            {k: v for k, v in p.items() if k != "updated_at"} for p in self.persons])
+            {k: v for k, v in p.items() if k != "updated_at"} for p in self._ordered(self.persons)])
 
     @get("/api/projects/{pid}/event_definitions/")
     def list_event_definitions(self, req: FakeRequest, pid: str) -> Reply:
-        return self._project(pid) or self._page(req, list(self.event_definitions))
+        return self._project(pid) or self._page(req, self._ordered(self.event_definitions))
 
     @get("/api/projects/{pid}/property_definitions/")
     def list_property_definitions(self, req: FakeRequest, pid: str) -> Reply:
         return self._project(pid) or self._page(
-            req, [d for d in self.property_definitions if d["type"] == req.query.get("type", "event")])
+            req, [d for d in self._ordered(self.property_definitions) if d["type"] == req.query.get("type", "event")])
 
     @post("/api/projects/{pid}/query/")
     def query(self, req: FakeRequest, pid: str) -> Reply:

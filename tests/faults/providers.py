@@ -37,7 +37,9 @@ class Case:
     later_page: Callable[[FakeRequest], bool]
     """Whether a listing request asks for a page after the first."""
     oldest: Callable[[], str]
-    """Id of the record first in the listing (read on page one, whatever happened since)."""
+    """Id of the record a change moves furthest: the one changed longest ago. First in an oldest-first
+    listing (read on page one; a change sends it to the end); last in a newest-first one (PostHog: not
+    read yet, and a change moves it onto page one, already read)."""
     rename: Callable[[str, str, float | None], None]
     """Change a record's title; its update time moves on (to the given provider time, when there is one)."""
     add: Callable[[], None]
@@ -47,7 +49,15 @@ class Case:
     filters: dict[str, Any] | None = None
     """The stream's filters (HubSpot: let the provider's name overwrite the stored one)."""
     renamed: dict[str, str] = field(default_factory=dict)
-    """External id -> the last title the fake gave it."""
+    """Record id -> the last title the fake gave it."""
+    external_id: Callable[[str], str] = str
+    """External id the plugin gives a record (most plugins: the provider's id itself)."""
+    also_held: frozenset[str] = frozenset()
+    """External ids the stream holds besides one per record (PostHog: its two property-definition tables)."""
+
+    def held_ids(self) -> set[str]:
+        """External ids the plugin should hold in the end."""
+        return {self.external_id(k) for k in self.expected()} | self.also_held
 
 
 def _zendesk(store: Any, monkeypatch: pytest.MonkeyPatch, serve_fake: Any, clock: FakeClock, count: int = 20) -> Case:
@@ -171,9 +181,26 @@ def _github(store: Any, monkeypatch: pytest.MonkeyPatch, serve_fake: Any, clock:
                 lambda: set(rs.records))
 
 
+def _posthog(store: Any, monkeypatch: pytest.MonkeyPatch, serve_fake: Any, clock: FakeClock, count: int = 20) -> Case:
+    from tests.fakes import posthog as fakes
+
+    monkeypatch.setattr("hissuno_airflow.plugins.posthog.client.PAGE_SIZE", 4)
+    fake, key = fakes.serve(monkeypatch, serve_fake, 0, count, clock=clock.time)
+    # Most recently changed first (PostHog does not document the order): a change lands on page one.
+    fake.newest_first = True
+    cid = fakes.connect(store, key)
+    rs = fake.event_definitions
+    return Case(fake, rs, cid, "analytics", "knowledge_sources", "/api/projects/{pid}/event_definitions/",
+                lambda r: r.query.get("offset") not in (None, "0"),
+                lambda: min(rs.records, key=lambda k: (rs.stamps[k], k)),
+                lambda i, title, at: rs.update(i, at=at, name=title) and None,
+                lambda: fake.add_definitions(1) and None, lambda: set(rs.records),
+                external_id=lambda i: f"event:{i}", also_held=frozenset({"properties:event", "properties:person"}))
+
+
 CASES: dict[str, Callable[..., Case]] = {
     "zendesk": _zendesk, "intercom": _intercom, "hubspot": _hubspot, "linear": _linear, "jira": _jira,
-    "github": _github,
+    "github": _github, "posthog": _posthog,
 }
 
 

@@ -40,6 +40,7 @@ from hissuno_airflow.runtime.sync import run_stream_sync
 from hissuno_airflow.store import connections as repo
 from tests.fakes.server import FakeClock, FakeProvider
 from tests.faults.providers import pace_zendesk
+from tests.fixtures.airflow import ManualRun, RecordingTI
 from tests.fixtures.fakes import retries_on
 from tests.fixtures.store import connect_sample
 from tests.fixtures.web import ADMIN_TOKEN
@@ -121,34 +122,15 @@ def _target(plugin_id: str, store: Any, monkeypatch: pytest.MonkeyPatch, serve: 
     return module.conformance(store, monkeypatch, serve)  # type: ignore[no-any-return]
 
 
-class _TI:
-    dag_id, task_id, try_number = "hissuno__leaks", "sync", 1
-
-    def __init__(self) -> None:
-        self.pushed: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed[key] = value
-
-    def xcom_pull(self, **kwargs: Any) -> Any:
-        return None
-
-
-@dataclass
-class _Run:
-    conf: dict[str, Any] = field(default_factory=dict)
-    run_id: str = "manual__leaks"
-    run_type: str = "manual"
-
-
 def _operator_run(cid: str, stream: str, leaks: Leaks) -> None:
     """The stream through the Airflow operator: its return value, XCom pushes and any failure text."""
     from hissuno_airflow.operators.sync import SyncOperator
 
-    ti = _TI()
+    ti = RecordingTI("hissuno__leaks")
     op = SyncOperator(task_id="sync", connection_id=cid, stream_id=stream, retries=0)
+    context = {"ti": ti, "dag_run": ManualRun(run_id="manual__leaks"), "params": {}}
     try:
-        leaks.add("operator return value", op.execute({"ti": ti, "dag_run": _Run(), "params": {}}))  # type: ignore[arg-type]
+        leaks.add("operator return value", op.execute(context))  # type: ignore[arg-type]
     except Exception as exc:
         leaks.add("operator failure (the Airflow task's error)", f"{type(exc).__name__}: {exc}")
     leaks.add("XCom pushed by the operator", ti.pushed)

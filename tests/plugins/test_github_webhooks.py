@@ -178,3 +178,52 @@ def test_install_return_through_the_web_routes(web: Web, gh: FakeGitHub) -> None
     unknown = web.client.get(f"/api/plugins/github/{conn.id}/branches", params={"owner": "acme", "repo": "nope"})
     assert unknown.status_code == 404 and "Traceback" not in unknown.text  # GitHub's status passed through
     assert all(r.bearer_token and r.bearer_token.startswith("ghs_") for r in gh.requests_to("/repos/{o}/{r}/branches"))
+
+
+def test_an_uninstalled_or_suspended_installation_needs_a_reconnect_and_its_syncs_stop(
+    web: Web, gh: FakeGitHub, app: str
+) -> None:
+    """``installation`` events through the app's signed URL: ``suspend`` and ``deleted`` mark the connection
+    "reconnect needed" and its next run fails at once with GitHub's reason (no retry, no data request);
+    ``unsuspend`` clears the mark and syncing resumes."""
+    store = web.store
+    gh.add_issue("acme/api")
+    enable(store, app, FEEDBACK)
+    assert run_stream_sync(app, FEEDBACK, store=store).status == "success"
+    events = count(store, "webhook_events")
+
+    def state() -> list[bool]:
+        listed = web.client.get("/api/plugins/github").json()["connections"]
+        return [c["needs_reconnect"] for c in listed]
+
+    def data_requests() -> int:
+        return len([r for r in gh.requests if r.path.startswith("/repos/")])
+
+    # A forged event changes nothing.
+    forged = _post(web, *gh.installation_event("suspend"), signer=SIGNER.forged())
+    assert forged.status_code == 401 and state() == [False]
+
+    gh.suspend_installation(INSTALLATION)
+    suspended = _post(web, *gh.installation_event("suspend"))
+    assert suspended.status_code == 200 and suspended.json()["connections"] == 1, suspended.text
+    assert state() == [True] and "suspended" in (repo.get_connection(store, app).auth_error or "")
+    before = data_requests()
+    stopped = run_stream_sync(app, FEEDBACK, store=store)
+    assert stopped.status == "error" and not stopped.retriable, stopped
+    assert "suspended" in (stopped.error or "") and data_requests() == before
+    assert f"hissuno connect github --update {app}" in (repo.get_connection(store, app).auth_error or "")
+
+    gh.suspend_installation(INSTALLATION, suspended=False)
+    back = _post(web, *gh.installation_event("unsuspend"))
+    assert back.status_code == 200 and state() == [False]
+    assert run_stream_sync(app, FEEDBACK, store=store).status == "success"
+
+    gh.delete_installation(INSTALLATION)
+    deleted = _post(web, *gh.installation_event("deleted"))
+    assert deleted.status_code == 200 and state() == [True]
+    assert "uninstalled" in (repo.get_connection(store, app).auth_error or "")
+    before = data_requests()
+    gone = run_stream_sync(app, FEEDBACK, store=store)
+    assert gone.status == "error" and not gone.retriable and "uninstalled" in (gone.error or ""), gone
+    assert data_requests() == before
+    assert count(store, "webhook_events") == events, "installation events are not queued to any stream"

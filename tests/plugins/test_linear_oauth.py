@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -28,6 +27,7 @@ from hissuno_airflow.store import connections as repo
 from tests.fakes import linear as fakes
 from tests.fakes.linear import ORG, TEAMS, VIEWER, FakeLinear
 from tests.fakes.server import FakeClock
+from tests.fixtures.airflow import ManualRun, RecordingTI
 from tests.fixtures.cli import standalone_env
 from tests.fixtures.fakes import retries_on
 from tests.fixtures.web import Web, count
@@ -232,23 +232,6 @@ def test_a_token_expired_mid_sync_is_refreshed_once(store: Any, fake: FakeLinear
 # -- revoked grant, reconnect ---------------------------------------------------------------------
 
 
-class _TI:
-    dag_id, task_id, try_number = "hissuno__linear", "sync", 1
-
-    def __init__(self) -> None:
-        self.pushed: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed[key] = value
-
-
-@dataclass
-class _Run:
-    conf: dict[str, Any] = field(default_factory=dict)
-    run_id: str = "manual__1"
-    run_type: str = "manual"
-
-
 def test_a_revoked_grant_needs_a_reconnect_and_reconnect_keeps_streams_and_cursors(
     store: Any, fake: FakeLinear, connected: str, web: Web, capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -282,8 +265,10 @@ def test_a_revoked_grant_needs_a_reconnect_and_reconnect_keeps_streams_and_curso
     from hissuno_airflow.operators.sync import SyncOperator
 
     op = SyncOperator(task_id="sync", connection_id=connected, stream_id=STREAM, retries=3)
+    context = {"ti": RecordingTI("hissuno__linear", allow_pull=False), "dag_run": ManualRun(run_id="manual__1"),
+               "params": {}}
     with pytest.raises(AirflowFailException, match="reconnect needed"):
-        op.execute({"ti": _TI(), "dag_run": _Run(), "params": {}})  # type: ignore[arg-type]
+        op.execute(context)  # type: ignore[arg-type]
 
     # Reconnect from the page: the same connection, its streams, filters and cursor kept.
     back = _web_connect(web, {"connection_id": connected})

@@ -376,3 +376,87 @@ def test_an_asynchronous_query_that_fails_or_never_finishes_fails_the_run_and_ke
     assert stuck.status == "error" and stuck.retriable and "still running after 600 s" in (stuck.error or "")
     assert sum(clock.sleeps[-70:]) >= 600 and max(clock.sleeps) == 10.0
     assert repo.get_stream(store, cid, "behavioral").last_sync_at == first.cursor_after
+
+
+# -- listings that change while they are paged -----------------------------------------------------------
+
+
+def test_persons_that_shift_across_pages_mid_sync_are_counted_once_and_all_held_next_run(
+    store: Any, project: tuple[PostHog, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offset paging over a listing that changes: a person created mid-sync lands on page one (newest
+    first), so the person at each later page's boundary is served twice. Counted twice, its events would
+    be too; the next run (listing unchanged) holds every person once."""
+    fake, cid, _key = project
+    fake.newest_first = True
+    monkeypatch.setattr(f"{CLIENT}.PAGE_SIZE", 25)
+    hook = fake.before_request("/api/projects/{pid}/persons/", lambda req: fake.add_persons(1), times=3,
+                               when=lambda r: r.query.get("offset") not in (None, "0"))
+    first = run_stream_sync(cid, "behavioral", store=store)
+    assert first.status == "success", first.error
+    assert hook.runs == 3
+
+    def check() -> None:
+        with store.connection() as c:
+            rows = c.execute("SELECT custom_fields FROM sessions WHERE session_type = 'behavioral'").fetchall()
+        for row in rows:
+            ids = row["custom_fields"]["posthog_person_ids"]
+            assert len(ids) == len(set(ids)), ids
+            events = sum(1 for e in fake.events if e["person_id"] in ids)
+            assert row["custom_fields"]["posthog_event_count"] == events, (ids, row["custom_fields"])
+
+    check()
+    second = run_stream_sync(cid, "behavioral", store=store)
+    assert second.status == "success", second.error
+    check()
+    assert _one(store, "SELECT count(*) FROM sessions") == 153
+    assert _events_counted(store) == sum(1 for e in fake.events if e["person_id"] != "anon")
+
+
+def test_definitions_that_move_to_page_one_mid_sync_are_not_deleted_and_no_change_is_lost(
+    store: Any, project: tuple[PostHog, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A definition changed mid-sync moves to page one (newest first) after page one was read: a single
+    pass never sees it. It still exists, so the run must not delete it, and the change must be held."""
+    fake, cid, _key = project
+    fake.newest_first = True
+    monkeypatch.setattr(f"{CLIENT}.PAGE_SIZE", 4)
+    fake.add_definitions(13)  # 20 event definitions: five pages
+    rs = fake.event_definitions
+    first = run_stream_sync(cid, "analytics", store=store)
+    assert first.status == "success" and first.counts["synced"] == 22, first.error
+    renamed: dict[str, str] = {}
+
+    def mutate(req: Any) -> None:
+        last = min(rs.records, key=lambda k: (rs.stamps[k], k))  # at the listing's end, not read yet
+        renamed[last] = f"moved_{len(renamed) + 1}"
+        rs.update(last, name=renamed[last])
+        fake.add_definitions(1)
+
+    hook = fake.before_request("/api/projects/{pid}/event_definitions/", mutate, times=3,
+                               when=lambda r: r.query.get("offset") not in (None, "0"))
+    second = run_stream_sync(cid, "analytics", store=store)
+    assert second.status == "success", second.error
+    assert hook.runs == 3
+    fake.hooks.remove(hook)
+    assert second.counts.get("deleted", 0) == 0, "a definition that still exists was deleted"
+
+    def held() -> dict[str, list[str]]:
+        with store.connection() as c:
+            rows = c.execute("SELECT r.external_id, k.name FROM integration_synced_records r JOIN knowledge_sources k"
+                             " ON k.id = r.hissuno_id WHERE r.connection_id = %s AND r.stream_id = 'analytics'"
+                             " AND r.deleted_at IS NULL AND k.deleted_at IS NULL", (cid,)).fetchall()
+            live = c.execute("SELECT count(*) AS n FROM knowledge_sources WHERE deleted_at IS NULL").fetchone()["n"]
+        out: dict[str, list[str]] = {}
+        for r in rows:
+            out.setdefault(r["external_id"], []).append(r["name"])
+        assert live == len(rows), "duplicates"
+        return out
+
+    expected = {f"event:{k}" for k in rs.records} | {"properties:event", "properties:person"}
+    for after in (second, run_stream_sync(cid, "analytics", store=store)):
+        assert after.status == "success", after.error
+        now = held()
+        assert set(now) == expected, (sorted(expected - set(now)), sorted(set(now) - expected))
+        assert all(len(names) == 1 for names in now.values())
+        assert all(now[f"event:{k}"] == [f"PostHog event: {name}"] for k, name in renamed.items()), now

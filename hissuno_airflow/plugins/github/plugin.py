@@ -291,14 +291,36 @@ def _on_codebase_event(ctx: WebhookCtx) -> None:
 
 
 def _resolve(event: WebhookEvent, ctx: Any) -> Any:
-    """The app posts every installation's events to one URL: the installation id names the connections."""
+    """The app posts every installation's events to one URL: the installation id names the connections.
+
+    ``installation`` events change the connections' state here and are not queued to any stream: an
+    uninstalled or suspended installation can mint no token, so its connections are marked "reconnect
+    needed" (their runs then fail with GitHub's refusal instead of retrying); an unsuspend clears it.
+    """
     payload = _obj(event.payload)
     installation = _obj(payload.get("installation"))
     if installation.get("id") is None:
         if "zen" in payload:  # the ping GitHub sends when the webhook is set up
             return Response(body={"success": True, "ping": True})
         return None
-    return ctx.find_connections(str(installation["id"])) or None
+    found = ctx.find_connections(str(installation["id"]))
+    headers = {k.lower(): v for k, v in event.headers.items()}
+    if headers.get("x-github-event") == "installation":
+        return _on_installation_event(ctx, str(payload.get("action") or ""), installation, found)
+    return found or None
+
+
+def _on_installation_event(ctx: Any, action: str, installation: Mapping[str, Any], found: list[str]) -> Response:
+    login = str(_obj(installation.get("account")).get("login") or "its account")
+    reason = {"deleted": f"github: the app was uninstalled from {login} (installation {installation['id']})",
+              "suspend": f"github: the app's installation on {login} (installation {installation['id']}) was "
+                         "suspended; unsuspend it on GitHub"}.get(action)
+    for cid in found:
+        if reason is not None:
+            ctx.mark_reconnect_needed(cid, reason)
+        elif action == "unsuspend":
+            ctx.clear_reconnect_needed(cid)
+    return Response(body={"success": True, "installation": action, "connections": len(found)})
 
 
 def _repos(request: Request, ctx: RouteCtx) -> Any:

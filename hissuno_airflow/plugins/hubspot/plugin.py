@@ -20,7 +20,8 @@ from hissuno_airflow.kit import (
 )
 from hissuno_airflow.kit.signatures import HubSpotV3, WebhookEvent
 
-from .client import SEARCH_PAGE, CompanyDomains, HubSpotClient, modified_at
+from . import client
+from .client import CompanyDomains, HubSpotClient, modified_at
 from .mapping import OverwritePolicy, company_fields, contact_fields
 
 KINDS: dict[str, Literal["companies", "contacts"]] = {"companies": "companies", "contacts": "contacts"}
@@ -84,10 +85,13 @@ def _ingest_contacts(ctx: SyncCtx | WebhookCtx, api: HubSpotClient, domains: Com
 
 
 def _pages(objects: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    # Read at call time, as the search reads it: a copy bound at import would keep whatever value the
+    # module had when the plugin was first loaded, so the two could disagree.
+    size = client.SEARCH_PAGE
     page: list[dict[str, Any]] = []
     for obj in objects:
         page.append(obj)
-        if len(page) >= SEARCH_PAGE:
+        if len(page) >= size:
             yield page
             page = []
     if page:

@@ -11,6 +11,7 @@ an http(s) URL whose host is public).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +26,9 @@ _CLOUD_ALIASES = {"": "us", "us": "us", US_CLOUD: "us", "https://app.posthog.com
 
 PAGE_SIZE = 100
 """Persons and definitions per page (PostHog's maximum for persons)."""
+
+LISTING_PASSES = 3
+"""Passes over a definitions listing before a run settles for one that changed while it was paged."""
 
 QUERY_PAGE_ROWS = 10_000
 """Rows per HogQL page; PostHog returns at most 50,000 per query."""
@@ -79,6 +83,23 @@ def check_key(raw: Any) -> str:
     return key
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A whole listing, each record once (by id), and whether it is known to be the whole of it."""
+
+    rows: list[dict[str, Any]]
+    complete: bool
+    """One pass read exactly the ``count`` every page reported (with no ``count``: two passes read the
+    same ids). False when the listing kept changing: a record may be missing, so nothing may be
+    concluded from its absence."""
+
+
+def _record_key(item: Any) -> str:
+    if not isinstance(item, dict):
+        return repr(item)
+    return str(item.get("id") or item.get("uuid") or item.get("name") or repr(sorted(item.items())))
+
+
 class PostHogClient:
     """The PostHog endpoints the plugin uses, for one project."""
 
@@ -94,23 +115,59 @@ class PostHogClient:
         body = self.http.parse_json(resp)
         return body if isinstance(body, dict) else None
 
-    def _list(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    def _pages(self, path: str, params: Mapping[str, Any] | None) -> Iterator[tuple[Any, list[Any]]]:
         # First page by limit/offset, then PostHog's absolute ``next`` links (same origin, checked).
         first = {"limit": PAGE_SIZE, "offset": 0, **(params or {})}
-        return self.http.paginate("GET", f"{self.project}/{path}", NextUrlPaginator("next"), params=first,
-                                  data_path="results")
+        for page in self.http.pages("GET", f"{self.project}/{path}", NextUrlPaginator("next"), params=first,
+                                    data_path="results"):
+            count = page.body.get("count") if isinstance(page.body, dict) else None
+            yield (count if isinstance(count, int) else None), list(page.items)
+
+    def _list(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        """Every record of a listing once. Offsets over a listing that changes while it is paged (a record
+        created or changed lands on a page already read) serve the record at each later page's boundary
+        twice: the second copy is the same record and is dropped."""
+        seen: set[str] = set()
+        for _count, items in self._pages(path, params):
+            for item in items:
+                key = _record_key(item)
+                if key not in seen:
+                    seen.add(key)
+                    yield item
+
+    def _snapshot(self, path: str, params: Mapping[str, Any] | None = None) -> Snapshot:
+        """The whole listing, read again while it changes under the pages (up to ``LISTING_PASSES``).
+
+        A record that moves to a page already read is missed by that pass, and the count PostHog reports
+        on each page then disagrees with what was read; the next pass, if the listing held still, reads
+        it. Records read by earlier passes are kept when no pass is complete (they existed during the run).
+        """
+        union: dict[str, dict[str, Any]] = {}
+        previous: set[str] | None = None
+        for _pass in range(LISTING_PASSES):
+            rows: dict[str, dict[str, Any]] = {}
+            counts: set[int | None] = set()
+            for count, items in self._pages(path, params):
+                counts.add(count)
+                rows.update((_record_key(item), item) for item in items)
+            union.update(rows)
+            if counts == {len(rows)} or (counts == {None} and previous == set(rows)):
+                return Snapshot(list(rows.values()), complete=True)
+            previous = set(rows)
+        return Snapshot(list(union.values()), complete=False)
 
     def persons(self) -> Iterator[dict[str, Any]]:
-        """Every person of the project, in PostHog's order."""
+        """Every person of the project, in PostHog's order, each once. One pass: a person a change moves
+        past this pass is read by the next run (every run reads all persons)."""
         return self._list("persons/")
 
-    def event_definitions(self) -> Iterator[dict[str, Any]]:
+    def event_definitions(self) -> Snapshot:
         """Every event definition."""
-        return self._list("event_definitions/")
+        return self._snapshot("event_definitions/")
 
-    def property_definitions(self, type: str) -> Iterator[dict[str, Any]]:
+    def property_definitions(self, type: str) -> Snapshot:
         """Every property definition of ``type`` (``event`` or ``person``)."""
-        return self._list("property_definitions/", {"type": type})
+        return self._snapshot("property_definitions/", {"type": type})
 
     def hogql(self, query: str, values: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         """Rows of a HogQL query (``{limit}``/``{offset}`` in its text), page by page, as ``{column: value}``.

@@ -142,17 +142,24 @@ def sync_definitions(ctx: SyncCtx) -> None:
     seen: set[str] = set()
     with _http(ctx, ctx.credentials) as http:
         client = PostHogClient(http, str(ctx.credentials["project_id"]))
-        for definition in client.event_definitions():
+        events = client.event_definitions()
+        for definition in events.rows:
             ctx.signal.raise_if_cancelled()
             record = event_definition_record(definition)
             ctx.progress("found", external_id=record["external_id"])
             seen.add(record["external_id"])
             ctx.ingest.knowledge(**record)
         for type in ("event", "person"):
-            record = property_definitions_record(type, list(client.property_definitions(type)))
+            record = property_definitions_record(type, client.property_definitions(type).rows)
             ctx.progress("found", external_id=record["external_id"])
             seen.add(record["external_id"])
             ctx.ingest.knowledge(**record)
+    if not events.complete:
+        # A definition missing from a listing that kept changing may still exist: deleting it would be
+        # wrong, keeping it one run longer is not. The next run that reads the listing whole deletes.
+        ctx.logger.warning("posthog: the event definitions changed while they were listed; deletions wait "
+                           "for the next run")
+        return
     for gone in sorted(ctx.get_synced_ids() - seen):
         ctx.ingest.delete("knowledge", gone)
 

@@ -62,7 +62,8 @@ class IntakeResult:
 
 
 class _ResolveServices:
-    """Read-only lookups ``resolve_connection`` may use after the signature was verified."""
+    """What ``resolve_connection`` may use after the signature was verified: lookups, and the account
+    state the provider itself reports (an app uninstalled or suspended)."""
 
     def __init__(self, store: Store, plugin_id: str) -> None:
         self._store = store
@@ -72,6 +73,28 @@ class _ResolveServices:
         """Ids of every connection (any project) of this provider account."""
         rows = repo.find_connections_by_account(self._store, self._plugin_id, str(external_account_id))
         return [r.id for r in rows]
+
+    def _own(self, connection_id: str) -> repo.ConnectionRow:
+        return repo.get_connection(self._store, connection_id, plugin_id=self._plugin_id)
+
+    def mark_reconnect_needed(self, connection_id: str, reason: str) -> None:
+        """The provider says the connection's grant is gone: mark it "reconnect needed" with ``reason``, and
+        forget the access token it holds, so the next run asks the provider again (and fails with its
+        answer) instead of calling data endpoints with a token the provider has revoked."""
+        from ..credentials import load_credentials, save_credentials
+
+        connection = self._own(connection_id)
+        advice = (f"{reason}; reconnect needed: run `hissuno connect {self._plugin_id} --update {connection_id}` "
+                  "or reconnect it on the Integrations page")
+        repo.set_auth_error(self._store, connection_id, advice[:2000])
+        creds = load_credentials(self._store, connection)
+        if creds.get("access_token") and (creds.get("refresh_token") or creds.get("installation_id")):
+            save_credentials(self._store, connection,
+                             {k: v for k, v in creds.items() if k not in ("access_token", "expires_at")})
+
+    def clear_reconnect_needed(self, connection_id: str) -> None:
+        """The provider says the grant works again (an app unsuspended): clear the mark."""
+        repo.set_auth_error(self._store, self._own(connection_id).id, None)
 
 
 @dataclass
@@ -84,6 +107,14 @@ class ResolveCtx:
     def find_connections(self, external_account_id: str) -> list[str]:
         """Ids of the connections of ``external_account_id`` (several projects may share an account)."""
         return self.services.find_connections(external_account_id)
+
+    def mark_reconnect_needed(self, connection_id: str, reason: str) -> None:
+        """Mark a connection of this plugin "reconnect needed" (see ``_ResolveServices``)."""
+        self.services.mark_reconnect_needed(connection_id, reason)
+
+    def clear_reconnect_needed(self, connection_id: str) -> None:
+        """Clear the mark of a connection of this plugin."""
+        self.services.clear_reconnect_needed(connection_id)
 
 
 def _payload(body: bytes) -> Any:
