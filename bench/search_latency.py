@@ -95,7 +95,7 @@ def run() -> None:
         c.execute("SET LOCAL hnsw.iterative_scan = strict_order")
         vec = Vector(embedder.embed([queries[0]])[0])
         plan = "\n".join(r["QUERY PLAN"] for r in c.execute(
-            "EXPLAIN " + vector_sql("session", extra),
+            "EXPLAIN " + vector_sql("session", embedder.dims, extra),
             {"v": vec, "p": PROJECT, "m": embedder.model, "k": 40, **params}))
     # The query vector is printed in full by EXPLAIN: cut to the plan's shape.
     print("vector lookup plan (search's own statement):\n" + "\n".join(line[:160] for line in plan.splitlines()))

@@ -7,8 +7,10 @@ is the former default: signed feature hashing of word unigrams and bigrams, lexi
 ``HISSUNO_EMBEDDER=openai`` calls ``/embeddings`` of ``HISSUNO_EMBEDDINGS_BASE_URL`` (default OpenAI)
 with ``HISSUNO_EMBEDDINGS_API_KEY`` or ``OPENAI_API_KEY`` and model ``text-embedding-3-small``.
 
-Every vector is stored in one ``vector(1536)`` column; a model with fewer dimensions is zero-padded
-(cosine similarity is unchanged by padding) and its native size is recorded in ``embeddings.dims``.
+Every vector is stored at its model's own size (``embeddings.embedding`` is a ``vector`` without a fixed
+size; ``embeddings.dims`` records it), and each (entity type, size) pair has its own HNSW index over
+``embedding::vector(<size>)`` (``store/enrich.py``). Until migration 0012 vectors were zero-padded to 1536:
+the default model's 256 numbers then cost six times the bytes, index build and distance work.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from itertools import chain, pairwise
 from typing import Any, Protocol
 
 DIMENSIONS = 1536
+"""The size of the hash and OpenAI embedders' vectors (and the most any model may have: HNSW indexes
+``vector`` up to 2,000)."""
 _WORD = re.compile(r"[a-z0-9][a-z0-9'_-]*")
 _STOP = frozenset(
     ["a", "an", "the", "and", "or", "but", "if", "of", "to", "in", "on", "at", "for", "with", "is", "are", "was", "were", "be", "been", "it", "this", "that", "i", "you", "we", "they", "he", "she", "my", "our", "your", "their", "me", "us", "them", "so", "as", "by", "from", "not", "no", "do", "does", "did", "have", "has", "had", "can", "could", "would", "should", "will", "just", "about", "into", "than", "then", "there", "here", "what", "when", "which", "who", "how", "all", "any", "some"]
@@ -30,7 +34,7 @@ _STOP = frozenset(
 
 
 class Embedder(Protocol):
-    """Turns texts into vectors of ``DIMENSIONS`` floats (padded when the model has fewer)."""
+    """Turns texts into vectors of ``dims`` floats."""
 
     model: str
     dims: int
@@ -38,7 +42,7 @@ class Embedder(Protocol):
     """Cosine similarity from which two entities get a semantic edge (a property of the model's scale)."""
 
     def embed(self, texts: Sequence[str]) -> list[Any]:
-        """One vector per text: a list of floats or a numpy row, ``DIMENSIONS`` long."""
+        """One vector per text: a list of floats or a numpy row, ``dims`` long."""
         ...
 
 
@@ -111,7 +115,7 @@ class OpenAIEmbedder:
 
 
 class WordLlamaEmbedder:
-    """The offline default: wordllama's bundled static model, L2-normalised, zero-padded to 1536.
+    """The offline default: wordllama's bundled static model (256 dimensions), L2-normalised.
 
     wordllama 0.4.0's ``WordLlama.load()`` looks for its bundled tokenizer in the wrong folder and then
     downloads it; pointing ``cache_dir`` at the installed package and disabling downloads finds both
@@ -134,7 +138,7 @@ class WordLlamaEmbedder:
         self.calls = 0
 
     def embed(self, texts: Sequence[str]) -> list[Any]:
-        """Embed each text as a numpy row (converting 1536 floats to a list cost 4x the model itself);
+        """Embed each text as a numpy row (converting the floats to a list cost 4x the model itself);
         a text without known tokens becomes a fixed unit vector, as with the hash embedder."""
         self.calls += 1
         if not texts:
@@ -156,8 +160,7 @@ class WordLlamaEmbedder:
             sums[nonempty] = np.add.reduceat(table[ids], starts[nonempty], axis=0)
         arr = sums / np.maximum(lens, 1)[:, None].astype(np.float32)
         norms = np.linalg.norm(arr, axis=1, keepdims=True)
-        out = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
-        out[:, : self.dims] = np.divide(arr, norms, out=np.zeros_like(arr), where=norms > 0)
+        out = np.divide(arr, norms, out=np.zeros_like(arr), where=norms > 0)
         out[norms[:, 0] == 0, 0] = 1.0
         return list(out)
 

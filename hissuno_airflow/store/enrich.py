@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -41,7 +42,8 @@ _SEARCH_SCAN = "SET LOCAL hnsw.iterative_scan = strict_order; SET LOCAL hnsw.ef_
 LINK_STATEMENT_TIMEOUT_S = 300
 GRAPH_TYPES = ("session", "issue", "knowledge_source", "contact", "company")
 EMBEDDED_TYPES = ("session", "contact", "company", "issue", "knowledge_source", "knowledge_chunk")
-"""Each has its own partial HNSW index ``embeddings_hnsw_<type>`` (migration 0007)."""
+"""Each has its own partial HNSW index per vector size, ``embeddings_hnsw_<type>_<size>`` (migrations 0007
+and 0012): a lookup of one type under one model scans only that type's vectors of that size."""
 BULK_MIN = 1000
 """A run writing at least this many vectors of a type that holds fewer stored vectors than it writes (a
 first sync) loads them without that type's HNSW index and builds the index afterwards: one build costs
@@ -86,6 +88,7 @@ class Enricher:
         self._unsaved: dict[tuple[str, str], _Item] = {}  # queued but not yet in enrich_pending
         self.embedded = 0
         self._deferred: set[str] = set()  # types whose HNSW index this enricher dropped for a bulk load
+        self._dims = 0  # the size of the vectors this enricher writes (its embedder's), set by ``run``
 
     def __len__(self) -> int:
         return len(self._items)
@@ -107,13 +110,16 @@ class Enricher:
         self._unsaved.clear()
         if not items:
             return
+        project, run = UUID(self.project_id), run_id and UUID(run_id)
         with cur.copy("COPY enrich_pending (token, project_id, connection_id, stream_id, run_id, entity_type,"
-                      " entity_id, text, graph, email) FROM STDIN") as cp:
+                      " entity_id, text, graph, email) FROM STDIN (FORMAT BINARY)") as cp:
+            # Binary, as the entity rows beside it (``ingest._copy``): the texts are written as they are.
+            cp.set_types(["uuid", "uuid", "text", "text", "uuid", "text", "uuid", "text", "bool", "text"])
             for i in items:
-                token = str(uuid.uuid4())
-                i.tokens.append(token)
-                cp.write_row((token, self.project_id, connection_id, stream_id, run_id, i.entity_type,
-                              i.entity_id, i.text, i.graph, i.email))
+                token = uuid.uuid4()
+                i.tokens.append(str(token))
+                cp.write_row((token, project, connection_id, stream_id, run, i.entity_type,
+                              UUID(i.entity_id), i.text, i.graph, i.email))
 
     def resume(self, connection_id: str, *, stream_id: str | None = None) -> int:
         """Finish the enrichment a stopped run or drain of ``connection_id`` left pending; returns how
@@ -157,11 +163,12 @@ class Enricher:
             if not keep_deferred:
                 self.finish()
             return 0
+        embedder = self.embedder or get_embedder()
+        self._dims = embedder.dims
         self._repair_indexes()
         items = list(self._items.values())
         self._items.clear()
         self._unsaved.clear()
-        embedder = self.embedder or get_embedder()
         hashes = {(i.entity_type, i.entity_id): text_hash(i.text) for i in items}
         with self.store.connection() as conn:
             rows = conn.execute(
@@ -183,6 +190,44 @@ class Enricher:
         vectors: dict[str, Vector] = {}
         self._defer_indexes(todo)
         written = 0
+        # The full-text side (``search_text``: to_tsvector and its GIN index, the costlier half of a write)
+        # goes on in a second session while this one writes vectors, builds indexes and links: on a first
+        # sync the client has nothing else to do then, and the database's second core had been idle.
+        # Both are idempotent upserts, committed before the run's pending rows are cleared (``_done``),
+        # so a run stopped in between is finished by ``resume`` as before.
+        texts_side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hissuno-search-text")
+        pending: list[Future[None]] = []
+        try:
+            written = self._embed_and_write(todo, key_of, last_use, vectors, embedder, texts_side, pending)
+            # A stopped run may have committed an item's vector but not its text (two sessions): a resumed
+            # item whose vector is current gets its text written (a no-op where it is there already).
+            todo_ids = {id(i) for i in todo}
+            text_only = [(i.entity_type, UUID(i.entity_id), UUID(self.project_id),
+                          hashes[(i.entity_type, i.entity_id)], i.text[:_SEARCH_TEXT_MAX])
+                         for i in items if i.resumed and id(i) not in todo_ids]
+            for start in range(0, len(text_only), _WRITE_BATCH):
+                pending.append(texts_side.submit(self._write_texts, text_only[start : start + _WRITE_BATCH]))
+            self.embedded += written
+            linked = [i for i in items if i.graph and (id(i) in todo_ids or i.resumed)]
+            if keep_deferred:
+                # Linking looks up the nearest vectors of every other graph type through their indexes.
+                looked_up = {t for i in linked for t in GRAPH_TYPES if t != i.entity_type}
+                self._build_indexes(self._deferred & looked_up)
+            else:
+                self.finish()
+            self._link(linked, embedder)
+            self._link_emails([i for i in items if i.email and i.entity_type == "session"])
+        finally:
+            texts_side.shutdown(wait=True)
+        for f in pending:
+            f.result()  # a failed full-text write fails the run (retriably, as any store error) before _done
+        self._done([t for i in items for t in i.tokens])
+        return written
+
+    def _embed_and_write(self, todo: list[_Item], key_of: list[str], last_use: dict[str, int],
+                         vectors: dict[str, Vector], embedder: Embedder, texts_side: ThreadPoolExecutor,
+                         pending: list[Future[None]]) -> int:
+        written = 0
         for start in range(0, len(todo), _WRITE_BATCH):
             batch = todo[start : start + _WRITE_BATCH]
             keys = key_of[start : start + _WRITE_BATCH]
@@ -193,24 +238,14 @@ class Enricher:
                 for key, vec in zip(chunk, embedder.embed([texts[k] for k in chunk]), strict=True):
                     vectors[key] = Vector(vec)
             self._write([(UUID(self.project_id), i.entity_type, UUID(i.entity_id), embedder.model, key,
-                          vectors[key], embedder.dims, i.text[:_SEARCH_TEXT_MAX])
-                         for key, i in zip(keys, batch, strict=True)])
+                          vectors[key], embedder.dims) for key, i in zip(keys, batch, strict=True)])
+            text_rows = [(i.entity_type, UUID(i.entity_id), UUID(self.project_id), key, i.text[:_SEARCH_TEXT_MAX])
+                         for key, i in zip(keys, batch, strict=True)]
+            pending.append(texts_side.submit(self._write_texts, text_rows))
             written += len(batch)
             for key in set(keys):
                 if last_use[key] < start + len(batch):
                     del vectors[key]
-        self.embedded += written
-        fresh = {id(i) for i in todo}
-        linked = [i for i in items if i.graph and (id(i) in fresh or i.resumed)]
-        if keep_deferred:
-            # Linking looks up the nearest vectors of every other graph type through their indexes.
-            looked_up = {t for i in linked for t in GRAPH_TYPES if t != i.entity_type}
-            self._build_indexes(self._deferred & looked_up)
-        else:
-            self.finish()
-        self._link(linked, embedder)
-        self._link_emails([i for i in items if i.email and i.entity_type == "session"])
-        self._done([t for i in items for t in i.tokens])
         return written
 
     def finish(self) -> None:
@@ -231,12 +266,13 @@ class Enricher:
                     # Dropping waits for readers of the table: never more than a moment (else no bulk load).
                     conn.execute("SET LOCAL lock_timeout = '1s'")
                     stored = conn.execute(
-                        "SELECT count(*) AS n FROM (SELECT 1 FROM embeddings WHERE entity_type = %s LIMIT %s) s",
-                        (entity_type, k),
+                        "SELECT count(*) AS n FROM (SELECT 1 FROM embeddings WHERE entity_type = %s AND dims = %s"
+                        " LIMIT %s) s",
+                        (entity_type, self._dims, k),
                     ).fetchone()
                     if stored is None or stored["n"] >= k:
                         continue
-                    conn.execute(f"DROP INDEX IF EXISTS {_index_name(entity_type)}")
+                    conn.execute(f"DROP INDEX IF EXISTS {_index_name(entity_type, self._dims)}")
             except psycopg.errors.LockNotAvailable:
                 continue
             self._deferred.add(entity_type)
@@ -247,18 +283,19 @@ class Enricher:
                 with self.store.connection() as conn, conn.transaction():
                     conn.execute(f"SET LOCAL maintenance_work_mem = '{_BUILD_MEMORY}'")
                     conn.execute(f"SET LOCAL statement_timeout = '{_BUILD_TIMEOUT_S}s'")
-                    conn.execute(_index_ddl(entity_type))
+                    conn.execute(_index_ddl(entity_type, self._dims))
             except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
                 pass  # another process built it at the same moment
             self._deferred.discard(entity_type)
 
     def _repair_indexes(self) -> None:
-        """Build the per-type indexes a stopped bulk load left dropped (this enricher's own excepted)."""
+        """Build the per-type indexes of this enricher's vector size that are missing: left dropped by a
+        stopped bulk load (this enricher's own excepted), or never made (the first model of this size)."""
         with self.store.connection() as conn:
             present = {r["indexname"] for r in conn.execute(
                 "SELECT indexname FROM pg_indexes WHERE tablename = 'embeddings'")}
         self._build_indexes({t for t in EMBEDDED_TYPES
-                             if _index_name(t) not in present and t not in self._deferred})
+                             if _index_name(t, self._dims) not in present and t not in self._deferred})
 
     def _done(self, tokens: Sequence[str]) -> None:
         if not tokens:
@@ -272,11 +309,11 @@ class Enricher:
         with self.store.connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS _hissuno_vectors (project_id uuid, entity_type text,"
-                " entity_id uuid, model text, text_hash text, embedding vector(1536), dims integer, body text)"
+                " entity_id uuid, model text, text_hash text, embedding vector, dims integer)"
                 " ON COMMIT DELETE ROWS"
             )
             with cur.copy("COPY _hissuno_vectors FROM STDIN (FORMAT BINARY)") as cp:
-                cp.set_types(["uuid", "text", "uuid", "text", "text", "vector", "int4", "text"])
+                cp.set_types(["uuid", "text", "uuid", "text", "text", "vector", "int4"])
                 for row in rows:
                     cp.write_row(row)
             # One row per (entity, model): vectors of another model stay until this one replaces them
@@ -288,11 +325,22 @@ class Enricher:
                 " ON CONFLICT (entity_type, entity_id, model) DO UPDATE SET text_hash = EXCLUDED.text_hash,"
                 " embedding = EXCLUDED.embedding, dims = EXCLUDED.dims, updated_at = now()"
             )
-            # The lexical side of search; rewritten only when the text changed (not on a model switch).
+
+    def _write_texts(self, rows: list[tuple[Any, ...]]) -> None:
+        """The lexical side of search; rewritten only when the text changed (not on a model switch)."""
+        with self.store.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS _hissuno_texts (entity_type text, entity_id uuid, project_id uuid,"
+                " text_hash text, body text) ON COMMIT DELETE ROWS"
+            )
+            with cur.copy("COPY _hissuno_texts FROM STDIN (FORMAT BINARY)") as cp:
+                cp.set_types(["text", "uuid", "uuid", "text", "text"])
+                for row in rows:
+                    cp.write_row(row)
             cur.execute(
                 "INSERT INTO search_text (entity_type, entity_id, project_id, text_hash, body)"
                 " SELECT DISTINCT ON (entity_type, entity_id) entity_type, entity_id, project_id, text_hash, body"
-                " FROM _hissuno_vectors"
+                " FROM _hissuno_texts"
                 " ON CONFLICT (entity_type, entity_id) DO UPDATE SET text_hash = EXCLUDED.text_hash,"
                 " body = EXCLUDED.body, project_id = EXCLUDED.project_id, updated_at = now()"
                 " WHERE search_text.text_hash <> EXCLUDED.text_hash"
@@ -314,7 +362,7 @@ class Enricher:
             if i.entity_type in GRAPH_TYPES:
                 by_type.setdefault(i.entity_type, []).append(i.entity_id)
         for entity_type, ids in by_type.items():
-            sql = link_sql(entity_type)
+            sql = link_sql(entity_type, embedder.dims)
             for start in range(0, len(ids), _LINK_BATCH):
                 with self.store.connection() as conn, conn.transaction():
                     _bound_link_statement(conn)
@@ -357,29 +405,38 @@ def graph_threshold(embedder: Embedder) -> float:
         raise ValueError(msg) from None
 
 
-def _index_name(entity_type: str) -> str:
+def _index_name(entity_type: str, dims: int) -> str:
     assert entity_type in EMBEDDED_TYPES  # a constant, never input: part of DDL
-    return f"embeddings_hnsw_{entity_type}"
+    return f"embeddings_hnsw_{entity_type}_{int(dims)}"
 
 
-def _index_ddl(entity_type: str) -> str:
-    """The type's partial HNSW index, as migration 0007 made it."""
-    return (f"CREATE INDEX IF NOT EXISTS {_index_name(entity_type)} ON embeddings"
-            f" USING hnsw (embedding vector_cosine_ops) WHERE entity_type = '{entity_type}'")
+def _index_ddl(entity_type: str, dims: int) -> str:
+    """The partial HNSW index of the type's vectors of one size (the shape migration 0012 makes)."""
+    return (f"CREATE INDEX IF NOT EXISTS {_index_name(entity_type, dims)} ON embeddings"
+            f" USING hnsw ((embedding::vector({int(dims)})) vector_cosine_ops)"
+            f" WHERE entity_type = '{entity_type}' AND dims = {int(dims)}")
 
 
-def _nearest(target: str) -> str:
+def sized(column: str, dims: int) -> str:
+    """``column`` as the indexed expression of its size: a vector query must name it exactly so for the
+    planner to use that size's HNSW index (``dims`` is the embedder's own number, never input)."""
+    return f"{column}::vector({int(dims)})"
+
+
+def _nearest(target: str, dims: int) -> str:
     # ``target`` is one of GRAPH_TYPES (a constant, never input): inlined so the planner matches the
-    # type's partial HNSW index, which a bound parameter would not.
+    # type's partial HNSW index, which a bound parameter would not; so is the size.
     assert target in GRAPH_TYPES
-    return (f"(SELECT o.entity_type, o.entity_id, o.embedding <=> r.embedding AS dist FROM embeddings o"
-            f" WHERE o.entity_type = '{target}' AND o.project_id = r.project_id AND o.model = r.model"
-            f" ORDER BY o.embedding <=> r.embedding LIMIT {NEIGHBOURS})")
+    dist = f"{sized('o.embedding', dims)} <=> {sized('r.embedding', dims)}"
+    return (f"(SELECT o.entity_type, o.entity_id, {dist} AS dist FROM embeddings o"
+            f" WHERE o.entity_type = '{target}' AND o.dims = {int(dims)} AND o.project_id = r.project_id"
+            f" AND o.model = r.model ORDER BY {dist} LIMIT {NEIGHBOURS})")
 
 
-def link_sql(entity_type: str) -> str:
-    """The statement that links a batch (``ids``) of ``entity_type`` entities to their neighbours."""
-    union = "\n UNION ALL ".join(_nearest(t) for t in GRAPH_TYPES if t != entity_type)
+def link_sql(entity_type: str, dims: int) -> str:
+    """The statement that links a batch (``ids``) of ``entity_type`` entities (vectors of ``dims``) to
+    their neighbours."""
+    union = "\n UNION ALL ".join(_nearest(t, dims) for t in GRAPH_TYPES if t != entity_type)
     first = "(e.entity_type, e.entity_id::text) < (n.entity_type, n.entity_id::text)"
     return f"""
         WITH reps AS MATERIALIZED (
@@ -438,13 +495,14 @@ def search(store: Store, query: str, *, project_id: str, entity_type: str = "ses
         raise InputError(msg, field="entity_type")
     emb = embedder or get_embedder()
     vec = Vector(emb.embed([query])[0])
+    dist = f"{sized('e.embedding', emb.dims)} <=> %s"
     with store.connection() as conn:
         conn.execute(_SEARCH_SCAN)
         rows = conn.execute(
-            "SELECT e.entity_id::text AS id, 1 - (e.embedding <=> %s) AS sim FROM embeddings e"
+            f"SELECT e.entity_id::text AS id, 1 - ({dist}) AS sim FROM embeddings e"
             # The type is one of _DELETED's keys (checked above), inlined to match its partial HNSW index.
-            f" WHERE e.project_id = %s AND e.entity_type = '{entity_type}' AND e.model = %s"
-            f" AND NOT {_DELETED[entity_type]} ORDER BY e.embedding <=> %s LIMIT %s",
+            f" WHERE e.project_id = %s AND e.entity_type = '{entity_type}' AND e.dims = {int(emb.dims)}"
+            f" AND e.model = %s AND NOT {_DELETED[entity_type]} ORDER BY {dist} LIMIT %s",
             (vec, project_id, emb.model, vec, limit),
         ).fetchall()
     return [(r["id"], float(r["sim"])) for r in rows]

@@ -19,7 +19,7 @@ from pgvector import Vector
 from ..kit.errors import InputError
 from .db import Store
 from .embedder import Embedder, get_embedder
-from .enrich import _DELETED, _SEARCH_SCAN, MAX_SEARCH_LIMIT
+from .enrich import _DELETED, _SEARCH_SCAN, MAX_SEARCH_LIMIT, sized
 
 RRF_K = 60  # the usual constant: a rank-1 hit in one list weighs about as much as rank 2 in both
 OR_WEIGHT = 0.3
@@ -75,12 +75,14 @@ def _tsquery_text(query: str) -> str:
     return " or ".join(w for w in words if w)
 
 
-def vector_sql(entity_type: str, extra: str = "") -> str:
-    """The nearest ``%(k)s`` vectors of ``entity_type`` to ``%(v)s`` under model ``%(m)s`` in project ``%(p)s``."""
+def vector_sql(entity_type: str, dims: int, extra: str = "") -> str:
+    """The nearest ``%(k)s`` vectors of ``entity_type`` to ``%(v)s`` (``dims`` long) under model ``%(m)s``
+    in project ``%(p)s``."""
     assert entity_type in _KIND_OF  # a constant, inlined so the planner matches the type's partial HNSW index
-    return ("SELECT e.entity_id::text AS id, 1 - (e.embedding <=> %(v)s) AS sim FROM embeddings e"
-            f" WHERE e.entity_type = '{entity_type}' AND e.project_id = %(p)s AND e.model = %(m)s{extra}"
-            " ORDER BY e.embedding <=> %(v)s LIMIT %(k)s")
+    dist = f"{sized('e.embedding', dims)} <=> %(v)s"
+    return (f"SELECT e.entity_id::text AS id, 1 - ({dist}) AS sim FROM embeddings e"
+            f" WHERE e.entity_type = '{entity_type}' AND e.dims = {int(dims)} AND e.project_id = %(p)s"
+            f" AND e.model = %(m)s{extra} ORDER BY {dist} LIMIT %(k)s")
 
 
 def _fuse(ranked: dict[tuple[str, str], float], scores: dict[tuple[str, str], float], weight: float) -> None:
@@ -141,7 +143,7 @@ def search(store: Store, query: str, *, project_id: str, kinds: list[str] | None
             vec = Vector(emb.embed([query])[0])
             for t in types:
                 extra, params = _filters(t, connection_id, since, until, "e")
-                rows = conn.execute(vector_sql(t, extra),
+                rows = conn.execute(vector_sql(t, emb.dims, extra),
                                     {"v": vec, "p": project_id, "m": emb.model, "k": depth, **params}).fetchall()
                 sims.update({(t, r["id"]): float(r["sim"]) for r in rows})
             # One ranking across types (by similarity), not one per type: rank 1 is the nearest record.

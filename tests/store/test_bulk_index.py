@@ -40,7 +40,7 @@ def fresh_store(database_url: str) -> Iterator[Store]:
 def _session_indexes(store: Store) -> list[str]:
     with store.connection() as conn:
         return [r["indexname"] for r in conn.execute(
-            "SELECT indexname FROM pg_indexes WHERE tablename = 'embeddings' AND indexname LIKE '%%session'")]
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'embeddings' AND indexname LIKE '%%session%%'")]
 
 
 def _queue(enricher: Enricher, n: int) -> list[str]:
@@ -59,7 +59,7 @@ def test_a_bulk_load_builds_the_index_after_the_vectors(fresh_store, monkeypatch
     ids = _queue(enricher, 120)
     assert enricher.run() == 120
     assert dropped and dropped[0] == []  # the vectors went in without the session index
-    assert _session_indexes(fresh_store) == ["embeddings_hnsw_session"]
+    assert _session_indexes(fresh_store) == ["embeddings_hnsw_session_1536"]
     found = search(fresh_store, "conversation 7 about topic7 and invoice0", project_id=PROJECT,
                    embedder=HashEmbedder())
     assert found[0][0] == ids[7]
@@ -67,7 +67,7 @@ def test_a_bulk_load_builds_the_index_after_the_vectors(fresh_store, monkeypatch
     _queue(enricher, 60)
     dropped.clear()
     enricher.run()
-    assert dropped == [["embeddings_hnsw_session"]]
+    assert dropped == [["embeddings_hnsw_session_1536"]]
 
 
 def test_an_index_a_stopped_bulk_load_left_dropped_is_built_by_the_next_run(fresh_store, monkeypatch) -> None:
@@ -85,7 +85,7 @@ def test_an_index_a_stopped_bulk_load_left_dropped_is_built_by_the_next_run(fres
     nxt = Enricher(fresh_store, PROJECT, HashEmbedder())
     nxt.queue("contact", str(uuid.uuid4()), "someone", graph=False)
     nxt.run()
-    assert _session_indexes(fresh_store) == ["embeddings_hnsw_session"]
+    assert _session_indexes(fresh_store) == ["embeddings_hnsw_session_1536"]
 
 
 class _CountingEmbedder(HashEmbedder):

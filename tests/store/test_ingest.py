@@ -189,3 +189,85 @@ def test_knowledge_is_chunked_and_embedded_and_rechunked_on_change(store, sample
     assert k2.id == k.id and k2.action == "updated"
     assert _count(store, "SELECT count(*) AS n FROM knowledge_chunks WHERE source_id = %s", k.id) == 1
     assert _count(store, "SELECT count(*) AS n FROM knowledge_sources") == 1
+
+
+def test_a_batch_writes_its_contacts_together_and_keeps_the_id_of_a_person_already_stored(store, sample_connection):
+    # A person an older version stored under a random id, before this stream ever saw them.
+    with store.connection() as c:
+        legacy = c.execute(
+            "INSERT INTO contacts (project_id, name, email) VALUES (%s, 'Old Ana', 'ana@acme.com')"
+            " RETURNING id::text AS id", (settings.default_project_id(),)).fetchone()["id"]
+    ing = _ingest(store, sample_connection.id, batch_size=1000)
+    for i in range(60):
+        email = "Ana@Acme.com" if i == 7 else f"person{i}@firm{i % 5}.com"
+        ing.contact(external_id=f"c{i}", email=email, name=f"Person {i}")
+        ing.session(SessionRecord(external_id=f"s{i}", source="sample", name=f"Conversation {i}",
+                                  contact_email=email, messages=[{"sender_type": "user", "content": f"hello {i}"}]))
+    ing.company(external_id="firm0", domain="firm0.com", name="Firm Zero")  # after its people, same batch
+    ing.close()
+    with store.connection() as c:
+        # One transaction wrote all sixty people (per-person upserts committed one each).
+        assert c.execute("SELECT count(DISTINCT xmin::text) AS n FROM contacts WHERE email LIKE 'person%%'"
+                         ).fetchone()["n"] == 1
+        ana = c.execute("SELECT id::text AS id, name FROM contacts WHERE lower(email) = 'ana@acme.com'").fetchall()
+        session = c.execute("SELECT s.contact_id::text AS c FROM sessions s JOIN integration_synced_records r"
+                            " ON r.hissuno_id = s.id WHERE r.external_id = 's7'").fetchone()
+        synced = c.execute("SELECT hissuno_id::text AS h FROM integration_synced_records"
+                           " WHERE hissuno_kind = 'contacts' AND external_id = 'c7'").fetchone()
+        vectors = c.execute("SELECT count(*) AS n FROM embeddings WHERE entity_type = 'contact'"
+                            " AND entity_id = %s", (legacy,)).fetchone()["n"]
+        firm0 = c.execute("SELECT count(*) AS n FROM contacts k JOIN companies co ON co.id = k.company_id"
+                          " WHERE co.domain = 'firm0.com'").fetchone()["n"]
+    assert ana == [{"id": legacy, "name": "Old Ana"}]  # fill_nulls: the stored name stays
+    assert session["c"] == synced["h"] == legacy and vectors == 1
+    assert firm0 == 12  # its people joined the company written after them
+
+
+def test_a_person_whose_email_changed_gets_a_row_of_the_new_address(store, sample_connection):
+    ing = _ingest(store, sample_connection.id, stream="contacts")
+    old = ing.contact(external_id="c1", email="bo@old.example", name="Bo")
+    ing.close()
+    ing = _ingest(store, sample_connection.id, stream="contacts")
+    new = ing.contact(external_id="c1", email="bo@new.example", name="Bo")
+    ing.close()
+    with store.connection() as c:
+        rows = c.execute("SELECT id::text AS id, email FROM contacts ORDER BY email").fetchall()
+        synced = c.execute("SELECT hissuno_id::text AS h FROM integration_synced_records"
+                           " WHERE external_id = 'c1'").fetchone()
+    assert [r["email"] for r in rows] == ["bo@new.example", "bo@old.example"]
+    assert synced["h"] == next(r["id"] for r in rows if r["email"] == "bo@new.example") != old.id
+    assert new.action == "updated"
+
+
+def test_an_address_too_long_to_index_is_refused_by_name_and_the_batch_goes_on(store, sample_connection):
+    ing = _ingest(store, sample_connection.id, stream="contacts")
+    bad = ing.contact(external_id="c1", email="a" * 400 + "@example.org")
+    good = ing.contact(external_id="c2", email="ok@example.org")
+    ing.close()
+    assert bad.action == "failed" and "email" in (bad.error or "")
+    assert good.action == "created"
+    assert _count(store, "SELECT count(*) AS n FROM contacts") == 1
+    assert _count(store, "SELECT count(*) AS n FROM ingest_errors WHERE external_id = 'c1'") == 1
+
+
+def test_a_failed_full_text_write_fails_the_enrichment_and_keeps_its_pending_rows(store, sample_connection,
+                                                                                    monkeypatch):
+    # search_text is written in a second session beside the vectors: its failure must still reach the
+    # run, and the pending rows stay for ``resume`` (nothing reports done what is not written).
+    ing = _ingest(store, sample_connection.id)
+    for i in range(5):
+        ing.session(_session(i))
+    ing.flush()
+
+    def broken(self, rows):
+        raise RuntimeError("the full-text write failed")
+
+    monkeypatch.setattr(enrich_mod.Enricher, "_write_texts", broken)
+    with pytest.raises(RuntimeError, match="full-text write"):
+        ing.enricher.run()
+    assert _count(store, "SELECT count(*) AS n FROM enrich_pending") == 5
+    assert _count(store, "SELECT count(*) AS n FROM search_text") == 0
+    monkeypatch.undo()
+    assert ing.enricher.resume(sample_connection.id) == 5
+    assert _count(store, "SELECT count(*) AS n FROM search_text") == 5
+    assert _count(store, "SELECT count(*) AS n FROM enrich_pending") == 0

@@ -70,13 +70,13 @@ def test_linking_looks_up_each_distinct_vector_once_through_the_hnsw_index(fresh
     with fresh_store.connection() as c:
         assert c.execute("SELECT count(*) AS n FROM pg_stats WHERE tablename = 'embeddings'").fetchone() == {"n": 0}
         _bound_link_statement(c)
-        row = c.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + link_sql("session"),
+        row = c.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + link_sql("session", HashEmbedder.dims),
                         {"type": "session", "ids": sessions, "model": HashEmbedder.model, "t": 0.6}).fetchone()
         c.rollback()
     assert row is not None
     nodes = list(_nodes(row["QUERY PLAN"][0]["Plan"]))
     lookups = {n["Index Name"]: n["Actual Loops"] for n in nodes if n.get("Index Name", "").startswith("embeddings_hnsw")}
     # One index scan per other graph type, run once per distinct vector (3), not per session (60).
-    assert lookups == {f"embeddings_hnsw_{t}": len(TOPICS) for t in GRAPH_TYPES if t != "session"}
+    assert lookups == {f"embeddings_hnsw_{t}_{HashEmbedder.dims}": len(TOPICS) for t in GRAPH_TYPES if t != "session"}
     # No brute force: nothing sorts vectors by distance.
     assert not [n for n in nodes if n["Node Type"] == "Sort" and "<=>" in " ".join(n.get("Sort Key", []))]

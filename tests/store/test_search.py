@@ -142,22 +142,21 @@ def test_the_vector_lookup_is_an_hnsw_index_scan(store, model):
     pid = settings.default_project_id()
     rng = np.random.default_rng(1)
     with store.connection() as c, c.transaction(), c.cursor() as cur:
-        cur.execute("DROP INDEX embeddings_hnsw_session")  # built once after the load: seconds, not 20
+        cur.execute("DROP INDEX IF EXISTS embeddings_hnsw_session_256")  # built once after the load: seconds, not 20
         with cur.copy("COPY embeddings (project_id, entity_type, entity_id, model, text_hash, embedding, dims)"
                       " FROM STDIN (FORMAT BINARY)") as cp:
             cp.set_types(["uuid", "text", "uuid", "text", "text", "vector", "int4"])
             for _ in range(2000):
-                v = np.zeros(emb.DIMENSIONS, dtype=np.float32)
-                v[:256] = rng.standard_normal(256)
+                v = rng.standard_normal(256).astype(np.float32)
                 cp.write_row((uuid.UUID(pid), "session", uuid.uuid4(), model.model, "h", Vector(v / np.linalg.norm(v)), 256))
-        cur.execute(_index_ddl("session"))
+        cur.execute(_index_ddl("session", 256))
         cur.execute("ANALYZE embeddings")
     extra, params = _filters("session", None, None, None, "e")
     with store.connection() as c, c.transaction():
         plan = "\n".join(r["QUERY PLAN"] for r in c.execute(
-            "EXPLAIN " + vector_sql("session", extra),
+            "EXPLAIN " + vector_sql("session", model.dims, extra),
             {"v": Vector(model.embed(["login"])[0]), "p": pid, "m": model.model, "k": 40, **params}))
-    assert "Index Scan using embeddings_hnsw_session" in plan, plan[:600]
+    assert "Index Scan using embeddings_hnsw_session_256" in plan, plan[:600]
 
 
 def test_hybrid_search_finds_a_unique_record_among_thousands_of_near_duplicates(store, sample_connection, model,
