@@ -40,7 +40,7 @@ def fresh_store(database_url: str) -> Iterator[Store]:
 def _session_indexes(store: Store) -> list[str]:
     with store.connection() as conn:
         return [r["indexname"] for r in conn.execute(
-            "SELECT indexname FROM pg_indexes WHERE tablename = 'embeddings' AND indexname LIKE '%%session%%'")]
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'embeddings' AND indexname LIKE '%%session_1536'")]
 
 
 def _queue(enricher: Enricher, n: int) -> list[str]:

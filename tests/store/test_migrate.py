@@ -72,3 +72,44 @@ def test_an_opened_pool_is_closed_before_interpreter_shutdown(database_url):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_padded_vectors_of_an_older_store_become_their_models_size(database_url, monkeypatch):
+    """Migration 0012 on a store with data: each vector cut to its ``dims`` (padding only ever held zeros),
+    an HNSW index per (type, size) present, and nearest-neighbour order unchanged."""
+    import uuid
+
+    name = "mig12_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(database_url, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    url = psycopg.conninfo.make_conninfo(database_url, dbname=name)
+    try:
+        steps = migrate.available()
+        monkeypatch.setattr(migrate, "available", lambda: [s for s in steps if s[0] < "0012"])
+        migrate.migrate(url)
+        with psycopg.connect(url) as c:
+            c.execute("INSERT INTO projects (id, name) VALUES (%s, 'p') ON CONFLICT DO NOTHING", (PROJECT,))
+            for k, (x, y) in enumerate([(1.0, 0.0), (0.8, 0.6), (0.0, 1.0)]):
+                padded = "[" + ",".join([str(x), str(y)] + ["0"] * 1534) + "]"
+                c.execute("INSERT INTO embeddings (project_id, entity_type, entity_id, model, text_hash, embedding,"
+                          " dims) VALUES (%s, 'session', %s, 'old-model', 'h', %s::vector, 2)",
+                          (PROJECT, f"00000000-0000-0000-0000-00000000000{k}", padded))
+        monkeypatch.undo()
+        assert "0012_native_dimension_vectors" in migrate.migrate(url)
+        with psycopg.connect(url) as c:
+            dims = {r[0] for r in c.execute("SELECT vector_dims(embedding) FROM embeddings")}
+            indexes = {r[0] for r in c.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'embeddings'")}
+            c.execute("SET enable_seqscan = off")
+            nearest = [r[0] for r in c.execute(
+                "SELECT entity_id::text FROM embeddings WHERE entity_type = 'session' AND dims = 2"
+                " ORDER BY embedding::vector(2) <=> '[0.9,0.5]'::vector(2) LIMIT 3")]
+            plan = " ".join(r[0] for r in c.execute(
+                "EXPLAIN SELECT entity_id FROM embeddings WHERE entity_type = 'session' AND dims = 2"
+                " ORDER BY embedding::vector(2) <=> '[0.9,0.5]'::vector(2) LIMIT 3"))
+        assert dims == {2}
+        assert {"embeddings_hnsw_session_2", "embeddings_hnsw_session_256", "embeddings_hnsw_contact_256"} <= indexes
+        assert "embeddings_hnsw_session_2" in plan
+        assert nearest[0].endswith("1")  # (0.8, 0.6) is nearest to (0.9, 0.5)
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as c:
+            c.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
