@@ -68,13 +68,16 @@ _DELETED = {
 class _Item:
     entity_type: str
     entity_id: str
-    text: str
+    text: str | None
+    """None once saved to ``enrich_pending`` (see ``save_pending``): read back from there when embedded."""
     graph: bool
     email: str | None
     tokens: list[str] = field(default_factory=list)
     """``enrich_pending`` rows this item stands for (deleted once its enrichment committed)."""
     resumed: bool = False
     """Taken over from a run that did not finish: link it even when its vector is current."""
+    hash: str | None = None
+    """The text's hash, kept when the text itself is released."""
 
 
 class Enricher:
@@ -103,9 +106,14 @@ class Enricher:
                                                       graph, email, tokens=prev.tokens if prev else [])
 
     def save_pending(self, cur: Any, *, connection_id: str | None, stream_id: str | None,
-                     run_id: str | None) -> None:
+                     run_id: str | None, release_texts: bool = False) -> None:
         """Write what was queued since the last call to ``enrich_pending`` on ``cur`` (the caller's
-        transaction, the one that writes the entities)."""
+        transaction, the one that writes the entities).
+
+        ``release_texts`` (the transaction commits before ``run``, on a connection of the store's own):
+        the items keep only their texts' hashes, and ``run`` reads each text back from its pending row
+        when it embeds it, a write batch at a time. Holding up to 20,000 queued texts (a few KB each) made
+        a sync's peak memory grow with its size between enrichment passes."""
         items = list(self._unsaved.values())
         self._unsaved.clear()
         if not items:
@@ -120,6 +128,10 @@ class Enricher:
                 i.tokens.append(str(token))
                 cp.write_row((token, project, connection_id, stream_id, run, i.entity_type,
                               UUID(i.entity_id), i.text, i.graph, i.email))
+        if release_texts:
+            for i in items:
+                if i.text is not None:
+                    i.hash, i.text = text_hash(i.text), None
 
     def resume(self, connection_id: str, *, stream_id: str | None = None) -> int:
         """Finish the enrichment a stopped run or drain of ``connection_id`` left pending; returns how
@@ -169,7 +181,7 @@ class Enricher:
         items = list(self._items.values())
         self._items.clear()
         self._unsaved.clear()
-        hashes = {(i.entity_type, i.entity_id): text_hash(i.text) for i in items}
+        hashes = {(i.entity_type, i.entity_id): i.hash or text_hash(i.text or "") for i in items}
         with self.store.connection() as conn:
             rows = conn.execute(
                 "SELECT entity_type, entity_id::text AS id, text_hash, model FROM embeddings"
@@ -202,9 +214,10 @@ class Enricher:
             # A stopped run may have committed an item's vector but not its text (two sessions): a resumed
             # item whose vector is current gets its text written (a no-op where it is there already).
             todo_ids = {id(i) for i in todo}
+            again = [i for i in items if i.resumed and id(i) not in todo_ids]
+            body = self._texts(again)
             text_only = [(i.entity_type, UUID(i.entity_id), UUID(self.project_id),
-                          hashes[(i.entity_type, i.entity_id)], i.text[:_SEARCH_TEXT_MAX])
-                         for i in items if i.resumed and id(i) not in todo_ids]
+                          hashes[(i.entity_type, i.entity_id)], body[id(i)][:_SEARCH_TEXT_MAX]) for i in again]
             for start in range(0, len(text_only), _WRITE_BATCH):
                 pending.append(texts_side.submit(self._write_texts, text_only[start : start + _WRITE_BATCH]))
             self.embedded += written
@@ -231,7 +244,8 @@ class Enricher:
         for start in range(0, len(todo), _WRITE_BATCH):
             batch = todo[start : start + _WRITE_BATCH]
             keys = key_of[start : start + _WRITE_BATCH]
-            texts = {key: i.text[:8000] for key, i in zip(keys, batch, strict=True) if key not in vectors}
+            body = self._texts(batch)
+            texts = {key: body[id(i)][:8000] for key, i in zip(keys, batch, strict=True) if key not in vectors}
             new = list(texts)
             for at in range(0, len(new), 100):
                 chunk = new[at : at + 100]
@@ -239,14 +253,30 @@ class Enricher:
                     vectors[key] = Vector(vec)
             self._write([(UUID(self.project_id), i.entity_type, UUID(i.entity_id), embedder.model, key,
                           vectors[key], embedder.dims) for key, i in zip(keys, batch, strict=True)])
-            text_rows = [(i.entity_type, UUID(i.entity_id), UUID(self.project_id), key, i.text[:_SEARCH_TEXT_MAX])
-                         for key, i in zip(keys, batch, strict=True)]
+            text_rows = [(i.entity_type, UUID(i.entity_id), UUID(self.project_id), key,
+                          body[id(i)][:_SEARCH_TEXT_MAX]) for key, i in zip(keys, batch, strict=True)]
             pending.append(texts_side.submit(self._write_texts, text_rows))
             written += len(batch)
             for key in set(keys):
                 if last_use[key] < start + len(batch):
                     del vectors[key]
         return written
+
+    def _texts(self, items: Sequence[_Item]) -> dict[int, str]:
+        """The text of each item (by ``id(item)``): its own, or read back from its latest pending row."""
+        out = {id(i): i.text for i in items if i.text is not None}
+        released = {i.tokens[-1]: i for i in items if i.text is None}
+        if released:
+            with self.store.connection() as conn:
+                rows = conn.execute("SELECT token::text AS token, text FROM enrich_pending"
+                                    " WHERE token = ANY(%s::uuid[])", (list(released),)).fetchall()
+            for r in rows:
+                out[id(released[r["token"]])] = r["text"]
+            if len(rows) != len(released):
+                # Only this run (it holds the stream's lock) clears its pending rows, after the writes.
+                msg = f"enrichment: {len(released) - len(rows)} queued texts are gone from enrich_pending"
+                raise RuntimeError(msg)
+        return out
 
     def finish(self) -> None:
         """Build the HNSW indexes this enricher deferred for a bulk load."""

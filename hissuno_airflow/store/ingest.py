@@ -697,6 +697,7 @@ class StreamIngest:
                     " source_updated_at = EXCLUDED.source_updated_at, updated_at = now(), deleted_at = NULL",
                     (self.connection_id, self.stream_id, [r[2] for r in rest], [r[3] for r in rest],
                      [r[4] for r in rest], [r[5] for r in rest], [r[6] for r in rest]),
+                    binary=True,  # arrays in binary: the text format checks each element for quoting
                 )
             if self._deletes:
                 self._apply_deletes(cur)
@@ -729,7 +730,7 @@ class StreamIngest:
                      self.connection_id, self.stream_id),
                 )
             self.enricher.save_pending(cur, connection_id=self.connection_id, stream_id=self.stream_id,
-                                       run_id=self.run_id)
+                                       run_id=self.run_id, release_texts=isinstance(self.store, Store))
 
     def _claim(self, cur: Any) -> set[tuple[str, str]]:
         """Insert-or-get the synced record of every entity this batch creates, before the entity itself.
@@ -755,6 +756,7 @@ class StreamIngest:
             " SELECT hissuno_kind, external_id, hid FROM claim WHERE NOT inserted",
             (self.connection_id, self.stream_id, [r[2] for r in fresh], [r[3] for r in fresh],
              [r[4] for r in fresh], [r[5] for r in fresh], [r[6] for r in fresh]),
+            binary=True,  # arrays in binary: the text format checks each element for quoting
         )
         claimed = {(r[4], r[2]) for r in fresh}  # (kind, external id)
         for held in cur.fetchall():

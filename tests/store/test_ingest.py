@@ -271,3 +271,19 @@ def test_a_failed_full_text_write_fails_the_enrichment_and_keeps_its_pending_row
     assert ing.enricher.resume(sample_connection.id) == 5
     assert _count(store, "SELECT count(*) AS n FROM search_text") == 5
     assert _count(store, "SELECT count(*) AS n FROM enrich_pending") == 0
+
+
+def test_queued_texts_leave_memory_once_written_and_are_read_back_to_embed(store, sample_connection, monkeypatch):
+    # Between enrichment passes a sync holds up to 20,000 queued entities: their texts (kilobytes each)
+    # live in enrich_pending once the batch is written, not in the process.
+    monkeypatch.setattr(enrich_mod, "_WRITE_BATCH", 7)  # several read-backs
+    ing = _ingest(store, sample_connection.id)
+    for i in range(20):
+        ing.session(_session(i, topic=f"kubernetes pod eviction {i}" if i == 13 else None))
+    ing.flush()
+    queued = list(ing.enricher._items.values())
+    assert len(queued) == 20 and all(i.text is None and i.hash for i in queued)
+    ing.close()
+    found = search(store, "kubernetes pod eviction", project_id=settings.default_project_id(), limit=1)
+    assert found and found[0][0] == ing._map()[("sessions", "s13")][0]
+    assert _count(store, "SELECT count(*) AS n FROM search_text WHERE body LIKE '%%kubernetes%%'") == 1
