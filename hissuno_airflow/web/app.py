@@ -6,8 +6,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask
+from flask import Flask, current_app
 
+from ..kit.errors import NotConfigured
 from ..store.db import Store, get_store
 from . import access, errors
 from .blueprint import bp
@@ -43,7 +44,32 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     # A path with an empty segment ("//") is not a route: answer the JSON 404, not Werkzeug's 308 redirect.
     app.url_map.merge_slashes = False
+    app.before_request(_one_secret_key)
     app.register_blueprint(bp, url_prefix=url_prefix or None)
     app.register_blueprint(search_bp, url_prefix=url_prefix or None)
     errors.register(app)
     return app
+
+
+def _one_secret_key() -> None:
+    """Refuse every request of a process whose secret key is not the store's (``store.sealed``).
+
+    ``hissuno serve`` checks at start; under Airflow the routes live in the API server, which must start
+    whatever the store says, so the check runs on this app's first request instead: a replica with a key
+    of its own answers 503 naming ``HISSUNO_SECRET_KEY`` rather than failing each OAuth callback and
+    credential read. An unreachable store is not a verdict: the routes report it, and the next request
+    checks again."""
+    verdict = current_app.config.get("HISSUNO_KEY_VERDICT")
+    if verdict is None:
+        from ..store.sealed import check_secret_key
+
+        try:
+            check_secret_key(current_app.config["HISSUNO_STORE"]())
+            verdict = True
+        except NotConfigured as exc:
+            verdict = exc
+        except Exception:  # the store is away: no verdict yet
+            return
+        current_app.config["HISSUNO_KEY_VERDICT"] = verdict
+    if isinstance(verdict, NotConfigured):
+        raise verdict

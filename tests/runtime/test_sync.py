@@ -142,8 +142,8 @@ def test_backfill_window_is_exact_and_leaves_live_cursor(store, sample_connectio
             "SELECT source_updated_at t FROM integration_synced_records WHERE hissuno_kind = 'sessions'").fetchall()]
     assert ts and all(lo <= t < hi for t in ts)
     src = data.SampleSource(sample_connection.external_account_id, datetime(2026, 1, 1, tzinfo=UTC), 600)
-    expected = data.conversations(src, size=60, since=lo, until=hi)
-    all_convs = data.conversations(src, size=60, since=None, until=None)
+    expected = list(data.conversations(src, size=60, since=lo, until=hi))
+    all_convs = list(data.conversations(src, size=60, since=None, until=None))
     assert 0 < len(expected) < len(all_convs)
     assert len(ts) == len(expected)
     assert _stream(store, cid).last_sync_at is None

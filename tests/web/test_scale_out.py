@@ -192,3 +192,33 @@ def test_a_replica_without_the_shared_secret_key_refuses_to_start(
         assert "same HISSUNO_SECRET_KEY" in out and "Traceback" not in out, out[-2000:]
     finally:
         c.stop()
+
+
+def test_a_web_process_with_another_secret_key_answers_503_naming_the_setting(
+        store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Under Airflow the routes live in the API server, which starts whatever the store says: the app
+    # itself refuses to serve with a key that cannot open what the other processes sealed.
+    from hissuno_airflow.store.sealed import check_secret_key
+    from hissuno_airflow.web.serve import Server, build_app
+    from tests.fixtures.web import ADMIN_TOKEN
+
+    check_secret_key(store)  # another process recorded the store's key
+    shared = os.environ["HISSUNO_SECRET_KEY"]
+    monkeypatch.setenv("HISSUNO_SECRET_KEY", "a-key-of-this-host-only-0123456789")
+    server = Server(build_app(token=ADMIN_TOKEN, store=store)).start()
+    try:
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as c:
+            for path in ("/api/plugins/catalog", "/api/connections"):
+                resp = c.get(path)
+                assert resp.status_code == 503, (path, resp.text)
+                body = resp.json()
+                assert body["field"] == "HISSUNO_SECRET_KEY" and "Traceback" not in resp.text
+    finally:
+        server.stop()
+    monkeypatch.setenv("HISSUNO_SECRET_KEY", shared)  # the same key as the others: served
+    server = Server(build_app(token=ADMIN_TOKEN, store=store)).start()
+    try:
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as c:
+            assert c.get("/api/plugins/catalog").status_code == 200
+    finally:
+        server.stop()

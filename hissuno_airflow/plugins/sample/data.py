@@ -10,9 +10,11 @@ tombstones (``deleted_conversations``) stamped with the deletion time; ``touch``
 from __future__ import annotations
 
 import fcntl
+import heapq
 import json
 import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -183,16 +185,26 @@ def _person(rng: random.Random, i: int) -> dict[str, Any]:
             "company": {"name": name, "domain": domain, "industry": industry}}
 
 
+def _draws(src: SampleSource, i: int) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """Conversation ``i``'s person, theme and number of exchanges (fixed by the workspace and ``i``)."""
+    rng = random.Random(f"{src.workspace}:{i}")
+    person = _person(rng, i)
+    theme = THEMES[rng.randrange(len(THEMES))]
+    return person, theme, rng.randint(2, 5)
+
+
+def _unedited_update(created: datetime, n: int) -> datetime:
+    """An unedited conversation's update time: its last agent reply, 14 to 44 minutes after its creation."""
+    return created + timedelta(minutes=10 * (n - 1) + 4)
+
+
 def conversation(src: SampleSource, i: int, revisions: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Conversation ``i`` as the provider would return it."""
     ext = f"conv-{i}"
     rev = revisions.get(ext, {})
     revision = int(rev.get("revision", 0))
-    rng = random.Random(f"{src.workspace}:{i}")
-    person = _person(rng, i)
-    theme = THEMES[rng.randrange(len(THEMES))]
+    person, theme, n = _draws(src, i)
     created = src.epoch + timedelta(seconds=i * src.every_seconds)
-    n = rng.randint(2, 5)
     messages = []
     for k in range(n):
         messages.append({"from": "customer", "author": person["name"], "body": theme["user"][k],
@@ -203,29 +215,81 @@ def conversation(src: SampleSource, i: int, revisions: dict[str, dict[str, Any]]
         messages.append({"from": "customer", "author": person["name"],
                          "body": f"Follow-up #{r + 1}: any update on this?",
                          "at": rev.get("updated_at", created.isoformat())})
-    updated = datetime.fromisoformat(rev["updated_at"]) if "updated_at" in rev else \
-        created + timedelta(minutes=10 * (n - 1) + 4)
+    updated = datetime.fromisoformat(rev["updated_at"]) if "updated_at" in rev else _unedited_update(created, n)
     return {"id": ext, "subject": theme["title"], "theme_type": theme["type"], "customer": person,
             "messages": messages, "created_at": created.isoformat(), "updated_at": updated.isoformat(),
             "status": "closed", "revision": revision}
 
 
 def conversations(src: SampleSource, *, size: int, since: datetime | None, until: datetime | None,
-                  now: datetime | None = None) -> list[dict[str, Any]]:
-    """Visible conversations updated in ``[since, until)``, oldest update first (as an API would page)."""
+                  now: datetime | None = None) -> Iterator[dict[str, Any]]:
+    """Visible conversations updated in ``[since, until)``, oldest update first (as an API would page),
+    made one at a time: a listing of 100,000 is never held whole.
+
+    Edited conversations (few: those in the workspace's revisions file) are sorted up front. The others
+    come in creation order and each is updated after its creation (``_unedited_update``), so once
+    conversation ``i`` is created none updated before that moment can still come: a heap of those created
+    in the last 44 minutes puts them in update order."""
     now = now or datetime.now(UTC)
     revisions = load_revisions(src.workspace)
-    out = []
-    for i in range(size):
-        if src.epoch + timedelta(seconds=i * src.every_seconds) > now:
-            break
-        if revisions.get(f"conv-{i}", {}).get("deleted"):
-            continue
-        conv = conversation(src, i, revisions)
+
+    def key(conv: dict[str, Any]) -> tuple[str, str]:
+        return conv["updated_at"], conv["id"]
+
+    def created_at(i: int) -> datetime:
+        return src.epoch + timedelta(seconds=i * src.every_seconds)
+
+    edited = sorted((conversation(src, i, revisions) for i in _edited(revisions, size)
+                     if created_at(i) <= now), key=key)
+
+    def unedited() -> Iterator[dict[str, Any]]:
+        window: list[tuple[tuple[str, str], dict[str, Any]]] = []
+        for i in range(size):
+            created = created_at(i)
+            if created > now:
+                break
+            while window and window[0][1]["updated_at"] < created.isoformat():
+                yield heapq.heappop(window)[1]
+            rev = revisions.get(f"conv-{i}", {})
+            if rev.get("deleted") or "updated_at" in rev:  # deleted, or edited (sorted above)
+                continue
+            conv = conversation(src, i, revisions)
+            heapq.heappush(window, (key(conv), conv))
+        while window:
+            yield heapq.heappop(window)[1]
+
+    for conv in heapq.merge(unedited(), edited, key=key):
         ts = datetime.fromisoformat(conv["updated_at"])
         if (since is None or ts >= since) and (until is None or ts < until) and ts <= now:
-            out.append(conv)
-    out.sort(key=lambda c: (c["updated_at"], c["id"]))
+            yield conv
+
+
+def count_conversations(src: SampleSource, *, size: int, since: datetime | None, until: datetime | None,
+                        now: datetime | None = None) -> int:
+    """How many conversations ``conversations`` lists, counted without making them (a listing's total)."""
+    now = now or datetime.now(UTC)
+    revisions = load_revisions(src.workspace)
+    n = 0
+    for i in range(size):
+        created = src.epoch + timedelta(seconds=i * src.every_seconds)
+        if created > now:
+            break
+        rev = revisions.get(f"conv-{i}", {})
+        if rev.get("deleted"):
+            continue
+        ts = datetime.fromisoformat(rev["updated_at"]) if "updated_at" in rev else \
+            _unedited_update(created, _draws(src, i)[2])
+        n += (since is None or ts >= since) and (until is None or ts < until) and ts <= now
+    return n
+
+
+def _edited(revisions: dict[str, dict[str, Any]], size: int) -> list[int]:
+    """Indexes below ``size`` of the conversations edited and not deleted."""
+    out = []
+    for ext, rev in revisions.items():
+        if ext.startswith("conv-") and ext[5:].isdigit() and int(ext[5:]) < size and not rev.get("deleted") \
+                and "updated_at" in rev:
+            out.append(int(ext[5:]))
     return out
 
 

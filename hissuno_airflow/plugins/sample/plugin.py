@@ -7,6 +7,7 @@ and validated filters and settings.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -84,16 +85,18 @@ def _source(ctx: SyncCtx | ListCtx) -> data.SampleSource:
     return data.SampleSource(c["workspace"], datetime.fromisoformat(c["epoch"]), int(c["every_seconds"]))
 
 
-def _conversations(ctx: SyncCtx) -> list[dict[str, Any]]:
+def _conversations(ctx: SyncCtx) -> Iterator[dict[str, Any]]:
+    """The listing, one conversation at a time (as a provider's pages come), each reported found."""
     f: SampleFilters = ctx.filters
-    convs = data.conversations(_source(ctx), size=f.size, since=ctx.since(f.from_date), until=ctx.until)
-    for n, conv in enumerate(convs):
+    src, since = _source(ctx), ctx.since(f.from_date)
+    total = data.count_conversations(src, size=f.size, since=since, until=ctx.until)
+    for n, conv in enumerate(data.conversations(src, size=f.size, since=since, until=ctx.until)):
         ctx.signal.raise_if_cancelled()
         if f.fail_after is not None and n >= f.fail_after:
             raise ProviderUnavailable("sample GET /conversations: 503 Service Unavailable", provider="sample",
                                       status=503)
-        ctx.progress("found", current=n + 1, total=len(convs), external_id=conv["id"])
-    return convs
+        ctx.progress("found", current=n + 1, total=total, external_id=conv["id"])
+        yield conv
 
 
 def _tombstones(ctx: SyncCtx) -> list[dict[str, Any]]:
