@@ -14,7 +14,10 @@ a process of its own) and each size (N and N/10), two child processes run one af
 
 Each child reports its wall time and its RSS high-water mark (``resource.getrusage``), so the memory of one
 run does not leak into the next. The rate budgets the Zendesk plugin keeps for the real service (200 requests
-a minute, the export 10 a minute) are lifted for the bench: it measures our cost, not Zendesk's pacing.
+a minute, the export 10 a minute) are lifted for the bench: it measures our cost, not Zendesk's pacing. Only
+their rate is lifted: each request still books its slots, in the store's ``rate_budgets`` with the default
+``HISSUNO_RATE_BUDGET=shared`` (what a deployment runs, and what the report's first line names), or in the
+process with ``process``.
 The target is sync/floor <= 1.5, and the peak memory at N about that at N/10 (streaming, not accumulating).
 
     .venv/bin/python bench/sync_throughput.py [N] [--plugins sample,zendesk]   (default N = 100000)
