@@ -26,6 +26,12 @@ class PluginLogger:
             text += " " + str(redact(dict(data), secrets=self.secrets))
         self._log.log(level, text)
 
+    def isEnabledFor(self, level: int) -> bool:  # the stdlib logger's name, which callers probe
+        """Whether a line at ``level`` would be written (debug lines only with HISSUNO_DEBUG_INTEGRATIONS)."""
+        if level <= logging.DEBUG:
+            return self._debug and self._log.isEnabledFor(logging.INFO)
+        return self._log.isEnabledFor(level)
+
     def debug(self, message: str, data: Mapping[str, Any] | None = None) -> None:
         """Debug line, only when HISSUNO_DEBUG_INTEGRATIONS is set."""
         if self._debug:

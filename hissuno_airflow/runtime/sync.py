@@ -154,19 +154,22 @@ class _SyncServices:
         with self.lock:
             if event.type in self.counts:
                 self.counts[event.type] += 1
-            snapshot = dict(self.counts)
-            persist = time.monotonic() - self._persisted_at >= PERSIST_EVERY_S
+            now = time.monotonic()
+            persist = now - self._persisted_at >= PERSIST_EVERY_S
             if persist:
-                self._persisted_at = time.monotonic()
+                self._persisted_at = now
+            elif self.on_progress is None:
+                return  # counted; nobody to tell (a sync sends several events a record)
+            snapshot = dict(self.counts)
         if persist:
             try:
                 with self.store.connection() as c:
                     runs.record_progress(c, self.run_id, snapshot, event.current, event.total)
             except Exception as exc:  # live progress is best effort; counts are stored with the writes
                 log.warning("could not record live progress (%s)", type(exc).__name__)
-        if event.message:
-            event = event.model_copy(update={"message": redact_text(event.message, self.conn.secrets)})
         if self.on_progress is not None:
+            if event.message:
+                event = event.model_copy(update={"message": redact_text(event.message, self.conn.secrets)})
             try:
                 self.on_progress(event, snapshot)
             except Exception:  # a broken progress sink never fails a sync

@@ -247,3 +247,44 @@ def test_rate_limited_is_retriable_for_the_scheduler(api: PagedApi, make_client:
     with pytest.raises(RateLimited) as info:
         make_client(api.url).get("/api/v2/me")
     assert info.value.retriable and info.value.retry_after == 600.0
+
+
+class _LevelLogger(RecordingLogger):
+    """A recording logger that says whether debug lines are wanted, as a stdlib logger does."""
+
+    def __init__(self, debug: bool) -> None:
+        super().__init__()
+        self.wants_debug = debug
+
+    def isEnabledFor(self, level: int) -> bool:  # the stdlib name the client probes
+        return self.wants_debug or level > 10
+
+
+@pytest.mark.parametrize("debug", [True, False])
+def test_request_lines_are_built_only_for_a_logger_that_writes_them(api: PagedApi, make_client: Make,
+                                                                   debug: bool) -> None:
+    # A sync of many thousand requests with debug off should not sanitize, redact and format a line for
+    # each; with debug on, each request's line is there, secrets masked.
+    log = _LevelLogger(debug)
+    make_client(api.url, logger=log).get("/api/v2/me", params={"api_key": "k-123456789"})
+    lines = [m for level, m in log.lines if level == "debug"]
+    if debug:
+        assert len(lines) == 1 and lines[0].startswith(f"GET {api.url}/api/v2/me?api_key=") and "k-1234" not in lines[0]
+    else:
+        assert lines == []
+
+
+def test_plugin_logger_reports_debug_only_with_the_debug_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    from hissuno_airflow.runtime.logging import PluginLogger
+
+    quiet, chatty = logging.getLogger("tests.quiet"), logging.getLogger("tests.chatty")
+    monkeypatch.setattr(quiet, "level", logging.WARNING)
+    monkeypatch.setattr(chatty, "level", logging.INFO)
+    monkeypatch.delenv("HISSUNO_DEBUG_INTEGRATIONS", raising=False)
+    assert not PluginLogger("x", logger=chatty).isEnabledFor(logging.DEBUG)
+    monkeypatch.setenv("HISSUNO_DEBUG_INTEGRATIONS", "1")
+    # Its debug lines are written at INFO: wanted when the switch is on and the logger takes INFO.
+    assert PluginLogger("x", logger=chatty).isEnabledFor(logging.DEBUG)
+    assert not PluginLogger("x", logger=quiet).isEnabledFor(logging.DEBUG)

@@ -126,6 +126,95 @@ def test_an_unreachable_store_paces_in_the_process_instead_of_failing(caplog: py
     assert caplog.text.count("unavailable") == 1, "one warning per outage, not one per request"
 
 
+def test_a_batch_books_the_slots_single_bookings_would(store: Any) -> None:
+    """``reserve_many`` moves the bucket as that many ``reserve`` calls would, in one round trip."""
+    ledger = StoreLedger(store)
+    scope = BudgetScope("notion", "acct-many")
+    waits = ledger.reserve_many(scope, 600, 3, 6)  # 10 a second, burst 3: three now, then 0.1 s apart
+    assert waits[:3] == [0.0, 0.0, 0.0]
+    for n, wait in enumerate(waits[3:], 1):
+        assert n * 0.1 - 0.02 <= wait <= n * 0.1 + 0.01, waits
+    after = ledger.reserve(scope, 600, 3)  # the next single booking queues behind all six
+    assert 0.4 - 0.05 <= after <= 0.4 + 0.01, after
+
+
+class _CountingLedger:
+    """Slots from a clock of its own: hands out the waits it is told to and counts the round trips."""
+
+    def __init__(self, waits: list[float] | None = None) -> None:
+        self.singles = 0
+        self.batches: list[int] = []
+        self.waits = waits
+
+    def reserve(self, scope: BudgetScope, per_minute: float, burst: float) -> float:
+        self.singles += 1
+        return 0.0
+
+    def reserve_many(self, scope: BudgetScope, per_minute: float, burst: float, count: int) -> list[float]:
+        self.batches.append(count)
+        return list(self.waits[:count]) if self.waits else [0.0] * count
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def _budget(ledger: Any, clock: _Clock, per_minute: float, **kw: Any) -> SharedRateBudget:
+    return SharedRateBudget(ledger, BudgetScope("intercom", "a"), per_minute, sleep=clock.sleep, clock=clock, **kw)
+
+
+def test_fast_requests_book_slots_ahead_in_one_round_trip() -> None:
+    # 1 ms between requests under a budget of a million a minute: ~100 requests fit in the 0.1 s hold,
+    # capped at 64 a booking; 200 requests take 4 round trips, not 200.
+    ledger, clock = _CountingLedger(), _Clock()
+    budget = _budget(ledger, clock, 1e6)
+    for _ in range(200):
+        budget.acquire()
+        clock.now += 0.001
+    assert ledger.singles + len(ledger.batches) == budget.bookings <= 5, (ledger.singles, ledger.batches)
+    assert sum(ledger.batches) + ledger.singles >= 200
+
+
+@pytest.mark.parametrize(("per_minute", "gap"), [(200, 0.001), (1e6, 0.5)])
+def test_a_slow_budget_or_slow_requests_book_one_slot_each(per_minute: float, gap: float) -> None:
+    # Zendesk's 200 a minute (a slot every 0.3 s, more than the hold) or requests 0.5 s apart: booking
+    # ahead would only book slots that expire unused.
+    ledger, clock = _CountingLedger(), _Clock()
+    budget = _budget(ledger, clock, per_minute, burst=1e9)
+    for _ in range(20):
+        budget.acquire()
+        clock.now += gap
+    assert (ledger.singles, ledger.batches) == (20, [])
+
+
+def test_a_slot_booked_ahead_is_used_no_later_than_the_hold_and_no_earlier_than_booked() -> None:
+    # 100 a second with the bucket empty: the ledger spaces the batch (ten slots, the hold's worth) 10 ms
+    # apart, and each request waits for its slot; a pause longer than the hold drops the slots left (spent)
+    # and books afresh instead of sending on a stale one.
+    ledger, clock = _CountingLedger(waits=[0.01 * i for i in range(64)]), _Clock()
+    budget = _budget(ledger, clock, 6000)
+    budget.acquire()
+    clock.now += 0.001
+    budget.acquire()  # a single booking, then a batch once the pace is known
+    start = clock.now
+    for i in range(1, 5):
+        budget.acquire()
+        assert clock.now == pytest.approx(start + 0.01 * i)  # slept until slot i of the batch
+    assert budget.bookings == 2 and ledger.batches == [10]
+    clock.now += 0.5  # longer than the hold: the rest of the batch is stale
+    budget.acquire()
+    assert budget.bookings == 3
+
+
 # -- four streams, four processes, one account (slow) ---------------------------------------------------
 
 

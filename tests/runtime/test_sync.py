@@ -238,3 +238,26 @@ def test_a_run_abandoned_by_a_dead_process_is_closed_by_the_next_run(store, samp
         rows = c.execute("SELECT status, error_message FROM integration_sync_runs ORDER BY started_at").fetchall()
     assert [x["status"] for x in rows] == ["error", "success"]
     assert "abandoned" in rows[0]["error_message"]
+
+
+def test_live_progress_is_stored_with_no_listener(store, sample_connection, monkeypatch):
+    # Without an on_progress listener the events are only counted (nothing is built for each), but the
+    # live counts still reach the run row for a page following the run from another process.
+    from hissuno_airflow.runtime import sync as sync_mod
+
+    monkeypatch.setattr(sync_mod, "PERSIST_EVERY_S", 0.0)
+    cid = sample_connection.id
+    enable_stream(store, cid, "sessions", filters={"size": 1})
+    seen = []
+
+    def handler(ctx):
+        for n in range(3):
+            ctx.progress("found", external_id=str(n))
+            ctx.progress("skipped", f"not wanted {n}", external_id=str(n))
+        with store.connection() as c:
+            seen.append(c.execute("SELECT progress FROM integration_sync_runs WHERE connection_id = %s"
+                                  " AND status = 'in_progress'", (cid,)).fetchone()["progress"])
+
+    r = run_stream_sync(cid, "sessions", SyncPlan(handler=handler), store=store)
+    assert r.status == "success" and (r.counts["found"], r.counts["skipped"]) == (3, 3)
+    assert seen[0]["counts"]["found"] == 3 and seen[0]["counts"]["skipped"] == 3
