@@ -134,7 +134,9 @@ class StreamIngest:
         self._contact_ids: dict[str, str] = {}  # lower-cased email -> contact id, as far as this run knows
         self._company_ids: dict[str, str] = {}  # lower-cased domain -> company id
         self._deleted: set[tuple[str, str]] = set()  # synced records whose source deleted them
-        self._models: dict[tuple[str, str], str | None] = {}
+        # Synced records without a vector of the current model (another model's, or none yet): kept as
+        # the exceptions, so a first sync of 100,000 records does not hold a second map of them all.
+        self._stale_vectors: set[tuple[str, str]] = set()
         self._model = (self.enricher.embedder or get_embedder()).model
         self._reset_buffers()
 
@@ -154,7 +156,7 @@ class StreamIngest:
                     (self._model, self.connection_id, self.stream_id),
                 ).fetchall()
             self._synced = {(r["hissuno_kind"], r["external_id"]): (r["hid"], r["content_hash"]) for r in rows}
-            self._models = {(r["hissuno_kind"], r["external_id"]): r["model"] for r in rows}
+            self._stale_vectors = {(r["hissuno_kind"], r["external_id"]) for r in rows if r["model"] is None}
             self._deleted = {(r["hissuno_kind"], r["external_id"]) for r in rows if r["deleted"]}
             with use(self.store) as conn:
                 self._open_errors |= {(r["kind"], r["external_id"]) for r in conn.execute(
@@ -194,7 +196,7 @@ class StreamIngest:
     def _record(self, kind: str, hid: str, ext: str, h: str, ts: datetime | None) -> None:
         self._synced_rows[(kind, ext)] = [self.connection_id, self.stream_id, ext, hid, kind, h, ts]
         self._map()[(kind, ext)] = (hid, h)
-        self._models[(kind, ext)] = self._model
+        self._stale_vectors.discard((kind, ext))  # queued for the current model
         self._deleted.discard((kind, ext))  # a restore: the write clears deleted_at
         self._deletes.pop((kind, ext), None)
         self._pending += 1
@@ -275,7 +277,7 @@ class StreamIngest:
             return h, "created", None
         if key in self._deleted:
             return h, "updated", prev[0]  # restored at its source: write it again, clearing deleted_at
-        if prev[1] == h and self._models.get(key, self._model) == self._model:
+        if prev[1] == h and key not in self._stale_vectors:
             return h, "unchanged", prev[0]
         # Changed content, or a vector made by another embedding model: rewrite and re-embed.
         return h, "updated", prev[0]

@@ -48,28 +48,35 @@ def create_app(
     app.register_blueprint(bp, url_prefix=url_prefix or None)
     app.register_blueprint(search_bp, url_prefix=url_prefix or None)
     errors.register(app)
+    _key_verdict(app)  # now when the store answers, so no request is the one that records the key
     return app
+
+
+def _key_verdict(app: Flask) -> bool | NotConfigured | None:
+    """Whether this process's secret key is the store's (``store.sealed.check_secret_key``); None while
+    the store cannot say (unreachable: the routes report that, and the next request asks again)."""
+    verdict: bool | NotConfigured | None = app.config.get("HISSUNO_KEY_VERDICT")
+    if verdict is None:
+        from ..store.sealed import check_secret_key
+
+        try:
+            check_secret_key(app.config["HISSUNO_STORE"]())
+            verdict = True
+        except NotConfigured as exc:
+            verdict = exc
+        except Exception:  # the store is away: no verdict yet
+            return None
+        app.config["HISSUNO_KEY_VERDICT"] = verdict
+    return verdict
 
 
 def _one_secret_key() -> None:
     """Refuse every request of a process whose secret key is not the store's (``store.sealed``).
 
     ``hissuno serve`` checks at start; under Airflow the routes live in the API server, which must start
-    whatever the store says, so the check runs on this app's first request instead: a replica with a key
-    of its own answers 503 naming ``HISSUNO_SECRET_KEY`` rather than failing each OAuth callback and
-    credential read. An unreachable store is not a verdict: the routes report it, and the next request
-    checks again."""
-    verdict = current_app.config.get("HISSUNO_KEY_VERDICT")
-    if verdict is None:
-        from ..store.sealed import check_secret_key
-
-        try:
-            check_secret_key(current_app.config["HISSUNO_STORE"]())
-            verdict = True
-        except NotConfigured as exc:
-            verdict = exc
-        except Exception:  # the store is away: no verdict yet
-            return
-        current_app.config["HISSUNO_KEY_VERDICT"] = verdict
+    whatever the store says, so the app checks when it is built (on the API server's first Hissuno request)
+    and, while the store was away, on each request until it answers: a replica with a key of its own
+    answers 503 naming ``HISSUNO_SECRET_KEY`` rather than failing each OAuth callback and credential read."""
+    verdict = _key_verdict(current_app)
     if isinstance(verdict, NotConfigured):
         raise verdict
