@@ -287,3 +287,25 @@ def test_queued_texts_leave_memory_once_written_and_are_read_back_to_embed(store
     found = search(store, "kubernetes pod eviction", project_id=settings.default_project_id(), limit=1)
     assert found and found[0][0] == ing._map()[("sessions", "s13")][0]
     assert _count(store, "SELECT count(*) AS n FROM search_text WHERE body LIKE '%%kubernetes%%'") == 1
+
+
+def test_an_unchanged_record_without_a_vector_of_the_current_model_is_written_again(store, sample_connection,
+                                                                                     monkeypatch):
+    class Renamed(emb.HashEmbedder):
+        model = "hissuno-hash-renamed"
+
+    emb.set_embedder(emb.HashEmbedder())
+    try:
+        ing = _ingest(store, sample_connection.id)
+        assert [ing.session(_session(i)).action for i in range(3)] == ["created"] * 3
+        ing.close()
+        emb.set_embedder(Renamed())  # HISSUNO_EMBEDDER changed between runs
+        ing = _ingest(store, sample_connection.id)
+        assert [ing.session(_session(i)).action for i in range(3)] == ["updated"] * 3  # re-embedded
+        ing.close()
+        ing = _ingest(store, sample_connection.id)
+        assert [ing.session(_session(i)).action for i in range(3)] == ["unchanged"] * 3
+        ing.close()
+    finally:
+        emb.set_embedder(None)
+    assert _count(store, "SELECT count(*) AS n FROM embeddings WHERE model = 'hissuno-hash-renamed'") == 3
