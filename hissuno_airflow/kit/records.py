@@ -51,6 +51,11 @@ def _scrubbed(data: Any) -> Any:
     return data if clean else _without_nul(data)
 
 
+def bare_domain(value: str) -> str:
+    """A domain as companies are keyed by: lower case, without scheme, ``www.`` or slashes."""
+    return value.lower().removeprefix("https://").removeprefix("http://").removeprefix("www.").strip("/")
+
+
 def _aware(v: datetime | None) -> datetime | None:
     if v is not None and v.tzinfo is None:
         return v.replace(tzinfo=UTC)
@@ -187,7 +192,7 @@ class CompanyRecord(_Record):
     @field_validator("domain", mode="after")
     @classmethod
     def _domain(cls, v: str) -> str:
-        v = v.lower().removeprefix("https://").removeprefix("http://").removeprefix("www.").strip("/")
+        v = bare_domain(v)
         if "." not in v or " " in v:
             msg = f"expected a domain such as acme.com; got {v!r}"
             raise ValueError(msg)

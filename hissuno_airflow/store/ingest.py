@@ -45,7 +45,14 @@ from pydantic_core import to_jsonable_python
 
 from ..kit.context import IngestResult, ProgressEvent
 from ..kit.errors import InputError
-from ..kit.records import CompanyRecord, ContactRecord, IssueRecord, KnowledgeRecord, SessionRecord
+from ..kit.records import (
+    CompanyRecord,
+    ContactRecord,
+    IssueRecord,
+    KnowledgeRecord,
+    SessionRecord,
+    bare_domain,
+)
 from ..kit.redaction import redact, redact_text
 from .chunking import chunk_markdown
 from .classify import classify
@@ -544,7 +551,7 @@ class StreamIngest:
             self.flush()
         cid = hid or self._contact_ids.get(email) or str(uuid.uuid5(uuid.UUID(self.project_id), email))
         if rec.company_domain:
-            domain = rec.company_domain.lower()
+            domain = bare_domain(rec.company_domain)
             if self._company_id(domain) is None:  # the named company, made when missing (immediately: few)
                 self._upsert_company_row(CompanyRecord(external_id=f"domain:{rec.company_domain}",
                                                        domain=rec.company_domain))
@@ -569,7 +576,7 @@ class StreamIngest:
             sets = _merge_sets(fields, strategy, "contacts") + (", deleted_at = NULL" if restore else "")
             # The company: the one the record names, else the one of the mail domain (generic mail
             # providers excepted), looked up here, when every company of the batch is written.
-            domains = [(rec.company_domain or "").lower() or email_domain(rec.email) for _, rec, _ in rows]
+            domains = [bare_domain(rec.company_domain or "") or email_domain(rec.email) for _, rec, _ in rows]
             cur.execute(
                 f"""
                 WITH up AS (

@@ -309,3 +309,14 @@ def test_an_unchanged_record_without_a_vector_of_the_current_model_is_written_ag
     finally:
         emb.set_embedder(None)
     assert _count(store, "SELECT count(*) AS n FROM embeddings WHERE model = 'hissuno-hash-renamed'") == 3
+
+
+def test_a_contact_naming_its_company_by_url_joins_the_company_of_that_domain(store, sample_connection):
+    ing = _ingest(store, sample_connection.id, stream="contacts")
+    ing.contact(external_id="c1", email="ana@mail.example", company_domain="https://www.Acme.com/")
+    ing.close()
+    with store.connection() as c:
+        row = c.execute("SELECT co.domain FROM contacts k JOIN companies co ON co.id = k.company_id").fetchall()
+        edges = c.execute("SELECT count(*) AS n FROM entity_relationships WHERE strategy = 'email_domain'"
+                          ).fetchone()["n"]
+    assert row == [{"domain": "acme.com"}] and edges == 1
