@@ -20,6 +20,7 @@ import psycopg
 from pgvector import Vector
 
 from ..kit.errors import InputError
+from .bulk import copy_rows
 from .db import Store
 from .embedder import Embedder, get_embedder, text_hash
 
@@ -40,6 +41,8 @@ _ITERATIVE_SCAN = "SET LOCAL hnsw.iterative_scan = strict_order; SET LOCAL hnsw.
 # through its words.
 _SEARCH_SCAN = "SET LOCAL hnsw.iterative_scan = strict_order; SET LOCAL hnsw.ef_search = 200"
 LINK_STATEMENT_TIMEOUT_S = 300
+_VECTOR_COLS = ("project_id", "entity_type", "entity_id", "model", "text_hash", "embedding", "dims")
+_TEXT_COLS = ("entity_type", "entity_id", "project_id", "text_hash", "body")
 GRAPH_TYPES = ("session", "issue", "knowledge_source", "contact", "company")
 EMBEDDED_TYPES = ("session", "contact", "company", "issue", "knowledge_source", "knowledge_chunk")
 """Each has its own partial HNSW index per vector size, ``embeddings_hnsw_<type>_<size>`` (migrations 0007
@@ -119,15 +122,14 @@ class Enricher:
         if not items:
             return
         project, run = UUID(self.project_id), run_id and UUID(run_id)
-        with cur.copy("COPY enrich_pending (token, project_id, connection_id, stream_id, run_id, entity_type,"
-                      " entity_id, text, graph, email) FROM STDIN (FORMAT BINARY)") as cp:
-            # Binary, as the entity rows beside it (``ingest._copy``): the texts are written as they are.
-            cp.set_types(["uuid", "uuid", "text", "text", "uuid", "text", "uuid", "text", "bool", "text"])
-            for i in items:
-                token = uuid.uuid4()
-                i.tokens.append(str(token))
-                cp.write_row((token, project, connection_id, stream_id, run, i.entity_type,
-                              UUID(i.entity_id), i.text, i.graph, i.email))
+        tokens = [uuid.uuid4() for _ in items]
+        for i, token in zip(items, tokens, strict=True):
+            i.tokens.append(str(token))
+        copy_rows(cur, "enrich_pending", ("token", "project_id", "connection_id", "stream_id", "run_id",
+                                          "entity_type", "entity_id", "text", "graph", "email"),
+                  ((token, project, connection_id, stream_id, run, i.entity_type, UUID(i.entity_id), i.text,
+                    i.graph, i.email) for i, token in zip(items, tokens, strict=True)),
+                  ("uuid", "uuid", "text", "text", "uuid", "text", "uuid", "text", "bool", "text"))
         if release_texts:
             for i in items:
                 if i.text is not None:
@@ -344,15 +346,12 @@ class Enricher:
                 " entity_id uuid, model text, text_hash text, embedding vector, dims integer)"
                 " ON COMMIT DELETE ROWS"
             )
-            with cur.copy("COPY _hissuno_vectors FROM STDIN (FORMAT BINARY)") as cp:
-                cp.set_types(["uuid", "text", "uuid", "text", "text", "vector", "int4"])
-                for row in rows:
-                    cp.write_row(row)
+            copy_rows(cur, "_hissuno_vectors", _VECTOR_COLS, rows,
+                      ("uuid", "text", "uuid", "text", "text", "vector", "int4"))
             # One row per (entity, model): vectors of another model stay until this one replaces them
             # everywhere (search and the graph read the current model only).
             cur.execute(
-                "INSERT INTO embeddings (project_id, entity_type, entity_id, model, text_hash, embedding, dims)"
-                " SELECT project_id, entity_type, entity_id, model, text_hash, embedding, dims"
+                f"INSERT INTO embeddings ({', '.join(_VECTOR_COLS)}) SELECT {', '.join(_VECTOR_COLS)}"
                 " FROM _hissuno_vectors"
                 " ON CONFLICT (entity_type, entity_id, model) DO UPDATE SET text_hash = EXCLUDED.text_hash,"
                 " embedding = EXCLUDED.embedding, dims = EXCLUDED.dims, updated_at = now()"
@@ -365,10 +364,7 @@ class Enricher:
                 "CREATE TEMP TABLE IF NOT EXISTS _hissuno_texts (entity_type text, entity_id uuid, project_id uuid,"
                 " text_hash text, body text) ON COMMIT DELETE ROWS"
             )
-            with cur.copy("COPY _hissuno_texts FROM STDIN (FORMAT BINARY)") as cp:
-                cp.set_types(["text", "uuid", "uuid", "text", "text"])
-                for row in rows:
-                    cp.write_row(row)
+            copy_rows(cur, "_hissuno_texts", _TEXT_COLS, rows, ("text", "uuid", "uuid", "text", "text"))
             cur.execute(
                 "INSERT INTO search_text (entity_type, entity_id, project_id, text_hash, body)"
                 " SELECT DISTINCT ON (entity_type, entity_id) entity_type, entity_id, project_id, text_hash, body"
@@ -527,14 +523,19 @@ def search(store: Store, query: str, *, project_id: str, entity_type: str = "ses
         raise InputError(msg, field="entity_type")
     emb = embedder or get_embedder()
     vec = Vector(emb.embed([query])[0])
-    dist = f"{sized('e.embedding', emb.dims)} <=> %s"
     with store.connection() as conn:
         conn.execute(_SEARCH_SCAN)
-        rows = conn.execute(
-            f"SELECT e.entity_id::text AS id, 1 - ({dist}) AS sim FROM embeddings e"
-            # The type is one of _DELETED's keys (checked above), inlined to match its partial HNSW index.
-            f" WHERE e.project_id = %s AND e.entity_type = '{entity_type}' AND e.dims = {int(emb.dims)}"
-            f" AND e.model = %s AND NOT {_DELETED[entity_type]} ORDER BY {dist} LIMIT %s",
-            (vec, project_id, emb.model, vec, limit),
-        ).fetchall()
+        rows = conn.execute(nearest_sql(entity_type, emb.dims, f" AND NOT {_DELETED[entity_type]}"),
+                            {"v": vec, "p": project_id, "m": emb.model, "k": limit}).fetchall()
     return [(r["id"], float(r["sim"])) for r in rows]
+
+
+def nearest_sql(entity_type: str, dims: int, extra: str = "") -> str:
+    """The nearest ``%(k)s`` vectors of ``entity_type`` to ``%(v)s`` (``dims`` long) under model ``%(m)s``
+    in project ``%(p)s``, with ``extra`` conditions on ``e``: as ``id`` and cosine ``sim``."""
+    # The type and size are inlined (constants, never input) so the planner matches their partial HNSW index.
+    assert entity_type in _DELETED
+    dist = f"{sized('e.embedding', dims)} <=> %(v)s"
+    return (f"SELECT e.entity_id::text AS id, 1 - ({dist}) AS sim FROM embeddings e"
+            f" WHERE e.entity_type = '{entity_type}' AND e.dims = {int(dims)} AND e.project_id = %(p)s"
+            f" AND e.model = %(m)s{extra} ORDER BY {dist} LIMIT %(k)s")

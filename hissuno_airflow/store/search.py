@@ -19,7 +19,7 @@ from pgvector import Vector
 from ..kit.errors import InputError
 from .db import Store
 from .embedder import Embedder, get_embedder
-from .enrich import _DELETED, _SEARCH_SCAN, MAX_SEARCH_LIMIT, sized
+from .enrich import _DELETED, _SEARCH_SCAN, MAX_SEARCH_LIMIT, nearest_sql
 
 RRF_K = 60  # the usual constant: a rank-1 hit in one list weighs about as much as rank 2 in both
 OR_WEIGHT = 0.3
@@ -79,10 +79,7 @@ def vector_sql(entity_type: str, dims: int, extra: str = "") -> str:
     """The nearest ``%(k)s`` vectors of ``entity_type`` to ``%(v)s`` (``dims`` long) under model ``%(m)s``
     in project ``%(p)s``."""
     assert entity_type in _KIND_OF  # a constant, inlined so the planner matches the type's partial HNSW index
-    dist = f"{sized('e.embedding', dims)} <=> %(v)s"
-    return (f"SELECT e.entity_id::text AS id, 1 - ({dist}) AS sim FROM embeddings e"
-            f" WHERE e.entity_type = '{entity_type}' AND e.dims = {int(dims)} AND e.project_id = %(p)s"
-            f" AND e.model = %(m)s{extra} ORDER BY {dist} LIMIT %(k)s")
+    return nearest_sql(entity_type, dims, extra)
 
 
 def _fuse(ranked: dict[tuple[str, str], float], scores: dict[tuple[str, str], float], weight: float) -> None:
