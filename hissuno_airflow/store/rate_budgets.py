@@ -13,21 +13,10 @@ from __future__ import annotations
 from ..kit.http.ratelimit import BudgetScope
 from .db import Store
 
-# One round trip in autocommit (no BEGIN/COMMIT). RETURNING sees the new tat: new - T is the old (or
-# now, for a new or idle bucket), and the wait is that minus the burst tolerance, from now.
+# One round trip in autocommit (no BEGIN/COMMIT) books ``count`` slots: the bucket moves ``count``
+# intervals; RETURNING gives how far ahead of now it ends (``lead``), and slot i (from 0) may go
+# ``lead - (count - i) * T - tau`` from now, as ``count`` single bookings at this instant would have said.
 _RESERVE = (
-    "INSERT INTO rate_budgets AS b (plugin_id, account, name, tat)"
-    " VALUES (%(p)s, %(a)s, %(n)s, now() + make_interval(secs => %(t)s))"
-    " ON CONFLICT (plugin_id, account, name) DO UPDATE"
-    " SET tat = greatest(b.tat, now()) + make_interval(secs => %(t)s)"
-    " RETURNING greatest(0, extract(epoch FROM b.tat - now())::float8 - %(t)s - %(tau)s) AS wait"
-)
-
-
-# ``count`` slots at once: the bucket moves ``count`` intervals; RETURNING gives how far ahead of now it
-# ends (``lead``), and slot i (from 0) may go ``lead - (count - i) * T - tau`` from now, as ``count`` single
-# bookings at this instant would have said.
-_RESERVE_MANY = (
     "INSERT INTO rate_budgets AS b (plugin_id, account, name, tat)"
     " VALUES (%(p)s, %(a)s, %(n)s, now() + make_interval(secs => %(span)s))"
     " ON CONFLICT (plugin_id, account, name) DO UPDATE"
@@ -47,19 +36,14 @@ class StoreLedger:
 
     def reserve(self, scope: BudgetScope, per_minute: float, burst: float) -> float:
         """Book the next slot of ``scope``; returns the seconds to wait before sending."""
-        interval = 60.0 / per_minute
-        tolerance = max(0.0, burst - 1) * interval
-        with self.store.autocommit() as conn:
-            row = conn.execute(_RESERVE, {"p": scope.plugin_id, "a": scope.account, "n": scope.name,
-                                          "t": interval, "tau": tolerance}).fetchone()
-        return float(row["wait"]) if row else 0.0
+        return self.reserve_many(scope, per_minute, burst, 1)[0]
 
     def reserve_many(self, scope: BudgetScope, per_minute: float, burst: float, count: int) -> list[float]:
         """Book the next ``count`` slots of ``scope`` in one round trip; each one's seconds to wait from now."""
         interval = 60.0 / per_minute
         tolerance = max(0.0, burst - 1) * interval
         with self.store.autocommit() as conn:
-            row = conn.execute(_RESERVE_MANY, {"p": scope.plugin_id, "a": scope.account, "n": scope.name,
+            row = conn.execute(_RESERVE, {"p": scope.plugin_id, "a": scope.account, "n": scope.name,
                                                "span": interval * count}).fetchone()
         lead = float(row["lead"]) if row else 0.0
         return [max(0.0, lead - (count - i) * interval - tolerance) for i in range(count)]
