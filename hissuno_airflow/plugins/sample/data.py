@@ -193,6 +193,11 @@ def _draws(src: SampleSource, i: int) -> tuple[dict[str, Any], dict[str, Any], i
     return person, theme, rng.randint(2, 5)
 
 
+def _listed(ts: datetime, since: datetime | None, until: datetime | None, now: datetime) -> bool:
+    """Whether a change at ``ts`` is in the listing's window ``[since, until)`` and not in the future."""
+    return (since is None or ts >= since) and (until is None or ts < until) and ts <= now
+
+
 def _unedited_update(created: datetime, n: int) -> datetime:
     """An unedited conversation's update time: its last agent reply, 14 to 44 minutes after its creation."""
     return created + timedelta(minutes=10 * (n - 1) + 4)
@@ -260,7 +265,7 @@ def conversations(src: SampleSource, *, size: int, since: datetime | None, until
 
     for conv in heapq.merge(unedited(), edited, key=key):
         ts = datetime.fromisoformat(conv["updated_at"])
-        if (since is None or ts >= since) and (until is None or ts < until) and ts <= now:
+        if _listed(ts, since, until, now):
             yield conv
 
 
@@ -279,7 +284,7 @@ def count_conversations(src: SampleSource, *, size: int, since: datetime | None,
             continue
         ts = datetime.fromisoformat(rev["updated_at"]) if "updated_at" in rev else \
             _unedited_update(created, _draws(src, i)[2])
-        n += (since is None or ts >= since) and (until is None or ts < until) and ts <= now
+        n += _listed(ts, since, until, now)
     return n
 
 
@@ -302,7 +307,7 @@ def deleted_conversations(src: SampleSource, *, size: int, since: datetime | Non
         if not rev.get("deleted") or not ext.startswith("conv-") or not int(ext[5:]) < size:
             continue
         ts = datetime.fromisoformat(rev["updated_at"])
-        if (since is None or ts >= since) and (until is None or ts < until) and ts <= now:
+        if _listed(ts, since, until, now):
             out.append({"id": ext, "deleted_at": rev["updated_at"]})
     out.sort(key=lambda t: (t["deleted_at"], t["id"]))
     return out
