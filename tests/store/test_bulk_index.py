@@ -9,7 +9,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 
 from hissuno_airflow.store import enrich
@@ -17,24 +16,20 @@ from hissuno_airflow.store.db import Store
 from hissuno_airflow.store.embedder import HashEmbedder
 from hissuno_airflow.store.enrich import Enricher, search
 from hissuno_airflow.store.migrate import migrate
+from tests.fixtures.store import scratch_database
 
 PROJECT = "00000000-0000-0000-0000-000000000001"
 
 
 @pytest.fixture
 def fresh_store(database_url: str) -> Iterator[Store]:
-    name = "bulkidx_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(database_url, autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{name}"')
-    url = psycopg.conninfo.make_conninfo(database_url, dbname=name)
-    migrate(url)
-    store = Store(url)
-    with store.connection() as conn:
-        conn.execute("INSERT INTO projects (id, name) VALUES (%s, 'p') ON CONFLICT DO NOTHING", (PROJECT,))
-    yield store
-    store.close()
-    with psycopg.connect(database_url, autocommit=True) as c:
-        c.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    with scratch_database(database_url, "bulkidx") as url:
+        migrate(url)
+        store = Store(url)
+        with store.connection() as conn:
+            conn.execute("INSERT INTO projects (id, name) VALUES (%s, 'p') ON CONFLICT DO NOTHING", (PROJECT,))
+        yield store
+        store.close()
 
 
 def _session_indexes(store: Store) -> list[str]:

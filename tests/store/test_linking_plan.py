@@ -12,13 +12,13 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 
 from hissuno_airflow.store.db import Store
 from hissuno_airflow.store.embedder import HashEmbedder
 from hissuno_airflow.store.enrich import GRAPH_TYPES, Enricher, _bound_link_statement, link_sql
 from hissuno_airflow.store.migrate import migrate
+from tests.fixtures.store import scratch_database
 
 PROJECT = "00000000-0000-0000-0000-000000000001"
 TOPICS = ["invoice export fails with a server error", "slack notifications for new feedback",
@@ -27,16 +27,11 @@ TOPICS = ["invoice export fails with a server error", "slack notifications for n
 
 @pytest.fixture
 def fresh_store(database_url: str) -> Iterator[Store]:
-    name = "linkplan_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(database_url, autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{name}"')
-    url = psycopg.conninfo.make_conninfo(database_url, dbname=name)
-    migrate(url)
-    store = Store(url)
-    yield store
-    store.close()
-    with psycopg.connect(database_url, autocommit=True) as c:
-        c.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    with scratch_database(database_url, "linkplan") as url:
+        migrate(url)
+        store = Store(url)
+        yield store
+        store.close()
 
 
 def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:

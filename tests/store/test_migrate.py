@@ -6,6 +6,7 @@ import psycopg
 import pytest
 
 from hissuno_airflow.store import migrate
+from tests.fixtures.store import scratch_database
 
 PROJECT = "00000000-0000-0000-0000-000000000001"
 
@@ -77,13 +78,7 @@ def test_an_opened_pool_is_closed_before_interpreter_shutdown(database_url):
 def test_padded_vectors_of_an_older_store_become_their_models_size(database_url, monkeypatch):
     """Migration 0012 on a store with data: each vector cut to its ``dims`` (padding only ever held zeros),
     an HNSW index per (type, size) present, and nearest-neighbour order unchanged."""
-    import uuid
-
-    name = "mig12_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(database_url, autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{name}"')
-    url = psycopg.conninfo.make_conninfo(database_url, dbname=name)
-    try:
+    with scratch_database(database_url, "mig12") as url:
         steps = migrate.available()
         monkeypatch.setattr(migrate, "available", lambda: [s for s in steps if s[0] < "0012"])
         migrate.migrate(url)
@@ -110,6 +105,3 @@ def test_padded_vectors_of_an_older_store_become_their_models_size(database_url,
         assert {"embeddings_hnsw_session_2", "embeddings_hnsw_session_256", "embeddings_hnsw_contact_256"} <= indexes
         assert "embeddings_hnsw_session_2" in plan
         assert nearest[0].endswith("1")  # (0.8, 0.6) is nearest to (0.9, 0.5)
-    finally:
-        with psycopg.connect(database_url, autocommit=True) as c:
-            c.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
