@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
@@ -60,6 +61,7 @@ from .classify import classify
 from .db import Db, Store, use
 from .embedder import get_embedder
 from .enrich import Enricher
+from .synced_map import SyncedMap
 from .transient import is_transient, retry_transient
 
 log = logging.getLogger(__name__)
@@ -142,7 +144,7 @@ class StreamIngest:
         self._open_errors: set[tuple[str, str]] = set()  # records of this stream with an open ingest error
         self.fence = fence
         """Called with the connection inside every flush transaction, before its writes (the run's lease)."""
-        self._synced: dict[tuple[str, str], tuple[str, str]] | None = None
+        self._synced: SyncedMap | None = None
         self._session_contacts: dict[tuple[str, str | None], str] = {}  # (email, name) -> contact id
         self._contact_ids: dict[str, str] = {}  # lower-cased email -> contact id, as far as this run knows
         self._company_ids: dict[str, str] = {}  # lower-cased domain -> company id
@@ -155,22 +157,29 @@ class StreamIngest:
 
     # -- dedup map -------------------------------------------------------------------------
 
-    def _map(self) -> dict[tuple[str, str], tuple[str, str]]:
+    def _map(self) -> SyncedMap:
         if self._synced is None:
-            with use(self.store) as conn:
-                rows = conn.execute(
-                    "SELECT r.hissuno_kind, r.external_id, r.hissuno_id::text AS hid, r.content_hash, e.model,"
-                    " r.deleted_at IS NOT NULL AS deleted"
+            synced, stale, deleted = SyncedMap(), set(), set()
+            with use(self.store) as conn, conn.cursor(row_factory=tuple_row) as cur:
+                cur.execute(
+                    "SELECT r.hissuno_kind, r.external_id, r.hissuno_id::text AS hid, r.content_hash,"
+                    " e.model IS NULL AS stale, r.deleted_at IS NOT NULL AS deleted"
                     " FROM integration_synced_records r LEFT JOIN embeddings e ON e.entity_id = r.hissuno_id"
                     " AND e.entity_type = CASE r.hissuno_kind WHEN 'sessions' THEN 'session'"
                     " WHEN 'issues' THEN 'issue' WHEN 'knowledge' THEN 'knowledge_source'"
                     " WHEN 'contacts' THEN 'contact' ELSE 'company' END AND e.model = %s"
                     " WHERE r.connection_id = %s AND r.stream_id = %s",
                     (self._model, self.connection_id, self.stream_id),
-                ).fetchall()
-            self._synced = {(r["hissuno_kind"], r["external_id"]): (r["hid"], r["content_hash"]) for r in rows}
-            self._stale_vectors = {(r["hissuno_kind"], r["external_id"]) for r in rows if r["model"] is None}
-            self._deleted = {(r["hissuno_kind"], r["external_id"]) for r in rows if r["deleted"]}
+                )
+                # Row by row into the packed map: a list of every row as Python objects would be the run's
+                # largest allocation on a stream of 100,000 records.
+                for kind, ext, hid, h, is_stale, is_deleted in cur:
+                    synced[(kind, ext)] = (hid, h)
+                    if is_stale:
+                        stale.add((kind, ext))
+                    if is_deleted:
+                        deleted.add((kind, ext))
+            self._synced, self._stale_vectors, self._deleted = synced, stale, deleted
             with use(self.store) as conn:
                 self._open_errors |= {(r["kind"], r["external_id"]) for r in conn.execute(
                     "SELECT kind, external_id FROM ingest_errors WHERE connection_id = %s AND stream_id = %s"
