@@ -22,6 +22,7 @@ from tests.fakes import hubspot as fakes
 from tests.fakes.hubspot import FakeHubSpot
 from tests.fakes.server import FakeClock
 from tests.fixtures.fakes import retries_on
+from tests.fixtures.tokens import stored_at_each_request, stored_when_first_used
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 COMPANIES, CONTACTS = 11, 15
@@ -330,6 +331,7 @@ def test_token_expiry_mid_sync_is_one_refresh_grant_and_the_old_refresh_token_is
     enable_stream(store, cid, "contacts")
     row = repo.get_connection(store, cid)
     before = load_credentials(store, row)
+    seen = stored_at_each_request(fake, "/crm/v3/objects/contacts/search", store, cid)
     # HubSpot expires the token server-side before its stated lifetime: while page 2 is served.
     fake.before_request("/crm/v3/objects/contacts/search", lambda req: fake.expire_access_token(before["access_token"]),
                         when=lambda req: bool((req.json() or {}).get("filterGroups")))
@@ -338,6 +340,8 @@ def test_token_expiry_mid_sync_is_one_refresh_grant_and_the_old_refresh_token_is
     assert result.counts["synced"] == 11
     assert fake.refreshes == 1 and fake.refusals == []
     after = load_credentials(store, row)
+    # The rotated refresh token was saved before the new access token's first request went out.
+    assert stored_when_first_used(seen, after["access_token"]) == after["refresh_token"] != before["refresh_token"]
     assert before["refresh_token"] in fake.used_refresh_tokens
     assert after["refresh_token"] in fake.live_refresh_tokens and after["refresh_token"] != before["refresh_token"]
     assert after["access_token"] != before["access_token"] and (datetime.fromisoformat(after["expires_at"])

@@ -21,6 +21,7 @@ from hissuno_airflow.store import connections as repo
 from tests.fakes import hubspot as fakes
 from tests.fakes.hubspot import CLIENT_ID, CLIENT_SECRET, HUB_DOMAIN, HUB_ID, FakeHubSpot
 from tests.fakes.server import FakeClock
+from tests.fixtures.airflow import ManualRun, RecordingTI
 from tests.fixtures.cli import standalone_env
 from tests.fixtures.fakes import retries_on
 from tests.fixtures.web import Web, count
@@ -156,6 +157,18 @@ def test_a_revoked_grant_is_reconnect_needed_everywhere_and_a_reconnect_keeps_st
     page = web.client.get("/api/connections").json()["connections"]
     assert [c["needs_reconnect"] for c in page if c["id"] == cid] == [True]
     assert creds["refresh_token"] not in json.dumps(page)
+    # The stream's Airflow task fails without a retry (one more refused search, no refresh grant).
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from hissuno_airflow.operators.sync import SyncOperator
+
+    op = SyncOperator(task_id="sync", connection_id=cid, stream_id="companies", retries=3)
+    context = {"ti": RecordingTI("hissuno__hubspot", allow_pull=False), "dag_run": ManualRun(run_id="manual__1"),
+               "params": {}}
+    with pytest.raises(AirflowFailException, match="reconnect needed"):
+        op.execute(context)  # type: ignore[arg-type]
+    assert len(hub.searches("companies")) == searches + 2 and hub.refreshes == 0
+    assert repo.get_stream(store, cid, "companies").last_sync_at == cursors["companies"]
 
     # Reconnect from the terminal: same connection, same streams, filters, schedules and cursors.
     rc, out, err = _cli_connect(env, "--update", cid)

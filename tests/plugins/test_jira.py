@@ -30,6 +30,7 @@ from tests.fakes.jira import ENG_A, ENG_B, SITE_A, SITE_B, FakeJira
 from tests.fakes.server import FakeClock
 from tests.fakes.webhooks import Signer
 from tests.fixtures.fakes import retries_on
+from tests.fixtures.tokens import stored_at_each_request, stored_when_first_used
 from tests.fixtures.web import RecordingDispatcher
 
 T0 = datetime(2025, 11, 3, 17, 0, tzinfo=UTC)
@@ -223,6 +224,7 @@ def test_a_token_expiring_mid_sync_is_refreshed_once_and_the_old_refresh_token_n
     fake, cid = jira
     row = repo.get_connection(store, cid)
     old = load_credentials(store, row)
+    seen = stored_at_each_request(fake, SEARCH_A, store, cid)
     fake.before_request(SEARCH_A, lambda req: fake.expire_access_token(old["access_token"]),
                         when=lambda req: "nextPageToken" in req.query)
     result = _sync(store, cid)
@@ -233,6 +235,8 @@ def test_a_token_expiring_mid_sync_is_refreshed_once_and_the_old_refresh_token_n
     assert [(g["grant_type"], g["refresh_token"]) for g in grants] == [("refresh_token", old["refresh_token"])]
     assert old["refresh_token"] in fake.used_refresh_tokens
     new = load_credentials(store, row)
+    # The rotated refresh token was saved before the new access token's first request went out.
+    assert stored_when_first_used(seen, new["access_token"]) == new["refresh_token"] != old["refresh_token"]
     assert new["refresh_token"] != old["refresh_token"] and new["refresh_token"] in fake.refresh_tokens
     assert new["access_token"] != old["access_token"]
     searches = fake.requests_to(SEARCH_A)

@@ -186,17 +186,20 @@ def test_filters_to_date_state_types_and_from_date_are_applied(store: Any, linea
     issues = fake.team_issues(ENG)
     from_date = datetime.fromisoformat(issues[1]["createdAt"].replace("Z", "+00:00"))
     to_date = datetime.fromisoformat(issues[5]["createdAt"].replace("Z", "+00:00"))
+    # Backlog is in: the first and the last issue (backlog both) are left out by the dates alone.
     filters = {"from_date": from_date.isoformat(), "to_date": to_date.isoformat(),
-               "state_types": ["unstarted", "started", "completed"]}
+               "state_types": ["backlog", "unstarted", "started", "completed"]}
     enable_stream(store, cid, f"issues:{ENG}", filters=filters)
     result = run_stream_sync(cid, f"issues:{ENG}", store=store)
     assert result.status == "success", result.error
+    assert {issues[0]["state"]["type"], issues[6]["state"]["type"]} == {"backlog"}
     expected = {i["id"] for i in issues[1:6] if i["state"]["type"] in filters["state_types"]}
     assert expected and set(_issues(store, f"issues:{ENG}")) == expected
+    assert {i["state"]["type"] for i in issues[1:6] if i["id"] not in expected} == {"canceled", "triage"}
     flt = fake.graphql_bodies("Issues")[-1]["variables"]["filter"]
     assert flt["createdAt"] == {"gte": issues[1]["createdAt"].replace("Z", ".000Z"),
                                 "lte": issues[5]["createdAt"].replace("Z", ".000Z")}
-    assert flt["state"] == {"type": {"in": ["unstarted", "started", "completed"]}}
+    assert flt["state"] == {"type": {"in": ["backlog", "unstarted", "started", "completed"]}}
 
 
 def test_a_bad_state_type_is_refused_naming_the_field(store: Any, linear: tuple[FakeLinear, str]) -> None:

@@ -30,6 +30,7 @@ from tests.fakes.server import FakeClock
 from tests.fixtures.airflow import ManualRun, RecordingTI
 from tests.fixtures.cli import standalone_env
 from tests.fixtures.fakes import retries_on
+from tests.fixtures.tokens import stored_at_each_request, stored_when_first_used
 from tests.fixtures.web import Web, count
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -211,6 +212,7 @@ def test_refresh_before_expiry(store: Any, fake: FakeLinear, connected: str) -> 
 
 def test_a_token_expired_mid_sync_is_refreshed_once(store: Any, fake: FakeLinear, connected: str) -> None:
     old = _creds(store, connected)
+    seen = stored_at_each_request(fake, "/graphql", store, connected)
     # Linear expires the token server-side before its stated lifetime: from page three on it answers 401.
     fake.before_request("/graphql", lambda req: fake.expire_access_token(old["access_token"]),
                         when=lambda r: bool((r.json() or {}).get("variables", {}).get("after")))
@@ -221,6 +223,8 @@ def test_a_token_expired_mid_sync_is_refreshed_once(store: Any, fake: FakeLinear
     assert [b["grant_type"] for b in token_bodies] == [["authorization_code"], ["refresh_token"]]
     assert token_bodies[1]["refresh_token"] == [old["refresh_token"]]
     new = _creds(store, connected)
+    # The rotated refresh token was saved before the new access token's first request went out.
+    assert stored_when_first_used(seen, new["access_token"]) == fake.live_refresh_tokens[0] != old["refresh_token"]
     assert fake.live_refresh_tokens == [new["refresh_token"]] and new["access_token"] != old["access_token"]
     later = [r for r in fake.requests_to("/graphql") if (r.json() or {}).get("variables", {}).get("after")]
     # Page two, page three refused, page three again with the new token.
