@@ -438,8 +438,11 @@ class Notion(FakeProvider):
 
 PER_MINUTE, BURST = 180, 3
 """What the notion plugin declares (``rate_limit_per_minute``, ``rate_limit_burst``)."""
-JITTER_S = 0.05
-"""Arrival-time slack ``LimitedNotion`` grants (loopback, thread scheduling): a request 50 ms early is not a breach."""
+JITTER_S = 0.2
+"""Arrival-time slack ``LimitedNotion`` grants: a request 200 ms early is not a breach. A request leaves when its
+booked slot comes, but a task process that wakes late (seen at load average 10 on 2 cores, with 50 ms of slack:
+one 429 in 121 requests) arrives together with the next one that woke on time; the provider's "about 3 a
+second" is not kept to the millisecond either. The per-process control overruns by tens of requests."""
 
 
 class LimitedNotion(Notion):
