@@ -200,7 +200,7 @@ def _sync(plugin: str, n: int, fake_url: str, token: str) -> dict[str, Any]:
     if os.environ.get("BENCH_TRACEMALLOC"):  # where the sync's memory is at its end, for a growing peak
         import tracemalloc
 
-        tracemalloc.start(12)
+        tracemalloc.start(int(os.environ.get("BENCH_TRACEMALLOC_FRAMES", "12")))
     prof = None
     if os.environ.get("BENCH_PROFILE"):  # a cProfile of the sync, written where the variable says
         import cProfile
@@ -213,9 +213,11 @@ def _sync(plugin: str, n: int, fake_url: str, token: str) -> dict[str, Any]:
     if os.environ.get("BENCH_TRACEMALLOC"):
         snap = tracemalloc.take_snapshot()
         top = snap.statistics("traceback")[:12]
+        now_mb, peak_mb = (v / 1e6 for v in tracemalloc.get_traced_memory())
         Path(f"{os.environ['BENCH_TRACEMALLOC']}.{plugin}.{n}").write_text(
-            "\n\n".join(f"{st.size / 1e6:.1f} MB in {st.count} blocks\n" + "\n".join(st.traceback.format()[-12:])
-                        for st in top))
+            f"Python objects: {now_mb:.1f} MB at the end, {peak_mb:.1f} MB at the peak\n\n"
+            + "\n\n".join(f"{st.size / 1e6:.1f} MB in {st.count} blocks\n" + "\n".join(st.traceback.format()[-12:])
+                          for st in top))
     if prof is not None:
         prof.disable()
         prof.dump_stats(f"{os.environ['BENCH_PROFILE']}.{plugin}.{n}")
