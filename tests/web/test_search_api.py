@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from hissuno_airflow import settings
-from hissuno_airflow.kit.records import IssueRecord, SessionRecord
+from hissuno_airflow.kit.records import IssueRecord, KnowledgeRecord, SessionRecord
 from hissuno_airflow.store import embedder as emb
 from hissuno_airflow.store.ingest import StreamIngest
 from tests.fixtures.store import connect_sample
@@ -29,6 +29,11 @@ def corpus(web):
     ing.issue(IssueRecord(external_id="INC-4821", name="Webhook deliveries duplicated",
                           description="Tracked as INC-4821: every event posts two callbacks", type="bug"))
     ing.close()
+    ing = StreamIngest(web.store, project_id=pid, connection_id=conn.id, stream_id="knowledge")
+    ing.knowledge(KnowledgeRecord(external_id="kb-retries", name="How webhook retries work",
+                                  url="https://docs.example.com/webhooks/retries",
+                                  content="An event is retried with backoff until your endpoint answers 2xx."))
+    ing.close()
     return conn
 
 
@@ -42,6 +47,9 @@ def test_search_api_returns_readable_hits(web, corpus):
     assert hit["plugin_id"] == "sample" and hit["connection_id"] == corpus.id and hit["score"] > 0
     ident = web.client.get("/api/search", params={"q": "INC-4821", "kind": "issue"}).json()["results"]
     assert ident[0]["external_id"] == "INC-4821" and "«INC-4821»" in ident[0]["snippet"]
+    doc = web.client.get("/api/search", params={"q": "retry backoff", "kind": "knowledge"}).json()["results"][0]
+    assert (doc["title"], doc["url"], doc["external_id"]) == (
+        "How webhook retries work", "https://docs.example.com/webhooks/retries", "kb-retries")
     other = web.client.get("/api/search", params={"q": "login", "connection_id": "nosuch_conn"}).json()
     assert other["results"] == []
 
