@@ -255,15 +255,19 @@ def test_hissuno_embedder_openai_embeds_through_the_configured_endpoint(
     assert [(r["model"], r["dims"], r["n"]) for r in rows] == [(LARGE, emb.DIMENSIONS, 3)]
 
 
-@pytest.mark.parametrize(("model", "size"), [("nomic-embed-text", 768), ("text-embedding-ada-002", 1536)])
+@pytest.mark.parametrize(("model", "dims", "size"), [("nomic-embed-text", None, 768),
+                                                     ("text-embedding-ada-002", None, 1536),
+                                                     (LARGE, "512", 512)])
 def test_a_compatible_model_is_stored_and_searched_at_its_own_size(
-    store: Any, sample_connection: Any, openai: FakeOpenAI, openai_env: Any, model: str, size: int
+    store: Any, sample_connection: Any, openai: FakeOpenAI, openai_env: Any, model: str, dims: str | None,
+    size: int
 ) -> None:
-    # These models refuse ``dimensions`` (400): the embedder must not send it, and learns their size.
-    e = openai_env(model=model)
+    # nomic and ada-002 refuse ``dimensions`` (400): the embedder must not send it, and learns their size;
+    # a text-embedding-3 model is asked for the configured size.
+    e = openai_env(model=model, dims=dims)
     assert e.dims == size
     _ingest(store, sample_connection.id, [_session(i) for i in range(3)])
-    assert {c["dimensions"] for c in openai.embedding_calls} == {None}
+    assert {c["dimensions"] for c in openai.embedding_calls} == {dims and int(dims)}
     with store.connection() as c:
         rows = c.execute("SELECT model, dims, vector_dims(embedding) AS n FROM embeddings").fetchall()
     assert {(r["model"], r["dims"], r["n"]) for r in rows} == {(model, size, size)}
