@@ -5,7 +5,9 @@ ships inside the ``wordllama`` wheel (256 dimensions, 16 MB): no network, no dow
 that "cannot sign in" and "login loop after SSO" are about the same thing. ``HISSUNO_EMBEDDER=hash``
 is the former default: signed feature hashing of word unigrams and bigrams, lexical only.
 ``HISSUNO_EMBEDDER=openai`` calls ``/embeddings`` of ``HISSUNO_EMBEDDINGS_BASE_URL`` (default OpenAI)
-with ``HISSUNO_EMBEDDINGS_API_KEY`` or ``OPENAI_API_KEY`` and model ``text-embedding-3-small``.
+with ``HISSUNO_EMBEDDINGS_API_KEY`` or ``OPENAI_API_KEY`` and model ``HISSUNO_EMBEDDINGS_MODEL`` (default
+``text-embedding-3-small``); vectors at the model's own size unless ``HISSUNO_EMBEDDINGS_DIMENSIONS`` asks
+for another (see ``OpenAIEmbedder``).
 
 Every vector is stored at its model's own size (``embeddings.embedding`` is a ``vector`` without a fixed
 size; ``embeddings.dims`` records it), and each (entity type, size) pair has its own HNSW index over
@@ -24,9 +26,12 @@ from collections.abc import Sequence
 from itertools import chain, pairwise
 from typing import Any, Protocol
 
+from ..kit.errors import ProviderError
+
 DIMENSIONS = 1536
-"""The size of the hash and OpenAI embedders' vectors (and the most any model may have: HNSW indexes
-``vector`` up to 2,000)."""
+"""The size of the hash embedder's vectors and of OpenAI's ``text-embedding-3`` ones (asked for)."""
+MAX_DIMENSIONS = 2000
+"""The most numbers a vector may have: pgvector's HNSW indexes ``vector`` up to 2,000 dimensions."""
 _WORD = re.compile(r"[a-z0-9][a-z0-9'_-]*")
 _STOP = frozenset(
     ["a", "an", "the", "and", "or", "but", "if", "of", "to", "in", "on", "at", "for", "with", "is", "are", "was", "were", "be", "been", "it", "this", "that", "i", "you", "we", "they", "he", "she", "my", "our", "your", "their", "me", "us", "them", "so", "as", "by", "from", "not", "no", "do", "does", "did", "have", "has", "had", "can", "could", "would", "should", "will", "just", "about", "into", "than", "then", "there", "here", "what", "when", "which", "who", "how", "all", "any", "some"]
@@ -85,33 +90,71 @@ class OpenAIEmbedder:
 
     Calls go through the kit's ``ProviderClient``, so a 429 or 5xx from the embeddings provider is
     retried honouring ``Retry-After`` and surfaces as a retriable ``ProviderError`` when it persists.
+
+    Vector size: ``dims`` when given (``HISSUNO_EMBEDDINGS_DIMENSIONS``; sent as ``dimensions``, which
+    OpenAI's ``text-embedding-3`` models honour by shortening), else 1536 for ``text-embedding-3-*`` (the
+    former fixed size), else the model's own size, learnt from its first answer: other models and most
+    OpenAI-compatible servers (Ollama, vLLM, LM Studio) answer at their native size, and some refuse the
+    ``dimensions`` parameter outright, as OpenAI does for ``text-embedding-ada-002``.
     """
 
     model = "text-embedding-3-small"
-    dims = DIMENSIONS
     graph_threshold = 0.6  # the original's value for this model (not measured here)
 
     def __init__(self, base_url: str, api_key: str, model: str | None = None, timeout: float = 60.0,
-                 retry: Any = None) -> None:
+                 retry: Any = None, dims: int | None = None) -> None:
         from ..kit.http import BearerAuth, ProviderClient
 
         self.model = model or self.model
+        if dims is not None and not 1 <= dims <= MAX_DIMENSIONS:
+            msg = f"HISSUNO_EMBEDDINGS_DIMENSIONS: expected 1 to {MAX_DIMENSIONS}; got {dims}"
+            raise ValueError(msg)
+        self._request_dims = dims if dims is not None else (
+            DIMENSIONS if self.model.startswith("text-embedding-3") else None)
+        self._dims = self._request_dims
         self._client = ProviderClient("embeddings", base_url.rstrip("/"), auth=BearerAuth(api_key),
                                       timeout=timeout, retry=retry)
         self.calls = 0
+
+    @property
+    def dims(self) -> int:
+        """The size of this model's vectors (one call to the endpoint when it is not known yet)."""
+        if self._dims is None:
+            self.embed(["size probe"])
+        assert self._dims is not None
+        return self._dims
+
+    @dims.setter
+    def dims(self, value: int) -> None:
+        self._dims = value
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """Embed texts in batches of 100."""
         out: list[list[float]] = []
         for i in range(0, len(texts), 100):
             self.calls += 1
-            body = self._client.post_json(
-                "/embeddings",
-                json={"model": self.model, "input": list(texts[i : i + 100]), "dimensions": DIMENSIONS},
-            )
+            payload: dict[str, Any] = {"model": self.model, "input": list(texts[i : i + 100])}
+            if self._request_dims is not None:
+                payload["dimensions"] = self._request_dims
+            body = self._client.post_json("/embeddings", json=payload)
             data = sorted(body["data"], key=lambda d: d["index"])
+            for d in data:
+                self._check_size(len(d["embedding"]))
             out.extend(d["embedding"] for d in data)
         return out
+
+    def _check_size(self, n: int) -> None:
+        if self._dims is None:
+            if not 1 <= n <= MAX_DIMENSIONS:
+                msg = (f"embeddings model {self.model!r} answers {n}-number vectors; at most {MAX_DIMENSIONS}"
+                       " can be indexed: set HISSUNO_EMBEDDINGS_DIMENSIONS (if the model can shorten them)"
+                       " or choose another HISSUNO_EMBEDDINGS_MODEL")
+                raise ProviderError(msg, provider="embeddings")
+            self._dims = n
+        elif n != self._dims:
+            msg = (f"embeddings model {self.model!r}: expected {self._dims}-number vectors; got {n}"
+                   " (does the endpoint honour HISSUNO_EMBEDDINGS_DIMENSIONS?)")
+            raise ProviderError(msg, provider="embeddings")
 
 
 class WordLlamaEmbedder:
@@ -178,9 +221,13 @@ def get_embedder() -> Embedder:
             if not key:
                 msg = "HISSUNO_EMBEDDER=openai: expected HISSUNO_EMBEDDINGS_API_KEY or OPENAI_API_KEY to be set"
                 raise ValueError(msg)
+            raw = os.environ.get("HISSUNO_EMBEDDINGS_DIMENSIONS") or None
+            if raw is not None and not raw.strip().isdigit():
+                msg = f"HISSUNO_EMBEDDINGS_DIMENSIONS: expected a whole number from 1 to {MAX_DIMENSIONS}; got {raw!r}"
+                raise ValueError(msg)
             _default = OpenAIEmbedder(
                 os.environ.get("HISSUNO_EMBEDDINGS_BASE_URL", "https://api.openai.com/v1"), key,
-                os.environ.get("HISSUNO_EMBEDDINGS_MODEL"),
+                os.environ.get("HISSUNO_EMBEDDINGS_MODEL") or None, dims=int(raw) if raw else None,
             )
         elif kind in ("wordllama", "local"):
             _default = WordLlamaEmbedder()

@@ -115,3 +115,23 @@ def test_switching_models_reembeds_lazily_and_only_what_is_missing(store):
     again.queue("session", ids[0], DOCS[0], graph=False)
     again.queue("session", ids[1], DOCS[1] + " (updated)", graph=False)
     assert again.run() == 1
+
+
+class _OtherHashModel(emb.HashEmbedder):
+    """A second model of the same vector size (as OpenAI's small and large models are, both at 1536)."""
+
+    model = "hissuno-hash-other"
+
+
+def test_search_reads_only_the_current_models_vectors_even_at_the_same_size(store):
+    ids = [str(uuid.uuid4()) for _ in DOCS]
+    first = Enricher(store, PROJECT, emb.HashEmbedder())
+    for i, text in zip(ids, DOCS, strict=True):
+        first.queue("session", i, text, graph=False)
+    first.run()
+    other = _OtherHashModel()
+    # Same size, same index: only the model column tells them apart, and nothing of this model exists yet.
+    assert vector_search(store, DOCS[1], project_id=PROJECT, embedder=other) == []
+    assert reembed(store, PROJECT, embedder=other) == 5
+    hits = vector_search(store, DOCS[1], project_id=PROJECT, embedder=other, limit=10)
+    assert hits[0][0] == ids[1] and len(hits) == 5  # each entity once: its vector of this model

@@ -1,7 +1,7 @@
 """OpenAI-compatible embeddings and classification against a stateful fake on 127.0.0.1.
 
-The fake serves ``POST /v1/embeddings`` (deterministic 1536-d vectors, answered out of order as the API
-may) and ``POST /v1/chat/completions`` (a JSON tag list), checks the bearer key and records every call.
+The fake serves ``POST /v1/embeddings`` (deterministic vectors at each model's native size, shortened on
+request by the ``text-embedding-3`` models only, answered out of order as the API may) and ``POST /v1/chat/completions`` (a JSON tag list), checks the bearer key and records every call.
 Sessions go in through ``StreamIngest`` on the real store, so what is counted is what ingestion asks for.
 """
 
@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 
 from hissuno_airflow import settings
 from hissuno_airflow.kit import SessionRecord
-from hissuno_airflow.kit.errors import ProviderAuthError
+from hissuno_airflow.kit.errors import ProviderAuthError, ProviderError
 from hissuno_airflow.plugins.sample.data import THEMES
 from hissuno_airflow.store import embedder as emb
 from hissuno_airflow.store.classify import classify_rules
@@ -28,6 +29,10 @@ from tests.fakes.server import FakeProvider, FakeRequest, FakeResponse, Reply, p
 KEY = "sk-test-4b1d9e7c2a5f8036"
 SMALL = "text-embedding-3-small"
 LARGE = "text-embedding-3-large"
+NATIVE = {SMALL: 1536, LARGE: 3072, "text-embedding-ada-002": 1536, "nomic-embed-text": 768,
+          "all-minilm": 384, "wide-4096": 4096}
+"""Each model's own vector size. Only ``text-embedding-3`` models honour ``dimensions``; OpenAI refuses the
+parameter for ada-002 (400), as vLLM does for models without it; ``all-minilm`` ignores it (Ollama)."""
 T0 = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
 
 
@@ -45,10 +50,10 @@ class FakeOpenAI(FakeProvider):
         self.chat_status = 200
 
     @staticmethod
-    def vector(text: str) -> list[float]:
+    def vector(text: str, size: int = emb.DIMENSIONS) -> list[float]:
         """The vector this fake returns for ``text``: seeded by the text, unit length."""
         rng = random.Random(hashlib.sha256(text.encode()).digest())
-        raw = [rng.uniform(-1.0, 1.0) for _ in range(emb.DIMENSIONS)]
+        raw = [rng.uniform(-1.0, 1.0) for _ in range(size)]
         norm = math.sqrt(sum(v * v for v in raw))
         return [v / norm for v in raw]
 
@@ -61,8 +66,14 @@ class FakeOpenAI(FakeProvider):
     def embeddings(self, req: FakeRequest) -> Reply:
         body = req.json()
         texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        self.embedding_calls.append({"model": body["model"], "input": texts, "dimensions": body.get("dimensions")})
-        data = [{"object": "embedding", "index": i, "embedding": self.vector(t)} for i, t in enumerate(texts)]
+        size, asked = NATIVE[body["model"]], body.get("dimensions")
+        if asked is not None and body["model"].startswith("text-embedding-3"):
+            size = asked
+        elif asked is not None and body["model"] != "all-minilm":
+            return FakeResponse(400, {"error": {"message": "This model does not support specifying dimensions.",
+                                                "type": "invalid_request_error", "param": "dimensions"}})
+        self.embedding_calls.append({"model": body["model"], "input": texts, "dimensions": asked})
+        data = [{"object": "embedding", "index": i, "embedding": self.vector(t, size)} for i, t in enumerate(texts)]
         # Reversed on purpose: clients must order by ``index``, not by position.
         return {"object": "list", "model": body["model"], "data": data[::-1],
                 "usage": {"prompt_tokens": len(texts), "total_tokens": len(texts)}}
@@ -80,7 +91,7 @@ class FakeOpenAI(FakeProvider):
 
 @pytest.fixture
 def openai(serve_fake: Any) -> FakeOpenAI:
-    fake = serve_fake(FakeOpenAI())
+    fake: FakeOpenAI = serve_fake(FakeOpenAI())
     fake.issue_token(KEY)
     return fake
 
@@ -108,7 +119,7 @@ def _session(i: int, *, edit: str = "") -> SessionRecord:
 def _ingest(store: Any, connection_id: str, records: list[SessionRecord]) -> list[str]:
     ing = StreamIngest(store, project_id=settings.default_project_id(), connection_id=connection_id,
                        stream_id="sessions")
-    actions = [ing.session(r).action for r in records]
+    actions: list[str] = [ing.session(r).action for r in records]
     ing.close()
     return actions
 
@@ -207,6 +218,90 @@ def test_switching_the_embedder_model_reembeds_on_the_next_sync(
     with store.connection() as c:
         n = c.execute("SELECT count(*) AS n FROM embeddings WHERE model = %s", (LARGE,)).fetchone()["n"]
     assert n == 3
+
+
+@pytest.fixture
+def openai_env(openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
+    """``HISSUNO_EMBEDDER=openai`` against the fake; ``openai_env(model, dims)`` returns the configured
+    embedder, chosen by ``get_embedder`` from the environment as the product does."""
+
+    def configure(model: str | None = None, dims: str | None = None) -> Any:
+        monkeypatch.setenv("HISSUNO_EMBEDDER", "openai")
+        monkeypatch.setenv("HISSUNO_EMBEDDINGS_BASE_URL", openai.url + "/v1")
+        monkeypatch.delenv("HISSUNO_EMBEDDINGS_API_KEY", raising=False)
+        monkeypatch.setenv("OPENAI_API_KEY", KEY)  # the fallback name
+        for name, value in (("HISSUNO_EMBEDDINGS_MODEL", model), ("HISSUNO_EMBEDDINGS_DIMENSIONS", dims)):
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+        emb.set_embedder(None)
+        return emb.get_embedder()
+
+    yield configure
+    emb.set_embedder(None)
+
+
+def test_hissuno_embedder_openai_embeds_through_the_configured_endpoint(
+    store: Any, sample_connection: Any, openai: FakeOpenAI, openai_env: Any
+) -> None:
+    e = openai_env(model=LARGE)
+    assert isinstance(e, emb.OpenAIEmbedder) and e.model == LARGE and e.dims == emb.DIMENSIONS
+    _ingest(store, sample_connection.id, [_session(i) for i in range(3)])  # the process-wide embedder
+    assert {(c["model"], c["dimensions"]) for c in openai.embedding_calls} == {(LARGE, emb.DIMENSIONS)}
+    assert {r.bearer_token for r in openai.requests_to("/v1/embeddings")} == {KEY}
+    with store.connection() as c:
+        rows = c.execute("SELECT model, dims, count(*) AS n FROM embeddings GROUP BY 1, 2").fetchall()
+    assert [(r["model"], r["dims"], r["n"]) for r in rows] == [(LARGE, emb.DIMENSIONS, 3)]
+
+
+@pytest.mark.parametrize(("model", "dims", "size"), [("nomic-embed-text", None, 768),
+                                                     ("text-embedding-ada-002", None, 1536),
+                                                     (LARGE, "512", 512)])
+def test_a_compatible_model_is_stored_and_searched_at_its_own_size(
+    store: Any, sample_connection: Any, openai: FakeOpenAI, openai_env: Any, model: str, dims: str | None,
+    size: int
+) -> None:
+    # nomic and ada-002 refuse ``dimensions`` (400): the embedder must not send it, and learns their size;
+    # a text-embedding-3 model is asked for the configured size.
+    e = openai_env(model=model, dims=dims)
+    assert e.dims == size
+    _ingest(store, sample_connection.id, [_session(i) for i in range(3)])
+    assert {c["dimensions"] for c in openai.embedding_calls} == {dims and int(dims)}
+    with store.connection() as c:
+        rows = c.execute("SELECT model, dims, vector_dims(embedding) AS n FROM embeddings").fetchall()
+    assert {(r["model"], r["dims"], r["n"]) for r in rows} == {(model, size, size)}
+    from hissuno_airflow.store.search import search
+
+    hits = search(store, "download invoice", project_id=settings.default_project_id(), mode="vector", limit=3)
+    assert len(hits) == 3 and all(h.similarity is not None for h in hits)
+
+
+@pytest.mark.parametrize(("model", "dims", "message"), [
+    ("all-minilm", "256", "expected 256-number vectors; got 384 (does the endpoint honour HISSUNO_EMBEDDINGS_DIMENSIONS?)"),
+    ("wide-4096", None, "answers 4096-number vectors; at most 2000 can be indexed: set HISSUNO_EMBEDDINGS_DIMENSIONS"),
+])
+def test_a_vector_size_that_cannot_be_stored_is_an_error_naming_the_setting(
+    openai_env: Any, model: str, dims: str | None, message: str
+) -> None:
+    with pytest.raises(ProviderError, match=re.escape(message)):
+        openai_env(model=model, dims=dims).embed(["hello"])
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"HISSUNO_EMBEDDINGS_DIMENSIONS": "wide"}, "HISSUNO_EMBEDDINGS_DIMENSIONS: expected a whole number"),
+    ({"HISSUNO_EMBEDDINGS_DIMENSIONS": "4096"}, "HISSUNO_EMBEDDINGS_DIMENSIONS: expected 1 to 2000; got 4096"),
+    ({"OPENAI_API_KEY": ""}, "HISSUNO_EMBEDDER=openai: expected HISSUNO_EMBEDDINGS_API_KEY or OPENAI_API_KEY"),
+])
+def test_openai_settings_errors_name_the_setting(
+    openai_env: Any, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    openai_env()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    emb.set_embedder(None)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        emb.get_embedder()
 
 
 def test_llm_classifier_tags_through_the_endpoint_and_falls_back_to_rules_on_500(

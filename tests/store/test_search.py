@@ -159,6 +159,27 @@ def test_the_vector_lookup_is_an_hnsw_index_scan(store, model):
     assert "Index Scan using embeddings_hnsw_session_256" in plan, plan[:600]
 
 
+def test_leaving_out_deleted_records_reads_their_index_not_every_record(store, model):
+    """Search's deleted filter (an anti-join on the entity's table) reads the partial index of deleted ids:
+    a sequential scan of every session cost 14 of the 19.5 ms of a lookup at 100,000 records."""
+    from pgvector import Vector
+
+    from hissuno_airflow.store.search import _filters, vector_sql
+
+    pid = settings.default_project_id()
+    with store.connection() as c, c.transaction():
+        c.execute("INSERT INTO sessions (id, project_id, name, source) SELECT gen_random_uuid(), %s,"
+                  " 'chat ' || g, 'sample' FROM generate_series(1, 20000) g", (pid,))
+        c.execute("UPDATE sessions SET deleted_at = now() WHERE name = 'chat 7'")
+        c.execute("ANALYZE sessions")
+    extra, params = _filters("session", None, None, None, "e")
+    with store.connection() as c, c.transaction():
+        plan = "\n".join(r["QUERY PLAN"] for r in c.execute(
+            "EXPLAIN " + vector_sql("session", model.dims, extra),
+            {"v": Vector(model.embed(["login"])[0]), "p": pid, "m": model.model, "k": 40, **params}))
+    assert "Seq Scan on sessions" not in plan and "sessions_deleted_ids" in plan, plan[:900]
+
+
 def test_hybrid_search_finds_a_unique_record_among_thousands_of_near_duplicates(store, sample_connection, model,
                                                                                  monkeypatch):
     # Two thousand templated tickets and one unlike them: the HNSW graph has almost no way into the

@@ -1,5 +1,6 @@
 """The Integrations page's search box in headless Chromium against the real API server: a paraphrase
-finds its record, the result shows kind, title, source and the matching words marked."""
+finds its record, the result shows kind, title (a link when the record has one), source plugin,
+connection and external id, score and the matching words marked."""
 
 from __future__ import annotations
 
@@ -24,8 +25,15 @@ def test_the_search_box_shows_readable_results(web: Web, corpus: Any) -> None:  
             hit = page.locator("#search-results .search-hit").first
             expect(hit).to_contain_text("Webhook deliveries duplicated")
             expect(hit.locator(".badge")).to_have_text("issue")
-            expect(hit.locator(".search-source")).to_contain_text("sample · Sample workspace")
+            expect(hit.locator(".search-source")).to_have_text("sample · Sample workspace search-ws · INC-4821")
+            expect(hit.locator(".search-head")).to_contain_text("score 0.")
             expect(hit.locator("mark")).to_have_text("INC-4821")
+            page.locator("#search-q").fill("retry backoff")
+            page.get_by_role("combobox", name="Kind").select_option("knowledge")
+            page.get_by_role("button", name="Find records").click()
+            link = page.locator("#search-results .search-hit").first.get_by_role("link", name="How webhook retries work")
+            expect(link).to_have_attribute("href", "https://docs.example.com/webhooks/retries")
+            page.get_by_role("combobox", name="Kind").select_option("")
             page.locator("#search-q").fill("customer cannot log in after single sign-on")
             page.get_by_role("button", name="Find records").click()
             expect(page.locator("#search-results .search-hit").first).to_contain_text("Stuck after SSO")
