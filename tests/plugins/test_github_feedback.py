@@ -216,3 +216,36 @@ def test_installation_tokens_are_cached_until_shortly_before_expiry(store: Any, 
     jwts = [r.bearer_token for r in gh.requests_to("/app/installations/{id}/access_tokens")]
     assert caplog.text and all(t and t not in caplog.text for t in jwts)
     assert "ghs_77_" not in caplog.text and "PRIVATE KEY" not in caplog.text
+
+
+def test_the_app_environment_takes_a_base64_key_and_the_app_name_for_the_slug(
+        store: Any, gh: FakeGitHub, monkeypatch: Any) -> None:
+    """``GITHUB_APP_PRIVATE_KEY`` as ``base64:`` + the PEM file's base64, and ``GITHUB_APP_NAME`` where
+    ``GITHUB_APP_SLUG`` is not set (the reference's fallback); with neither, connect names the variable."""
+    import base64
+    import os
+    from urllib.parse import parse_qs, urlsplit
+
+    from hissuno_airflow.kit.errors import NotConfigured
+    from hissuno_airflow.runtime.connect import finish_callback, start_connect
+
+    pem = os.environ["GITHUB_APP_PRIVATE_KEY"]
+    monkeypatch.setenv("GITHUB_APP_PRIVATE_KEY", "base64:" + base64.b64encode(pem.encode()).decode())
+    monkeypatch.delenv("GITHUB_APP_SLUG")
+    monkeypatch.delenv("GITHUB_APP_NAME", raising=False)
+    try:
+        start_connect("github", {}, store, user_id="tester", redirect_uri="unused")
+        raise AssertionError("connect without a slug must fail")
+    except NotConfigured as exc:
+        assert "GITHUB_APP_SLUG" in str(exc)
+    monkeypatch.setenv("GITHUB_APP_NAME", "hissuno-named")
+    url = start_connect("github", {}, store, user_id="tester", redirect_uri="unused")["authorize_url"]
+    assert url.startswith("https://github.invalid/apps/hissuno-named/installations/new?state=")
+    back = finish_callback("github", {"state": parse_qs(urlsplit(url).query)["state"][0],
+                                      "installation_id": "77", "setup_action": "install"}, store, user_id="tester")
+    assert back.get("connected") == "1", back
+    gh.add_issue("acme/api")
+    enable(store, str(back["connection"]), FEEDBACK)
+    result = run_stream_sync(str(back["connection"]), FEEDBACK, store=store)
+    assert result.status == "success" and result.counts["synced"] == 1, result.error
+    assert gh.mints == 1 and gh.jwt_errors == []  # the JWT was signed with the base64-given key

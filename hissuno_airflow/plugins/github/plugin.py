@@ -353,6 +353,7 @@ plugin = define_plugin(
     icon=Icon(inline_svg=LOGO, invert_in_dark=True),
     base_urls={"API": "https://api.github.com", "WEB": "https://github.com"},
     auth=GitHubAppAuth(
+        app_slug_fallback_env="GITHUB_APP_NAME",
         on_installation=_on_installation,
         fields=(Field(id="pat", label="Personal access token", secret=True, required=True,
                       help_text="Instead of installing the app: a token with repo (or Issues + Contents: read)"),),
