@@ -20,6 +20,7 @@ import base64
 import hashlib
 import re
 import uuid
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -67,7 +68,7 @@ class FakeGitHub(FakeGitHubApp):
         self.repos = []
         for i, full in enumerate(REPOS):
             self.add_repo(full, private=i == 0)
-        self.add_installation(INSTALLATION, ACCOUNT["login"])
+        self.add_installation(INSTALLATION, str(ACCOUNT["login"]))
 
     # -- data ----------------------------------------------------------------------------------------
 
@@ -145,7 +146,7 @@ class FakeGitHub(FakeGitHubApp):
         issue = self.issue_by_number(repo, number)
         return self.issues[repo].delete(issue["id"])
 
-    def push(self, repo: str, files: dict[str, str | bytes | None], branch: str = "main") -> None:
+    def push(self, repo: str, files: Mapping[str, str | bytes | None], branch: str = "main") -> None:
         """Commit changes to ``branch`` (None removes a file)."""
         tree = self.files[repo].setdefault(branch, {})
         for path, content in files.items():
@@ -373,7 +374,7 @@ def _epoch(value: str) -> float:
 def serve(monkeypatch: pytest.MonkeyPatch, serve_fake: Any, clock: Any = None) -> FakeGitHub:
     """Start the fake, point the plugin's ``API`` base at it and set the app's environment variables."""
     private, public = new_private_key()
-    fake = serve_fake(FakeGitHub(public, clock=clock or FakeClock().time))
+    fake: FakeGitHub = serve_fake(FakeGitHub(public, clock=clock or FakeClock().time))
     monkeypatch.setenv("HISSUNO_GITHUB_API_URL", fake.url)
     monkeypatch.setenv("HISSUNO_GITHUB_WEB_URL", "https://github.invalid")
     monkeypatch.setenv("GITHUB_APP_SLUG", "hissuno-test")

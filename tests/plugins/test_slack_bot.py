@@ -52,7 +52,7 @@ def ws(store: Any, monkeypatch: pytest.MonkeyPatch, serve_fake: Any) -> Workspac
 
 @pytest.fixture
 def llm(monkeypatch: pytest.MonkeyPatch, serve_fake: Any) -> FakeLLM:
-    fake = serve_fake(FakeLLM())
+    fake: FakeLLM = serve_fake(FakeLLM())
     monkeypatch.setenv("HISSUNO_LLM_BASE_URL", fake.url + "/v1")
     monkeypatch.setenv("HISSUNO_LLM_API_KEY", "llm-key-123")
     return fake
