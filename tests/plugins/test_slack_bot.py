@@ -271,3 +271,12 @@ def test_a_revoked_token_marks_the_connection_reconnect_needed(ws: Workspace) ->
 def test_app_uninstalled_marks_the_connection_reconnect_needed(ws: Workspace) -> None:
     assert ws.send({"type": "app_uninstalled"}).failed == 1
     assert repo.get_connection(ws.store, ws.connection_id).needs_reconnect
+
+
+def test_tokens_revoked_marks_the_connection_only_when_the_bot_token_is_revoked(ws: Workspace) -> None:
+    # A user token of the workspace revoked: the bot's token still works, nothing to reconnect.
+    assert ws.send({"type": "tokens_revoked", "tokens": {"oauth": ["UCUST001"], "bot": []}}).failed == 0
+    assert not repo.get_connection(ws.store, ws.connection_id).needs_reconnect
+    revoked = ws.send({"type": "tokens_revoked", "tokens": {"oauth": [], "bot": [BOT_USER]}})
+    assert revoked.failed == 1 and "tokens_revoked" in revoked.errors[0]
+    assert repo.get_connection(ws.store, ws.connection_id).needs_reconnect
