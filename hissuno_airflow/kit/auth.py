@@ -97,6 +97,8 @@ class GitHubAppAuth(_Frozen):
     type: Literal["github_app"] = "github_app"
     app_slug_env: str = "GITHUB_APP_SLUG"
     """Environment variable with the app's slug (for the install URL)."""
+    app_slug_fallback_env: str | None = None
+    """Read for the slug when ``app_slug_env`` is unset (the reference's ``GITHUB_APP_NAME``)."""
     install_url: str = "{WEB}/apps/{slug}/installations/new"
     """Install page; ``{WEB}`` is a named base, ``{slug}`` the app slug."""
     app_id_env: str = "GITHUB_APP_ID"

@@ -304,6 +304,9 @@ class AuthCtx:
     logger: Logger = field(default_factory=lambda: _StdLogger("hissuno.auth"))
     connection_id: str | None = None
     """Reconnect target, when the user is reconnecting an existing account."""
+    callback_query: Mapping[str, str] = field(default_factory=dict)
+    """``on_installation``: the rest of the provider's redirect back (GitHub's ``setup_action``, and ``code``
+    when the app asks for user authorization during installation), ``state`` left out."""
 
     def http_client(self, base: str = "API", **kwargs: Any) -> ProviderClient:
         """An HTTP client for the named base URL."""

@@ -20,14 +20,15 @@ import base64
 import hashlib
 import re
 import uuid
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 import pytest
 
 from hissuno_airflow.kit.testing import AuthTarget, ConformanceTarget, WebhookTarget
 from tests.fakes.github_app import APP_ID, FakeGitHubApp, new_private_key
-from tests.fakes.server import FakeClock, FakeRequest, FakeResponse, RecordSet, Reply, get, iso_z
+from tests.fakes.server import FakeClock, FakeRequest, FakeResponse, RecordSet, Reply, get, iso_z, post
 from tests.fakes.webhooks import Signer
 
 INSTALLATION = 77
@@ -37,6 +38,8 @@ AUTHOR = {"login": "octocat", "id": 1, "type": "User"}
 MAINTAINER = {"login": "maint", "id": 2, "type": "User"}
 PAT_USER = {"login": "dev-dana", "id": 5, "type": "User"}
 WEBHOOK_SECRET = "gh-webhook-secret"
+CLIENT_ID, CLIENT_SECRET = "Iv1.hissunotest", "gh-app-client-secret"
+"""The app's OAuth client (user authorization during installation)."""
 LIMIT = 5000
 
 
@@ -56,6 +59,8 @@ class FakeGitHub(FakeGitHubApp):
         if clock is not None:
             self.clock = clock
         self.pat_users: dict[str, dict[str, Any]] = {}
+        self.user_codes: dict[str, list[int]] = {}
+        self.user_tokens: dict[str, list[int]] = {}
         self.issues: dict[str, RecordSet] = {}
         self.numbers: dict[str, int] = {}
         self.comments: dict[tuple[str, int], list[dict[str, Any]]] = {}
@@ -67,7 +72,7 @@ class FakeGitHub(FakeGitHubApp):
         self.repos = []
         for i, full in enumerate(REPOS):
             self.add_repo(full, private=i == 0)
-        self.add_installation(INSTALLATION, ACCOUNT["login"])
+        self.add_installation(INSTALLATION, str(ACCOUNT["login"]))
 
     # -- data ----------------------------------------------------------------------------------------
 
@@ -127,6 +132,13 @@ class FakeGitHub(FakeGitHubApp):
         self.comments[(repo, number)].append(comment)
         return comment
 
+    def authorize_user(self, installations: list[int]) -> str:
+        """A user authorization code GitHub hands back with the install redirect, of a user who can access
+        ``installations``."""
+        code = f"code-{uuid.uuid4().hex[:12]}"
+        self.user_codes[code] = list(installations)
+        return code
+
     def issue_by_number(self, repo: str, number: int) -> dict[str, Any]:
         return next(i for i in self.issues[repo] if i["number"] == number)
 
@@ -145,7 +157,7 @@ class FakeGitHub(FakeGitHubApp):
         issue = self.issue_by_number(repo, number)
         return self.issues[repo].delete(issue["id"])
 
-    def push(self, repo: str, files: dict[str, str | bytes | None], branch: str = "main") -> None:
+    def push(self, repo: str, files: Mapping[str, str | bytes | None], branch: str = "main") -> None:
         """Commit changes to ``branch`` (None removes a file)."""
         tree = self.files[repo].setdefault(branch, {})
         for path, content in files.items():
@@ -168,8 +180,8 @@ class FakeGitHub(FakeGitHubApp):
     # -- auth, headers, paging ------------------------------------------------------------------------
 
     def check_auth(self, req: FakeRequest) -> Reply | None:
-        if req.path.startswith("/app/"):
-            return None  # the app JWT routes check it themselves
+        if req.path.startswith(("/app/", "/login/")):
+            return None  # the app JWT routes check it themselves; the code exchange authenticates by client
         refused = self.check_bearer(req)
         if refused is not None:
             return FakeResponse(401, {"message": "Bad credentials",
@@ -216,6 +228,28 @@ class FakeGitHub(FakeGitHubApp):
             return 403, {"message": "You must authenticate with an installation access token"}
         return self._paged(req, self.repos, "repositories",
                            {"total_count": len(self.repos), "repository_selection": "selected"})
+
+    @post("/login/oauth/access_token")
+    def user_token(self, req: FakeRequest) -> Reply:
+        """The user-to-server code exchange: 200 with ``error`` when refused, as GitHub answers."""
+        form = {k: v[-1] for k, v in parse_qs(req.body.decode()).items()}
+        if (form.get("client_id"), form.get("client_secret")) != (CLIENT_ID, CLIENT_SECRET):
+            return {"error": "incorrect_client_credentials", "error_description": "The client_id and/or "
+                    "client_secret passed are incorrect."}
+        granted = self.user_codes.pop(form.get("code", ""), None)
+        if granted is None:
+            return {"error": "bad_verification_code", "error_description": "The code passed is incorrect or expired."}
+        token = self.issue_token(f"ghu_{uuid.uuid4().hex}")
+        self.user_tokens[token] = granted
+        return {"access_token": token, "token_type": "bearer", "scope": ""}
+
+    @get("/user/installations")
+    def user_installations(self, req: FakeRequest) -> Reply:
+        granted = self.user_tokens.get(req.bearer_token or "")
+        if granted is None:
+            return 403, {"message": "You must authenticate with an access token authorized to a GitHub App"}
+        rows = [self.installations[str(i)] for i in granted if str(i) in self.installations]
+        return self._paged(req, rows, "installations", {"total_count": len(rows)})
 
     @get("/user")
     def user(self, req: FakeRequest) -> Reply:
@@ -373,7 +407,7 @@ def _epoch(value: str) -> float:
 def serve(monkeypatch: pytest.MonkeyPatch, serve_fake: Any, clock: Any = None) -> FakeGitHub:
     """Start the fake, point the plugin's ``API`` base at it and set the app's environment variables."""
     private, public = new_private_key()
-    fake = serve_fake(FakeGitHub(public, clock=clock or FakeClock().time))
+    fake: FakeGitHub = serve_fake(FakeGitHub(public, clock=clock or FakeClock().time))
     monkeypatch.setenv("HISSUNO_GITHUB_API_URL", fake.url)
     monkeypatch.setenv("HISSUNO_GITHUB_WEB_URL", "https://github.invalid")
     monkeypatch.setenv("GITHUB_APP_SLUG", "hissuno-test")

@@ -267,9 +267,10 @@ class Notion(FakeProvider):
                 p[p["type"]] = value
         return self.pages.update(row_id, properties=props)
 
-    def trash(self, page_id: str) -> None:
-        """Move a page to the trash (still readable with ``in_trash``); its child-page block disappears."""
-        self.pages.update(page_id, in_trash=True, archived=True)
+    def trash(self, page_id: str, *, archived_alias: bool = True) -> None:
+        """Move a page to the trash (still readable with ``in_trash``); its child-page block disappears.
+        ``archived_alias=False`` leaves the deprecated ``archived`` false, as newer API versions answer."""
+        self.pages.update(page_id, in_trash=True, archived=archived_alias)
         for items in self.blocks.values():
             items[:] = [b for b in items if b["id"] != page_id]
 
@@ -508,7 +509,7 @@ def _norm(iso: str) -> str:
 
 def serve(monkeypatch: pytest.MonkeyPatch, serve_fake: Any, **kwargs: Any) -> Notion:
     """Start the fake and point the plugin's API and AUTH bases at it."""
-    fake = serve_fake(Notion(**kwargs))
+    fake: Notion = serve_fake(Notion(**kwargs))
     monkeypatch.setenv("HISSUNO_NOTION_API_URL", fake.url + "/v1")
     monkeypatch.setenv("HISSUNO_NOTION_AUTH_URL", fake.url + "/v1")
     return fake

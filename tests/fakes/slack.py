@@ -330,7 +330,7 @@ class FakeSlack(FakeOAuthServer):
 
 def serve(monkeypatch: pytest.MonkeyPatch, serve_fake: Any, **knobs: Any) -> FakeSlack:
     """Start the fake and point the plugin (and its app credentials) at it."""
-    fake = serve_fake(FakeSlack(**knobs))
+    fake: FakeSlack = serve_fake(FakeSlack(**knobs))
     monkeypatch.setenv("HISSUNO_SLACK_API_URL", fake.url + "/api")
     monkeypatch.setenv("HISSUNO_SLACK_AUTH_URL", fake.url)
     monkeypatch.setenv("SLACK_CLIENT_ID", CLIENT_ID)

@@ -15,7 +15,7 @@ from tests.plugins.github_env import enable, one, rows
 CODEBASE = "codebase:acme/api"
 LONG = "\n\n".join(f"## Section {i}\n\n" + ("Exports are written in batches of a thousand rows. " * 12)
                    for i in range(6))
-FILES = {
+FILES: dict[str, str | bytes] = {
     "README.md": "# API\n\n" + LONG,
     "src/app.py": "# a comment, not a heading\nimport csv\n\n\ndef export(rows):\n    return csv.writer(rows)\n",
     "src/util/strings.py": "def slug(s):\n    return s.lower()\n",
@@ -27,6 +27,11 @@ FILES = {
 }
 SETTINGS = {"include_globs": ["src/**", "*.md", "data/**"], "exclude_globs": ["**/vendor/**"]}
 """Read: README.md, docs/guide.md, src/app.py, src/util/strings.py (data/blob.txt is binary)."""
+
+
+def _bytes(path: str) -> bytes:
+    data = FILES[path]
+    return data.encode() if isinstance(data, str) else data
 
 # The shared fixtures (a conftest here would be shared with every provider's tests).
 app = github_env.app
@@ -66,7 +71,7 @@ def test_first_sync_walks_the_tree_applies_globs_and_embeds_text_files(store: An
     assert "- src/app.py" in repo["content"] and "vendor" not in repo["content"]
     app_py = next(s for s in sources.values() if s["name"] == "src/app.py")
     assert app_py["parent_id"] == repo["id"] and app_py["status"] == "done"
-    assert app_py["custom_fields"]["blob_sha"] == blob_sha(FILES["src/app.py"].encode())
+    assert app_py["custom_fields"]["blob_sha"] == blob_sha(_bytes("src/app.py"))
     assert app_py["url"] == "https://github.invalid/acme/api/blob/main/src/app.py"
     # Code is fenced, so its '#' lines are not headings; the README is chunked by its own headings.
     assert "```py\n# a comment, not a heading" in app_py["content"]
@@ -78,8 +83,8 @@ def test_first_sync_walks_the_tree_applies_globs_and_embeds_text_files(store: An
     # find out), never of files the globs or the type leave out.
     assert [r.query for r in gh.requests_to("/repos/{o}/{r}/git/trees/{sha}")] == [{"recursive": "1"}]
     fetched = {r.path.rsplit("/", 1)[-1] for r in gh.blob_requests()}
-    assert blob_sha(FILES["src/vendor/lib.js"].encode()) not in fetched
-    assert blob_sha(FILES["assets/logo.png"]) not in fetched  # type: ignore[arg-type]
+    assert blob_sha(_bytes("src/vendor/lib.js")) not in fetched
+    assert blob_sha(_bytes("assets/logo.png")) not in fetched
     assert len(fetched) == 5
 
 
@@ -95,7 +100,7 @@ def test_unchanged_files_are_neither_fetched_nor_embedded_again(store: Any, gh: 
     assert len(gh.blob_requests()) == blobs + 1  # only the binary file is looked at again
 
     # One file changed, one removed, one added.
-    gh.push("acme/api", {"src/app.py": FILES["src/app.py"] + "\n# now with gzip\n", "docs/guide.md": None,
+    gh.push("acme/api", {"src/app.py": _bytes("src/app.py") + b"\n# now with gzip\n", "docs/guide.md": None,
                          "src/new.py": "VALUE = 42\n"})
     before_chunks = {r["id"] for r in rows(store, "SELECT id FROM knowledge_chunks")}
     mark = one(store, "SELECT now()")

@@ -216,3 +216,70 @@ def test_installation_tokens_are_cached_until_shortly_before_expiry(store: Any, 
     jwts = [r.bearer_token for r in gh.requests_to("/app/installations/{id}/access_tokens")]
     assert caplog.text and all(t and t not in caplog.text for t in jwts)
     assert "ghs_77_" not in caplog.text and "PRIVATE KEY" not in caplog.text
+
+
+def test_the_app_environment_takes_a_base64_key_and_the_app_name_for_the_slug(
+        store: Any, gh: FakeGitHub, monkeypatch: Any) -> None:
+    """``GITHUB_APP_PRIVATE_KEY`` as ``base64:`` + the PEM file's base64, and ``GITHUB_APP_NAME`` where
+    ``GITHUB_APP_SLUG`` is not set (the reference's fallback); with neither, connect names the variable."""
+    import base64
+    import os
+    from urllib.parse import parse_qs, urlsplit
+
+    from hissuno_airflow.kit.errors import NotConfigured
+    from hissuno_airflow.runtime.connect import finish_callback, start_connect
+
+    pem = os.environ["GITHUB_APP_PRIVATE_KEY"]
+    monkeypatch.setenv("GITHUB_APP_PRIVATE_KEY", "base64:" + base64.b64encode(pem.encode()).decode())
+    monkeypatch.delenv("GITHUB_APP_SLUG")
+    monkeypatch.delenv("GITHUB_APP_NAME", raising=False)
+    try:
+        start_connect("github", {}, store, user_id="tester", redirect_uri="unused")
+        raise AssertionError("connect without a slug must fail")
+    except NotConfigured as exc:
+        assert "GITHUB_APP_SLUG" in str(exc)
+    monkeypatch.setenv("GITHUB_APP_NAME", "hissuno-named")
+    url = start_connect("github", {}, store, user_id="tester", redirect_uri="unused")["authorize_url"]
+    assert url.startswith("https://github.invalid/apps/hissuno-named/installations/new?state=")
+    back = finish_callback("github", {"state": parse_qs(urlsplit(url).query)["state"][0],
+                                      "installation_id": "77", "setup_action": "install"}, store, user_id="tester")
+    assert back.get("connected") == "1", back
+    gh.add_issue("acme/api")
+    enable(store, str(back["connection"]), FEEDBACK)
+    result = run_stream_sync(str(back["connection"]), FEEDBACK, store=store)
+    assert result.status == "success" and result.counts["synced"] == 1, result.error
+    assert gh.mints == 1 and gh.jwt_errors == []  # the JWT was signed with the base64-given key
+
+
+def test_with_the_apps_oauth_client_set_only_an_installation_the_returning_user_reaches_connects(
+        store: Any, gh: FakeGitHub, monkeypatch: Any) -> None:
+    """The reference's gap: any state holder could name another account's installation id of the app. With
+    ``GITHUB_APP_CLIENT_ID``/``_SECRET`` set, GitHub's return must carry the installing user's authorization
+    code, and ``GET /user/installations`` (as that user) must list the installation."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from hissuno_airflow.runtime.connect import finish_callback, start_connect
+    from tests.fakes.github import CLIENT_ID, CLIENT_SECRET
+
+    monkeypatch.setenv("HISSUNO_GITHUB_WEB_URL", gh.url)
+    monkeypatch.setenv("GITHUB_APP_CLIENT_ID", CLIENT_ID)
+    monkeypatch.setenv("GITHUB_APP_CLIENT_SECRET", CLIENT_SECRET)
+    gh.add_installation(88, "other-org")
+
+    def back(**query: str) -> dict[str, str]:
+        url = start_connect("github", {}, store, user_id="tester", redirect_uri="unused")["authorize_url"]
+        state = parse_qs(urlsplit(url).query)["state"][0]
+        return finish_callback("github", {"state": state, "setup_action": "install", **query}, store,
+                               user_id="tester")
+
+    assert back(installation_id="77")["error"] == "invalid_input"  # no user authorization code
+    assert back(installation_id="77", code="not-a-code")["error"] == "invalid_input"
+    # A user of another organization names acme's installation: refused, nothing saved.
+    assert back(installation_id="77", code=gh.authorize_user([88]))["error"] == "invalid_input"
+    assert repo.list_connections(store, plugin_id="github") == []
+    done = back(installation_id="77", code=gh.authorize_user([88, 77]))
+    assert done.get("connected") == "1", done
+    assert repo.get_connection(store, done["connection"]).external_account_id == "77"
+    exchanges = gh.requests_to("/login/oauth/access_token")
+    assert len(exchanges) == 3 and all("client_secret=" + CLIENT_SECRET in r.body.decode() for r in exchanges)
+    assert all(r.bearer_token and r.bearer_token.startswith("ghu_") for r in gh.requests_to("/user/installations"))

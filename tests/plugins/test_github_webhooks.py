@@ -58,6 +58,9 @@ def test_issue_events_update_and_delete_sessions_once_each(web: Web, gh: FakeGit
     assert first.status_code == 200 and first.json()["queued"] == 2, first.text  # both repositories' streams
     again = _post(web, payload, headers)
     assert again.status_code == 200 and again.json()["duplicate"] is True
+    # The same bytes under another X-GitHub-Delivery are another delivery (the id dedupes, not the body).
+    other_delivery = _post(web, payload, {**headers, "X-GitHub-Delivery": "another-delivery"})
+    assert other_delivery.status_code == 200 and other_delivery.json()["queued"] == 2, other_delivery.text
     # Forged, tampered, unsigned: 401, nothing stored. GitHub signs no timestamp: a replay is caught by the
     # delivery id above, not by age.
     events = count(store, "webhook_events")
@@ -75,8 +78,8 @@ def test_issue_events_update_and_delete_sessions_once_each(web: Web, gh: FakeGit
 
     assert set(web.dispatcher.targets) == {(app, FEEDBACK), (app, "feedback:acme/web")}
     done = process_inbox(app, FEEDBACK, store=store)
-    assert (done.done, done.failed) == (1, 0)
-    assert process_inbox(app, "feedback:acme/web", store=store).done == 1  # another repository: ignored
+    assert (done.done, done.failed) == (2, 0)
+    assert process_inbox(app, "feedback:acme/web", store=store).done == 2  # another repository: ignored
     assert one(store, "SELECT count(*) FROM integration_synced_records WHERE stream_id = 'feedback:acme/web'") == 0
     assert _session(store, other["id"]) is None
     assert _session(store, issue["id"])["name"] == "#1 Export crashes"  # type: ignore[index]
@@ -99,6 +102,13 @@ def test_issue_events_update_and_delete_sessions_once_each(web: Web, gh: FakeGit
     assert len(gh.requests) == reads  # the event says it all: nothing is asked of GitHub
     assert _session(store, issue["id"])["deleted_at"] is not None  # type: ignore[index]
 
+    # A pull request's conversation comment arrives as ``issue_comment`` too: not an issue, no session.
+    pull = gh.add_issue("acme/api", pull=True, comments=1)
+    p4, h4 = gh.event("issue_comment", "created", "acme/api", issue=pull)
+    assert _post(web, p4, h4).status_code == 200
+    assert process_inbox(app, FEEDBACK, store=store).done == 1
+    assert _session(store, pull["id"]) is None
+
     # The ping GitHub sends when the webhook is created.
     ping = {"zen": "Keep it logically awesome.", "hook_id": 1, "hook": {"type": "App"}}
     pong = _post(web, ping, {"X-GitHub-Event": "ping", "X-GitHub-Delivery": "ping-1"})
@@ -111,9 +121,11 @@ def test_a_push_to_the_tracked_branch_refreshes_the_codebase(web: Web, gh: FakeG
     gh.push("acme/api", {"src/app.py": "print(1)\n"}, branch="dev")
     enable(store, app, CODEBASE, filters={"exclude_globs": ["**/skip/**"]})
     assert run_stream_sync(app, CODEBASE, store=store).status == "success"
-    names = lambda: {r["name"] for r in rows(  # noqa: E731
-        store, "SELECT k.name FROM knowledge_sources k JOIN integration_synced_records r ON r.hissuno_id = k.id"
-               " WHERE r.stream_id = %s AND k.deleted_at IS NULL", CODEBASE)}
+
+    def names() -> set[str]:
+        return {r["name"] for r in rows(
+            store, "SELECT k.name FROM knowledge_sources k JOIN integration_synced_records r ON r.hissuno_id = k.id"
+                   " WHERE r.stream_id = %s AND k.deleted_at IS NULL", CODEBASE)}
     assert names() == {"acme/api", "src/app.py"}
 
     gh.push("acme/api", {"src/other.py": "x = 1\n"}, branch="dev")
@@ -148,7 +160,7 @@ def test_install_return_through_the_web_routes(web: Web, gh: FakeGitHub) -> None
 
     def state() -> str:
         start = web.client.post("/api/plugins/github/connect", json={}).json()["authorize_url"]
-        return parse_qs(urlsplit(start).query)["state"][0]
+        return str(parse_qs(urlsplit(start).query)["state"][0])
 
     # An installation GitHub does not know for this app, a pending request, a suspended installation.
     assert back(f"installation_id=31337&setup_action=install&state={state()}")["error"] == ["invalid_input"]

@@ -231,7 +231,7 @@ def test_trashed_rows_are_deleted_by_a_full_sync(store: Any, fake: Notion, cid: 
     sid = _issues_stream(fake)
     assert run_stream_sync(cid, sid, store=store).status == "success"
     rows = list(fake.pages)[:ROWS]
-    fake.trash(rows[0]["id"])
+    fake.trash(rows[0]["id"], archived_alias=False)  # ``in_trash`` alone: ``archived`` is a deprecated alias
     fake.delete_for_good(rows[1]["id"])
     full = run_stream_sync(cid, sid, store=store, plan=SyncPlan(sync_mode="full"))
     assert full.status == "success" and full.counts["deleted"] == 2, full.counts
@@ -371,6 +371,8 @@ def test_webhook_handshake_then_signed_events_update_and_delete(web: Web, fake: 
     event = fake.event("page.properties_updated", rows[0]["id"])
     assert post(event).json()["queued"] == 2  # the issues and knowledge instances each get it
     assert post(event).json()["duplicate"] is True  # a replay is stored once
+    # Notion's retry of the same event (same id, next attempt_number): other bytes, still a duplicate.
+    assert post({**event, "attempt_number": 2}).json()["duplicate"] is True
     assert post(fake.event("page.properties_updated", rows[1]["id"]), signer=sign.forged()).status_code == 401
     stale = post(fake.event("page.properties_updated", rows[1]["id"]), ts=now - 3600)
     assert stale.status_code == 401

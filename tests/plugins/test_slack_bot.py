@@ -52,7 +52,7 @@ def ws(store: Any, monkeypatch: pytest.MonkeyPatch, serve_fake: Any) -> Workspac
 
 @pytest.fixture
 def llm(monkeypatch: pytest.MonkeyPatch, serve_fake: Any) -> FakeLLM:
-    fake = serve_fake(FakeLLM())
+    fake: FakeLLM = serve_fake(FakeLLM())
     monkeypatch.setenv("HISSUNO_LLM_BASE_URL", fake.url + "/v1")
     monkeypatch.setenv("HISSUNO_LLM_API_KEY", "llm-key-123")
     return fake
@@ -270,4 +270,13 @@ def test_a_revoked_token_marks_the_connection_reconnect_needed(ws: Workspace) ->
 
 def test_app_uninstalled_marks_the_connection_reconnect_needed(ws: Workspace) -> None:
     assert ws.send({"type": "app_uninstalled"}).failed == 1
+    assert repo.get_connection(ws.store, ws.connection_id).needs_reconnect
+
+
+def test_tokens_revoked_marks_the_connection_only_when_the_bot_token_is_revoked(ws: Workspace) -> None:
+    # A user token of the workspace revoked: the bot's token still works, nothing to reconnect.
+    assert ws.send({"type": "tokens_revoked", "tokens": {"oauth": ["UCUST001"], "bot": []}}).failed == 0
+    assert not repo.get_connection(ws.store, ws.connection_id).needs_reconnect
+    revoked = ws.send({"type": "tokens_revoked", "tokens": {"oauth": [], "bot": [BOT_USER]}})
+    assert revoked.failed == 1 and "tokens_revoked" in revoked.errors[0]
     assert repo.get_connection(ws.store, ws.connection_id).needs_reconnect

@@ -104,6 +104,10 @@ class GitHubClient:
         body = self.http.parse_json(response)
         return dict(body) if isinstance(body, Mapping) else {}
 
+    def user_installations(self) -> Iterator[dict[str, Any]]:
+        """The app's installations a user (signed with their user-to-server token) can access."""
+        return self._all("/user/installations", data_path="installations")
+
     def user(self) -> dict[str, Any]:
         """The user a personal access token belongs to."""
         body = self.http.get_json("/user")

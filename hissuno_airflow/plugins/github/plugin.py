@@ -3,6 +3,7 @@ feedback sessions and its files as codebase knowledge, by sync and by the app's 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -37,6 +38,8 @@ from .client import HEADERS, GitHubClient, retry_policy
 from .codebase import MAX_ID_LENGTH, decode_text, file_id, file_markdown, index_markdown, wanted
 from .mapping import is_pull_request, parse_time, session_fields
 
+CLIENT_ID_ENV, CLIENT_SECRET_ENV = "GITHUB_APP_CLIENT_ID", "GITHUB_APP_CLIENT_SECRET"
+"""The app's OAuth client: when set, the returning user must be able to access the installation."""
 _REPO = re.compile(r"[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}")
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 LOGO = (
@@ -110,11 +113,38 @@ def _on_installation(installation_id: int, ctx: AuthCtx) -> AuthResult:
     if found.get("suspended_at"):
         raise InputError(f"installation_id: the installation on {login} is suspended; unsuspend it on GitHub",
                          field="installation_id")
+    _check_installer(installation_id, ctx)
     return AuthResult(
         external_account_id=str(installation_id), account_label=f"{login} (App)",
         credentials={"auth_method": "app", "account_login": login},
         settings={"account_login": login, "account_id": account.get("id"), "account_type": account.get("type")},
     )
+
+
+def _check_installer(installation_id: int, ctx: AuthCtx) -> None:
+    """With ``GITHUB_APP_CLIENT_ID``/``_SECRET`` set, the installation must be one the returning GitHub user
+    can access: the app asks for user authorization during installation, GitHub's redirect carries a
+    ``code``, exchanged for the user's token, and ``GET /user/installations`` must list the installation.
+    Otherwise anyone holding a state could name another account's installation id of the app."""
+    client_id, secret = os.environ.get(CLIENT_ID_ENV, ""), os.environ.get(CLIENT_SECRET_ENV, "")
+    if not client_id or not secret:
+        return
+    code = ctx.callback_query.get("code", "")
+    if not code:
+        raise InputError(f"code: {CLIENT_ID_ENV} is set, so GitHub must return a user authorization code; enable"
+                         " 'Request user authorization (OAuth) during installation' on the app", field="code")
+    with ctx.http_client("WEB", headers={"Accept": "application/json"}, secrets=[code, secret]) as web:
+        answer = web.post_json("/login/oauth/access_token",
+                               data={"client_id": client_id, "client_secret": secret, "code": code})
+    user_token = answer.get("access_token") if isinstance(answer, Mapping) else None
+    if not isinstance(user_token, str) or not user_token:
+        error = str(answer.get("error") or "no access_token") if isinstance(answer, Mapping) else "no answer"
+        raise InputError(f"code: GitHub refused the user authorization code ({error[:60]})", field="code")
+    with GitHubClient(_http(ctx, auth=BearerAuth(user_token), secrets=[user_token])) as gh:
+        reachable = {str(i.get("id")) for i in gh.user_installations()}
+    if str(installation_id) not in reachable:
+        raise InputError(f"installation_id: the GitHub user who installed cannot access installation "
+                         f"{installation_id}", field="installation_id")
 
 
 def _check_token(credentials: dict[str, Any], ctx: AuthCtx) -> AuthResult:
@@ -353,6 +383,7 @@ plugin = define_plugin(
     icon=Icon(inline_svg=LOGO, invert_in_dark=True),
     base_urls={"API": "https://api.github.com", "WEB": "https://github.com"},
     auth=GitHubAppAuth(
+        app_slug_fallback_env="GITHUB_APP_NAME",
         on_installation=_on_installation,
         fields=(Field(id="pat", label="Personal access token", secret=True, required=True,
                       help_text="Instead of installing the app: a token with repo (or Issues + Contents: read)"),),

@@ -62,6 +62,9 @@ def finish_callback(
             raw_id = query.get("installation_id", "")
             if not raw_id.isdigit():
                 raise InputError("installation_id: expected a number", field="installation_id")
+            ctx.callback_query = {k: v for k, v in query.items() if k != "state"}
+            if query.get("code"):
+                ctx.services.secrets.append(query["code"])
             result = as_auth_result(call_handler(auth.on_installation, int(raw_id), ctx), plugin)
             result = result.model_copy(update={
                 "credentials": {"installation_id": int(raw_id), **result.credentials},

@@ -22,7 +22,8 @@ def start_github_app(
 
     auth = plugin.auth
     assert isinstance(auth, GitHubAppAuth)
-    slug = os.environ.get(auth.app_slug_env, "")
+    fallback = auth.app_slug_fallback_env
+    slug = os.environ.get(auth.app_slug_env, "") or (os.environ.get(fallback, "") if fallback else "")
     if not slug:
         raise NotConfigured(f"{auth.app_slug_env} is not set on the server")
     if reconnect_id:
