@@ -83,6 +83,11 @@ class OAuth2Auth(_Frozen):
     """Send a PKCE S256 challenge."""
     token_endpoint_auth_method: Literal["client_secret_post", "client_secret_basic"] = "client_secret_post"
     """How the client authenticates at the token endpoint."""
+    token_body: Literal["form", "json"] = "form"
+    """How the code-exchange and refresh requests carry their parameters: ``"form"`` is the standard
+    ``application/x-www-form-urlencoded`` body (RFC 6749); ``"json"`` sends them as one JSON object with
+    ``Content-Type: application/json`` (Atlassian), the client id and secret inside it under
+    ``client_secret_post`` (a ``client_secret_basic`` client keeps them in the Basic header)."""
     refresh_leeway_seconds: int = 300
     """Refresh this long before the access token expires."""
     on_token_exchanged: AuthHandler

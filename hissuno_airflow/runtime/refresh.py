@@ -246,17 +246,18 @@ def _authlib_http_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exce
 
 
 def _standard_grant(plugin: PluginDef, auth: OAuth2Auth, creds: dict[str, Any]) -> dict[str, Any]:
-    """POST ``grant_type=refresh_token`` to the plugin's token URL through authlib."""
+    """POST ``grant_type=refresh_token`` to the plugin's token URL through authlib (form or JSON body, as
+    the plugin's ``token_body`` declares)."""
     import httpx
-    from authlib.integrations.httpx_client import OAuth2Client, OAuthError
+    from authlib.integrations.httpx_client import OAuthError
 
+    from .oauth_client import oauth_client
     from .urls import resolve_url
 
     url = resolve_url(plugin, auth.token_url)
-    client = OAuth2Client(
-        client_id=os.environ.get(auth.client_id_env), client_secret=os.environ.get(auth.client_secret_env),
-        token_endpoint_auth_method=auth.token_endpoint_auth_method, timeout=HTTP_TIMEOUT_S,
-        trust_env=False,
+    client = oauth_client(
+        auth, client_id=os.environ.get(auth.client_id_env), client_secret=os.environ.get(auth.client_secret_env),
+        timeout=HTTP_TIMEOUT_S, trust_env=False,
     )
     path = httpx.URL(url).path
     status_errors, transport_errors = _authlib_http_errors()

@@ -5,7 +5,8 @@ One server plays ``auth.atlassian.com`` and ``api.atlassian.com`` (point ``HISSU
 ``HISSUNO_JIRA_API_URL`` at it):
 
 - ``GET /authorize`` requires ``audience=api.atlassian.com``, ``prompt=consent`` and space-separated
-  scopes; ``POST /oauth/token`` (form or JSON body) answers a refresh token only when ``offline_access``
+  scopes; ``POST /oauth/token`` takes only a JSON body (client id and secret inside it; a form body is
+  ``invalid_request``, HTTP 400) and answers a refresh token only when ``offline_access``
   was granted, rotates refresh tokens (a used or revoked one is ``invalid_grant`` with HTTP 403, as
   Atlassian answers);
 - ``GET /oauth/token/accessible-resources``: every site of the grant, plus a Confluence-only site;
@@ -83,6 +84,7 @@ class FakeJira(FakeOAuthServer):
     client_secret = "jira-client-secret"
     authorize_path = "/authorize"
     token_path = "/oauth/token"
+    token_body = "json"
     revoke_path = None
     userinfo_path = None
     required_authorize_params = {"audience": "api.atlassian.com", "prompt": "consent"}
@@ -329,6 +331,20 @@ def _split_and(jql: str) -> list[str]:
 
 
 # --- wiring ---------------------------------------------------------------------------------------
+
+
+def token_grants(fake: FakeJira) -> list[dict[str, Any]]:
+    """The JSON bodies of every ``POST /oauth/token`` so far, each checked to have come as Atlassian takes it:
+    ``Content-Type: application/json``, no query string, no ``Authorization`` header (the client secret
+    travels in the JSON body only)."""
+    out = []
+    for req in fake.requests_to(fake.token_path, "POST"):
+        assert (req.header("content-type") or "").startswith("application/json"), req.header("content-type")
+        assert not req.query_list and req.header("authorization") is None
+        body = req.json()
+        assert isinstance(body, dict) and all(isinstance(v, str) for v in body.values()), body
+        out.append(body)
+    return out
 
 
 def serve(monkeypatch: pytest.MonkeyPatch, serve_fake: Any, count: int = 0, clock: Any = None) -> FakeJira:

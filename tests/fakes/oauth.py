@@ -20,7 +20,8 @@ What it enforces:
   ``require_pkce`` (``plain`` is refused), scopes split on ``scope_separator`` and within
   ``allowed_scopes`` when set. Grants at once (302 to the redirect URI with ``code`` and ``state``),
   or answers ``error=access_denied`` when ``deny_consent`` is set.
-- ``POST token_path`` (form or JSON body): client authentication by ``token_auth_method``
+- ``POST token_path`` (form or JSON body; only the one ``token_body`` names when it is ``"form"`` or
+  ``"json"``, the other is ``invalid_request``, HTTP 400): client authentication by ``token_auth_method``
   (``client_secret_basic`` demands the Basic header, ``client_secret_post`` the body fields), every
   ``required_token_params``; ``authorization_code`` codes are single-use, expire, and are bound to
   the redirect URI and the PKCE challenge; ``refresh_token`` rotates when ``rotate_refresh_tokens``: the
@@ -52,11 +53,12 @@ from .server import FakeProvider, FakeRequest, FakeResponse, Reply
 __all__ = ["FakeOAuthServer", "Grant", "pkce_challenge"]
 
 TokenAuthMethod = Literal["client_secret_basic", "client_secret_post"]
+TokenBody = Literal["form", "json", "any"]
 
 _KNOBS = (
     "client_id", "client_secret", "authorize_path", "token_path", "revoke_path", "userinfo_path", "scope_separator",
-    "token_auth_method", "require_pkce", "required_authorize_params", "required_token_params", "redirect_uris",
-    "allowed_scopes", "access_ttl", "code_ttl", "issue_refresh_tokens", "rotate_refresh_tokens", "access_prefix",
+    "token_auth_method", "token_body", "require_pkce", "required_authorize_params", "required_token_params",
+    "redirect_uris", "allowed_scopes", "access_ttl", "code_ttl", "issue_refresh_tokens", "rotate_refresh_tokens", "access_prefix",
     "refresh_prefix", "numbered_tokens", "extra_token_response", "account",
 )
 
@@ -91,6 +93,8 @@ class FakeOAuthServer(FakeProvider):
     userinfo_path: str | None = "/me"
     scope_separator = " "
     token_auth_method: TokenAuthMethod = "client_secret_post"
+    token_body: TokenBody = "any"
+    """Body the token endpoint reads: ``"form"`` (urlencoded), ``"json"`` (Atlassian), ``"any"`` either."""
     require_pkce = False
     required_authorize_params: Mapping[str, str] = {}
     """Authorize query parameters that must be present with these values (``{"prompt": "consent"}``)."""
@@ -247,6 +251,11 @@ class FakeOAuthServer(FakeProvider):
         return (form.get("client_id"), form.get("client_secret")) == (self.client_id, self.client_secret)
 
     def _token(self, req: FakeRequest) -> Reply:
+        is_json = (req.header("content-type") or "").startswith("application/json")
+        if self.token_body != "any" and is_json != (self.token_body == "json"):
+            want = "application/json" if self.token_body == "json" else "application/x-www-form-urlencoded"
+            return self._refuse(400, "invalid_request", f"the token request body must be {want}",
+                                content_type=req.header("content-type"))
         form = self._form(req)
         grant_type = form.get("grant_type", "")
         if not self._client_ok(req, form):

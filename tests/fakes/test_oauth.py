@@ -180,3 +180,17 @@ def test_json_token_bodies_and_knob_typos() -> None:
     assert r.status_code == 200, r.text
     with pytest.raises(TypeError, match="scope_seperator"):
         FakeOAuthServer(scope_seperator=",")
+
+
+@pytest.mark.parametrize("body", ["form", "json"])
+def test_token_body_knob_takes_only_that_body(body: str) -> None:
+    fake = FakeOAuthServer(token_body=body)
+    rt = fake.seed_tokens()["refresh_token"]
+    grant = {"grant_type": "refresh_token", "refresh_token": rt, "client_id": fake.client_id,
+             "client_secret": fake.client_secret}
+    with client(fake) as c:
+        wrong = c.post("/token", data=grant) if body == "json" else c.post("/token", json=grant)
+        assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_request", wrong.text
+        assert fake.refreshes == 0 and rt in fake.refresh_tokens
+        right = c.post("/token", json=grant) if body == "json" else c.post("/token", data=grant)
+    assert right.status_code == 200 and fake.refreshes == 1, right.text

@@ -50,6 +50,7 @@ def test_a_revoked_grant_fails_the_task_without_retry(store: Any, serve_fake: An
         (ti,) = s.query(TaskInstance).filter_by(dag_id=run.dag_id, run_id=run.run_id).all()
         assert ti.state == "failed" and ti.try_number == 1  # fatal: not up_for_retry
     assert len(fake.requests_to("/oauth/token")) == grants + 1  # one refused grant
+    assert fake.refusals[-1]["error"] == "invalid_grant"  # refused for the revoked token, not the body's format
     stream = repo.get_stream(store, cid, ENG_A)
     assert f"reconnect needed: run `hissuno connect jira --update {cid}`" in (stream.last_sync_error or "")
     assert repo.get_connection(store, cid).needs_reconnect

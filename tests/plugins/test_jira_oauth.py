@@ -68,6 +68,10 @@ def test_web_connect_asks_atlassian_3lo_and_stores_the_account_encrypted(web: We
     assert creds["access_token"] in fake.token_accounts and creds["refresh_token"] in fake.refresh_tokens
     assert fake.exchanges == 1 and fake.requests_to("/oauth/token/accessible-resources")[0].bearer_token == \
         creds["access_token"]
+    # The code went to Atlassian as a JSON body with the client credentials in it (no Basic header, no query).
+    [grant] = fakes.token_grants(fake)
+    assert grant == {"grant_type": "authorization_code", "code": grant["code"], "redirect_uri": q["redirect_uri"][0],
+                     "client_id": fake.client_id, "client_secret": fake.client_secret} and grant["code"]
     with web.store.connection() as c:
         enc = bytes(c.execute("SELECT credentials_enc FROM integration_connections WHERE id = %s",
                               (row.id,)).fetchone()["credentials_enc"])
@@ -78,6 +82,19 @@ def test_web_connect_asks_atlassian_3lo_and_stores_the_account_encrypted(web: We
     # Connecting the same Atlassian account again needs the connection named (Reconnect).
     assert _web_connect(web).get("error") == ["account_exists"]
     assert count(web.store, "integration_connections") == 1
+
+
+def test_the_fake_token_endpoint_takes_only_a_json_body(fake: FakeJira) -> None:
+    """As Atlassian documents it (providers.md §4.1): the same refresh grant form-encoded is an OAuth
+    ``invalid_request`` and leaves the refresh token alive; as JSON it is granted."""
+    rt = fake.seed_refresh_token("rt-seeded")
+    grant = {"grant_type": "refresh_token", "client_id": fake.client_id, "client_secret": fake.client_secret,
+             "refresh_token": rt}
+    form = httpx.post(fake.url + "/oauth/token", data=grant, timeout=10)
+    assert form.status_code == 400 and form.json()["error"] == "invalid_request", form.text
+    assert rt in fake.refresh_tokens and fake.refreshes == 0
+    answer = httpx.post(fake.url + "/oauth/token", json=grant, timeout=10)
+    assert answer.status_code == 200 and answer.json()["access_token"] and fake.refreshes == 1, answer.text
 
 
 def test_a_grant_without_jira_sites_is_refused_and_saves_nothing(web: Web, fake: FakeJira) -> None:

@@ -258,6 +258,8 @@ plugin = define_plugin(
         client_secret_env="JIRA_CLIENT_SECRET",
         # audience is required by Atlassian; prompt=consent shows the site picker on every connect.
         extra_auth_params={"audience": "api.atlassian.com", "prompt": "consent"},
+        # Atlassian's token endpoint takes a JSON body, client id and secret inside it (providers.md §4.1).
+        token_body="json",
         on_token_exchanged=_on_token_exchanged,
     ),
     # Admin webhooks (Jira settings > System > WebHooks) with the connection's webhook_secret; the

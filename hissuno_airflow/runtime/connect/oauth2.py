@@ -12,19 +12,10 @@ from ...kit.auth import OAuth2Auth, OAuthTokens
 from ...kit.define import PluginDef
 from ...kit.errors import ConnectFailed, HissunoError, NotConfigured
 from ...store.db import Store
+from ..oauth_client import oauth_client
 from ..services import resolve_url
 from .accounts import reconnect_target
 from .state import issue_state
-
-
-def _oauth_client(**kwargs: Any) -> Any:
-    import warnings
-
-    with warnings.catch_warnings():
-        # authlib 1.9 flags its httpx integration as moving to httpx2; the API used here is unchanged.
-        warnings.simplefilter("ignore")
-        from authlib.integrations.httpx_client import OAuth2Client
-    return OAuth2Client(**kwargs)
 
 
 def _client_credentials(auth: OAuth2Auth) -> tuple[str, str]:
@@ -49,8 +40,8 @@ def start_oauth(
     state = issue_state(store, {"k": "oauth2", "p": plugin.id, "prj": project_id, "u": user_id,
                                 "c": reconnect_id, "v": verifier, "r": redirect_uri})
     scope = auth.scope_separator.join(auth.scopes) or None
-    client = _oauth_client(client_id=client_id, scope=scope, redirect_uri=redirect_uri,
-                          code_challenge_method="S256" if auth.pkce else None)
+    client = oauth_client(client_id=client_id, scope=scope, redirect_uri=redirect_uri,
+                         code_challenge_method="S256" if auth.pkce else None)
     url, _ = client.create_authorization_url(
         resolve_url(plugin, auth.authorize_url), state=state, code_verifier=verifier, **auth.extra_auth_params
     )
@@ -76,8 +67,8 @@ def _tokens(token: Mapping[str, Any]) -> OAuthTokens:
 
 def exchange_code(plugin: PluginDef, auth: OAuth2Auth, code: str, data: Mapping[str, Any]) -> OAuthTokens:
     client_id, client_secret = _client_credentials(auth)
-    client = _oauth_client(client_id=client_id, client_secret=client_secret, redirect_uri=data.get("r"),
-                          token_endpoint_auth_method=auth.token_endpoint_auth_method, timeout=20)
+    client = oauth_client(auth, client_id=client_id, client_secret=client_secret, redirect_uri=data.get("r"),
+                         timeout=20)
     kwargs: dict[str, Any] = dict(auth.extra_token_params)
     if data.get("v"):
         kwargs["code_verifier"] = data["v"]
