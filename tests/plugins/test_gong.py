@@ -369,6 +369,33 @@ def test_rule_webhooks_verified_once_forged_stale_replayed(store: Any, fake: Gon
     assert synced.counts["synced"] == COUNT - 1 and synced.counts["skipped"] >= 1
 
 
+def test_a_rule_jwt_without_exp_is_accepted_fresh_and_refused_stale_or_replayed(
+    store: Any, fake: Gong, cid: str, clock: FakeClock,
+) -> None:
+    """providers.md 9.4 leaves Gong's ``exp``/``iat`` unconfirmed: a token without ``exp`` is not refused
+    for that; its ``iat`` then bounds its age (5 minutes), and a replay is stored once."""
+    signer = Signer(registry.get_plugin("gong").webhook_signature)
+    repo.update_connection(store, cid, settings={"webhook_secret": signer.secret})
+    url = HOOK_URL + cid
+
+    def deliver(call_id: str, at: float, **kw: Any) -> Any:
+        d = signer(fake.webhook_body(call_id), url=url, timestamp=at, lifetime=None, **kw)
+        return receive_webhook("gong", IntakeRequest("POST", url, d.headers, d.body), connection_id=cid,
+                               store=store, dispatcher=_Woken(), now=clock.time())
+
+    ids = fake.call_ids()
+    assert deliver(ids[-2], clock.time() - 60).body["queued"] == 1
+    assert deliver(ids[-2], clock.time() - 60).body["duplicate"] is True
+    assert deliver(ids[-3], clock.time(), issued=False).body["queued"] == 1, "neither exp nor iat"
+    assert deliver(ids[-3], clock.time(), issued=False).body["duplicate"] is True
+    with pytest.raises(WebhookSignatureError) as ei:
+        deliver(ids[-4], clock.time() - 3600)
+    assert ei.value.reason == "stale"  # type: ignore[attr-defined]
+    with pytest.raises(WebhookSignatureError):  # issued an hour from now
+        deliver(ids[-4], clock.time() + 3600)
+    assert _one(store, "SELECT count(*) FROM webhook_events WHERE connection_id = %s", cid) == 2
+
+
 # -- the real CLI ------------------------------------------------------------------------------------
 
 
