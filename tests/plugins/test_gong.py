@@ -34,6 +34,7 @@ from tests.fakes.server import FakeClock
 from tests.fakes.webhooks import Signer
 from tests.fixtures.cli import standalone_env
 from tests.fixtures.fakes import retries_on
+from tests.fixtures.store import row_versions
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 COUNT = 230
@@ -211,8 +212,10 @@ def test_speakers_are_mapped_as_the_reference_does(store: Any, fake: Gong, cid: 
 
 def test_second_sync_writes_nothing_then_exactly_the_edited_and_the_new(store: Any, fake: Gong, cid: str) -> None:
     first = run_stream_sync(cid, "calls", store=store)
+    versions = row_versions(store)
     again = run_stream_sync(cid, "calls", store=store)
     assert again.status == "success" and again.counts["synced"] == 0 and again.counts["failed"] == 0
+    assert row_versions(store) == versions, "a second sync writes no row"
     # Incremental from the newest start minus the 24 h look-back, inclusive.
     assert fake.requests_to("/v2/calls")[-1].query["fromDateTime"] == (LAST - timedelta(hours=24)).isoformat()
 
@@ -231,8 +234,10 @@ def test_second_sync_writes_nothing_then_exactly_the_edited_and_the_new(store: A
     assert all(_one(store, f"SELECT count(*) {BY_CALL}", c["id"]) == 1 for c in late + fresh)
     assert third.cursor_after == datetime.fromisoformat(fresh[-1]["started"]) > first.cursor_after
 
+    versions = row_versions(store)
     full = run_stream_sync(cid, "calls", store=store, plan=SyncPlan.full())
     assert full.status == "success" and full.counts["synced"] == 0 and full.counts["deleted"] == 0
+    assert row_versions(store) == versions, "a full resync writes no row"
     assert "fromDateTime" not in fake.requests_to("/v2/calls")[-1].query
     assert _one(store, "SELECT count(*) FROM sessions") == COUNT + 3
 

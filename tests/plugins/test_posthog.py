@@ -25,6 +25,7 @@ from tests.fakes.posthog import PROJECT_ID, THROTTLED, PostHog
 from tests.fakes.server import FakeClock
 from tests.fixtures.cli import standalone_env
 from tests.fixtures.fakes import retries_on
+from tests.fixtures.store import row_versions
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 
@@ -159,7 +160,9 @@ def test_behavioral_reruns_update_in_place_and_pick_up_exactly_the_changed(
 ) -> None:
     fake, cid, _key = project
     assert run_stream_sync(cid, "behavioral", store=store).counts["synced"] == 150
+    versions = row_versions(store)
     assert run_stream_sync(cid, "behavioral", store=store).counts["synced"] == 0
+    assert row_versions(store) == versions, "a second sync writes no row"
     stamp = _one(store, "SELECT max(updated_at) FROM sessions")
 
     fake.add_event(fake.persons[4]["id"], "report_created", days_ago=0.5)
@@ -169,8 +172,10 @@ def test_behavioral_reruns_update_in_place_and_pick_up_exactly_the_changed(
 
     assert again.status == "success" and again.counts["synced"] == 3
     assert _one(store, "SELECT count(*) FROM sessions WHERE updated_at > %s", stamp) == 3
+    versions = row_versions(store)
     full = run_stream_sync(cid, "behavioral", SyncPlan.full(), store=store)
     assert full.status == "success" and full.counts["synced"] == 0
+    assert row_versions(store) == versions, "a full resync writes no row"
     # The reference made a new behavioural session per contact on every run; here there is one each.
     assert _one(store, "SELECT count(*) FROM sessions") == 151
     assert _one(store, "SELECT count(DISTINCT contact_id) FROM sessions") == 151
@@ -222,7 +227,9 @@ def test_analytics_definitions_edits_deletions_and_idempotent_resyncs(
     with store.connection() as c:
         doc = c.execute("SELECT * FROM knowledge_sources WHERE name = 'PostHog person properties'").fetchone()
     assert doc is not None
+    versions = row_versions(store)
     assert run_stream_sync(cid, "analytics", store=store).counts["synced"] == 0
+    assert row_versions(store) == versions, "a second sync writes no row"
 
     fake.event_definitions.update(fake.event_definitions[2]["id"], description="Renamed in PostHog.")
     gone = fake.event_definitions[5]["id"]
@@ -231,8 +238,10 @@ def test_analytics_definitions_edits_deletions_and_idempotent_resyncs(
     again = run_stream_sync(cid, "analytics", store=store)
     assert again.status == "success" and again.counts["synced"] == 2 and again.counts["deleted"] == 1
     assert _one(store, "SELECT count(*) FROM knowledge_sources WHERE deleted_at IS NULL") == 9
+    versions = row_versions(store)
     full = run_stream_sync(cid, "analytics", SyncPlan.full(), store=store)
     assert full.counts["synced"] == 0 and full.counts.get("deleted", 0) == 0
+    assert row_versions(store) == versions, "a full resync writes no row"
 
 
 def test_a_malformed_definition_goes_to_ingest_errors_and_a_listing_failure_keeps_cursor_and_data(

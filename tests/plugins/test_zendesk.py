@@ -32,6 +32,7 @@ from tests.fakes.webhooks import Signer
 from tests.fakes.zendesk import FakeZendesk
 from tests.fixtures.cli import standalone_env
 from tests.fixtures.fakes import retries_on
+from tests.fixtures.store import row_versions
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 TICKETS = 14
@@ -211,8 +212,10 @@ def test_second_sync_writes_nothing_and_an_incremental_run_changes_exactly_k(
     fake, cid, _ = desk
     first = run_stream_sync(cid, "tickets", store=store)
     assert first.counts["synced"] > 0
+    versions = row_versions(store)
     second = run_stream_sync(cid, "tickets", store=store)
     assert second.status == "success" and second.counts["synced"] == 0
+    assert row_versions(store) == versions, "a second sync writes no row"
     assert _starts(fake) == ["0", str(int(first.cursor_after.timestamp()))]
     stamp = _one(store, "SELECT max(updated_at) FROM sessions")
 
@@ -233,8 +236,10 @@ def test_second_sync_writes_nothing_and_an_incremental_run_changes_exactly_k(
     assert _one(store, "SELECT name FROM sessions s JOIN integration_synced_records r ON r.hissuno_id = s.id"
                        " WHERE r.external_id = '2' AND r.hissuno_kind = 'sessions'") == "CSV export: wrong encoding"
 
+    versions = row_versions(store)
     full = run_stream_sync(cid, "tickets", SyncPlan.full(), store=store)
     assert full.status == "success" and full.counts["synced"] == 0
+    assert row_versions(store) == versions, "a full resync writes no row"
     assert _counts(store) == (SESSIONS + 2, CONTACTS, COMPANIES)
     assert _starts(fake)[-1] == "0", "a full run reads the export from the start"
 
