@@ -48,8 +48,8 @@ def project(store: Any, serve_fake: Any, clock: FakeClock, monkeypatch: pytest.M
     fake.persons.add(id="anon", uuid="anon", distinct_ids=["anon-d"], is_identified=False, properties={})
     fake.add_event("anon", "$pageview")
     cid = fakes.connect(store, key)
-    for sid in ("behavioral", "analytics"):
-        enable_stream(store, cid, sid)
+    enable_stream(store, cid, "behavioral", filters={"sync_new_contacts": True})
+    enable_stream(store, cid, "analytics")
     return fake, cid, key
 
 
@@ -153,6 +153,47 @@ def test_behavioral_first_sync_one_session_per_contact_with_metrics_and_429_wait
         contact = c.execute("SELECT * FROM contacts WHERE email = 'user1@customer1.com'").fetchone()
     assert contact["custom_fields"]["posthog_plan"] == "pro" and contact["title"] == "CTO"
     assert result.cursor_after is not None
+
+
+def test_behavioral_enriches_the_projects_existing_contacts_and_makes_no_new_ones_by_default(
+    store: Any, project: tuple[PostHog, str, str]
+) -> None:
+    """The reference's default: the project's contacts (here as another integration left them, read
+    through the store) matched to persons by email; unmatched and archived contacts get nothing, and no
+    person becomes a contact unless ``sync_new_contacts`` is on."""
+    fake, cid, _key = project
+    enable_stream(store, cid, "behavioral", filters={})
+    pid = settings.default_project_id()
+    with store.connection() as c:
+        for email, name, archived in (("user3@customer3.com", "Casey From Zendesk", False),
+                                      ("USER1@customer1.com", "Uma One", False),
+                                      ("nobody@elsewhere.com", "No Person", False),
+                                      ("user5@customer1.com", "Archived Five", True)):
+            c.execute("INSERT INTO contacts (project_id, name, email, custom_fields, is_archived)"
+                      " VALUES (%s, %s, %s, %s, %s)", (pid, name, email, json.dumps({"zendesk_tier": "gold"}),
+                                                        archived))
+    result = run_stream_sync(cid, "behavioral", store=store)
+
+    assert result.status == "success", result.error
+    assert result.counts["synced"] == 2
+    assert _one(store, "SELECT count(*) FROM contacts") == 4, "no person became a new contact"
+    assert _session(store, "contact:user3@customer3.com")["name"] == "PostHog Activity - Casey From Zendesk"
+    assert _session(store, "contact:user1@customer1.com")["custom_fields"]["posthog_person_ids"] == sorted(
+        [fake.persons[0]["id"], "twin"])
+    assert _session(store, "contact:nobody@elsewhere.com") is None
+    assert _session(store, "contact:user5@customer1.com") is None, "an archived contact is left alone"
+    with store.connection() as c:
+        casey = c.execute("SELECT * FROM contacts WHERE email = 'user3@customer3.com'").fetchone()
+    # Person properties merged into the contact's custom fields; what it had is kept.
+    assert casey["name"] == "Casey From Zendesk"
+    assert casey["custom_fields"] == {"zendesk_tier": "gold", "posthog_plan": "pro", "posthog_name": "User 3",
+                                      "posthog_email": "user3@customer3.com"}
+
+    enable_stream(store, cid, "behavioral", filters={"sync_new_contacts": True, "max_new_contacts": 10})
+    more = run_stream_sync(cid, "behavioral", SyncPlan.full(), store=store)
+    assert more.status == "success" and more.counts["synced"] == 10, more.counts
+    # Ten new emails; one of them (user5) is the archived contact's, which keeps its one row.
+    assert _one(store, "SELECT count(*) FROM contacts") == 4 + 9
 
 
 def test_behavioral_reruns_update_in_place_and_pick_up_exactly_the_changed(
@@ -285,7 +326,8 @@ def test_cli_connects_and_syncs_both_streams(store: Any, database_url: str, tmp_
     assert out.returncode == 0, out.stderr
     cid = json.loads(out.stdout)["connection_id"]
     for sid, n in (("behavioral", 12), ("analytics", 5)):
-        assert cli("enable", cid, sid).returncode == 0
+        assert cli("enable", cid, sid, "--filters", '{"sync_new_contacts": true}' if sid == "behavioral"
+                   else "{}").returncode == 0
         done = json.loads(cli("sync", cid, sid, "--json").stdout)
         assert done["status"] == "success" and done["counts"]["synced"] == n, done
         assert key not in json.dumps(done)
