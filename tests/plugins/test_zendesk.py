@@ -244,6 +244,29 @@ def test_second_sync_writes_nothing_and_an_incremental_run_changes_exactly_k(
     assert _starts(fake)[-1] == "0", "a full run reads the export from the start"
 
 
+def test_a_ticket_with_more_comments_than_a_page_keeps_every_public_one(
+    store: Any, desk: tuple[FakeZendesk, str, str], clock: FakeClock,
+) -> None:
+    """Comments come 100 a page (``page[size]``, then ``page[after]`` while ``meta.has_more``)."""
+    fake, cid, _ = desk
+    requester = fake.tickets.get("1")["requester_id"]
+    for n in range(230):
+        fake.add_comment(1, requester if n % 2 else 501, f"Follow-up {n}", public=n % 10 != 9)
+    clock.advance(fake.tickets.stamps["1"] - clock.time() + 3600)  # each change stamps the ticket a minute on
+    result = run_stream_sync(cid, "tickets", store=store)
+
+    assert result.status == "success", result.error
+    pages = fake.requests_to("/api/v2/tickets/1/comments.json")
+    assert len(pages) == 3 and "page[after]" not in pages[0].query
+    assert all(p.query["page[after]"] and p.query["page[size]"] == "100" for p in pages[1:])
+    sid = _one(store, "SELECT hissuno_id FROM integration_synced_records WHERE external_id = '1'"
+                      " AND hissuno_kind = 'sessions'")
+    contents = [r["content"] for r in _rows(store, "SELECT content FROM session_messages WHERE session_id = %s"
+                                                   " ORDER BY position", sid)]
+    assert len(contents) == 2 + 207 and contents[-1] == "Follow-up 228"  # 23 of the 230 are internal
+    assert _one(store, "SELECT count(*) FROM session_messages") == 2 * SESSIONS + 207
+
+
 def test_a_backfill_window_is_honoured(store: Any, desk: tuple[FakeZendesk, str, str]) -> None:
     fake, cid, _ = desk
     result = run_stream_sync(cid, "tickets", SyncPlan.backfill(T0 + timedelta(minutes=3), T0 + timedelta(minutes=7)),
