@@ -158,7 +158,7 @@ def test_first_sync_reads_every_conversation_and_maps_it_as_the_reference(
     assert titled["name"] == "Billing question 3"
     assert untitled["name"] == "Hi, my invoice 1 shows the wrong amount & date."
     assert (untitled["source"], untitled["session_type"], untitled["status"]) == ("intercom", "chat", "closed")
-    # The opening message, the agent's reply and the customer's answer; the assignment has no text.
+    # The opening message, the agent's reply and the customer's answer; not the assignment's note.
     assert [(m["sender_type"], m["content"]) for m in untitled["messages"]] == [
         ("user", "Hi, my invoice 1 shows the wrong amount & date."),
         ("human_agent", "Sorry about invoice 1, checking now."),
