@@ -92,6 +92,16 @@ class Logger(Protocol):
     def error(self, message: str, data: Mapping[str, Any] | None = None) -> None: ...
 
 
+@dataclass(frozen=True)
+class ContactRef:
+    """A contact of the project, as a plugin that enriches existing contacts reads it."""
+
+    id: str
+    """Hissuno id of the contact."""
+    email: str
+    name: str
+
+
 class SyncServices(Protocol):
     """What the runtime provides behind a SyncCtx."""
 
@@ -214,6 +224,13 @@ class SyncCtx:
     def base_url(self, name: str) -> str:
         """Resolved base URL by name (honours ``HISSUNO_<PLUGIN>_<NAME>_URL``)."""
         return self.services.base_url(name)
+
+    def project_contacts(self) -> list[ContactRef]:
+        """The project's contacts (not archived, not deleted), whichever integration made them, read
+        through the store; what a plugin that enriches existing contacts matches against. Empty when
+        the services offer none (a plugin unit-tested with its own services)."""
+        fn = getattr(self.services, "project_contacts", None)
+        return list(fn()) if callable(fn) else []
 
     def since(self, *candidates: datetime | None) -> datetime | None:
         """The later of the cursor (incremental mode only) and any user date filters given."""

@@ -434,15 +434,22 @@ class JwtSignature(_Scheme):
     """An RS256 JWT in ``Authorization`` whose ``body_sha256`` claim hashes the raw body (Gong).
 
     The secret is the public key: PEM, or the bare base64 body of one (as a user may copy it from the
-    provider's UI without the ``-----BEGIN PUBLIC KEY-----`` lines). ``exp`` is enforced with
-    ``leeway_seconds``; when ``check_url`` is set, ``webhook_url`` must name the request URL, compared
-    as Gong does: scheme, lower-cased host and path without a trailing slash (no query).
+    provider's UI without the ``-----BEGIN PUBLIC KEY-----`` lines). When ``check_url`` is set,
+    ``webhook_url`` must name the request URL, compared as Gong does: scheme, lower-cased host and path
+    without a trailing slash (no query).
+
+    Freshness: Gong's ``exp``/``iat`` claims are unconfirmed (providers.md 9.4), so neither is required.
+    ``exp`` is enforced when present (``leeway_seconds``); without it, an ``iat`` older than
+    ``max_age_seconds`` (or in the future) is stale. A token carrying neither can only be replayed
+    with its own body (``body_sha256``) to its own URL (``webhook_url``), which the intake's event-id
+    dedup stores once.
     """
 
     header: str = "Authorization"
     secret_env: str | None = "GONG_WEBHOOK_PUBLIC_KEY"
     check_url: bool = False
     leeway_seconds: int = 60
+    max_age_seconds: int = 300
     algorithms: tuple[str, ...] = field(default=("RS256",))
 
     def check(self, secret: bytes, req: SignedRequest, now: float) -> Verified:
@@ -460,11 +467,15 @@ class JwtSignature(_Scheme):
             decoded = jwt.decode(token.strip(), RSAKey.import_key(_pem_public_key(secret)),
                                  algorithms=list(self.algorithms))
             claims = decoded.claims
-            jwt.JWTClaimsRegistry(now=int(now), leeway=self.leeway_seconds, exp={"essential": True}).validate(claims)
+            jwt.JWTClaimsRegistry(now=int(now), leeway=self.leeway_seconds).validate(claims)
         except ExpiredTokenError:
             raise SignatureFailure("stale", f"JWT in {self.header!r} has expired") from None
         except (JoseError, ValueError, TypeError):
             raise SignatureFailure("bad_signature", f"JWT in {self.header!r} is not valid") from None
+        issued = claims.get("iat")
+        if "exp" not in claims and isinstance(issued, int | float) and not (
+                -self.leeway_seconds <= now - issued <= self.max_age_seconds + self.leeway_seconds):
+            raise SignatureFailure("stale", f"JWT in {self.header!r} was issued outside the accepted window")
         body_hash = hashlib.sha256(req.body).hexdigest()
         if not hmac.compare_digest(str(claims.get("body_sha256", "")).encode(), body_hash.encode()):
             raise SignatureFailure("bad_signature", "JWT body_sha256 does not match the body")

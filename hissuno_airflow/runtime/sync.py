@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .. import registry, settings
-from ..kit.context import CancelSignal, ProgressEvent, SyncCtx
+from ..kit.context import CancelSignal, ContactRef, ProgressEvent, SyncCtx
 from ..kit.define import PluginDef
 from ..kit.errors import HissunoError, InputError, LeaseLost, ProviderAuthError, SyncCancelled
 from ..kit.redaction import redact_text
@@ -41,6 +41,7 @@ from ..store.connections import ConnectionRow
 from ..store.db import Store, get_store
 from ..store.enrich import Enricher
 from ..store.ingest import StreamIngest
+from ..store.projects import project_contacts
 from ..store.transient import is_transient, retry_transient, unavailable
 from .handlers import call_handler
 from .host import current_host
@@ -194,6 +195,10 @@ class _SyncServices:
 
     def http_client(self, base: str = "API", **kwargs: Any) -> Any:
         return self.conn.http_client(base, **kwargs)
+
+    def project_contacts(self) -> list[ContactRef]:
+        """The project's live contacts, read through the store (``SyncCtx.project_contacts``)."""
+        return [ContactRef(**row) for row in project_contacts(self.store, self.ingest.project_id)]
 
 
 class _Lease:

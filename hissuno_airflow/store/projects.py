@@ -61,3 +61,12 @@ def create_project(store: Store, name: str) -> ProjectRow:
                            (str(uuid.uuid4()), name)).fetchone()
     assert row is not None
     return ProjectRow(**row)
+
+
+def project_contacts(store: Store, project_id: str) -> list[dict[str, Any]]:
+    """The project's live contacts (not archived, not deleted), oldest first: ``{id, email, name}``."""
+    with store.autocommit() as conn:
+        rows = conn.execute(
+            "SELECT id::text AS id, email, name FROM contacts WHERE project_id = %s AND NOT is_archived"
+            " AND deleted_at IS NULL AND email <> '' ORDER BY created_at, id", (project_id,)).fetchall()
+    return [dict(r) for r in rows]

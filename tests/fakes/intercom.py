@@ -191,7 +191,8 @@ class Intercom(FakeOAuthServer):
 
     def add_conversations(self, n: int) -> list[dict[str, Any]]:
         """Append ``n`` conversations (ids ``1001``...), each a minute newer than the last: the customer's
-        opening message, an agent's reply, an assignment (no text) and the customer's answer."""
+        opening message, an agent's reply, an assignment (with the assigner's note, which is not a message
+        of the conversation) and the customer's answer."""
         out = []
         start = len(self.conversations) + len(self.conversations.deleted)
         for n_ in range(start + 1, start + n + 1):
@@ -212,7 +213,7 @@ class Intercom(FakeOAuthServer):
             at = rec["created_at"]
             rec["conversation_parts"] = {"type": "conversation_part.list", "total_count": 3, "conversation_parts": [
                 self._part(n_, 1, "comment", f"<p>Sorry about invoice {n_}, checking now.</p>", admin, at + 5),
-                self._part(n_, 2, "assignment", None, admin, at + 6),
+                self._part(n_, 2, "assignment", "<p>Assigning to billing.</p>", admin, at + 6),
                 self._part(n_, 3, "comment", "<p>Thanks!</p>", user, at + 7),
             ]}
             out.append(rec)

@@ -238,7 +238,8 @@ def connect(store: Any, key: str, host: str = "https://posthog.acme.io") -> str:
 def conformance(store: Any, monkeypatch: pytest.MonkeyPatch, serve_fake: Any) -> ConformanceTarget:
     """Five persons with events, seven event definitions; both streams."""
     _fake, key = serve(monkeypatch, serve_fake, 5, 7)
-    return ConformanceTarget(connection_id=connect(store, key), stream_ids=("behavioral", "analytics"))
+    return ConformanceTarget(connection_id=connect(store, key), stream_ids=("behavioral", "analytics"),
+                             filters={"behavioral": {"sync_new_contacts": True}})
 
 
 def auth_target(store: Any, monkeypatch: pytest.MonkeyPatch, serve_fake: Any) -> AuthTarget:

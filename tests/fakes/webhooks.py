@@ -151,14 +151,18 @@ def sign_shared_secret(scheme: sig.SharedSecretHeader, secret: str, payload: Any
 
 
 def sign_jwt(scheme: sig.JwtSignature, secret: str, payload: Any, *, url: str = "", ts: float, method: str = "POST",
-             lifetime: int = 120, bearer: bool = True, **_: Any) -> WebhookDelivery:
-    """Gong: an RS256 JWT (``secret`` is the private PEM) with ``body_sha256``, ``webhook_url``, ``iat``, ``exp``."""
+             lifetime: int | None = 120, issued: bool = True, bearer: bool = True, **_: Any) -> WebhookDelivery:
+    """Gong: an RS256 JWT (``secret`` is the private PEM) with ``body_sha256``, ``webhook_url``, ``iat``
+    (unless ``issued`` is False) and ``exp`` (unless ``lifetime`` is None)."""
     from joserfc import jwt
     from joserfc.jwk import RSAKey
 
     body = _body(payload)
-    claims = {"body_sha256": hashlib.sha256(body).hexdigest(), "webhook_url": url, "iat": int(ts),
-              "exp": int(ts) + lifetime}
+    claims: dict[str, Any] = {"body_sha256": hashlib.sha256(body).hexdigest(), "webhook_url": url}
+    if issued:
+        claims["iat"] = int(ts)
+    if lifetime is not None:
+        claims["exp"] = int(ts) + lifetime
     token = jwt.encode({"alg": "RS256"}, claims, RSAKey.import_key(secret))
     headers = {"Content-Type": "application/json", scheme.header: ("Bearer " if bearer else "") + token}
     return WebhookDelivery(body, headers, url, method)

@@ -30,6 +30,7 @@ from tests.fakes.server import FakeClock
 from tests.fakes.webhooks import Signer
 from tests.fixtures.cli import standalone_env
 from tests.fixtures.fakes import retries_on
+from tests.fixtures.store import row_versions
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 RETRY_AFTER = 9
@@ -149,7 +150,9 @@ def test_second_sync_writes_nothing_then_new_meetings_are_added_exactly(
 ) -> None:
     fake, cid, _key = account
     first = run_stream_sync(cid, "meetings", store=store)
+    versions = row_versions(store)
     assert run_stream_sync(cid, "meetings", store=store).counts["synced"] == 0
+    assert row_versions(store) == versions, "a second sync writes no row"
     stamp = _one(store, "SELECT max(updated_at) FROM sessions")
 
     fake.add_meetings(3)
@@ -335,7 +338,9 @@ def test_incremental_runs_rescan_a_week_before_the_cursor_so_recent_edits_arrive
     assert again.cursor_after == first.cursor_after
     asked = fake.requests_to("/meetings")[-1].query["created_after"]
     assert asked == (first.cursor_after - timedelta(days=7, seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    versions = row_versions(store)
     assert run_stream_sync(cid, "meetings", store=store).counts["synced"] == 0
+    assert row_versions(store) == versions, "a rescan of unchanged meetings writes no row"
 
     full = run_stream_sync(cid, "meetings", SyncPlan.full(), store=store)
     assert full.counts["synced"] == 1 and _session(store, "1002")["name"] == "Old meeting (renamed)"

@@ -34,6 +34,7 @@ from tests.fakes.server import FakeClock
 from tests.fakes.webhooks import Signer
 from tests.fixtures.cli import standalone_env
 from tests.fixtures.fakes import retries_on
+from tests.fixtures.store import row_versions
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 COUNT = 230
@@ -211,8 +212,10 @@ def test_speakers_are_mapped_as_the_reference_does(store: Any, fake: Gong, cid: 
 
 def test_second_sync_writes_nothing_then_exactly_the_edited_and_the_new(store: Any, fake: Gong, cid: str) -> None:
     first = run_stream_sync(cid, "calls", store=store)
+    versions = row_versions(store)
     again = run_stream_sync(cid, "calls", store=store)
     assert again.status == "success" and again.counts["synced"] == 0 and again.counts["failed"] == 0
+    assert row_versions(store) == versions, "a second sync writes no row"
     # Incremental from the newest start minus the 24 h look-back, inclusive.
     assert fake.requests_to("/v2/calls")[-1].query["fromDateTime"] == (LAST - timedelta(hours=24)).isoformat()
 
@@ -231,8 +234,10 @@ def test_second_sync_writes_nothing_then_exactly_the_edited_and_the_new(store: A
     assert all(_one(store, f"SELECT count(*) {BY_CALL}", c["id"]) == 1 for c in late + fresh)
     assert third.cursor_after == datetime.fromisoformat(fresh[-1]["started"]) > first.cursor_after
 
+    versions = row_versions(store)
     full = run_stream_sync(cid, "calls", store=store, plan=SyncPlan.full())
     assert full.status == "success" and full.counts["synced"] == 0 and full.counts["deleted"] == 0
+    assert row_versions(store) == versions, "a full resync writes no row"
     assert "fromDateTime" not in fake.requests_to("/v2/calls")[-1].query
     assert _one(store, "SELECT count(*) FROM sessions") == COUNT + 3
 
@@ -367,6 +372,33 @@ def test_rule_webhooks_verified_once_forged_stale_replayed(store: Any, fake: Gon
     # The webhook wrote what the sync writes: the sync then leaves that call alone.
     synced = run_stream_sync(cid, "calls", store=store)
     assert synced.counts["synced"] == COUNT - 1 and synced.counts["skipped"] >= 1
+
+
+def test_a_rule_jwt_without_exp_is_accepted_fresh_and_refused_stale_or_replayed(
+    store: Any, fake: Gong, cid: str, clock: FakeClock,
+) -> None:
+    """providers.md 9.4 leaves Gong's ``exp``/``iat`` unconfirmed: a token without ``exp`` is not refused
+    for that; its ``iat`` then bounds its age (5 minutes), and a replay is stored once."""
+    signer = Signer(registry.get_plugin("gong").webhook_signature)
+    repo.update_connection(store, cid, settings={"webhook_secret": signer.secret})
+    url = HOOK_URL + cid
+
+    def deliver(call_id: str, at: float, **kw: Any) -> Any:
+        d = signer(fake.webhook_body(call_id), url=url, timestamp=at, lifetime=None, **kw)
+        return receive_webhook("gong", IntakeRequest("POST", url, d.headers, d.body), connection_id=cid,
+                               store=store, dispatcher=_Woken(), now=clock.time())
+
+    ids = fake.call_ids()
+    assert deliver(ids[-2], clock.time() - 60).body["queued"] == 1
+    assert deliver(ids[-2], clock.time() - 60).body["duplicate"] is True
+    assert deliver(ids[-3], clock.time(), issued=False).body["queued"] == 1, "neither exp nor iat"
+    assert deliver(ids[-3], clock.time(), issued=False).body["duplicate"] is True
+    with pytest.raises(WebhookSignatureError) as ei:
+        deliver(ids[-4], clock.time() - 3600)
+    assert ei.value.reason == "stale"  # type: ignore[attr-defined]
+    with pytest.raises(WebhookSignatureError):  # issued an hour from now
+        deliver(ids[-4], clock.time() + 3600)
+    assert _one(store, "SELECT count(*) FROM webhook_events WHERE connection_id = %s", cid) == 2
 
 
 # -- the real CLI ------------------------------------------------------------------------------------

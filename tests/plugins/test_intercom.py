@@ -29,6 +29,7 @@ from tests.fakes.server import FakeClock
 from tests.fakes.webhooks import Signer
 from tests.fixtures.cli import standalone_env
 from tests.fixtures.fakes import retries_on
+from tests.fixtures.store import row_versions
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 TOKEN = "dG9rOmFiY2RlZjEyMzQ1Njc4OTA6MTowtest"
@@ -157,7 +158,7 @@ def test_first_sync_reads_every_conversation_and_maps_it_as_the_reference(
     assert titled["name"] == "Billing question 3"
     assert untitled["name"] == "Hi, my invoice 1 shows the wrong amount & date."
     assert (untitled["source"], untitled["session_type"], untitled["status"]) == ("intercom", "chat", "closed")
-    # The opening message, the agent's reply and the customer's answer; the assignment has no text.
+    # The opening message, the agent's reply and the customer's answer; not the assignment's note.
     assert [(m["sender_type"], m["content"]) for m in untitled["messages"]] == [
         ("user", "Hi, my invoice 1 shows the wrong amount & date."),
         ("human_agent", "Sorry about invoice 1, checking now."),
@@ -181,8 +182,10 @@ def test_first_sync_reads_every_conversation_and_maps_it_as_the_reference(
     assert _one(store, "SELECT count(*) FROM contacts") == 5
     assert TOKEN not in caplog.text
 
+    versions = row_versions(store)
     again = run_stream_sync(cid, "conversations", store=store)
     assert again.status == "success" and again.counts["synced"] == 0, again.counts
+    assert row_versions(store) == versions, "a second sync writes no row"
     cursor = int(result.cursor_after.timestamp())
     assert fake.searches()[-1]["query"] == {"field": "updated_at", "operator": ">", "value": cursor - 1}
 
@@ -206,8 +209,10 @@ def test_incremental_run_picks_up_replies_reopens_and_new_conversations_exactly(
     assert _session(store, "1015")["messages"][-1]["sender_type"] == "ai"
     assert again.cursor_after == _stamp(fake, "1025")
 
+    versions = row_versions(store)
     full = run_stream_sync(cid, "conversations", SyncPlan.full(), store=store)
     assert full.status == "success" and full.counts["synced"] == 0 and full.counts["found"] == COUNT + 2
+    assert row_versions(store) == versions, "a full resync writes no row"
     assert fake.searches()[-1]["query"] == {"field": "updated_at", "operator": ">", "value": 0}
     assert _one(store, "SELECT count(*) FROM sessions") == COUNT + 2
 

@@ -25,6 +25,7 @@ from tests.fakes.posthog import PROJECT_ID, THROTTLED, PostHog
 from tests.fakes.server import FakeClock
 from tests.fixtures.cli import standalone_env
 from tests.fixtures.fakes import retries_on
+from tests.fixtures.store import row_versions
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 
@@ -47,8 +48,8 @@ def project(store: Any, serve_fake: Any, clock: FakeClock, monkeypatch: pytest.M
     fake.persons.add(id="anon", uuid="anon", distinct_ids=["anon-d"], is_identified=False, properties={})
     fake.add_event("anon", "$pageview")
     cid = fakes.connect(store, key)
-    for sid in ("behavioral", "analytics"):
-        enable_stream(store, cid, sid)
+    enable_stream(store, cid, "behavioral", filters={"sync_new_contacts": True})
+    enable_stream(store, cid, "analytics")
     return fake, cid, key
 
 
@@ -154,12 +155,55 @@ def test_behavioral_first_sync_one_session_per_contact_with_metrics_and_429_wait
     assert result.cursor_after is not None
 
 
+def test_behavioral_enriches_the_projects_existing_contacts_and_makes_no_new_ones_by_default(
+    store: Any, project: tuple[PostHog, str, str]
+) -> None:
+    """The reference's default: the project's contacts (here as another integration left them, read
+    through the store) matched to persons by email; unmatched and archived contacts get nothing, and no
+    person becomes a contact unless ``sync_new_contacts`` is on."""
+    fake, cid, _key = project
+    enable_stream(store, cid, "behavioral", filters={})
+    pid = settings.default_project_id()
+    with store.connection() as c:
+        for email, name, archived in (("user3@customer3.com", "Casey From Zendesk", False),
+                                      ("USER1@customer1.com", "Uma One", False),
+                                      ("nobody@elsewhere.com", "No Person", False),
+                                      ("user5@customer1.com", "Archived Five", True)):
+            c.execute("INSERT INTO contacts (project_id, name, email, custom_fields, is_archived)"
+                      " VALUES (%s, %s, %s, %s, %s)", (pid, name, email, json.dumps({"zendesk_tier": "gold"}),
+                                                        archived))
+    result = run_stream_sync(cid, "behavioral", store=store)
+
+    assert result.status == "success", result.error
+    assert result.counts["synced"] == 2
+    assert _one(store, "SELECT count(*) FROM contacts") == 4, "no person became a new contact"
+    assert _session(store, "contact:user3@customer3.com")["name"] == "PostHog Activity - Casey From Zendesk"
+    assert _session(store, "contact:user1@customer1.com")["custom_fields"]["posthog_person_ids"] == sorted(
+        [fake.persons[0]["id"], "twin"])
+    assert _session(store, "contact:nobody@elsewhere.com") is None
+    assert _session(store, "contact:user5@customer1.com") is None, "an archived contact is left alone"
+    with store.connection() as c:
+        casey = c.execute("SELECT * FROM contacts WHERE email = 'user3@customer3.com'").fetchone()
+    # Person properties merged into the contact's custom fields; what it had is kept.
+    assert casey["name"] == "Casey From Zendesk"
+    assert casey["custom_fields"] == {"zendesk_tier": "gold", "posthog_plan": "pro", "posthog_name": "User 3",
+                                      "posthog_email": "user3@customer3.com"}
+
+    enable_stream(store, cid, "behavioral", filters={"sync_new_contacts": True, "max_new_contacts": 10})
+    more = run_stream_sync(cid, "behavioral", SyncPlan.full(), store=store)
+    assert more.status == "success" and more.counts["synced"] == 10, more.counts
+    # Ten new emails; one of them (user5) is the archived contact's, which keeps its one row.
+    assert _one(store, "SELECT count(*) FROM contacts") == 4 + 9
+
+
 def test_behavioral_reruns_update_in_place_and_pick_up_exactly_the_changed(
     store: Any, project: tuple[PostHog, str, str]
 ) -> None:
     fake, cid, _key = project
     assert run_stream_sync(cid, "behavioral", store=store).counts["synced"] == 150
+    versions = row_versions(store)
     assert run_stream_sync(cid, "behavioral", store=store).counts["synced"] == 0
+    assert row_versions(store) == versions, "a second sync writes no row"
     stamp = _one(store, "SELECT max(updated_at) FROM sessions")
 
     fake.add_event(fake.persons[4]["id"], "report_created", days_ago=0.5)
@@ -169,8 +213,10 @@ def test_behavioral_reruns_update_in_place_and_pick_up_exactly_the_changed(
 
     assert again.status == "success" and again.counts["synced"] == 3
     assert _one(store, "SELECT count(*) FROM sessions WHERE updated_at > %s", stamp) == 3
+    versions = row_versions(store)
     full = run_stream_sync(cid, "behavioral", SyncPlan.full(), store=store)
     assert full.status == "success" and full.counts["synced"] == 0
+    assert row_versions(store) == versions, "a full resync writes no row"
     # The reference made a new behavioural session per contact on every run; here there is one each.
     assert _one(store, "SELECT count(*) FROM sessions") == 151
     assert _one(store, "SELECT count(DISTINCT contact_id) FROM sessions") == 151
@@ -222,7 +268,9 @@ def test_analytics_definitions_edits_deletions_and_idempotent_resyncs(
     with store.connection() as c:
         doc = c.execute("SELECT * FROM knowledge_sources WHERE name = 'PostHog person properties'").fetchone()
     assert doc is not None
+    versions = row_versions(store)
     assert run_stream_sync(cid, "analytics", store=store).counts["synced"] == 0
+    assert row_versions(store) == versions, "a second sync writes no row"
 
     fake.event_definitions.update(fake.event_definitions[2]["id"], description="Renamed in PostHog.")
     gone = fake.event_definitions[5]["id"]
@@ -231,8 +279,10 @@ def test_analytics_definitions_edits_deletions_and_idempotent_resyncs(
     again = run_stream_sync(cid, "analytics", store=store)
     assert again.status == "success" and again.counts["synced"] == 2 and again.counts["deleted"] == 1
     assert _one(store, "SELECT count(*) FROM knowledge_sources WHERE deleted_at IS NULL") == 9
+    versions = row_versions(store)
     full = run_stream_sync(cid, "analytics", SyncPlan.full(), store=store)
     assert full.counts["synced"] == 0 and full.counts.get("deleted", 0) == 0
+    assert row_versions(store) == versions, "a full resync writes no row"
 
 
 def test_a_malformed_definition_goes_to_ingest_errors_and_a_listing_failure_keeps_cursor_and_data(
@@ -276,7 +326,8 @@ def test_cli_connects_and_syncs_both_streams(store: Any, database_url: str, tmp_
     assert out.returncode == 0, out.stderr
     cid = json.loads(out.stdout)["connection_id"]
     for sid, n in (("behavioral", 12), ("analytics", 5)):
-        assert cli("enable", cid, sid).returncode == 0
+        assert cli("enable", cid, sid, "--filters", '{"sync_new_contacts": true}' if sid == "behavioral"
+                   else "{}").returncode == 0
         done = json.loads(cli("sync", cid, sid, "--json").stdout)
         assert done["status"] == "success" and done["counts"]["synced"] == n, done
         assert key not in json.dumps(done)

@@ -32,6 +32,7 @@ from tests.fakes.webhooks import Signer
 from tests.fakes.zendesk import FakeZendesk
 from tests.fixtures.cli import standalone_env
 from tests.fixtures.fakes import retries_on
+from tests.fixtures.store import row_versions
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 TICKETS = 14
@@ -211,8 +212,10 @@ def test_second_sync_writes_nothing_and_an_incremental_run_changes_exactly_k(
     fake, cid, _ = desk
     first = run_stream_sync(cid, "tickets", store=store)
     assert first.counts["synced"] > 0
+    versions = row_versions(store)
     second = run_stream_sync(cid, "tickets", store=store)
     assert second.status == "success" and second.counts["synced"] == 0
+    assert row_versions(store) == versions, "a second sync writes no row"
     assert _starts(fake) == ["0", str(int(first.cursor_after.timestamp()))]
     stamp = _one(store, "SELECT max(updated_at) FROM sessions")
 
@@ -233,10 +236,35 @@ def test_second_sync_writes_nothing_and_an_incremental_run_changes_exactly_k(
     assert _one(store, "SELECT name FROM sessions s JOIN integration_synced_records r ON r.hissuno_id = s.id"
                        " WHERE r.external_id = '2' AND r.hissuno_kind = 'sessions'") == "CSV export: wrong encoding"
 
+    versions = row_versions(store)
     full = run_stream_sync(cid, "tickets", SyncPlan.full(), store=store)
     assert full.status == "success" and full.counts["synced"] == 0
+    assert row_versions(store) == versions, "a full resync writes no row"
     assert _counts(store) == (SESSIONS + 2, CONTACTS, COMPANIES)
     assert _starts(fake)[-1] == "0", "a full run reads the export from the start"
+
+
+def test_a_ticket_with_more_comments_than_a_page_keeps_every_public_one(
+    store: Any, desk: tuple[FakeZendesk, str, str], clock: FakeClock,
+) -> None:
+    """Comments come 100 a page (``page[size]``, then ``page[after]`` while ``meta.has_more``)."""
+    fake, cid, _ = desk
+    requester = fake.tickets.get("1")["requester_id"]
+    for n in range(230):
+        fake.add_comment(1, requester if n % 2 else 501, f"Follow-up {n}", public=n % 10 != 9)
+    clock.advance(fake.tickets.stamps["1"] - clock.time() + 3600)  # each change stamps the ticket a minute on
+    result = run_stream_sync(cid, "tickets", store=store)
+
+    assert result.status == "success", result.error
+    pages = fake.requests_to("/api/v2/tickets/1/comments.json")
+    assert len(pages) == 3 and "page[after]" not in pages[0].query
+    assert all(p.query["page[after]"] and p.query["page[size]"] == "100" for p in pages[1:])
+    sid = _one(store, "SELECT hissuno_id FROM integration_synced_records WHERE external_id = '1'"
+                      " AND hissuno_kind = 'sessions'")
+    contents = [r["content"] for r in _rows(store, "SELECT content FROM session_messages WHERE session_id = %s"
+                                                   " ORDER BY position", sid)]
+    assert len(contents) == 2 + 207 and contents[-1] == "Follow-up 228"  # 23 of the 230 are internal
+    assert _one(store, "SELECT count(*) FROM session_messages") == 2 * SESSIONS + 207
 
 
 def test_a_backfill_window_is_honoured(store: Any, desk: tuple[FakeZendesk, str, str]) -> None:

@@ -48,8 +48,11 @@ from .mapping import (
 class BehavioralFilters(BaseModel):
     """Which persons and which events a run reads."""
 
-    max_persons: int = PField(default=1000, ge=1, le=50_000)
-    """At most this many contacts (distinct emails) per run, in PostHog's person order."""
+    sync_new_contacts: bool = False
+    """Also make a contact (and its session) of each PostHog person whose email is not yet a contact of
+    the project. Off: only the project's existing contacts are matched and enriched (as the reference)."""
+    max_new_contacts: int = PField(default=1000, ge=0, le=50_000)
+    """At most this many new contacts (distinct emails) per run, in PostHog's person order."""
     from_date: datetime | None = None
     """Start of the event window; default 30 days before its end."""
     to_date: datetime | None = None
@@ -100,21 +103,29 @@ def _window(ctx: SyncCtx) -> tuple[datetime, datetime]:
 
 
 def sync_behavioral(ctx: SyncCtx) -> None:
-    """One behavioural session per contact (an email among the project's persons), updated in place.
+    """One behavioural session per matched contact, updated in place.
 
-    The kit gives a plugin no way to read the store's contacts, so the contacts come from PostHog's own
-    persons (each with an email becomes, or enriches, the contact of that email), instead of the
-    reference's raw SQL over every contact of the project.
+    The project's contacts (whichever integration made them) are read through the store
+    (``ctx.project_contacts()``, not raw SQL) and matched to PostHog persons by email; a contact no
+    person matches is skipped. With ``sync_new_contacts``, persons with an email that is no contact yet
+    become contacts too (at most ``max_new_contacts`` a run).
     """
     start, end = _window(ctx)
     days = max(1, round((end - start) / timedelta(days=1)))
+    known = {c.email.strip().lower(): c.name for c in ctx.project_contacts() if c.email.strip()}
+    new_left = ctx.filters.max_new_contacts if ctx.filters.sync_new_contacts else 0
     with _http(ctx, ctx.credentials) as http:
         client = PostHogClient(http, str(ctx.credentials["project_id"]))
         by_email: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for person in client.persons():
             email = person_email(person)
-            if email is not None and (email in by_email or len(by_email) < ctx.filters.max_persons):
-                by_email[email].append(person)
+            if email is None:
+                continue
+            if email not in by_email and email not in known:
+                if new_left <= 0:
+                    continue
+                new_left -= 1
+            by_email[email].append(person)
         ctx.signal.raise_if_cancelled()
         activity: dict[str, Activity] = defaultdict(Activity)
         values = {"start": hogql_time(start), "end": hogql_time(end), "d7": hogql_time(end - timedelta(days=7)),
@@ -125,7 +136,7 @@ def sync_behavioral(ctx: SyncCtx) -> None:
     for email, persons in by_email.items():
         ctx.signal.raise_if_cancelled()
         ctx.progress("found", external_id=f"contact:{email}")
-        name = person_name(persons[0], email)
+        name = known.get(email) or person_name(persons[0], email)
         mine = Activity([r for p in persons for pid in {str(p.get("uuid")), str(p.get("id"))}
                          for r in activity.get(pid, Activity()).rows])
         ctx.ingest.contact(**contact_fields(email, name, persons, settings.person_properties))
