@@ -191,7 +191,11 @@ class WordLlamaEmbedder:
         # Mean of the token vectors, computed over the concatenated tokens of every text: wordllama's own
         # ``embed`` pads each batch to its longest text, so one long session among short ones made a
         # batch cost (and allocate) as if every text were that long.
-        encs = self._wl.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        # One text at a time, not ``encode_batch``: its parallel threads cost 40% more CPU for 30% less wall
+        # time, and each thread's allocator arena stays at its high-water mark: a sync's peak memory grew
+        # by 50 MB past its first enrichment pass (measured: flat at 176 MB one at a time, 225 MB in batch).
+        encode = self._wl.tokenizer.encode
+        encs = [encode(text, add_special_tokens=False) for text in texts]
         lens = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
         ids = np.fromiter(chain.from_iterable(e.ids for e in encs), dtype=np.int64, count=int(lens.sum()))
         table = self._wl.embedding
