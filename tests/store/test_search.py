@@ -137,7 +137,6 @@ def test_the_vector_lookup_is_an_hnsw_index_scan(store, model):
     from pgvector import Vector
 
     from hissuno_airflow.store.enrich import _index_ddl
-    from hissuno_airflow.store.search import _filters, vector_sql
 
     pid = settings.default_project_id()
     rng = np.random.default_rng(1)
@@ -151,20 +150,14 @@ def test_the_vector_lookup_is_an_hnsw_index_scan(store, model):
                 cp.write_row((uuid.UUID(pid), "session", uuid.uuid4(), model.model, "h", Vector(v / np.linalg.norm(v)), 256))
         cur.execute(_index_ddl("session", 256))
         cur.execute("ANALYZE embeddings")
-    extra, params = _filters("session", None, None, None, "e")
-    with store.connection() as c, c.transaction():
-        plan = "\n".join(r["QUERY PLAN"] for r in c.execute(
-            "EXPLAIN " + vector_sql("session", model.dims, extra),
-            {"v": Vector(model.embed(["login"])[0]), "p": pid, "m": model.model, "k": 40, **params}))
+    plan = _session_lookup_plan(store, model, pid)
     assert "Index Scan using embeddings_hnsw_session_256" in plan, plan[:600]
 
 
 def test_leaving_out_deleted_records_reads_their_index_not_every_record(store, model):
     """Search's deleted filter (an anti-join on the entity's table) reads the partial index of deleted ids:
     a sequential scan of every session cost 14 of the 19.5 ms of a lookup at 100,000 records."""
-    from pgvector import Vector
 
-    from hissuno_airflow.store.search import _filters, vector_sql
 
     pid = settings.default_project_id()
     with store.connection() as c, c.transaction():
@@ -172,11 +165,7 @@ def test_leaving_out_deleted_records_reads_their_index_not_every_record(store, m
                   " 'chat ' || g, 'sample' FROM generate_series(1, 20000) g", (pid,))
         c.execute("UPDATE sessions SET deleted_at = now() WHERE name = 'chat 7'")
         c.execute("ANALYZE sessions")
-    extra, params = _filters("session", None, None, None, "e")
-    with store.connection() as c, c.transaction():
-        plan = "\n".join(r["QUERY PLAN"] for r in c.execute(
-            "EXPLAIN " + vector_sql("session", model.dims, extra),
-            {"v": Vector(model.embed(["login"])[0]), "p": pid, "m": model.model, "k": 40, **params}))
+    plan = _session_lookup_plan(store, model, pid)
     assert "Seq Scan on sessions" not in plan and "sessions_deleted_ids" in plan, plan[:900]
 
 
@@ -199,3 +188,16 @@ def test_hybrid_search_finds_a_unique_record_among_thousands_of_near_duplicates(
     assert hits[0].external_id == "needle"
     vector_only = search(store, "helm rollback orphaned pods", project_id=pid, kinds=["session"], mode="vector")
     assert "needle" not in [h.external_id for h in vector_only]  # the gap the words close (see enrich.py)
+
+
+def _session_lookup_plan(store, model, pid):
+    """EXPLAIN of search's vector lookup of sessions (no filters but the project's)."""
+    from pgvector import Vector
+
+    from hissuno_airflow.store.search import _filters, vector_sql
+
+    extra, params = _filters("session", None, None, None, "e")
+    with store.connection() as c, c.transaction():
+        return "\n".join(r["QUERY PLAN"] for r in c.execute(
+            "EXPLAIN " + vector_sql("session", model.dims, extra),
+            {"v": Vector(model.embed(["login"])[0]), "p": pid, "m": model.model, "k": 40, **params}))
