@@ -42,9 +42,13 @@ class Embedder(Protocol):
     """Turns texts into vectors of ``dims`` floats."""
 
     model: str
-    dims: int
     graph_threshold: float
     """Cosine similarity from which two entities get a semantic edge (a property of the model's scale)."""
+
+    @property
+    def dims(self) -> int:
+        """The size of the vectors (read-only: an OpenAI-compatible model's is learnt from its answer)."""
+        ...
 
     def embed(self, texts: Sequence[str]) -> list[Any]:
         """One vector per text: a list of floats or a numpy row, ``dims`` long."""
@@ -123,10 +127,6 @@ class OpenAIEmbedder:
             self.embed(["size probe"])
         assert self._dims is not None
         return self._dims
-
-    @dims.setter
-    def dims(self, value: int) -> None:
-        self._dims = value
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """Embed texts in batches of 100."""
