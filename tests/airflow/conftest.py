@@ -14,15 +14,9 @@ from . import probe_plugin
 
 
 @pytest.fixture(autouse=True)
-def airflow_host() -> Any:
-    """Airflow-layer tests run on the Airflow host, as the DAG file, operator and API server do."""
-    from hissuno_airflow.airflow_host import install
-    from hissuno_airflow.runtime.host import current_host, install_host
-
-    previous = current_host()
-    host = install()
-    yield host
-    install_host(previous)
+def airflow_host(airflow_host: Any) -> Any:
+    """Every Airflow-layer test runs on the Airflow host (``tests.fixtures.airflow.airflow_host``)."""
+    return airflow_host
 
 
 @pytest.fixture

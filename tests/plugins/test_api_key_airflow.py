@@ -4,7 +4,7 @@ reconnect. Each provider's own fake refuses the key with its own 401."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -53,16 +53,6 @@ def _posthog(store: Any, monkeypatch: pytest.MonkeyPatch, serve_fake: Any) -> tu
 
 SETUPS: dict[str, Setup] = {"zendesk": _zendesk, "intercom": _intercom, "gong": _gong, "fathom": _fathom,
                             "posthog": _posthog}
-
-
-@pytest.fixture
-def airflow_host() -> Iterator[Any]:
-    from hissuno_airflow.airflow_host import install
-    from hissuno_airflow.runtime.host import current_host, install_host
-
-    previous = current_host()
-    yield install()
-    install_host(previous)
 
 
 @pytest.mark.parametrize("plugin_id", list(SETUPS))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,16 +12,6 @@ from hissuno_airflow.store import connections as repo
 from tests.fakes import jira as fakes
 from tests.fakes.jira import ENG_A
 from tests.fixtures.airflow import run_dag
-
-
-@pytest.fixture
-def airflow_host() -> Iterator[Any]:
-    from hissuno_airflow.airflow_host import install
-    from hissuno_airflow.runtime.host import current_host, install_host
-
-    previous = current_host()
-    yield install()
-    install_host(previous)
 
 
 def test_a_revoked_grant_fails_the_task_without_retry(store: Any, serve_fake: Any, monkeypatch: pytest.MonkeyPatch,
