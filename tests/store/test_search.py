@@ -186,8 +186,9 @@ def test_hybrid_search_finds_a_unique_record_among_thousands_of_near_duplicates(
     pid = settings.default_project_id()
     hits = search(store, "helm rollback orphaned pods", project_id=pid, kinds=["session"])
     assert hits[0].external_id == "needle"
-    vector_only = search(store, "helm rollback orphaned pods", project_id=pid, kinds=["session"], mode="vector")
-    assert "needle" not in [h.external_id for h in vector_only]  # the gap the words close (see enrich.py)
+    # A vector-only scan usually misses it (the gap the words close, see enrich.py), but not always: the
+    # HNSW graph is built with random levels, and a clean-clone run once reached the needle. Whether the
+    # index happens to reach it is not the behaviour under test; hybrid finding it first, every time, is.
 
 
 def _session_lookup_plan(store, model, pid):
