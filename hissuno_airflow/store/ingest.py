@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from psycopg.errors import UniqueViolation
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ValidationError
@@ -94,6 +95,9 @@ ENRICH_PASS = 10_000
 ids, hashes and lookups: at 20,000 a sync's peak memory grew until its fourth pass (1.42x from 10,000 to
 100,000 Zendesk tickets; 1.37x at 10,000). At 5,000 a first sync lost a fifth of its speed: each pass after
 the first inserts vectors one by one into indexes a single bulk load would have built (``enrich.BULK_MIN``)."""
+_SYNCED_COLS = ("connection_id", "stream_id", "external_id", "hissuno_id", "hissuno_kind", "content_hash",
+                "source_updated_at")
+_SYNCED_TYPES = ("text", "text", "text", "uuid", "text", "text", "timestamptz")
 _CHUNK_COLS = ("source_id", "project_id", "chunk_index", "chunk_text", "start_line", "end_line",
                "section_heading", "parent_headings")
 
@@ -768,6 +772,15 @@ class StreamIngest:
                  if kind in buffers and buffers[kind].get(row[3], (None, False))[1]]
         if not fresh:
             return set()
+        try:
+            # Usually no other writer holds any of the keys: COPY them in a savepoint, about 40% cheaper than
+            # the upsert below (measured on bench/ingest.py). One held key fails the COPY; nothing of it stays.
+            with cur.connection.transaction():
+                copy_rows(cur, "integration_synced_records", _SYNCED_COLS,
+                          ((*r[:3], uuid.UUID(r[3]), *r[4:]) for r in fresh), _SYNCED_TYPES)
+            return {(r[4], r[2]) for r in fresh}
+        except UniqueViolation:
+            pass  # some key is held: claim key by key, adopting the held ones
         cur.execute(
             "WITH claim AS (INSERT INTO integration_synced_records (connection_id, stream_id, external_id,"
             " hissuno_id, hissuno_kind, content_hash, source_updated_at)"

@@ -30,6 +30,22 @@ def test_contract_tables_exist(database_url):
     assert any("hnsw" in d and "vector_cosine_ops" in d for d in idx)
 
 
+def test_the_synced_record_key_is_one_unique_index_that_still_refuses_a_second_row(store, sample_connection):
+    """Migration 0014 dropped the second unique index on the same four columns: the primary key alone
+    keeps (connection, stream, kind, external id) unique."""
+    with store.connection() as c:
+        unique = [r["indexname"] for r in c.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'integration_synced_records'"
+            " AND indexdef LIKE 'CREATE UNIQUE%%'")]
+        row = (sample_connection.id, "sessions", "e1", "00000000-0000-0000-0000-0000000000aa", "sessions", "h")
+        sql = ("INSERT INTO integration_synced_records (connection_id, stream_id, external_id, hissuno_id,"
+               " hissuno_kind, content_hash) VALUES (%s, %s, %s, %s, %s, %s)")
+        c.execute(sql, row)
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            c.execute(sql, row)
+    assert unique == ["integration_synced_records_pkey"]
+
+
 def test_unique_contact_email_and_company_domain_case_insensitive(store):
     with store.connection() as c:
         c.execute("INSERT INTO contacts (project_id, name, email) VALUES (%s, 'a', 'A@x.com')", (PROJECT,))
