@@ -168,3 +168,43 @@ def test_embedding_pass_after_pass_does_not_grow_the_processs_memory():
                          cwd=Path(__file__).resolve().parents[2], timeout=120)
     first, *later = (int(v) for v in out.stdout.split())
     assert max(later) - first < 15, f"resident MB after each pass of 10,000 texts: {[first, *later]}"
+
+
+def test_a_run_with_nothing_to_embed_never_loads_the_model(store, sample_connection):
+    # Most scheduled syncs ingest nothing new, and each Airflow task is a fresh process: loading the weights
+    # there cost 1.1 CPU-seconds and 93 MB for nothing. They load at the first text that needs a vector.
+    from hissuno_airflow import settings
+    from hissuno_airflow.store.ingest import StreamIngest
+
+    def run(embedder: emb.WordLlamaEmbedder, name: str) -> None:
+        emb.set_embedder(embedder)
+        ing = StreamIngest(store, project_id=settings.default_project_id(), connection_id=sample_connection.id,
+                           stream_id="sessions")
+        ing.session(external_id="lazy-1", source="sample", name=name,
+                    messages=[{"sender_type": "user", "content": "The export button does nothing."}])
+        ing.close()
+
+    try:
+        first, again, renamed = emb.WordLlamaEmbedder(), emb.WordLlamaEmbedder(), emb.WordLlamaEmbedder()
+        assert first.model == "wordllama-l2-supercat-256" and first.dims == 256 and not first.loaded
+        run(first, "Export broken")
+        assert first.loaded  # a new session: its text needed a vector
+        run(again, "Export broken")  # the same record again: nothing written, nothing embedded
+        assert not again.loaded
+        run(renamed, "Export button broken")  # changed, so its text is embedded anew
+        assert renamed.loaded
+    finally:
+        emb.set_embedder(None)
+
+
+def test_knowing_the_model_does_not_import_it():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = ("import sys\nfrom hissuno_airflow.store.embedder import WordLlamaEmbedder\n"
+             "e = WordLlamaEmbedder()\nprint(e.model, e.dims, 'wordllama' in sys.modules)\n"
+             "e.embed(['hello'])\nprint('wordllama' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2], timeout=120)
+    assert out.stdout.split() == ["wordllama-l2-supercat-256", "256", "False", "True"]
