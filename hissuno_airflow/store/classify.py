@@ -37,16 +37,48 @@ RULES: dict[str, re.Pattern[str]] = {
 }
 
 
+_QUANTIFIERS = "?*+{"
+
+
+def anchors(pattern: str) -> tuple[str, ...] | None:
+    """Literal text every match of ``pattern`` (``\\b(a|b|...)\\b``) contains: each alternative's leading
+    literal characters (up to its first regex syntax, without a character a quantifier makes optional).
+    None when some alternative starts with syntax, so nothing can be skipped safely."""
+    inner = pattern.removeprefix(r"\b(").removesuffix(r")\b")
+    alternatives, depth, start = [], 0, 0
+    for i, ch in enumerate(inner):
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            alternatives.append(inner[start:i])
+            start = i + 1
+    alternatives.append(inner[start:])
+    found = []
+    for alt in alternatives:
+        end = next((i for i, ch in enumerate(alt) if ch in "()[]{}|\\.^$*+?"), len(alt))
+        literal = alt[:end - 1] if end < len(alt) and alt[end] in _QUANTIFIERS else alt[:end]
+        if not literal:
+            return None
+        found.append(literal)
+    return tuple(dict.fromkeys(found))
+
+
 # The rules matched against lower-cased text: the same matches as ``re.I`` (every pattern is lower case)
-# at under half the cost, which is a fifth of the ingest hot path.
-_LOWER_RULES = [(tag, re.compile(pat.pattern)) for tag, pat in RULES.items()]
+# at under half the cost. Each rule is tried only when one of its anchors occurs in the text: a rule that
+# does not match scans the whole conversation (11 us for 760 characters; most conversations match few of
+# the five rules), where looking for its few literal words costs about one. Measured per conversation:
+# 57 -> 12 us for one that matches no rule, 25 -> 17 us for bench/ingest.py's, which match four.
+_LOWER_RULES = [(tag, re.compile(pat.pattern), anchors(pat.pattern)) for tag, pat in RULES.items()]
 
 
 def classify_rules(messages: Sequence[tuple[str, str]]) -> list[str]:
     """Tags for a conversation given (sender_type, content) pairs."""
     user_text = "\n".join(c for s, c in messages if s == "user")
     text = (user_text or "\n".join(c for _, c in messages)).lower()
-    tags = [tag for tag, pat in _LOWER_RULES if pat.search(text)]
+    tags = [tag for tag, pat, words in _LOWER_RULES
+            if (words is None or any(w in text for w in words)) and pat.search(text)]
     return tags or ["general_feedback"]
 
 
