@@ -43,14 +43,19 @@ _QUANTIFIERS = "?*+{"
 def anchors(pattern: str) -> tuple[str, ...] | None:
     """Literal text every match of ``pattern`` (``\\b(a|b|...)\\b``) contains: each alternative's leading
     literal characters (up to its first regex syntax, without a character a quantifier makes optional).
-    None when some alternative starts with syntax, so nothing can be skipped safely."""
+    None when some alternative starts with syntax, or the pattern is not of that shape or escapes a character
+    (this splitter does not read escapes), so nothing can be skipped safely."""
     inner = pattern.removeprefix(r"\b(").removesuffix(r")\b")
+    if len(inner) != len(pattern) - 6 or "\\" in inner:
+        return None
     alternatives, depth, start = [], 0, 0
     for i, ch in enumerate(inner):
         if ch in "([":
             depth += 1
         elif ch in ")]":
             depth -= 1
+            if depth < 0:  # ``\b(a)|(b)\b``: the outer parentheses are not one group
+                return None
         elif ch == "|" and depth == 0:
             alternatives.append(inner[start:i])
             start = i + 1

@@ -58,4 +58,7 @@ def test_conversations_without_any_rule_word_are_general_feedback():
 
 def test_a_rule_whose_alternative_starts_with_syntax_is_always_tried():
     assert anchors(r"\b(\d+ errors|bug)\b") is None
+    assert anchors(r"\b(a\(b|c)\b") is None  # an escape: "c" alone matches, which a naive split would miss
+    assert anchors(r"\b(bug|error)s\b") is None  # not one group between the boundaries
+    assert anchors(r"\b(bug)|(error)\b") is None  # nor is this
     assert anchors(r"\b(fails?|stack ?trace|would be (great|nice))\b") == ("fail", "stack", "would be ")
