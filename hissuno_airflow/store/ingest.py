@@ -35,15 +35,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
 from psycopg.errors import UniqueViolation
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ValidationError
-from pydantic_core import to_jsonable_python
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from ..kit.context import IngestResult, ProgressEvent
 from ..kit.errors import InputError
@@ -54,11 +55,12 @@ from ..kit.records import (
     KnowledgeRecord,
     SessionRecord,
     bare_domain,
+    validated_with_json,
 )
 from ..kit.redaction import redact, redact_text
 from .bulk import copy_rows
 from .chunking import chunk_markdown
-from .classify import classify
+from .classify import classifier
 from .db import Db, Store, use
 from .embedder import get_embedder
 from .enrich import Enricher
@@ -104,7 +106,11 @@ _CHUNK_COLS = ("source_id", "project_id", "chunk_index", "chunk_text", "start_li
 
 def content_hash(record: BaseModel) -> str:
     """Hash of everything but ``updated_at``: a record whose content did not change writes nothing."""
-    return hashlib.sha256(record.model_dump_json(exclude={"updated_at"}).encode()).hexdigest()[:32]
+    return _hash_json(record.model_dump_json(exclude={"updated_at"}))
+
+
+def _hash_json(dumped: str) -> str:
+    return hashlib.sha256(dumped.encode()).hexdigest()[:32]
 
 
 def email_domain(email: str) -> str | None:
@@ -127,6 +133,7 @@ class StreamIngest:
     ) -> None:
         self.store = store
         self.project_id = project_id
+        self._project_uuid = uuid.UUID(project_id)
         self.connection_id = connection_id
         self.stream_id = stream_id
         self.run_id = run_id
@@ -157,6 +164,7 @@ class StreamIngest:
         # the exceptions, so a first sync of 100,000 records does not hold a second map of them all.
         self._stale_vectors: set[tuple[str, str]] = set()
         self._model = (self.enricher.embedder or get_embedder()).model
+        self._classify = classifier()  # as configured when the run starts
         self._reset_buffers()
 
     # -- dedup map -------------------------------------------------------------------------
@@ -204,7 +212,8 @@ class StreamIngest:
         # Keyed by entity id (rows are lists: a claim may re-point them), so a record seen twice before
         # a flush is written once, in its later version; ``True`` marks an entity this batch creates.
         self._sessions: dict[str, tuple[list[Any], bool]] = {}
-        self._messages: dict[str, list[list[Any]]] = {}
+        # Rows as COPY writes them (the session's id as a UUID): built once, here, for 10 to 100 a session.
+        self._messages: dict[str, list[tuple[Any, ...]]] = {}
         self._issues: dict[str, tuple[list[Any], bool]] = {}
         self._issue_links: list[list[Any]] = []
         self._knowledge: dict[str, tuple[list[Any], bool]] = {}
@@ -267,20 +276,25 @@ class StreamIngest:
             self._open_errors.discard((kind, ext))
             self._resolved.add((kind, ext))
 
-    def _validate(self, model: type[BaseModel], kind: str, record: Any, fields: dict[str, Any]) -> Any:
+    def _validate(self, model: type[BaseModel], kind: str, record: Any,
+                  fields: dict[str, Any]) -> tuple[Any, str] | IngestResult:
+        """The validated record and its content hash, or the failure (recorded)."""
         if record is None:
             record = fields
-        if isinstance(record, model):
-            return record
-        if isinstance(record, BaseModel):
-            record = record.model_dump()
         try:
-            return model.model_validate(record)
+            if isinstance(record, model):
+                return record, content_hash(record)
+            if isinstance(record, BaseModel):
+                record = record.model_dump()
+            rec, dumped = validated_with_json(model, record)
+            return rec, _hash_json(dumped)
         except ValidationError as exc:
             reason = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False)
             )
             return self._fail(kind, record, f"invalid record: {reason}")
+        except PydanticSerializationError as exc:  # a value in a free map (metadata) that JSON cannot hold
+            return self._fail(kind, record, f"invalid record: {exc}")
 
     def _in_window(self, rec: Any, kind: str) -> bool:
         lo, hi = self.window
@@ -294,19 +308,18 @@ class StreamIngest:
             return False
         return True
 
-    def _classify_existing(self, kind: str, rec: Any) -> tuple[str, str, str | None]:
-        """(hash, action, existing id) of a record: created, updated or unchanged."""
-        h = content_hash(rec)
+    def _classify_existing(self, kind: str, rec: Any, h: str) -> tuple[str, str | None]:
+        """(action, existing id) of a record with content hash ``h``: created, updated or unchanged."""
         key = (kind, rec.external_id)
         prev = self._map().get(key)
         if prev is None:
-            return h, "created", None
+            return "created", None
         if key in self._deleted:
-            return h, "updated", prev[0]  # restored at its source: write it again, clearing deleted_at
+            return "updated", prev[0]  # restored at its source: write it again, clearing deleted_at
         if prev[1] == h and key not in self._stale_vectors:
-            return h, "unchanged", prev[0]
+            return "unchanged", prev[0]
         # Changed content, or a vector made by another embedding model: rewrite and re-embed.
-        return h, "updated", prev[0]
+        return "updated", prev[0]
 
     def _counts(self, kind: str) -> bool:
         return self.primary_kind is None or kind == self.primary_kind
@@ -327,12 +340,13 @@ class StreamIngest:
 
     def session(self, record: SessionRecord | None = None, /, **fields: Any) -> IngestResult:
         """Upsert a session and its messages."""
-        rec = self._validate(SessionRecord, "sessions", record, fields)
-        if isinstance(rec, IngestResult):
-            return rec
+        got = self._validate(SessionRecord, "sessions", record, fields)
+        if isinstance(got, IngestResult):
+            return got
+        rec, h = got
         if not self._in_window(rec, "sessions"):
             return IngestResult(id=None, kind="sessions", action="unchanged")
-        h, action, hid = self._classify_existing("sessions", rec)
+        action, hid = self._classify_existing("sessions", rec, h)
         if action == "unchanged":
             assert hid is not None
             return self._done("sessions", rec, hid, action)
@@ -341,7 +355,8 @@ class StreamIngest:
             email = rec.contact_email or _metadata_email(rec.user_metadata)
             if rec.contact_email:
                 contact_id = self._session_contact(rec.contact_email, rec.contact_name)
-            hid = hid or str(uuid.uuid4())
+            sid = uuid.UUID(hid) if hid else uuid.uuid4()
+            hid = hid or str(sid)
             now = datetime.now(UTC)
             msgs = rec.messages
             first = rec.first_message_at or (msgs[0].created_at if msgs and msgs[0].created_at else None) \
@@ -349,13 +364,14 @@ class StreamIngest:
             last = rec.last_activity_at or (msgs[-1].created_at if msgs and msgs[-1].created_at else None) \
                 or rec.updated_at or first
             pairs = [(m.sender_type, m.content) for m in msgs]
-            tags = classify(pairs)
+            tags = self._classify(pairs)
             row = [hid, self.project_id, contact_id, rec.name, rec.description, rec.status, rec.source,
                    rec.session_type, tags, len(msgs), Jsonb(rec.user_metadata), Jsonb(rec.custom_fields),
                    first if msgs else rec.first_message_at, last, rec.created_at or first, now]
             self._buffer(self._sessions, row, action)
-            self._messages[hid] = [[hid, self.project_id, pos, m.sender_type, m.sender_name, m.content,
-                                    m.created_at or first] for pos, m in enumerate(msgs)]
+            pid = self._project_uuid
+            self._messages[hid] = [(sid, pid, pos, m.sender_type, m.sender_name, m.content, m.created_at or first)
+                                   for pos, m in enumerate(msgs)]
             text = "\n\n".join(filter(None, [rec.name, rec.description,
                                              "\n".join(c for s, c in pairs if s == "user")[:3000]]))
             self.enricher.queue("session", hid, text, email=email)
@@ -368,12 +384,13 @@ class StreamIngest:
 
     def issue(self, record: IssueRecord | None = None, /, **fields: Any) -> IngestResult:
         """Upsert an issue (optionally linked to a session of this connection)."""
-        rec = self._validate(IssueRecord, "issues", record, fields)
-        if isinstance(rec, IngestResult):
-            return rec
+        got = self._validate(IssueRecord, "issues", record, fields)
+        if isinstance(got, IngestResult):
+            return got
+        rec, h = got
         if not self._in_window(rec, "issues"):
             return IngestResult(id=None, kind="issues", action="unchanged")
-        h, action, hid = self._classify_existing("issues", rec)
+        action, hid = self._classify_existing("issues", rec, h)
         if action == "unchanged":
             assert hid is not None
             return self._done("issues", rec, hid, action)
@@ -390,12 +407,13 @@ class StreamIngest:
 
     def knowledge(self, record: KnowledgeRecord | None = None, /, **fields: Any) -> IngestResult:
         """Upsert a knowledge source; its markdown content is chunked and every chunk embedded."""
-        rec = self._validate(KnowledgeRecord, "knowledge", record, fields)
-        if isinstance(rec, IngestResult):
-            return rec
+        got = self._validate(KnowledgeRecord, "knowledge", record, fields)
+        if isinstance(got, IngestResult):
+            return got
+        rec, h = got
         if not self._in_window(rec, "knowledge"):
             return IngestResult(id=None, kind="knowledge", action="unchanged")
-        h, action, hid = self._classify_existing("knowledge", rec)
+        action, hid = self._classify_existing("knowledge", rec, h)
         if action == "unchanged":
             assert hid is not None
             return self._done("knowledge", rec, hid, action)
@@ -424,12 +442,13 @@ class StreamIngest:
 
     def contact(self, record: ContactRecord | None = None, /, **fields: Any) -> IngestResult:
         """Upsert a contact by (project, lower(email)), merging per ``merge_strategy``."""
-        rec = self._validate(ContactRecord, "contacts", record, fields)
-        if isinstance(rec, IngestResult):
-            return rec
+        got = self._validate(ContactRecord, "contacts", record, fields)
+        if isinstance(got, IngestResult):
+            return got
+        rec, h = got
         if not self._in_window(rec, "contacts"):
             return IngestResult(id=None, kind="contacts", action="unchanged")
-        h, action, hid = self._classify_existing("contacts", rec)
+        action, hid = self._classify_existing("contacts", rec, h)
         if action == "unchanged":
             assert hid is not None
             return self._done("contacts", rec, hid, action)
@@ -448,12 +467,13 @@ class StreamIngest:
 
     def company(self, record: CompanyRecord | None = None, /, **fields: Any) -> IngestResult:
         """Upsert a company by (project, lower(domain)); contacts with that email domain get linked."""
-        rec = self._validate(CompanyRecord, "companies", record, fields)
-        if isinstance(rec, IngestResult):
-            return rec
+        got = self._validate(CompanyRecord, "companies", record, fields)
+        if isinstance(got, IngestResult):
+            return got
+        rec, h = got
         if not self._in_window(rec, "companies"):
             return IngestResult(id=None, kind="companies", action="unchanged")
-        h, action, hid = self._classify_existing("companies", rec)
+        action, hid = self._classify_existing("companies", rec, h)
         if action == "unchanged":
             assert hid is not None
             return self._done("companies", rec, hid, action)
@@ -685,8 +705,8 @@ class StreamIngest:
                 )
                 cur.execute("DELETE FROM session_messages WHERE session_id = ANY(%s)", ([r[0] for r in upd],))
             if any(self._messages.values()):
-                pid = uuid.UUID(self.project_id)
-                copy_rows(cur, "session_messages", _MESSAGE_COLS, _message_rows(self._messages, pid), _MESSAGE_TYPES)
+                copy_rows(cur, "session_messages", _MESSAGE_COLS, chain.from_iterable(self._messages.values()),
+                          _MESSAGE_TYPES)
             new = [r for r, created in self._issues.values() if created]
             upd = [r for r, created in self._issues.values() if not created]
             if new:
@@ -814,9 +834,8 @@ class StreamIngest:
         row[0] = existing
         buf[existing] = (row, False)
         if kind == "sessions":
-            msgs = self._messages[existing] = self._messages.pop(ours, [])
-            for m in msgs:
-                m[0] = existing
+            sid = uuid.UUID(existing)
+            self._messages[existing] = [(sid, *m[1:]) for m in self._messages.pop(ours, [])]
         elif kind == "issues":
             for link in self._issue_links:
                 if link[0] == ours:
@@ -860,13 +879,6 @@ class StreamIngest:
         """Flush and finish queued enrichment."""
         self.flush()
         self.enricher.run()
-
-
-def _message_rows(messages: dict[str, list[list[Any]]], project: uuid.UUID) -> Iterator[tuple[Any, ...]]:
-    for hid, rows in messages.items():
-        sid = uuid.UUID(hid)  # once per session (a claim may have re-pointed the rows at another id)
-        for m in rows:
-            yield (sid, project, *m[2:])
 
 
 def _merge_sets(fields: dict[str, Any], strategy: str, table: str) -> str:

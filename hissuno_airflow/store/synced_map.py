@@ -18,13 +18,17 @@ Key = tuple[str, str]
 
 
 def _pack(hid: str, content_hash: str) -> bytes | tuple[str, str]:
+    # Packed only from the canonical text (lower-case hex, the UUID's dashes where ``str(UUID)`` puts
+    # them), which is what unpacking gives back; checked on the text (unpacking to compare cost a third
+    # of a new record's entry).
+    if not (len(hid) == 36 and hid[8] == hid[13] == hid[18] == hid[23] == "-" and len(content_hash) == 32
+            and hid == hid.lower() and content_hash == content_hash.lower()):
+        return hid, content_hash
     try:
         packed = uuid.UUID(hid).bytes + bytes.fromhex(content_hash)
     except ValueError:
         return hid, content_hash
-    if len(packed) != 32 or _unpack(packed) != (hid, content_hash):
-        return hid, content_hash  # not in the canonical text it came in: keep that text
-    return packed
+    return packed if len(packed) == 32 else (hid, content_hash)
 
 
 def _unpack(value: bytes) -> tuple[str, str]:

@@ -9,7 +9,7 @@ from re import _constants as sre_c  # type: ignore[attr-defined]
 from re import _parser as sre_parse  # type: ignore[attr-defined]
 from typing import Any
 
-from hissuno_airflow.store.classify import RULES, anchors, classify_rules
+from hissuno_airflow.store.classify import RULES, anchors, classify_rules, matcher
 
 
 def _expand(items: Any) -> list[str]:
@@ -45,10 +45,13 @@ def test_every_phrase_of_every_rule_is_tagged_as_trying_every_rule_would():
     checked = 0
     for tag, accepted in phrases.items():
         for phrase in accepted:
-            for text in (phrase, f"Hello team, {phrase.upper()} since Monday.", f"x{phrase}"):
+            # Inside a word (a letter, an underscore, a digit or a non-ASCII letter before it), and inside a
+            # word first and on its own later: the boundary is checked at each match, and the search goes on.
+            for text in (phrase, f"Hello team, {phrase.upper()} since Monday.", f"x{phrase}", f"_{phrase}",
+                         f"9{phrase}", f"é{phrase}", f"x{phrase} {phrase}", f"x{phrase}_{phrase}"):
                 assert classify_rules([("user", text)]) == _every_rule(text), (tag, text)
                 checked += 1
-    assert checked >= 200  # 67 phrases, three texts each
+    assert checked >= 500  # 67 phrases, eight texts each
 
 
 def test_conversations_without_any_rule_word_are_general_feedback():
@@ -62,3 +65,10 @@ def test_a_rule_whose_alternative_starts_with_syntax_is_always_tried():
     assert anchors(r"\b(bug|error)s\b") is None  # not one group between the boundaries
     assert anchors(r"\b(bug)|(error)\b") is None  # nor is this
     assert anchors(r"\b(fails?|stack ?trace|would be (great|nice))\b") == ("fail", "stack", "would be ")
+
+
+def test_a_pattern_whose_alternative_starts_with_a_non_word_character_keeps_its_boundary():
+    # ``\b`` before "-" holds after a word character, not after a space: the search keeps the pattern whole.
+    for pattern in (r"\b(-x|yes)\b", r"\b(bug|\d+ errors)\b"):
+        for text in ("a -x", "a-x", "-x", "yes", "ayes", "3 errors", "a3 errors", "bug"):
+            assert matcher(pattern)(text) == (re.search(pattern, text) is not None), (pattern, text)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from hissuno_airflow import settings
-from hissuno_airflow.kit import ContactRecord, SessionRecord
+from hissuno_airflow.kit import ContactRecord, Message, SessionRecord
 from hissuno_airflow.store import embedder as emb
 from hissuno_airflow.store import enrich as enrich_mod
 from hissuno_airflow.store.enrich import search
@@ -100,6 +100,35 @@ def test_nul_characters_from_a_provider_do_not_fail_the_batch(store, sample_conn
         errors = c.execute("SELECT count(*) AS n FROM ingest_errors").fetchone()["n"]
     assert (row["name"], row["user_metadata"], row["content"]) == ("binary", {"k": "v"}, "pasted  bytes")
     assert errors == 0
+
+
+def test_nul_characters_inside_message_objects_are_removed_by_their_session(store, sample_connection):
+    # A message has no NUL check of its own: its session's check covers Message objects as well as dicts,
+    # whether the session is built by the plugin or from the fields ingest is given.
+    built = SessionRecord(external_id="m1", source="sample", messages=[Message(sender_type="user", content="a\x00b")])
+    assert built.messages[0].content == "ab"
+    ing = _ingest(store, sample_connection.id)
+    made = ing.session(external_id="m2", source="sample", name="objects",
+                       messages=[Message(sender_type="user", content="pasted \x00 bytes", sender_name="N\x00N")])
+    ing.close()
+    assert made.action == "created"
+    with store.connection() as c:
+        row = c.execute("SELECT m.content, m.sender_name FROM sessions s JOIN session_messages m ON m.session_id = s.id"
+                        " WHERE s.name = 'objects'").fetchone()
+    assert (row["content"], row["sender_name"]) == ("pasted  bytes", "NN")
+
+
+def test_a_metadata_value_json_cannot_hold_fails_that_record_alone(store, sample_connection):
+    # Free maps take any value; one that cannot be stored as JSON is that record's failure, not the run's.
+    ing = _ingest(store, sample_connection.id)
+    bad = ing.session(external_id="odd", source="sample", user_metadata={"handle": object()})
+    good = ing.session(_session(1))
+    ing.close()
+    assert bad.action == "failed" and "invalid record" in (bad.error or "")
+    assert good.action == "created"
+    with store.connection() as c:
+        rows = c.execute("SELECT kind, external_id FROM ingest_errors").fetchall()
+    assert [(r["kind"], r["external_id"]) for r in rows] == [("sessions", "odd")]
 
 
 def test_contacts_unique_by_lower_email_and_linked_to_company_by_domain(store, sample_connection):

@@ -38,6 +38,10 @@ def test_values_that_do_not_pack_back_to_their_text_are_kept_as_text():
         (str(uuid.uuid4()).upper(), "ab" * 16),  # an id not in PostgreSQL's canonical text
         (str(uuid.uuid4()), ("AB" * 16)),  # upper-case hex
         (str(uuid.uuid4()), "not hex at all"),
+        (str(uuid.uuid4()), "ab" * 15 + "  "),  # hex with spaces (``bytes.fromhex`` skips them)
+        ("{" + str(uuid.uuid4()) + "}", "ab" * 16),  # forms ``uuid.UUID`` reads but does not write
+        (uuid.uuid4().hex, "ab" * 16),
+        ("----" + uuid.uuid4().hex, "ab" * 16),  # 36 characters, the dashes elsewhere
     ]
     for i, value in enumerate(odd):
         m[("issues", str(i))] = value
