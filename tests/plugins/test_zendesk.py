@@ -26,6 +26,7 @@ from hissuno_airflow.runtime.sync import SyncPlan, run_stream_sync
 from hissuno_airflow.runtime.webhooks import IntakeRequest, receive_webhook
 from hissuno_airflow.runtime.webhooks.inbox import process_inbox
 from hissuno_airflow.store import connections as repo
+from hissuno_airflow.store.ingest import StreamIngest
 from tests.fakes import zendesk as fakes
 from tests.fakes.server import FakeClock
 from tests.fakes.webhooks import Signer
@@ -167,14 +168,22 @@ def test_cli_connects_syncs_and_refuses_a_bad_token(store: Any, database_url: st
 
 
 def test_first_sync_matches_the_dataset_and_fetches_each_user_and_org_once(
-    store: Any, desk: tuple[FakeZendesk, str, str], caplog: Any,
+    store: Any, desk: tuple[FakeZendesk, str, str], caplog: Any, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fake, cid, token = desk
     caplog.set_level(logging.DEBUG)
+    ingested: list[str] = []  # each requester and organization is also ingested once a run, not once a ticket
+    for kind in ("contact", "company"):
+        def counted(self: StreamIngest, *a: Any, _kind: str = kind, _of: Any = getattr(StreamIngest, kind),
+                    **kw: Any) -> Any:
+            ingested.append(_kind)
+            return _of(self, *a, **kw)
+        monkeypatch.setattr(StreamIngest, kind, counted)
     result = run_stream_sync(cid, "tickets", store=store)
 
     assert result.status == "success", result.error
     assert _counts(store) == (SESSIONS, CONTACTS, COMPANIES)
+    assert (ingested.count("contact"), ingested.count("company")) == (CONTACTS, COMPANIES)
     assert {r["email"] for r in _rows(store, "SELECT email FROM contacts")} == fake.expected_contacts()
     assert {r["domain"] for r in _rows(store, "SELECT domain FROM companies")} == fake.expected_companies()
     assert _session_ids(store) == {str(t["id"]) for t in fake.ingested_tickets()}

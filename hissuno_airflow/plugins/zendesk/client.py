@@ -8,7 +8,7 @@ signal, redacted logs) and ``ZendeskClient`` wraps it. No retry, sleep or loggin
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from typing import Any
 
 from hissuno_airflow.kit import ProviderResponseError
@@ -133,6 +133,14 @@ class Lookups:
         self.client = client
         self._users: dict[str, dict[str, Any] | None] = {}
         self._orgs: dict[str, dict[str, Any] | None] = {}
+        self._seen: set[Hashable] = set()
+
+    def first(self, key: Hashable) -> bool:
+        """True the first time ``key`` is asked about in this run (a record ingested once a run)."""
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        return True
 
     def user(self, user_id: Any) -> dict[str, Any] | None:
         """The user with ``user_id`` (None for no id or a deleted user)."""

@@ -78,9 +78,12 @@ def _ingest_ticket(ingest: Ingest, zd: ZendeskClient, lookups: Lookups, ticket: 
     """Organization, requester, then the ticket with its public comments (so each links to the last)."""
     requester = lookups.user(ticket.get("requester_id"))
     org = lookups.organization((requester or {}).get("organization_id") or ticket.get("organization_id"))
-    if org is not None and (company := company_fields(org)) is not None:
+    # Each once a run: the same fields again would only be found unchanged (most requesters and
+    # organizations have many tickets). A requester's contact also names the ticket's organization.
+    if org is not None and lookups.first(("org", org["id"])) and (company := company_fields(org)) is not None:
         ingest.company(**company)
-    if requester is not None and (contact := contact_fields(requester, org)) is not None:
+    if requester is not None and lookups.first(("user", requester["id"], org and org["id"])) \
+            and (contact := contact_fields(requester, org)) is not None:
         ingest.contact(**contact)
     ingest.session(**session_fields(ticket, zd.comments(str(ticket["id"])), requester, org))
 
