@@ -44,7 +44,7 @@ from psycopg.errors import UniqueViolation
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ValidationError
-from pydantic_core import PydanticSerializationError, to_jsonable_python
+from pydantic_core import PydanticSerializationError, to_json, to_jsonable_python
 
 from ..kit.context import IngestResult, ProgressEvent
 from ..kit.errors import InputError
@@ -111,6 +111,17 @@ def content_hash(record: BaseModel) -> str:
 
 def _hash_json(dumped: str) -> str:
     return hashlib.sha256(dumped.encode()).hexdigest()[:32]
+
+
+def _json_text(value: Any) -> bytes:
+    return to_json(value, inf_nan_mode="null")
+
+
+def _jsonb(value: Any) -> Jsonb:
+    """A record's free map (metadata, custom fields) as jsonb, written by pydantic's encoder: as the content
+    hash sees it, so what validated and hashed is also stored (times, decimals, ids and sets as JSON text; the
+    stdlib encoder refused them and NaN, failing the whole batch), and in Rust rather than Python."""
+    return Jsonb(value, _json_text)
 
 
 def email_domain(email: str) -> str | None:
@@ -264,7 +275,7 @@ class StreamIngest:
         masked = redact(kept, secrets=self.secrets)
         reason = redact_text(reason, self.secrets)
         self._errors.append((self.connection_id, self.stream_id, self.run_id, kind, ext, reason[:2000],
-                             Jsonb(masked), masked != kept))
+                             _jsonb(masked), masked != kept))
         if ext is not None:
             self._open_errors.add((kind, ext))
             self._resolved.discard((kind, ext))
@@ -366,7 +377,7 @@ class StreamIngest:
             pairs = [(m.sender_type, m.content) for m in msgs]
             tags = self._classify(pairs)
             row = [hid, self.project_id, contact_id, rec.name, rec.description, rec.status, rec.source,
-                   rec.session_type, tags, len(msgs), Jsonb(rec.user_metadata), Jsonb(rec.custom_fields),
+                   rec.session_type, tags, len(msgs), _jsonb(rec.user_metadata), _jsonb(rec.custom_fields),
                    first if msgs else rec.first_message_at, last, rec.created_at or first, now]
             self._buffer(self._sessions, row, action)
             pid = self._project_uuid
@@ -397,7 +408,7 @@ class StreamIngest:
         hid = hid or str(uuid.uuid4())
         now = datetime.now(UTC)
         row = [hid, self.project_id, rec.name, rec.description, rec.type, rec.status, rec.priority,
-               Jsonb(rec.custom_fields), rec.updated_at or now, now]
+               _jsonb(rec.custom_fields), rec.updated_at or now, now]
         self._buffer(self._issues, row, action)
         if rec.session_external_id:
             self._issue_links.append([hid, rec.session_external_id])
@@ -425,7 +436,7 @@ class StreamIngest:
             parent = prev[0] if prev else None
         status = "done" if rec.content or rec.type == "folder" else "pending"
         row = [hid, self.project_id, parent, rec.name, rec.description, rec.type, status, rec.url,
-               rec.content, rec.origin, Jsonb(rec.custom_fields), rec.enabled,
+               rec.content, rec.origin, _jsonb(rec.custom_fields), rec.enabled,
                now if rec.content else None, rec.updated_at or now, now]
         self._buffer(self._knowledge, row, action)
         chunks = self._chunks[hid] = []
@@ -531,7 +542,7 @@ class StreamIngest:
                 ON CONFLICT (project_id, lower(domain)) DO UPDATE SET {sets}
                 RETURNING id::text AS id, (xmax = 0) AS created
                 """,
-                {"p": self.project_id, "domain": rec.domain, "cf": Jsonb(rec.custom_fields), **fields},
+                {"p": self.project_id, "domain": rec.domain, "cf": _jsonb(rec.custom_fields), **fields},
             ).fetchone()
             assert row is not None
             # Contacts whose mail domain is this company's join it (contact<->company by email domain).
@@ -641,7 +652,7 @@ class StreamIngest:
                 {"p": self.project_id, "id": [cid for _, _, cid in rows], "name": [r.name for _, r, _ in rows],
                  "email": [r.email for _, r, _ in rows], "phone": [r.phone for _, r, _ in rows],
                  "title": [r.title for _, r, _ in rows], "domain": domains,
-                 "cf": [Jsonb(r.custom_fields) for _, r, _ in rows], "ord": list(range(len(rows)))},
+                 "cf": [_jsonb(r.custom_fields) for _, r, _ in rows], "ord": list(range(len(rows)))},
             )
             ours = {email: cid for email, _, cid in rows}
             for row in cur.fetchall():

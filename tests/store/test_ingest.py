@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 
@@ -129,6 +131,32 @@ def test_a_metadata_value_json_cannot_hold_fails_that_record_alone(store, sample
     with store.connection() as c:
         rows = c.execute("SELECT kind, external_id FROM ingest_errors").fetchall()
     assert [(r["kind"], r["external_id"]) for r in rows] == [("sessions", "odd")]
+
+
+def test_free_maps_keep_values_json_has_no_type_for_as_their_json_text(store, sample_connection):
+    # Metadata and custom fields take any value pydantic can write as JSON (times, decimals, ids, sets, NaN):
+    # each is stored as that JSON, as the content hash sees it, instead of failing the whole batch's write.
+    odd = {"since": datetime(2026, 1, 2, 3, 4, tzinfo=UTC), "price": Decimal("1.50"), "ids": {7},
+           "key": uuid.UUID(int=1), "ratio": float("nan")}
+    ing = _ingest(store, sample_connection.id)
+    session = ing.session(external_id="odd", source="sample", name="odd", user_metadata=odd, custom_fields=odd)
+    others = [ing.issue(external_id="i", name="Issue", description="d", custom_fields=odd),
+              ing.contact(external_id="c", email="odd@acme.example", custom_fields=odd),
+              ing.company(external_id="co", domain="acme.example", custom_fields=odd),
+              ing.session(_session(1))]
+    refused = ing.session(external_id="bad", source="", user_metadata=odd)  # kept in ingest_errors, NaN and all
+    ing.close()
+    assert [r.action for r in (session, *others)] == ["created"] * 5 and refused.action == "failed"
+    want = {"since": "2026-01-02T03:04:00Z", "price": "1.50", "ids": [7],
+            "key": "00000000-0000-0000-0000-000000000001", "ratio": None}
+    with store.connection() as c:
+        row = c.execute("SELECT user_metadata, custom_fields FROM sessions WHERE name = 'odd'").fetchone()
+        kept = [c.execute(f"SELECT custom_fields FROM {t}").fetchone()["custom_fields"]
+                for t in ("issues", "contacts", "companies")]
+        error = c.execute("SELECT external_id, record FROM ingest_errors").fetchone()
+    assert row["user_metadata"] == want and row["custom_fields"] == want
+    assert kept == [want] * 3
+    assert error["external_id"] == "bad" and error["record"]["user_metadata"]["ratio"] is None
 
 
 def test_contacts_unique_by_lower_email_and_linked_to_company_by_domain(store, sample_connection):
