@@ -160,22 +160,22 @@ def test_a_failed_record_is_listed_then_replayed_by_id_after_the_fix(store, cid,
 def test_a_record_that_failed_in_the_store_is_re_ingested_as_kept(store, cid, monkeypatch, capsys):
     from hissuno_airflow.store import ingest
 
-    real = ingest.classify
+    real = ingest.classifier
 
     def broken(pairs):  # a store-side defect that fails one record's write
         if any("hello 3" in c for _, c in pairs):
             raise RuntimeError("classifier crashed")
-        return real(pairs)
+        return real()(pairs)
 
     P.senders["bot"] = "ai"
-    monkeypatch.setattr(ingest, "classify", broken)
+    monkeypatch.setattr(ingest, "classifier", lambda: broken)  # what each run's ingest classifies with
     r = run_stream_sync(cid, "tickets", store=store)  # a stream without a fetch hook
     assert r.counts["failed"] == 1 and r.counts["synced"] == 2
     rc, out = _cli(capsys, "errors", cid, "--stream", "tickets", "--json")
     (listed,) = json.loads(out)
     assert listed["replay"] == "kept" and "classifier crashed" in listed["reason"]
 
-    monkeypatch.setattr(ingest, "classify", real)  # the fix
+    monkeypatch.setattr(ingest, "classifier", real)  # the fix
     P.convs["c3"]["subject"] = "changed at the provider since"  # not read again: the kept record is used
     rc, out = _cli(capsys, "errors", "replay", cid, listed["id"], "--json")
     assert rc == 0 and json.loads(out)["resolved"] == 1
