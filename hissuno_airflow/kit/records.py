@@ -67,9 +67,14 @@ _DEFER_NUL_CHECK = {"defer_nul_check": True}
 """Validation context of ``validated_with_json``: the record's NUL check is done on its JSON instead."""
 
 
+def hashed_json(record: BaseModel) -> str:
+    """The JSON of ``record`` that ingestion's content hash is made of: everything but ``updated_at``."""
+    return record.model_dump_json(exclude={"updated_at"})
+
+
 def validated_with_json(model: type[_R], data: Any) -> tuple[_R, str]:
-    """``model.model_validate(data)`` and the record's JSON without ``updated_at`` (what ingestion hashes),
-    with NUL characters removed as on any validation, in one JSON encoding instead of two.
+    """``model.model_validate(data)`` and the record's ``hashed_json``, with NUL characters removed as on
+    any validation, in one JSON encoding instead of two.
 
     A record is encoded for its content hash anyway, and the encoder escapes a NUL anywhere in it as
     ``\\u0000``: so the NUL check reads that JSON rather than encoding the input a second time (a tenth of an
@@ -80,11 +85,11 @@ def validated_with_json(model: type[_R], data: Any) -> tuple[_R, str]:
     except ValidationError:
         rec = None
     if rec is not None:
-        dumped = rec.model_dump_json(exclude={"updated_at"})
+        dumped = hashed_json(rec)
         if "\\u0000" not in dumped:
             return rec, dumped
     rec = model.model_validate(data)
-    return rec, rec.model_dump_json(exclude={"updated_at"})
+    return rec, hashed_json(rec)
 
 
 def bare_domain(value: str) -> str:

@@ -55,6 +55,7 @@ from ..kit.records import (
     KnowledgeRecord,
     SessionRecord,
     bare_domain,
+    hashed_json,
     validated_with_json,
 )
 from ..kit.redaction import redact, redact_text
@@ -106,7 +107,7 @@ _CHUNK_COLS = ("source_id", "project_id", "chunk_index", "chunk_text", "start_li
 
 def content_hash(record: BaseModel) -> str:
     """Hash of everything but ``updated_at``: a record whose content did not change writes nothing."""
-    return _hash_json(record.model_dump_json(exclude={"updated_at"}))
+    return _hash_json(hashed_json(record))
 
 
 def _hash_json(dumped: str) -> str:
@@ -594,7 +595,7 @@ class StreamIngest:
         email = rec.email.strip().lower()
         if email in self._contacts:
             self.flush()
-        cid = hid or self._contact_ids.get(email) or str(uuid.uuid5(uuid.UUID(self.project_id), email))
+        cid = hid or self._contact_ids.get(email) or str(uuid.uuid5(self._project_uuid, email))
         if rec.company_domain:
             domain = bare_domain(rec.company_domain)
             if self._company_id(domain) is None:  # the named company, made when missing (immediately: few)
@@ -703,7 +704,7 @@ class StreamIngest:
             new = [r for r, created in self._sessions.values() if created]
             upd = [r for r, created in self._sessions.values() if not created]
             if new:
-                pid = uuid.UUID(self.project_id)
+                pid = self._project_uuid
                 copy_rows(cur, "sessions", _SESSION_COLS,
                       ((uuid.UUID(r[0]), pid, r[2] and uuid.UUID(r[2]), *r[3:]) for r in new), _SESSION_TYPES)
             if upd:
