@@ -152,8 +152,3 @@ def classifier() -> Callable[[Sequence[tuple[str, str]]], list[str]]:
     """The configured classifier (``HISSUNO_CLASSIFIER``), for a caller that classifies many conversations
     (reading the variable was a tenth of classifying one by the rules)."""
     return classify_llm if os.environ.get("HISSUNO_CLASSIFIER", "rules").lower() == "llm" else classify_rules
-
-
-def classify(messages: Sequence[tuple[str, str]]) -> list[str]:
-    """Tags by the configured classifier."""
-    return classifier()(messages)
