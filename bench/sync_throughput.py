@@ -163,7 +163,10 @@ def _sync(plugin: str, n: int, fake_url: str, token: str) -> dict[str, Any]:
     from hissuno_airflow.store.enrich import Enricher
 
     store = get_store(os.environ["HISSUNO_DATABASE_URL"])
-    enrich_s = [0.0]
+    # Enrichment runs in the run's ingest worker once the run is large (runtime/ingest_worker.py): each pass
+    # appends its seconds to a file, so the passes of both processes are counted.
+    enrich_log = Path(f"/tmp/hissuno-bench-enrich-{os.getpid()}")
+    enrich_log.write_text("")
     run = Enricher.run
 
     def timed_run(self: Enricher, **kw: Any) -> int:
@@ -171,9 +174,25 @@ def _sync(plugin: str, n: int, fake_url: str, token: str) -> dict[str, Any]:
         try:
             return run(self, **kw)
         finally:
-            enrich_s[0] += time.perf_counter() - t0
+            with enrich_log.open("a") as fh:
+                fh.write(f"{time.perf_counter() - t0}\n")
 
     Enricher.run = timed_run  # type: ignore[method-assign]
+    from hissuno_airflow.store.ingest import StreamIngest
+
+    flush_log = Path(f"/tmp/hissuno-bench-flush-{os.getpid()}")
+    flush_log.write_text("")
+    flush_once = StreamIngest._flush_once
+
+    def timed_flush(self: StreamIngest) -> None:
+        t0 = time.perf_counter()
+        try:
+            flush_once(self)
+        finally:
+            with flush_log.open("a") as fh:
+                fh.write(f"{time.perf_counter() - t0}\n")
+
+    StreamIngest._flush_once = timed_flush  # type: ignore[method-assign]
     p = registry.get_plugin(plugin)
     if plugin == "sample":
         auth = p.auth.test({"workspace": "bench-" + uuid.uuid4().hex[:8], "epoch": "2020-01-01T00:00:00+00:00",
@@ -210,9 +229,30 @@ def _sync(plugin: str, n: int, fake_url: str, token: str) -> dict[str, Any]:
 
         prof = cProfile.Profile()
         prof.enable()
+    # How long the run waited for its ingest worker: while the plugin fetched (the worker behind by
+    # ``AHEAD_BYTES``), and at the end (the last batches and enrichment pass).
+    from hissuno_airflow.runtime.ingest_worker import IngestPipe
+
+    waits = {"fetching": 0.0, "close": 0.0}
+    for name, key in (("_pump", "fetching"), ("close", "close")):
+        def timed(self: Any, *a: Any, _f: Any = getattr(IngestPipe, name), _k: str = key, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return _f(self, *a, **kw)
+            finally:
+                if self.pid is not None:
+                    waits[_k] += time.perf_counter() - t0
+        setattr(IngestPipe, name, timed)
     t, c = time.perf_counter(), time.process_time()
+    w0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = run_stream_sync(cid, stream, store=store)
     wall, cpu = time.perf_counter() - t, time.process_time() - c
+    w1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the run's ingest worker, reaped by the run
+    worker_cpu = (w1.ru_utime - w0.ru_utime) + (w1.ru_stime - w0.ru_stime)
+    enrich_s = sum(float(x) for x in enrich_log.read_text().split())
+    enrich_log.unlink()
+    flushes = [float(x) for x in flush_log.read_text().split()]
+    flush_log.unlink()
     if os.environ.get("BENCH_TRACEMALLOC"):
         snap = tracemalloc.take_snapshot()
         top = snap.statistics("traceback")[:12]
@@ -225,8 +265,9 @@ def _sync(plugin: str, n: int, fake_url: str, token: str) -> dict[str, Any]:
         prof.disable()
         prof.dump_stats(f"{os.environ['BENCH_PROFILE']}.{plugin}.{n}")
     assert result.status == "success", result
-    return {"wall": wall, "cpu": cpu, "enrich": enrich_s[0], "records": result.counts.get("synced", 0),
-            "counts": result.counts}
+    return {"wall": wall, "cpu": cpu + worker_cpu, "worker_cpu": worker_cpu, "enrich": enrich_s,
+            "records": result.counts.get("synced", 0), "counts": result.counts, "waits": waits, "flush_s": sum(flushes), "flushes": len(flushes),
+            "worker_peak_mb": w1.ru_maxrss / 1024 if worker_cpu else 0.0}
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -236,6 +277,7 @@ def _child(args: argparse.Namespace) -> None:
     fn = _floor if args.child == "floor" else _sync
     out = fn(args.plugin, args.n, args.fake_url or "", args.token or "")
     out["peak_mb"] = _peak_mb()
+    out["sys_s"] = resource.getrusage(resource.RUSAGE_SELF).ru_stime  # the kernel's share (sockets, pipes, faults)
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -299,7 +341,7 @@ def _measure(plugin: str, n: int, base_url: str) -> tuple[dict[str, Any], dict[s
         # third within minutes (one floor read 42 s, the next 17 s), and a single floor taken before the
         # sync made the ratio follow that drift more than the sync.
         floor = {**before, "wall": (before["wall"] + after["wall"]) / 2, "walls": (before["wall"], after["wall"]),
-                 "cpu": (before["cpu"] + after["cpu"]) / 2, "peak_mb": max(before["peak_mb"], after["peak_mb"])}
+                 "cpu": (before["cpu"] + after["cpu"]) / 2, "sys_s": (before["sys_s"] + after["sys_s"]) / 2, "peak_mb": max(before["peak_mb"], after["peak_mb"])}
         # CPU seconds of everything each side made work: the child, the fake, and (sync) PostgreSQL.
         floor["cpu_all"] = floor["cpu"] + ((f1 - f0) + (f3 - f2)) / 2
         sync["cpu_all"] = sync["cpu"] + f2 - f1 + ((s1 - s0) if s0 is not None and s1 is not None else 0.0)
@@ -349,22 +391,32 @@ def _report(args: argparse.Namespace, base_url: str) -> int:
         peaks = {}
         for size in (max(1, n // 10), n):
             floor, sync = _measure(plugin, size, base_url)
-            peaks[size] = sync["peak_mb"]
+            # The run's process and its ingest worker's, added: pages the fork shares count twice (an upper bound).
+            peaks[size] = sync["peak_mb"] + sync["worker_peak_mb"]
             ratio = sync["wall"] / floor["wall"]
             bare = (sync["wall"] - sync["enrich"]) / floor["wall"]
             print(f"{plugin} {size:>7} records: floor {floor['wall']:7.2f} s (mean of {floor['walls'][0]:.2f} s before"
                   f" and {floor['walls'][1]:.2f} s after the sync; {floor['requests']} requests,"
                   f" peak {floor['peak_mb']:.0f} MB) | sync {sync['wall']:7.2f} s"
                   f" ({sync['records'] / sync['wall']:.0f} records/s; enrichment {sync['enrich']:.2f} s),"
-                  f" peak {sync['peak_mb']:.0f} MB", flush=True)
+                  f" peak {peaks[size]:.0f} MB (run {sync['peak_mb']:.0f} + ingest worker {sync['worker_peak_mb']:.0f})",
+                  flush=True)
             print(f"{plugin} {size:>7} records: ratio sync/floor {ratio:6.2f}x with enrichment,"
                   f" {bare:6.2f}x without (target <= 1.5)", flush=True)
-            print(f"{plugin} {size:>7} records: CPU seconds floor {floor['cpu_all']:.1f}, sync {sync['cpu_all']:.1f}"
-                  f" (client {sync['cpu']:.1f}, the rest fake + PostgreSQL):"
+            print(f"{plugin} {size:>7} records: CPU seconds floor {floor['cpu_all']:.1f} (client {floor['cpu']:.1f},"
+                  f" in the kernel {floor['sys_s']:.1f}), sync {sync['cpu_all']:.1f}"
+                  f" (client {sync['cpu']:.1f}, of it the ingest worker {sync['worker_cpu']:.1f} and the kernel"
+                  f" {sync['sys_s']:.1f} for the run's process;"
+                  f" the rest fake + PostgreSQL):"
                   f" {sync['cpu_all'] / floor['cpu_all']:.2f}x", flush=True)
             # Busy cores on average (CPU seconds of every process over the wall time): the wall ratio is the
             # CPU ratio times floor/sync parallelism, so this says whether the sync is slow for the work it
             # does or for doing it one process at a time.
+            if sync["waits"]["close"] or sync["waits"]["fetching"]:
+                print(f"{plugin} {size:>7} records: the run waited for its ingest worker"
+                      f" {sync['waits']['fetching']:.2f} s while fetching and {sync['waits']['close']:.2f} s"
+                      f" at the end; its batch writes took {sync['flush_s']:.2f} s ({sync['flushes']} batches)",
+                      flush=True)
             if plugin == "zendesk":
                 print(f"{plugin} {size:>7} records: parallelism (busy cores) floor {floor['cpu_all'] / floor['wall']:.2f},"
                       f" sync {sync['cpu_all'] / sync['wall']:.2f} of {os.cpu_count()}", flush=True)

@@ -45,6 +45,7 @@ from ..store.projects import project_contacts
 from ..store.transient import is_transient, retry_transient, unavailable
 from .handlers import call_handler
 from .host import current_host
+from .ingest_worker import IngestPipe, worker_after
 from .services import ConnectionServices
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ class _SyncServices:
     """The runtime side of a SyncCtx: the connection's services plus ingest, progress and the cursor."""
 
     conn: ConnectionServices
-    ingest: StreamIngest
+    ingest: IngestPipe
     on_progress: Callable[[ProgressEvent, dict[str, int]], None] | None
     store: Store
     run_id: str
@@ -152,6 +153,8 @@ class _SyncServices:
         return self.ingest.get_synced_ids()
 
     def progress(self, event: ProgressEvent) -> None:
+        if self.ingest.progress(event):
+            return  # counted by the ingest worker, in order with the records
         with self.lock:
             if event.type in self.counts:
                 self.counts[event.type] += 1
@@ -293,6 +296,7 @@ class _Run:
     plan: SyncPlan
     cursor_before: datetime | None
     frequency: str
+    pipe: IngestPipe | None = field(default=None, init=False)
 
     def execute(self, filters: Any, settings_: Any, signal: CancelSignal,
                 on_progress: Callable[[ProgressEvent, dict[str, int]], None] | None) -> SyncResult:
@@ -314,6 +318,8 @@ class _Run:
         try:
             return self._execute(run_id, lease, filters, settings_, signal, on_progress)
         finally:
+            if self.pipe is not None:
+                self.pipe.shutdown()  # the run ended abruptly: its worker must not outlive it
             lease.stop()
 
     def _execute(self, run_id: str, lease: _Lease, filters: Any, settings_: Any, signal: CancelSignal,
@@ -333,8 +339,10 @@ class _Run:
                 primary_kind=self.stream.kind if self.stream.kind in _ENTITY_KINDS else None,
                 secrets=secrets,
             )
-            services = _SyncServices(conn=conn_services, ingest=ingest, on_progress=on_progress,
+            pipe = self.pipe = IngestPipe(ingest, worker_after())
+            services = _SyncServices(conn=conn_services, ingest=pipe, on_progress=on_progress,
                                      store=self.store, run_id=run_id)
+            pipe.services = services
             ingest._on_event = services.progress
             ingest._on_timestamp = services.advance_cursor
             sync_services = services
@@ -366,7 +374,7 @@ class _Run:
                 ctx.credentials = conn_services.refresh(seen_token=ctx.credentials.get("access_token"))
                 call_handler(sync_fn, ctx)
             signal.raise_if_cancelled()
-            ingest.close()
+            pipe.close()
         except SyncCancelled as exc:
             status, error, code = "cancelled", str(exc), exc.code
             if lease.lost:
@@ -393,6 +401,8 @@ class _Run:
             except Exception:
                 log.error("flushing a failed run's records failed\n%s",
                           redact_text(traceback.format_exc(), secrets))
+        if services is not None:
+            services.ingest.shutdown()  # after a store failure: the worker drops its unwritten batch
         if error:
             error = redact_text(error, secrets)[:2000]
         if code == ProviderAuthError.code:

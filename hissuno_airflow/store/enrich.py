@@ -99,6 +99,10 @@ class Enricher:
     def __len__(self) -> int:
         return len(self._items)
 
+    def saved(self) -> int:
+        """Queued entities whose pending rows are written (their entities' batch is committed)."""
+        return len(self._items) - len(self._unsaved)
+
     def queue(self, entity_type: str, entity_id: str, text: str, *, graph: bool = True,
               email: str | None = None) -> None:
         """Ask for ``entity`` to be embedded from ``text`` (and linked, when ``graph``)."""
