@@ -389,7 +389,8 @@ def _error(code: str, message: str) -> Exception:
     any other exception keeps its name, so the run reports it as in one process (``Name: text``)."""
     if code == "plugin_error":
         name, _, text = message.partition(": ")
-        return type(name, (Exception,), {"__module__": __name__})(text)
+        named: type[Exception] = type(name, (Exception,), {"__module__": __name__})
+        return named(text)
     known: dict[str, type[HissunoError]] = {}
     stack: list[type[HissunoError]] = [HissunoError]
     while stack:
