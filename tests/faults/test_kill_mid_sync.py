@@ -1,7 +1,8 @@
 """Fault: the task process of a running sync is SIGKILLed mid-sync, under a real Airflow scheduler.
 
 3,000 new issues of one Linear team (the Linear fake, on a loopback socket, each page slowed a little so the kill
-lands mid-sync) sync in a real task process. Once part of them are committed, the task process gets
+lands mid-sync) sync in a real task process, whose ingest goes to a worker process after 200 (as a large
+run's does, after ``HISSUNO_INGEST_WORKER_AFTER``). Once part of them are committed, the task process gets
 SIGKILL: nothing in it runs again (no ``finally``, no ``on_kill``). Airflow marks the try failed and retries
 it (``HISSUNO_TASK_RETRY_DELAY_SECONDS``); the killed run's lease lapses and the next start closes it.
 Afterwards every issue is in the store exactly once; the retry started from the cursor the last successful
@@ -61,6 +62,19 @@ def _task_process(stack: Any, dag_id: str) -> psutil.Process | None:
         return None
 
 
+def _ended(proc: psutil.Process, within: float) -> bool:
+    """Whether ``proc`` ends within ``within`` seconds (an orphan may stay a zombie until init reaps it)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_a_sync_killed_mid_run_is_retried_to_every_record_exactly_once(store, database_url, serve_fake, monkeypatch,
                                                                        airflow_stack):
     fake = FakeLinear(0, clock=FakeClock().time)
@@ -74,6 +88,8 @@ def test_a_sync_killed_mid_run_is_retried_to_every_record_exactly_once(store, da
         HISSUNO_LINEAR_AUTH_URL=fake.url, LINEAR_CLIENT_ID=fake.client_id, LINEAR_CLIENT_SECRET=fake.client_secret,
         # A killed run's lease lapses after 6 s; Airflow retries 5-10 s after a failure, then 10-20 s.
         HISSUNO_RUN_LEASE_SECONDS="6", HISSUNO_TASK_RETRY_DELAY_SECONDS="5",
+        # The run's ingest goes to a worker process after 200 issues: the kill must take the worker with it.
+        HISSUNO_INGEST_WORKER_AFTER="200",
     )
     stack.enable(cid, [STREAM])
     dag_id = dag_id_for(cid, STREAM)
@@ -92,10 +108,15 @@ def test_a_sync_killed_mid_run_is_retried_to_every_record_exactly_once(store, da
     run = stack.wait(lambda: (r := _live_run(store, cid)) and r["counts"].get("synced", 0) >= 500 and r,
                      150, "the first try to commit 500 issues")
     victim = stack.wait(lambda: _task_process(stack, dag_id), 30, "the running task process")
+    workers = victim.children()
+    assert workers, "the task's ingest worker runs (forked after 200 issues)"
     victim.send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
     victim.wait(10)
+    assert all(_ended(w, 5) for w in workers), "the ingest worker died with its task"
     written_before_kill = _n(store, "SELECT count(*) n FROM issues")
+    time.sleep(2)  # before the lease lapses (6 s) no retry can write: whatever changes now is the dead run's
+    assert _n(store, "SELECT count(*) n FROM issues") == written_before_kill, "nothing is written after the kill"
     assert 500 <= written_before_kill < ISSUES, written_before_kill
     # The killed run moved no cursor: it never finished.
     assert repo.get_stream(store, cid, STREAM).last_sync_at == cursor
