@@ -44,7 +44,8 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from ..kit.context import IngestResult, ProgressEvent
 from ..kit.errors import HissunoError, InputError, StoreUnavailable
@@ -53,8 +54,22 @@ from ..store.db import Store
 from ..store.ingest import DELETE_KINDS, StreamIngest
 from ..store.transient import is_transient, unavailable
 
-if TYPE_CHECKING:
-    from .sync import _SyncServices
+
+class _RunSide(Protocol):
+    """What the pipe uses of the run's services (``sync._RunSide``; named here, not imported: the run
+    imports this module)."""
+
+    conn: Any  # ConnectionServices: ``secrets``, the live list of the run's secret values
+    store: Store
+    lock: threading.Lock
+    counts: dict[str, int]
+    high_water: Any
+    on_progress: Callable[[ProgressEvent, dict[str, int]], None] | None
+    _persisted_at: float
+
+    def progress(self, event: ProgressEvent) -> None: ...
+    def snapshot(self) -> dict[str, int]: ...
+    def advance_cursor(self, ts: Any) -> None: ...
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +144,7 @@ class IngestPipe:
 
     def __init__(self, local: StreamIngest, after: int | None) -> None:
         self.local = local
-        self.services: _SyncServices  # set by the run, which makes the two together
+        self.services: _RunSide  # set by the run, which makes the two together
         self.after = after
         self.project_id = local.project_id
         self.calls = 0
@@ -188,6 +203,8 @@ class IngestPipe:
                 result: IngestResult = method(record, **fields)
                 return result
             self._start()
+        if self._done:
+            raise RuntimeError("the run's ingest is closed")
         self._raise_failure()
         self._sync_secrets()
         self._seq += 1
@@ -269,6 +286,8 @@ class IngestPipe:
         self._out += _LEN.pack(len(body))
         self._out += body
         if len(self._out) >= _CHUNK:
+            # The child's news first (its progress, a failure to stop the plugin on): one select a chunk.
+            self._drain(wait=False)
             self._pump(until_sent=False)
 
     def _pump(self, *, until_sent: bool) -> None:
@@ -404,7 +423,7 @@ def _error(code: str, message: str) -> Exception:
     return exc
 
 
-def _child(ingest: StreamIngest, services: _SyncServices, rfd: int, wfd: int, parent: int) -> int:
+def _child(ingest: StreamIngest, services: _RunSide, rfd: int, wfd: int, parent: int) -> int:
     """The child's life; its exit status. A failure outside a call is reported before it exits."""
     try:
         _Worker(ingest, services, rfd, wfd, parent).serve()
@@ -421,7 +440,7 @@ def _child(ingest: StreamIngest, services: _SyncServices, rfd: int, wfd: int, pa
 class _Worker:
     """The child's loop: apply the parent's calls to the run's ``StreamIngest``, in order."""
 
-    def __init__(self, ingest: StreamIngest, services: _SyncServices, rfd: int, wfd: int, parent: int) -> None:
+    def __init__(self, ingest: StreamIngest, services: _RunSide, rfd: int, wfd: int, parent: int) -> None:
         self.ingest, self.services, self.wfd = ingest, services, wfd
         _die_with(parent)
         signal.signal(signal.SIGINT, signal.SIG_IGN)

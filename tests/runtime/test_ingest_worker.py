@@ -36,14 +36,22 @@ def worker_after(monkeypatch, caplog):
     caplog.set_level(logging.DEBUG, logger="hissuno_airflow.runtime.ingest_worker")
 
     def forked() -> int:
-        return sum(FORKED in r.getMessage() for r in caplog.records)
+        return len(_worker_pids(caplog))
 
     return forked
 
 
-def _no_children() -> list[psutil.Process]:
-    """Live (not zombie) child processes of this test process: a run's worker must be reaped by its run."""
-    return [p for p in psutil.Process().children() if p.status() != psutil.STATUS_ZOMBIE]
+def _worker_pids(caplog) -> list[int]:
+    return [int(r.args[0]) for r in caplog.records if FORKED in r.getMessage()]
+
+
+@pytest.fixture
+def no_children(caplog):
+    """The workers the test's runs started that still exist (running, or zombies their run did not reap)."""
+    def left() -> list[int]:
+        return [pid for pid in _worker_pids(caplog) if psutil.pid_exists(pid)]
+
+    return left
 
 
 def _dies(proc: psutil.Process, within: float) -> bool:
@@ -60,7 +68,7 @@ def _dies(proc: psutil.Process, within: float) -> bool:
 
 
 def test_a_run_in_a_worker_writes_counts_and_moves_the_cursor_as_in_one_process(store, sample_connection,
-                                                                                  worker_after):
+                                                                                  worker_after, no_children):
     cid = sample_connection.id
     enable_stream(store, cid, "sessions", filters={"size": 120})
     events: list[tuple[str, dict[str, int]]] = []
@@ -80,7 +88,7 @@ def test_a_run_in_a_worker_writes_counts_and_moves_the_cursor_as_in_one_process(
     assert r1.cursor_after is not None and repo.get_stream(store, cid, "sessions").last_sync_at == r1.cursor_after
     # Live progress reached the caller from the worker, its counts growing.
     assert events and events[-1][1]["found"] > 10
-    assert _no_children() == []
+    assert no_children() == []
 
     r2 = run_stream_sync(cid, "sessions", SyncPlan.full(), store=store)  # every record again, all unchanged
     assert worker_after() == 2
@@ -122,7 +130,8 @@ def test_results_and_synced_ids_are_answered_by_the_worker(store, sample_connect
 
 
 def test_a_store_failure_in_the_worker_fails_the_run_retriably_and_stops_the_worker(store, sample_connection,
-                                                                                     worker_after, monkeypatch):
+                                                                                     worker_after, monkeypatch,
+                                                                                     no_children):
     cid = sample_connection.id
     enable_stream(store, cid, "sessions", filters={"size": 200})
     monkeypatch.setenv("HISSUNO_STORE_RETRY_SECONDS", "0.5")
@@ -139,7 +148,7 @@ def test_a_store_failure_in_the_worker_fails_the_run_retriably_and_stops_the_wor
     assert worker_after() == 1
     assert r.status == "error" and r.error_code == "store_unavailable" and r.retriable, (r.status, r.error)
     assert r.cursor_after is None and repo.get_stream(store, cid, "sessions").last_sync_at is None
-    assert _no_children() == []
+    assert no_children() == []
     # The retry, with the store back, completes every record exactly once.
     monkeypatch.setattr(StreamIngest, "_flush_once", flush)
     r = run_stream_sync(cid, "sessions", store=store)
@@ -149,8 +158,38 @@ def test_a_store_failure_in_the_worker_fails_the_run_retriably_and_stops_the_wor
                      " WHERE hissuno_kind = 'sessions'") == 200
 
 
+def test_a_failed_worker_stops_the_plugin_at_its_next_calls(store, sample_connection, worker_after, monkeypatch,
+                                                            no_children):
+    """The plugin learns of the worker's failure while it fetches, not after fetching everything."""
+    cid = sample_connection.id
+    enable_stream(store, cid, "sessions", filters={"size": 5})
+    monkeypatch.setenv("HISSUNO_STORE_RETRY_SECONDS", "0")
+    parent = os.getpid()
+    flush = StreamIngest._flush_once
+
+    def down(self):
+        if os.getpid() != parent:
+            raise psycopg.OperationalError("the database system is shutting down")
+        return flush(self)
+
+    monkeypatch.setattr(StreamIngest, "_flush_once", down)
+    sent = [0]
+
+    def handler(ctx):
+        for i in range(5000):  # a provider that answers a record every half millisecond
+            time.sleep(0.0005)
+            ctx.ingest.session(external_id=f"s{i}", source="test", name=f"session {i} " + "x" * 200)
+            sent[0] += 1
+
+    r = run_stream_sync(cid, "sessions", SyncPlan(handler=handler), store=store)
+    assert worker_after() == 1
+    assert r.status == "error" and r.error_code == "store_unavailable" and r.retriable, (r.status, r.error)
+    assert 500 < sent[0] < 2500, f"the plugin went on for {sent[0]} records after the worker's first batch failed"
+    assert no_children() == []
+
+
 def test_a_bug_in_the_worker_ends_the_run_with_its_error_redacted_and_keeps_what_came_before(
-        store, sample_connection, worker_after, monkeypatch):
+        store, sample_connection, worker_after, monkeypatch, no_children):
     cid = sample_connection.id
     enable_stream(store, cid, "sessions", filters={"size": 60})
     secret = "s3cr3t-token-value-0042"
@@ -177,7 +216,7 @@ def test_a_bug_in_the_worker_ends_the_run_with_its_error_redacted_and_keeps_what
     # The 29 sessions before the failing one were flushed by the worker's close, as in one process; none after.
     assert _n(store, "SELECT count(*) n FROM sessions") == 29
     assert r.cursor_after is None
-    assert _no_children() == []
+    assert no_children() == []
 
 
 def test_a_killed_run_takes_its_worker_with_it(store, sample_connection, database_url, tmp_path):
