@@ -26,6 +26,7 @@ from hissuno_airflow.dag_factory import dag_id_for
 from hissuno_airflow.store import connections as repo
 from tests.fakes.linear import TEAMS, FakeLinear, connect, oauth_env
 from tests.fakes.server import FakeClock
+from tests.fixtures.processes import ended
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -60,19 +61,6 @@ def _task_process(stack: Any, dag_id: str) -> psutil.Process | None:
         return proc if "airflow" in " ".join(proc.cmdline()) else None
     except psutil.NoSuchProcess:
         return None
-
-
-def _ended(proc: psutil.Process, within: float) -> bool:
-    """Whether ``proc`` ends within ``within`` seconds (an orphan may stay a zombie until init reaps it)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_a_sync_killed_mid_run_is_retried_to_every_record_exactly_once(store, database_url, serve_fake, monkeypatch,
@@ -113,7 +101,7 @@ def test_a_sync_killed_mid_run_is_retried_to_every_record_exactly_once(store, da
     victim.send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
     victim.wait(10)
-    assert all(_ended(w, 5) for w in workers), "the ingest worker died with its task"
+    assert all(ended(w, 5) for w in workers), "the ingest worker died with its task"
     written_before_kill = _n(store, "SELECT count(*) n FROM issues")
     time.sleep(2)  # before the lease lapses (6 s) no retry can write: whatever changes now is the dead run's
     assert _n(store, "SELECT count(*) n FROM issues") == written_before_kill, "nothing is written after the kill"

@@ -20,6 +20,7 @@ from hissuno_airflow.runtime.streams import enable_stream
 from hissuno_airflow.runtime.sync import SyncPlan, run_stream_sync
 from hissuno_airflow.store import connections as repo
 from hissuno_airflow.store.ingest import StreamIngest
+from tests.fixtures.processes import ended
 
 FORKED = "ingest continues in worker process"
 
@@ -52,19 +53,6 @@ def no_children(caplog):
         return [pid for pid in _worker_pids(caplog) if psutil.pid_exists(pid)]
 
     return left
-
-
-def _dies(proc: psutil.Process, within: float) -> bool:
-    """Whether ``proc`` ends within ``within`` seconds (an orphan stays a zombie until init reaps it)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_a_run_in_a_worker_writes_counts_and_moves_the_cursor_as_in_one_process(store, sample_connection,
@@ -242,7 +230,7 @@ def test_a_killed_run_takes_its_worker_with_it(store, sample_connection, databas
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        assert all(_dies(w, 5.0) for w in workers), "the worker outlived its run"
+        assert all(ended(w, 5.0) for w in workers), "the worker outlived its run"
         written = _n(store, "SELECT count(*) n FROM sessions")
         time.sleep(2)
         assert _n(store, "SELECT count(*) n FROM sessions") == written, "nothing is written after the kill"
@@ -290,7 +278,7 @@ def test_a_worker_busy_when_its_run_is_killed_dies_before_it_writes(store, sampl
         worker = psutil.Process(int(marker.read_text()))
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        assert _dies(worker, 1.0), "the worker died within a second, not after its 4 s write"
+        assert ended(worker, 1.0), "the worker died within a second, not after its 4 s write"
         time.sleep(4)
         assert _n(store, "SELECT count(*) n FROM sessions") == 0, "the held batch was never written"
     finally:
