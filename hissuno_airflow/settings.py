@@ -60,6 +60,15 @@ def default_project_id() -> str:
     return os.environ.get("HISSUNO_PROJECT_ID", "00000000-0000-0000-0000-000000000001")
 
 
+def ingest_worker_after() -> int | None:
+    """``HISSUNO_INGEST_WORKER_AFTER`` (default 2000): ingest calls a sync run makes in its own process before the
+    rest go to an ingest worker process (``runtime/ingest_worker.py``); ``off`` keeps every run in one process."""
+    raw = (os.environ.get("HISSUNO_INGEST_WORKER_AFTER") or "2000").strip().lower()
+    if raw in ("off", "none", "no", "false"):
+        return None
+    return max(0, int(raw))
+
+
 def run_lease_seconds() -> float:
     """``HISSUNO_RUN_LEASE_SECONDS`` (default 120): how long a sync run's lease lasts without renewal.
 

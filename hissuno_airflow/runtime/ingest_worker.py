@@ -48,15 +48,15 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..kit.context import IngestResult, ProgressEvent
-from ..kit.errors import HissunoError, InputError, StoreUnavailable
+from ..kit.errors import HissunoError, StoreUnavailable
 from ..kit.redaction import redact_text
 from ..store.db import Store
-from ..store.ingest import DELETE_KINDS, StreamIngest
+from ..store.ingest import StreamIngest, delete_kind
 from ..store.transient import is_transient, unavailable
 
 
 class _RunSide(Protocol):
-    """What the pipe uses of the run's services (``sync._RunSide``; named here, not imported: the run
+    """What the pipe uses of the run's services (``sync._SyncServices``; named here, not imported: the run
     imports this module)."""
 
     conn: Any  # ConnectionServices: ``secrets``, the live list of the run's secret values
@@ -65,11 +65,12 @@ class _RunSide(Protocol):
     counts: dict[str, int]
     high_water: Any
     on_progress: Callable[[ProgressEvent, dict[str, int]], None] | None
-    _persisted_at: float
 
     def progress(self, event: ProgressEvent) -> None: ...
+    def tell(self, event: ProgressEvent, snapshot: dict[str, int]) -> None: ...
     def snapshot(self) -> dict[str, int]: ...
     def advance_cursor(self, ts: Any) -> None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +93,22 @@ _FREQUENT = frozenset({"found", "synced", "skipped"})
 _DROPS_BATCH = frozenset({"store_unavailable", "lease_lost"})
 
 
-def worker_after() -> int | None:
-    """``HISSUNO_INGEST_WORKER_AFTER`` (default 2000): records a run ingests in its own process before the
-    rest go to an ingest worker process; ``off`` keeps every run in one process. Fork-capable systems only."""
-    raw = (os.environ.get("HISSUNO_INGEST_WORKER_AFTER") or "2000").strip().lower()
-    if raw in ("off", "none", "no", "false") or not hasattr(os, "fork"):
+def _frame(msg: tuple[Any, ...]) -> bytes:
+    """One message on either pipe: its length, then its pickle."""
+    body = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LEN.pack(len(body)) + body
+
+
+def _unframe(buf: bytearray) -> tuple[Any, ...] | None:
+    """Take the first whole message off ``buf``; None while it holds only part of one."""
+    if len(buf) < 4:
         return None
-    return max(0, int(raw))
+    (size,) = _LEN.unpack_from(buf)
+    if len(buf) < 4 + size:
+        return None
+    msg: tuple[Any, ...] = pickle.loads(buf[4 : 4 + size])  # noqa: S301 - the run's own process, a private pipe
+    del buf[: 4 + size]
+    return msg
 
 
 class IngestWorkerLost(StoreUnavailable):
@@ -108,10 +118,9 @@ class IngestWorkerLost(StoreUnavailable):
 class _PendingResult(IngestResult):
     """An ``IngestResult`` the child computes; its fields are fetched when first read."""
 
-    def __init__(self, pipe: IngestPipe, seq: int, kind: str) -> None:
+    def __init__(self, pipe: IngestPipe, seq: int) -> None:
         object.__setattr__(self, "_pipe", pipe)
         object.__setattr__(self, "_seq", seq)
-        object.__setattr__(self, "_kind", kind)
         object.__setattr__(self, "_got", None)
 
     def _fields(self) -> tuple[str | None, str, str, str | None]:
@@ -145,7 +154,7 @@ class IngestPipe:
     def __init__(self, local: StreamIngest, after: int | None) -> None:
         self.local = local
         self.services: _RunSide  # set by the run, which makes the two together
-        self.after = after
+        self.after = after if hasattr(os, "fork") else None
         self.project_id = local.project_id
         self.calls = 0
         self.pid: int | None = None
@@ -162,25 +171,23 @@ class IngestPipe:
     # -- the Ingest protocol ---------------------------------------------------------------
 
     def session(self, record: Any = None, /, **fields: Any) -> IngestResult:
-        return self._call("session", "sessions", record, fields)
+        return self._call("session", record, fields)
 
     def contact(self, record: Any = None, /, **fields: Any) -> IngestResult:
-        return self._call("contact", "contacts", record, fields)
+        return self._call("contact", record, fields)
 
     def company(self, record: Any = None, /, **fields: Any) -> IngestResult:
-        return self._call("company", "companies", record, fields)
+        return self._call("company", record, fields)
 
     def issue(self, record: Any = None, /, **fields: Any) -> IngestResult:
-        return self._call("issue", "issues", record, fields)
+        return self._call("issue", record, fields)
 
     def knowledge(self, record: Any = None, /, **fields: Any) -> IngestResult:
-        return self._call("knowledge", "knowledge", record, fields)
+        return self._call("knowledge", record, fields)
 
     def delete(self, kind: str, external_id: str | int, /) -> IngestResult:
-        if kind not in DELETE_KINDS:  # the caller's mistake: raised at its call, as in one process
-            msg = f"delete kind: expected one of {', '.join(DELETE_KINDS)}; got {kind!r}"
-            raise InputError(msg, field="kind")
-        return self._call("delete", DELETE_KINDS[kind], kind, {"external_id": external_id})
+        delete_kind(kind)  # the caller's mistake: raised at its call, as in one process
+        return self._call("delete", kind, {"external_id": external_id})
 
     def is_synced(self, external_id: str) -> bool:
         if self.pid is None:
@@ -193,7 +200,7 @@ class IngestPipe:
         got: set[str] = self._ask(("synced_ids",))
         return got
 
-    def _call(self, name: str, kind: str, record: Any, fields: dict[str, Any]) -> IngestResult:
+    def _call(self, name: str, record: Any, fields: dict[str, Any]) -> IngestResult:
         if self.pid is None:
             self.calls += 1
             if self.after is None or self.calls <= self.after:
@@ -209,7 +216,7 @@ class IngestPipe:
         self._sync_secrets()
         self._seq += 1
         self._send(("call", self._seq, name, record, fields))
-        return _PendingResult(self, self._seq, kind)
+        return _PendingResult(self, self._seq)
 
     # -- the run's side ----------------------------------------------------------------------
 
@@ -282,9 +289,7 @@ class IngestPipe:
         log.debug("ingest continues in worker process %d after %d records", pid, self.calls - 1)
 
     def _send(self, msg: tuple[Any, ...]) -> None:
-        body = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
-        self._out += _LEN.pack(len(body))
-        self._out += body
+        self._out += _frame(msg)
         if len(self._out) >= _CHUNK:
             # The child's news first (its progress, a failure to stop the plugin on): one select a chunk.
             self._drain(wait=False)
@@ -340,14 +345,8 @@ class IngestPipe:
             data = b""
         if not data:
             self._lost()
-        buf = self._back_buf
-        buf += data
-        while len(buf) >= 4:
-            (size,) = _LEN.unpack_from(buf)
-            if len(buf) < 4 + size:
-                break
-            msg = pickle.loads(buf[4 : 4 + size])  # noqa: S301 - our own child, over a private pipe
-            del buf[: 4 + size]
+        self._back_buf += data
+        while (msg := _unframe(self._back_buf)) is not None:
             if msg[0] == "progress":
                 self._progress(msg[1], msg[2])
             elif msg[0] == "failed":
@@ -357,17 +356,9 @@ class IngestPipe:
         return replies
 
     def _progress(self, event: ProgressEvent, counts: dict[str, int]) -> None:
-        services = self.services
-        with services.lock:
-            services.counts.update(counts)
-        if services.on_progress is None:
-            return
-        if event.message:  # the parent's secrets are the live ones (a refresh adds tokens)
-            event = event.model_copy(update={"message": redact_text(event.message, services.conn.secrets)})
-        try:
-            services.on_progress(event, counts)
-        except Exception:  # a broken progress sink never fails a sync
-            log.warning("progress sink failed", exc_info=True)
+        with self.services.lock:
+            self.services.counts.update(counts)
+        self.services.tell(event, counts)  # redacted again here: the parent's secrets are the live ones
 
     def _sync_secrets(self) -> None:
         secrets = self.services.conn.secrets
@@ -384,8 +375,7 @@ class IngestPipe:
     def _lost(self) -> None:
         self._done = True
         self._reap()
-        if self._failure is not None:
-            self._raise_failure()
+        self._raise_failure()  # the reason the child gave before it went, if it gave one
         raise IngestWorkerLost("the ingest worker process stopped without finishing its batch; retry the run")
 
     def _reap(self) -> None:
@@ -429,8 +419,7 @@ def _child(ingest: StreamIngest, services: _RunSide, rfd: int, wfd: int, parent:
         _Worker(ingest, services, rfd, wfd, parent).serve()
     except BaseException as exc:  # the parent raises it, or reports a lost worker when this cannot be sent
         try:
-            body = pickle.dumps(("failed", *_describe(exc, services.conn.secrets)))
-            os.write(wfd, _LEN.pack(len(body)) + body)
+            os.write(wfd, _frame(("failed", *_describe(exc, services.conn.secrets))))
         except BaseException:  # noqa: S110 - the parent sees the pipe close and reports a lost worker
             pass
         return 1
@@ -458,7 +447,6 @@ class _Worker:
         services.store = store
         services.lock = threading.Lock()
         services.on_progress = self._forward
-        services._persisted_at = 0.0
 
     def serve(self) -> None:
         while True:
@@ -488,14 +476,9 @@ class _Worker:
     def _next(self) -> tuple[Any, ...] | None:
         """The parent's next message (None at EOF). Waiting for it, enrich what earlier batches queued: the
         run's last pass then holds only the tail, instead of everything queued since the last full pass."""
-        buf = self.inbox
         while True:
-            if len(buf) >= 4:
-                (size,) = _LEN.unpack_from(buf)
-                if len(buf) >= 4 + size:
-                    msg: tuple[Any, ...] = pickle.loads(buf[4 : 4 + size])  # noqa: S301 - our parent, a private pipe
-                    del buf[: 4 + size]
-                    return msg
+            if (msg := _unframe(self.inbox)) is not None:
+                return msg
             if (self.failure is None and self.ingest.enricher.saved() >= IDLE_PASS_MIN
                     and not select.select([self.rfd], [], [], 0)[0]):
                 self._guard(self._idle_pass)
@@ -505,7 +488,7 @@ class _Worker:
             data = os.read(self.rfd, _CHUNK)
             if not data:
                 return None
-            buf += data
+            self.inbox += data
 
     def _idle_pass(self) -> None:
         # The batch in hand first (smaller than a full one): a pass embeds only entities that are written.
@@ -563,8 +546,7 @@ class _Worker:
             self._send(("progress", event, counts))
 
     def _send(self, msg: tuple[Any, ...]) -> None:
-        body = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
-        data = memoryview(_LEN.pack(len(body)) + body)
+        data = memoryview(_frame(msg))
         while data:
             n = os.write(self.wfd, data)
             data = data[n:]

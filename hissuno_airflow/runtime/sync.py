@@ -45,7 +45,7 @@ from ..store.projects import project_contacts
 from ..store.transient import is_transient, retry_transient, unavailable
 from .handlers import call_handler
 from .host import current_host
-from .ingest_worker import IngestPipe, worker_after
+from .ingest_worker import IngestPipe
 from .services import ConnectionServices
 
 log = logging.getLogger(__name__)
@@ -171,13 +171,19 @@ class _SyncServices:
                     runs.record_progress(c, self.run_id, snapshot, event.current, event.total)
             except Exception as exc:  # live progress is best effort; counts are stored with the writes
                 log.warning("could not record live progress (%s)", type(exc).__name__)
-        if self.on_progress is not None:
-            if event.message:
-                event = event.model_copy(update={"message": redact_text(event.message, self.conn.secrets)})
-            try:
-                self.on_progress(event, snapshot)
-            except Exception:  # a broken progress sink never fails a sync
-                log.warning("progress sink failed", exc_info=True)
+        self.tell(event, snapshot)
+
+    def tell(self, event: ProgressEvent, snapshot: dict[str, int]) -> None:
+        """Hand an event and the counts to the caller's progress sink, its message redacted with the run's live
+        secrets (a refresh adds tokens)."""
+        if self.on_progress is None:
+            return
+        if event.message:
+            event = event.model_copy(update={"message": redact_text(event.message, self.conn.secrets)})
+        try:
+            self.on_progress(event, snapshot)
+        except Exception:  # a broken progress sink never fails a sync
+            log.warning("progress sink failed", exc_info=True)
 
     def snapshot(self) -> dict[str, int]:
         with self.lock:
@@ -319,7 +325,9 @@ class _Run:
             return self._execute(run_id, lease, filters, settings_, signal, on_progress)
         finally:
             if self.pipe is not None:
-                self.pipe.shutdown()  # the run ended abruptly: its worker must not outlive it
+                # A store failure or an abrupt end: the worker drops its unwritten batch and never outlives
+                # the run (no-op after the run's ``close``).
+                self.pipe.shutdown()
             lease.stop()
 
     def _execute(self, run_id: str, lease: _Lease, filters: Any, settings_: Any, signal: CancelSignal,
@@ -339,7 +347,7 @@ class _Run:
                 primary_kind=self.stream.kind if self.stream.kind in _ENTITY_KINDS else None,
                 secrets=secrets,
             )
-            pipe = self.pipe = IngestPipe(ingest, worker_after())
+            pipe = self.pipe = IngestPipe(ingest, settings.ingest_worker_after())
             services = _SyncServices(conn=conn_services, ingest=pipe, on_progress=on_progress,
                                      store=self.store, run_id=run_id)
             pipe.services = services
@@ -401,8 +409,6 @@ class _Run:
             except Exception:
                 log.error("flushing a failed run's records failed\n%s",
                           redact_text(traceback.format_exc(), secrets))
-        if services is not None:
-            services.ingest.shutdown()  # after a store failure: the worker drops its unwritten batch
         if error:
             error = redact_text(error, secrets)[:2000]
         if code == ProviderAuthError.code:

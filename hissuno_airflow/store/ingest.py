@@ -125,6 +125,15 @@ def _jsonb(value: Any) -> Jsonb:
     return Jsonb(value, _json_text)
 
 
+def delete_kind(kind: str) -> str:
+    """The entity kind ``Ingest.delete`` means by ``kind``; InputError naming the accepted ones otherwise."""
+    entity_kind = DELETE_KINDS.get(kind)
+    if entity_kind is None:
+        msg = f"delete kind: expected one of {', '.join(DELETE_KINDS)}; got {kind!r}"
+        raise InputError(msg, field="kind")
+    return entity_kind
+
+
 def email_domain(email: str) -> str | None:
     """The company domain of an email address, or None for generic mail providers."""
     domain = email.rsplit("@", 1)[-1].lower().strip()
@@ -500,10 +509,7 @@ class StreamIngest:
 
     def delete(self, kind: str, external_id: str | int, /) -> IngestResult:
         """Mark the entity this stream made from ``external_id`` deleted (see ``kit.context.Ingest.delete``)."""
-        entity_kind = DELETE_KINDS.get(kind)
-        if entity_kind is None:
-            msg = f"delete kind: expected one of {', '.join(DELETE_KINDS)}; got {kind!r}"
-            raise InputError(msg, field="kind")
+        entity_kind = delete_kind(kind)
         ext = str(external_id)
         key = (entity_kind, ext)
         prev = self._map().get(key)
