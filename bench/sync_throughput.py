@@ -38,6 +38,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -104,6 +105,25 @@ class _Discard(list):  # type: ignore[type-arg]
 # -- the children --------------------------------------------------------------------------------------
 
 
+def _time_calls(cls: Any, name: str, record: Any) -> None:
+    """Wrap ``cls.name`` so that each call's arguments (``self`` first) and seconds go to ``record``."""
+    fn = getattr(cls, name)
+
+    def timed(*args: Any, **kw: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kw)
+        finally:
+            record(args, time.perf_counter() - t0)
+
+    setattr(cls, name, timed)
+
+
+def _append(path: Path, line: str) -> None:
+    with path.open("a") as fh:
+        fh.write(line + "\n")
+
+
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -165,48 +185,21 @@ def _sync(plugin: str, n: int, fake_url: str, token: str) -> dict[str, Any]:
     from hissuno_airflow.store.enrich import Enricher
 
     store = get_store(os.environ["HISSUNO_DATABASE_URL"])
-    # Enrichment runs in the run's ingest worker once the run is large (runtime/ingest_worker.py): each pass
-    # appends its seconds to a file, so the passes of both processes are counted.
-    enrich_log = Path(f"/tmp/hissuno-bench-enrich-{os.getpid()}")
-    enrich_log.write_text("")
-    run = Enricher.run
-
-    def timed_run(self: Enricher, **kw: Any) -> int:
-        t0 = time.perf_counter()
-        try:
-            return run(self, **kw)
-        finally:
-            with enrich_log.open("a") as fh:
-                fh.write(f"{time.perf_counter() - t0}\n")
-
-    Enricher.run = timed_run  # type: ignore[method-assign]
-    if os.environ.get("BENCH_ENRICH_PARTS"):  # where enrichment's time goes, by phase, to that file
-        parts_log = os.environ["BENCH_ENRICH_PARTS"]
-        for phase in ("_build_indexes", "_link", "_link_emails", "_embed_and_write"):
-            def phase_timed(self: Any, *a: Any, _f: Any = getattr(Enricher, phase), _p: str = phase, **kw: Any) -> Any:
-                t0 = time.perf_counter()
-                try:
-                    return _f(self, *a, **kw)
-                finally:
-                    with open(parts_log, "a") as fh:
-                        fh.write(f"{_p} {len(a[0]) if a and hasattr(a[0], '__len__') else '-'}"
-                                 f" {time.perf_counter() - t0:.3f}\n")
-            setattr(Enricher, phase, phase_timed)
     from hissuno_airflow.store.ingest import StreamIngest
 
-    flush_log = Path(f"/tmp/hissuno-bench-flush-{os.getpid()}")
-    flush_log.write_text("")
-    flush_once = StreamIngest._flush_once
-
-    def timed_flush(self: StreamIngest) -> None:
-        t0 = time.perf_counter()
-        try:
-            flush_once(self)
-        finally:
-            with flush_log.open("a") as fh:
-                fh.write(f"{time.perf_counter() - t0}\n")
-
-    StreamIngest._flush_once = timed_flush  # type: ignore[method-assign]
+    # Enrichment and batch writes run in the run's ingest worker once the run is large
+    # (runtime/ingest_worker.py): each call appends its seconds to a file, so both processes' are counted.
+    enrich_log = Path(tempfile.gettempdir(), f"hissuno-bench-enrich-{os.getpid()}")
+    flush_log = Path(tempfile.gettempdir(), f"hissuno-bench-flush-{os.getpid()}")
+    for log in (enrich_log, flush_log):
+        log.write_text("")
+    _time_calls(Enricher, "run", lambda _a, s: _append(enrich_log, f"{s}"))
+    _time_calls(StreamIngest, "_flush_once", lambda _a, s: _append(flush_log, f"{s}"))
+    if os.environ.get("BENCH_ENRICH_PARTS"):  # where enrichment's time goes, by phase, to that file
+        parts_log = Path(os.environ["BENCH_ENRICH_PARTS"])
+        for phase in ("_build_indexes", "_link", "_link_emails", "_embed_and_write"):
+            _time_calls(Enricher, phase, lambda a, s, _p=phase: _append(
+                parts_log, f"{_p} {len(a[1]) if len(a) > 1 and hasattr(a[1], '__len__') else '-'} {s:.3f}"))
     p = registry.get_plugin(plugin)
     if plugin == "sample":
         auth = p.auth.test({"workspace": "bench-" + uuid.uuid4().hex[:8], "epoch": "2020-01-01T00:00:00+00:00",
@@ -249,14 +242,10 @@ def _sync(plugin: str, n: int, fake_url: str, token: str) -> dict[str, Any]:
 
     waits = {"fetching": 0.0, "close": 0.0}
     for name, key in (("_pump", "fetching"), ("close", "close")):
-        def timed(self: Any, *a: Any, _f: Any = getattr(IngestPipe, name), _k: str = key, **kw: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return _f(self, *a, **kw)
-            finally:
-                if self.pid is not None:
-                    waits[_k] += time.perf_counter() - t0
-        setattr(IngestPipe, name, timed)
+        def waited(a: tuple[Any, ...], s: float, _k: str = key) -> None:
+            if a[0].pid is not None:  # the pipe's own process, not its worker's
+                waits[_k] += s
+        _time_calls(IngestPipe, name, waited)
     t, c = time.perf_counter(), time.process_time()
     w0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = run_stream_sync(cid, stream, store=store)
@@ -424,14 +413,14 @@ def _report(args: argparse.Namespace, base_url: str) -> int:
                   f" {sync['sys_s']:.1f} for the run's process;"
                   f" the rest fake + PostgreSQL):"
                   f" {sync['cpu_all'] / floor['cpu_all']:.2f}x", flush=True)
-            # Busy cores on average (CPU seconds of every process over the wall time): the wall ratio is the
-            # CPU ratio times floor/sync parallelism, so this says whether the sync is slow for the work it
-            # does or for doing it one process at a time.
             if sync["waits"]["close"] or sync["waits"]["fetching"]:
                 print(f"{plugin} {size:>7} records: the run waited for its ingest worker"
                       f" {sync['waits']['fetching']:.2f} s while fetching and {sync['waits']['close']:.2f} s"
                       f" at the end; its batch writes took {sync['flush_s']:.2f} s ({sync['flushes']} batches)",
                       flush=True)
+            # Busy cores on average (CPU seconds of every process over the wall time): the wall ratio is the
+            # CPU ratio times floor/sync parallelism, so this says whether the sync is slow for the work it
+            # does or for doing it one process at a time.
             if plugin == "zendesk":
                 print(f"{plugin} {size:>7} records: parallelism (busy cores) floor {floor['cpu_all'] / floor['wall']:.2f},"
                       f" sync {sync['cpu_all'] / sync['wall']:.2f} of {os.cpu_count()}", flush=True)
