@@ -142,6 +142,35 @@ def test_path_and_absolute_url_and_merged_query(api: PagedApi, make_client: Make
     assert client.get_json("/v2/me")["user"]["id"] == 7
     body = client.get_json(f"{api.url}/api/v2/tickets?per_page=5", params={"page": 2})
     assert [t["id"] for t in body["tickets"]] == [6, 7, 8, 9, 10]
+    body = client.get_json("/v2/tickets?per_page=5", params={"page": 3})  # a relative path's query merges too
+    assert [t["id"] for t in body["tickets"]] == [11, 12, 13, 14, 15]
+
+
+@pytest.mark.parametrize("base", ["http://127.0.0.1:8123", "http://127.0.0.1:8123/api/v2/", "https://ex.test/a b"])
+@pytest.mark.parametrize(("path", "params"), [
+    ("/tickets/12/comments.json", {"page[size]": 100, "sort_order": "asc"}),
+    ("/search", {"query": "type:ticket status<solved ü&=/?#", "flag": True, "none": None, "ids": [1, 2]}),
+    ("/ünï côde/%2F/x", None),
+    ("/plain", {}),
+    ("/v1/things/", {"a": ""}),
+])
+def test_a_path_and_params_reach_the_same_url_as_httpx_builds(base: str, path: str, params: dict[str, object] | None) -> None:
+    # The client joins a plain path to its base as text and parses once; the URL must be exactly httpx's.
+    client = ProviderClient("x", base, transport=httpx.MockTransport(lambda r: httpx.Response(200, text=str(r.url))))
+    want = httpx.Client(base_url=base).build_request("GET", path, params=params).url
+    assert client.get(path, params=params).text == str(want)
+
+
+def test_cookies_a_provider_sets_are_neither_kept_nor_sent(make_client: Make, serve_fake: Callable[[FakeProvider], FakeProvider]) -> None:
+    fake = serve_fake(FakeProvider())
+    fake.router.add("GET", "/login", lambda req: FakeResponse(200, {"ok": True}, [("Set-Cookie", "sid=abc123; Path=/"),
+                                                                                 ("Set-Cookie", "lb=node-2; Path=/")]))
+    fake.router.add("GET", "/echo", lambda req: {"cookie": req.header("cookie")})
+    client = make_client(fake.url)
+    assert client.get("/login").headers.get_list("set-cookie") == ["sid=abc123; Path=/", "lb=node-2; Path=/"]
+    assert client.get_json("/echo") == {"cookie": None}
+    with pytest.raises(TypeError, match="keeps no cookies"):
+        client._http.cookies = {"sid": "x"}
 
 
 def test_cancel_signal_stops_before_sending(api: PagedApi, make_client: Make) -> None:
