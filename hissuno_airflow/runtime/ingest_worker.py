@@ -24,6 +24,9 @@ What stays as it was in one process:
   finds the pipe closed) and never flushes a partial batch then: what it committed is idempotent, the cursor
   did not move, and the retry fetches the rest. A transaction in flight rolls back.
 - **Signals.** The child ignores SIGINT and SIGTERM: the parent decides (a cancel flushes through ``close``).
+- **Logs.** The child's log records (a store blip's retry, a pool's warning) go to the parent, which logs
+  them on its own handlers: under Airflow those write the task's log, and two processes writing one log
+  channel could interleave their lines.
 
 Fork, not spawn: the child needs the run's state, and a fresh interpreter would import the store and rebuild
 the dedup map. The child touches no inherited connection (it opens its own pool) and leaves through
@@ -351,6 +354,8 @@ class IngestPipe:
                 self._progress(msg[1], msg[2])
             elif msg[0] == "failed":
                 self._failure = (msg[1], msg[2])
+            elif msg[0] == "log":  # the child's record, on this process's handlers (redacted again here)
+                logging.getLogger(msg[1]).log(msg[2], "%s", redact_text(msg[3], self.services.conn.secrets))
             else:
                 replies.append(msg)
         return replies
@@ -435,6 +440,8 @@ class _Worker:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         self.rfd = rfd
+        self._send_lock = threading.Lock()  # the pool's and enrichment's threads log too
+        _log_to(self._send)
         self.inbox = bytearray()
         self.results: OrderedDict[int, tuple[str | None, str, str, str | None]] = OrderedDict()
         self.failure: str | None = None  # the code of the first failure; calls after it are not applied
@@ -547,9 +554,39 @@ class _Worker:
 
     def _send(self, msg: tuple[Any, ...]) -> None:
         data = memoryview(_frame(msg))
-        while data:
-            n = os.write(self.wfd, data)
-            data = data[n:]
+        with self._send_lock:
+            while data:
+                n = os.write(self.wfd, data)
+                data = data[n:]
+
+
+class _ToParent(logging.Handler):
+    """The child's one log handler: each record, formatted (with its traceback), goes to the parent."""
+
+    def __init__(self, send: Callable[[tuple[Any, ...]], None]) -> None:
+        super().__init__()
+        self.send = send
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.send(("log", record.name, record.levelno, self.format(record)))
+        except Exception:  # the parent is gone: nobody is left to read it
+            self.handleError(record)
+
+
+def _log_to(send: Callable[[tuple[Any, ...]], None]) -> None:
+    """Route every log record of this (child) process to the parent: the inherited handlers are the
+    parent's, which the parent keeps writing to. Each logger keeps its level; the parent's own
+    configuration (its propagation, handlers and filters) applies when it logs the record again."""
+    loggers = [logging.getLogger()]
+    loggers += [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    for lg in loggers:
+        for handler in list(lg.handlers):
+            lg.removeHandler(handler)
+        lg.propagate = True
+    logging.getLogger().addHandler(_ToParent(send))
+    logging.raiseExceptions = False  # a record that cannot reach a dead parent is not worth a traceback
 
 
 def _describe(exc: BaseException, secrets: list[str]) -> tuple[str, str]:

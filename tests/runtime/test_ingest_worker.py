@@ -207,6 +207,42 @@ def test_a_bug_in_the_worker_ends_the_run_with_its_error_redacted_and_keeps_what
     assert no_children() == []
 
 
+def test_the_workers_log_records_are_written_by_its_run_redacted(store, sample_connection, worker_after,
+                                                                  monkeypatch, caplog, no_children):
+    # Under Airflow the run's handlers write the task's log; the worker must not write that channel itself.
+    cid = sample_connection.id
+    enable_stream(store, cid, "sessions", filters={"size": 60})
+    secret = "s3cr3t-token-value-0077"
+    from hissuno_airflow.runtime import services as services_module
+
+    monkeypatch.setattr(services_module, "secret_values", lambda *a, **k: [secret])
+    session = StreamIngest.session
+    done = [0]
+
+    def chatty(self, record=None, /, **fields):
+        done[0] += 1
+        if done[0] in (20, 40):  # in the worker: a warning quoting a credential, and one with a traceback
+            try:
+                raise ValueError("blip")
+            except ValueError:
+                logging.getLogger("hissuno_airflow.store.transient").warning(
+                    "worker %d says %s", os.getpid(), self.secrets[0], exc_info=done[0] == 40)
+        return session(self, record, **fields)
+
+    monkeypatch.setattr(StreamIngest, "session", chatty)
+    r = run_stream_sync(cid, "sessions", store=store)
+    assert r.status == "success" and worker_after() == 1
+    said = [rec for rec in caplog.records if "says" in rec.getMessage()]
+    assert len(said) == 2, [rec.getMessage() for rec in caplog.records]
+    worker = _worker_pids(caplog)[0]
+    for rec in said:
+        assert rec.process == os.getpid() and rec.levelno == logging.WARNING, (rec.process, rec.levelno)
+        assert rec.name == "hissuno_airflow.store.transient"
+        assert f"worker {worker} says" in rec.getMessage() and secret not in rec.getMessage()
+    assert "ValueError: blip" in said[1].getMessage() and "Traceback" in said[1].getMessage()
+    assert no_children() == []
+
+
 def test_a_killed_run_takes_its_worker_with_it(store, sample_connection, database_url, tmp_path):
     """SIGKILL the run's process while its worker works: the worker dies at once and writes nothing more."""
     cid = sample_connection.id
