@@ -176,14 +176,22 @@ def test_a_failed_worker_stops_the_plugin_at_its_next_calls(store, sample_connec
     assert no_children() == []
 
 
-def test_a_bug_in_the_worker_ends_the_run_with_its_error_redacted_and_keeps_what_came_before(
-        store, sample_connection, worker_after, monkeypatch, no_children):
-    cid = sample_connection.id
-    enable_stream(store, cid, "sessions", filters={"size": 60})
-    secret = "s3cr3t-token-value-0042"
+SECRET = "s3cr3t-token-value-0042"
+
+
+@pytest.fixture
+def secret_stream(store, sample_connection, monkeypatch):
+    """A 60-session stream of a connection whose credential is ``SECRET``; its id."""
     from hissuno_airflow.runtime import services as services_module
 
-    monkeypatch.setattr(services_module, "secret_values", lambda *a, **k: [secret])
+    enable_stream(store, sample_connection.id, "sessions", filters={"size": 60})
+    monkeypatch.setattr(services_module, "secret_values", lambda *a, **k: [SECRET])
+    return sample_connection.id
+
+
+def test_a_bug_in_the_worker_ends_the_run_with_its_error_redacted_and_keeps_what_came_before(
+        store, secret_stream, worker_after, monkeypatch, no_children):
+    cid, secret = secret_stream, SECRET
     session = StreamIngest.session
     done = [0]
 
@@ -207,15 +215,10 @@ def test_a_bug_in_the_worker_ends_the_run_with_its_error_redacted_and_keeps_what
     assert no_children() == []
 
 
-def test_the_workers_log_records_are_written_by_its_run_redacted(store, sample_connection, worker_after,
+def test_the_workers_log_records_are_written_by_its_run_redacted(store, secret_stream, worker_after,
                                                                   monkeypatch, caplog, no_children):
     # Under Airflow the run's handlers write the task's log; the worker must not write that channel itself.
-    cid = sample_connection.id
-    enable_stream(store, cid, "sessions", filters={"size": 60})
-    secret = "s3cr3t-token-value-0077"
-    from hissuno_airflow.runtime import services as services_module
-
-    monkeypatch.setattr(services_module, "secret_values", lambda *a, **k: [secret])
+    cid, secret = secret_stream, SECRET
     session = StreamIngest.session
     done = [0]
 
