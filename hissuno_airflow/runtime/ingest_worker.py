@@ -420,28 +420,45 @@ def _error(code: str, message: str) -> Exception:
 
 def _child(ingest: StreamIngest, services: _RunSide, rfd: int, wfd: int, parent: int) -> int:
     """The child's life; its exit status. A failure outside a call is reported before it exits."""
+    out = _Out(wfd)
     try:
-        _Worker(ingest, services, rfd, wfd, parent).serve()
+        _Worker(ingest, services, rfd, out, parent).serve()
     except BaseException as exc:  # the parent raises it, or reports a lost worker when this cannot be sent
         try:
-            os.write(wfd, _frame(("failed", *_describe(exc, services.conn.secrets))))
+            out.send(("failed", *_describe(exc, services.conn.secrets)))
         except BaseException:  # noqa: S110 - the parent sees the pipe close and reports a lost worker
             pass
         return 1
     return 0
 
 
+class _Out:
+    """The child's end of the pipe back to the parent: whole messages, one writer at a time (the pool's and
+    enrichment's threads log through it too)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.lock = threading.Lock()
+
+    def send(self, msg: tuple[Any, ...]) -> None:
+        data = memoryview(_frame(msg))
+        with self.lock:
+            while data:
+                n = os.write(self.fd, data)
+                data = data[n:]
+
+
 class _Worker:
     """The child's loop: apply the parent's calls to the run's ``StreamIngest``, in order."""
 
-    def __init__(self, ingest: StreamIngest, services: _RunSide, rfd: int, wfd: int, parent: int) -> None:
-        self.ingest, self.services, self.wfd = ingest, services, wfd
+    def __init__(self, ingest: StreamIngest, services: _RunSide, rfd: int, out: _Out, parent: int) -> None:
+        self.ingest, self.services = ingest, services
+        self._send = out.send
         _die_with(parent)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         self.rfd = rfd
-        self._send_lock = threading.Lock()  # the pool's and enrichment's threads log too
-        _log_to(self._send)
+        _log_to(out.send)
         self.inbox = bytearray()
         self.results: OrderedDict[int, tuple[str | None, str, str, str | None]] = OrderedDict()
         self.failure: str | None = None  # the code of the first failure; calls after it are not applied
@@ -551,13 +568,6 @@ class _Worker:
             self._held = None
             self._last_progress = time.monotonic()
             self._send(("progress", event, counts))
-
-    def _send(self, msg: tuple[Any, ...]) -> None:
-        data = memoryview(_frame(msg))
-        with self._send_lock:
-            while data:
-                n = os.write(self.wfd, data)
-                data = data[n:]
 
 
 class _ToParent(logging.Handler):
